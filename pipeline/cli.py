@@ -1,0 +1,168 @@
+"""The ``mosaic`` command line: the only place that sets up logging and exit codes.
+
+Exit codes: 0 success, 1 a user-facing error (one line on stderr), 2 bad usage,
+130 interrupted. Set ``MOSAIC_DEBUG=1`` to get the traceback of an error instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from pipeline import __version__
+from pipeline.config import load_config
+from pipeline.errors import MosaicError
+
+log = logging.getLogger("pipeline")
+
+
+def default_cache() -> Path:
+    """The project's cache directory: ``$MOSAIC_CACHE`` or ``./.cache``."""
+    return Path(os.environ.get("MOSAIC_CACHE", ".cache"))
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {text}"
+        return text
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML file overriding the defaults "
+                   "(see configs/default.toml)")
+    p.add_argument("--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append",
+                   default=[], help="override one option, e.g. --set index.clusters=300 "
+                   "(repeatable; beats --config)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mosaic`` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="mosaic", description="Video photomosaics: build a tile index from an image "
+        "corpus, then render videos out of its tiles.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="build or update a clustered tile index from images",
+                       description="Scan CORPUS for images, decode them into tiles and "
+                       "features (checkpointed, resumable), cluster and prune.")
+    p.add_argument("--corpus", required=True, metavar="DIR", help="directory of images "
+                   "(searched recursively)")
+    p.add_argument("--index", metavar="DIR", help="index directory (default: "
+                   "$MOSAIC_CACHE/index, i.e. .cache/index)")
+    p.add_argument("--jobs", type=int, metavar="N", help="decode processes "
+                   "(index.jobs; 0 = all cores)")
+    p.add_argument("--clusters", type=int, metavar="K", help="k-means clusters "
+                   "(index.clusters)")
+    p.add_argument("--tile-size", metavar="WxH", help="tile size (index.tile_size)")
+    _add_config_args(p)
+
+    p = sub.add_parser("inspect", help="write a contact sheet of an index's clusters",
+                       description="One row per kept cluster, largest first: its "
+                       "population and sample tiles.")
+    p.add_argument("index", metavar="INDEX", help="index directory")
+    p.add_argument("--out", required=True, metavar="PNG", help="contact sheet to write")
+    p.add_argument("--samples", type=int, default=16, help="tiles per row (default 16)")
+    p.add_argument("--max-rows", type=int, metavar="N", help="only the N largest clusters")
+    p.add_argument("--zoom", type=int, default=1, help="integer tile magnification")
+    p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
+
+    p = sub.add_parser("sample", help="generate the built-in sample corpus (no download)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
+    p.add_argument("--count", type=int, default=400, help="number of images (default 400)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
+
+    p = sub.add_parser("render", help="render a video mosaic (not implemented yet)")
+    p.add_argument("video", nargs="?", metavar="VIDEO", help="video file or URL")
+    return parser
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from pipeline.stages.index import run_index
+
+    config = load_config(args.config, args.overrides, {
+        "index.jobs": args.jobs, "index.clusters": args.clusters,
+        "index.tile_size": args.tile_size})
+    index_dir = Path(args.index) if args.index else default_cache() / "index"
+    start = time.perf_counter()
+    report = run_index(args.corpus, index_dir, config.index, progress=not args.quiet)
+    elapsed = time.perf_counter() - start
+    c = report.counts
+    if report.up_to_date:
+        log.info("index %s is up to date (%d tiles, %d clusters kept) [%.1f s]", index_dir,
+                 c["tiles"], c.get("clusters_kept", 0), elapsed)
+        return 0
+    log.info("%d files: %d decoded this run, %d skipped (see bad_files.tsv), %d duplicates",
+             c["files"], c["decoded"], c["bad"], c["duplicates"])
+    log.info("%d tiles -> %d clusters: kept %d (%d tiles), pruned %d (%d tiles)",
+             c["tiles"], c["clusters"], c["clusters_kept"], c["tiles_kept"],
+             c["clusters_pruned"], c["tiles_pruned"])
+    steps = ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items())
+    log.info("index written to %s in %.1f s (%.0f images/s; %s)", index_dir, elapsed,
+             c["files"] / max(elapsed, 1e-9), steps)
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from pipeline.contact_sheet import write_contact_sheet
+    from pipeline.index import load_index
+
+    if args.samples < 1 or args.zoom < 1 or (args.max_rows is not None and args.max_rows < 1):
+        raise MosaicError("--samples, --zoom and --max-rows must be at least 1")
+    index = load_index(args.index)
+    out = write_contact_sheet(index, args.out, args.samples, args.max_rows, args.zoom)
+    log.info("contact sheet of %d clusters written to %s", len(index.populations), out)
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from pipeline.sample import make_sample_corpus
+
+    if args.count < 1:
+        raise MosaicError(f"--count must be at least 1, got {args.count}")
+    paths = make_sample_corpus(Path(args.out), args.count)
+    log.info("sample corpus: %d images in %s", len(paths), args.out)
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    raise MosaicError("render is not implemented yet; it arrives with the render stage")
+
+
+_COMMANDS = {"index": _cmd_index, "inspect": _cmd_inspect, "sample": _cmd_sample,
+             "render": _cmd_render}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``mosaic`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    log.propagate = False
+    try:
+        with logging_redirect_tqdm(loggers=[log]):
+            return _COMMANDS[args.command](args)
+    except MosaicError as exc:
+        if os.environ.get("MOSAIC_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if os.environ.get("MOSAIC_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,166 @@
+"""Configuration: one frozen dataclass per stage, loaded from TOML plus overrides.
+
+Precedence, highest first: a dedicated CLI flag (``--jobs``), ``--set section.key=value``,
+a ``--config FILE``, then the defaults below (mirrored, with comments, in
+``configs/default.toml``). Unknown sections or keys and values of the wrong type or range
+raise :class:`~pipeline.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Options of the ``index`` stage (tile size, features, clustering, checkpointing)."""
+
+    tile_size: str = "32x32"
+    hist_bins: int = 5
+    lab_grid: int = 4
+    clusters: int = 500
+    prune_percentile: float = 35.0
+    seed: int = 0
+    kmeans_batch_size: int = 4096
+    kmeans_max_iter: int = 100
+    shard_size: int = 10000
+    jobs: int = 0
+
+    @property
+    def tile_hw(self) -> tuple[int, int]:
+        """The tile size as ``(height, width)`` in pixels."""
+        return parse_tile_size(self.tile_size, "index.tile_size")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, one attribute per section."""
+
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+    def section_digest(self, section: str) -> str:
+        """A stable 128-bit hex digest of one section's values (for cache keys)."""
+        values = dataclasses.asdict(getattr(self, section))
+        text = json.dumps(values, sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+_SECTIONS: dict[str, type] = {"index": IndexConfig}
+
+# (key) -> (minimum, maximum or None); inclusive bounds checked after type checks.
+_RANGES: dict[str, tuple[float, float | None]] = {
+    "index.hist_bins": (2, 32),
+    "index.lab_grid": (1, 16),
+    "index.clusters": (2, None),
+    "index.prune_percentile": (0.0, 100.0),
+    "index.seed": (0, 2**32 - 1),
+    "index.kmeans_batch_size": (64, None),
+    "index.kmeans_max_iter": (1, None),
+    "index.shard_size": (16, None),
+    "index.jobs": (0, None),
+}
+
+
+def parse_tile_size(value: str | int, key: str = "tile_size") -> tuple[int, int]:
+    """Parse ``"WxH"`` or ``N`` into ``(height, width)``; both sides 4..512 pixels."""
+    text = str(value).lower().strip()
+    parts = text.split("x") if "x" in text else [text, text]
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"{key}: expected WIDTHxHEIGHT such as 32x32, got {value!r}") from None
+    if not (4 <= width <= 512 and 4 <= height <= 512):
+        raise ConfigError(f"{key}: each side must be between 4 and 512 pixels, got {value!r}")
+    return height, width
+
+
+def _check_value(key: str, expected: type, value: Any) -> Any:
+    """Return ``value`` converted to ``expected`` or raise a ConfigError naming ``key``."""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is str and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        raise ConfigError(
+            f"{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
+    if key in _RANGES:
+        low, high = _RANGES[key]
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfigError(f"{key}: must be {bound}, got {value!r}")
+    return value
+
+
+def _merge(base: dict[str, dict[str, Any]], overrides: dict[str, Any], origin: str) -> None:
+    """Merge ``{section: {key: value}}`` into ``base`` in place, rejecting unknown names."""
+    for section, values in overrides.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{origin}: unknown section [{section}]")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table")
+        known = {f.name: f.type for f in fields(_SECTIONS[section])}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{origin}: unknown key {section}.{key}")
+            expected = {"str": str, "int": int, "float": float, "bool": bool}[known[key]]
+            base[section][key] = _check_value(f"{section}.{key}", expected, value)
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Parse one ``section.key=value`` string; the value is TOML, or a bare string."""
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return {section: {key: value}}
+
+
+def load_config(
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> Config:
+    """Build a :class:`Config` from defaults, a TOML file, ``--set`` strings and flags.
+
+    ``flags`` maps ``"section.key"`` to a value and wins over everything else; ``None``
+    values (flags the user did not give) are ignored.
+    """
+    merged: dict[str, dict[str, Any]] = {
+        name: dataclasses.asdict(cls()) for name, cls in _SECTIONS.items()
+    }
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from None
+        _merge(merged, data, str(path))
+    for text in overrides or []:
+        _merge(merged, parse_override(text), "--set")
+    for name, value in (flags or {}).items():
+        if value is not None:
+            section, _, key = name.partition(".")
+            _merge(merged, {section: {key: value}}, "flag")
+    config = Config(**{name: _SECTIONS[name](**vals) for name, vals in merged.items()})
+    config.index.tile_hw  # validates the tile size string
+    return config
+
+
+def default_toml_values() -> dict[str, dict[str, Any]]:
+    """The defaults as nested dicts, as ``configs/default.toml`` should hold them."""
+    return {name: dataclasses.asdict(cls()) for name, cls in _SECTIONS.items()}

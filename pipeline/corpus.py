@@ -1,0 +1,229 @@
+"""The image corpus: scanning a directory tree and decoding images into tiles.
+
+``scan_corpus`` lists image files (jpg, jpeg, png, webp, bmp, tif, tiff in any letter
+case, hidden files and directories skipped) with their size and mtime.
+``decode_files`` turns a batch of files into content digests, tiles and features; it is
+the unit of work that the index stage hands to joblib worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.cache import digest_bytes
+from pipeline.errors import CorpusError
+from pipeline.features import colour_histogram, lab_grid_means
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+_JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                  8: cv2.IMREAD_REDUCED_COLOR_8}
+ALPHA_BACKGROUND = 255  # transparent pixels are flattened onto white
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One candidate image: absolute path, size in bytes, modification time in ns."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def scan_corpus(root: str | Path) -> list[FileEntry]:
+    """List the image files under ``root`` recursively, sorted by path.
+
+    Raises :class:`CorpusError` when ``root`` is missing or is not a directory.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise CorpusError(f"{root}: corpus directory does not exist")
+    if not root.is_dir():
+        raise CorpusError(f"{root}: corpus path is not a directory")
+    found: list[FileEntry] = []
+    stack = [os.path.abspath(root)]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError as exc:
+            raise CorpusError(f"{current}: cannot list directory: {exc.strerror}") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=True):
+                stack.append(entry.path)
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                try:
+                    st = entry.stat(follow_symlinks=True)
+                except OSError:
+                    st = None  # a dangling link: reported as unreadable at decode
+                size, mtime = (st.st_size, st.st_mtime_ns) if st else (-1, 0)
+                found.append(FileEntry(entry.path, size, mtime))
+    found.sort(key=lambda e: e.path)
+    return found
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Read ``(height, width)`` from a JPEG's first SOF marker, or None if not found."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9],
+                                                                               "big")
+        i += 2 + length
+    return None
+
+
+def reduction_for(height: int, width: int, tile_hw: tuple[int, int]) -> int:
+    """The largest JPEG DCT reduction (1, 2, 4, 8) whose centre crop still covers a tile."""
+    th, tw = tile_hw
+    for factor in (8, 4, 2):
+        if min((height // factor) / th, (width // factor) / tw) >= 1.0:
+            return factor
+    return 1
+
+
+def _to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Convert any decoded image (gray, gray+alpha, BGR, BGRA; 8/16-bit, float) to BGR uint8."""
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"unsupported sample type {img.dtype}")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    channels = img.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if channels == 2:  # gray + alpha
+        img = np.dstack([img[:, :, 0]] * 3 + [img[:, :, 1]])
+        channels = 4
+    if channels == 4:
+        alpha = img[:, :, 3:4].astype(np.uint16)
+        colour = img[:, :, :3].astype(np.uint16)
+        flat = (colour * alpha + ALPHA_BACKGROUND * (255 - alpha) + 127) // 255
+        return flat.astype(np.uint8)
+    if channels == 3:
+        return img
+    raise ValueError(f"unsupported channel count {channels}")
+
+
+def decode_image(data: bytes, suffix: str, tile_hw: tuple[int, int]) -> np.ndarray:
+    """Decode encoded image bytes into one tile.
+
+    The image is decoded (at a reduced size for JPEG when a reduction still covers the
+    tile), centre-cropped to the tile's aspect ratio and resized with INTER_AREA.
+
+    Returns
+    -------
+    ndarray of shape (h, w, 3), uint8, BGR. Raises ValueError if undecodable.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = None
+    if suffix in _JPEG_SUFFIXES and (hw := jpeg_size(data)) is not None:
+        factor = reduction_for(*hw, tile_hw)
+        img = cv2.imdecode(buf, _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR))
+    if img is None:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ValueError("not a decodable image")
+    img = _to_bgr8(img)
+    return crop_resize(img, tile_hw)
+
+
+def crop_resize(img_bgr: np.ndarray, tile_hw: tuple[int, int]) -> np.ndarray:
+    """Centre-crop ``img_bgr`` (H, W, 3) to the tile aspect ratio and resize to ``tile_hw``."""
+    th, tw = tile_hw
+    h, w = img_bgr.shape[:2]
+    if h * tw > w * th:  # too tall
+        ch, cw = max(1, round(w * th / tw)), w
+    else:
+        ch, cw = h, max(1, round(h * tw / th))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = img_bgr[top:top + ch, left:left + cw]
+    if (ch, cw) == (th, tw):
+        return np.ascontiguousarray(crop)
+    return cv2.resize(crop, (tw, th), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class DecodedBatch:
+    """The result of decoding a batch of files, row ``i`` for input file ``i``.
+
+    Attributes
+    ----------
+    digests : ndarray (n,), '<U32' hex content digests ('' where unreadable).
+    ok : ndarray (n,), bool, whether the file became a tile.
+    reasons : ndarray (n,), str, why a file was skipped ('' when ok).
+    tiles : ndarray (n, h, w, 3), uint8 BGR (zeros where not ok).
+    hist : ndarray (n, bins**3), float32.
+    lab : ndarray (n, grid*grid*3), float32.
+    """
+
+    digests: np.ndarray
+    ok: np.ndarray
+    reasons: np.ndarray
+    tiles: np.ndarray
+    hist: np.ndarray
+    lab: np.ndarray
+
+
+def _read_one(path: str, suffix: str, tile_hw: tuple[int, int]) -> tuple[str, np.ndarray | None, str]:
+    """Read, digest and decode one file; returns (digest, tile or None, reason)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return "", None, f"cannot read: {exc.strerror or exc}"
+    if not data:
+        return "", None, "empty file (0 bytes)"
+    digest = digest_bytes(data)
+    try:
+        return digest, decode_image(data, suffix, tile_hw), ""
+    except (ValueError, cv2.error) as exc:
+        reason = str(exc) if isinstance(exc, ValueError) else "not a decodable image"
+        return digest, None, reason
+
+
+def decode_files(paths: list[str], tile_hw: tuple[int, int], bins: int, grid: int) -> DecodedBatch:
+    """Digest and decode ``paths`` into tiles and both features (see :class:`DecodedBatch`).
+
+    Unreadable or undecodable files do not raise; they come back with ``ok`` False and a
+    reason.
+    """
+    n = len(paths)
+    th, tw = tile_hw
+    tiles = np.zeros((n, th, tw, 3), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    digests, reasons = [], []
+    for i, path in enumerate(paths):
+        digest, tile, reason = _read_one(path, os.path.splitext(path)[1].lower(), tile_hw)
+        digests.append(digest)
+        reasons.append(reason)
+        if tile is not None:
+            tiles[i] = tile
+            ok[i] = True
+    hist = colour_histogram(tiles, bins)
+    lab = lab_grid_means(tiles, grid)
+    return DecodedBatch(np.array(digests, dtype="<U32"), ok, np.array(reasons, dtype=str),
+                        tiles, hist, lab)

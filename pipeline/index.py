@@ -1,0 +1,162 @@
+"""The tile index: clustering tiles by colour, pruning small clusters, and loading it.
+
+An index directory holds (names in :data:`ARTIFACTS`):
+
+* ``tiles.npy``: the tile bank, (N, h, w, 3) uint8 BGR, memory-mapped when loaded;
+* ``features_hist.npy`` (N, bins**3) and ``features_lab.npy`` (N, grid*grid*3), float32;
+* ``clusters.npz``: ``centers`` (K_kept, bins**3) float32, ``labels`` (N,) int32 with
+  the kept cluster of each tile or -1 when its cluster was pruned, ``populations``
+  (K_kept,) int64, plus the unpruned ``all_centers`` and ``all_labels``;
+* ``bad_files.tsv``: the corpus files that were skipped, and why;
+* ``manifest.json``: written last; sources, digests, parameters, versions, counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+
+from pipeline.errors import TileIndexError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+TILES = "tiles.npy"
+HIST = "features_hist.npy"
+LAB = "features_lab.npy"
+CLUSTERS = "clusters.npz"
+BAD_FILES = "bad_files.tsv"
+SHARDS_DIR = "shards"
+ARTIFACTS = (TILES, HIST, LAB, CLUSTERS, BAD_FILES, MANIFEST)
+
+
+def fit_clusters(features: np.ndarray, clusters: int, seed: int, batch_size: int,
+                 max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fit MiniBatchKMeans over the whole set (many mini-batch steps, not one).
+
+    Parameters
+    ----------
+    features : ndarray (N, D), float32.
+
+    Returns
+    -------
+    centers : ndarray (clusters, D), float32.
+    labels : ndarray (N,), int32.
+    """
+    if features.shape[0] < clusters:
+        raise ValueError(f"{features.shape[0]} samples are fewer than {clusters} clusters")
+    km = MiniBatchKMeans(n_clusters=clusters, random_state=seed, n_init=1,
+                         batch_size=min(batch_size, features.shape[0]), max_iter=max_iter)
+    km.fit(features)
+    return km.cluster_centers_.astype(np.float32), km.labels_.astype(np.int32)
+
+
+def prune_clusters(labels: np.ndarray, clusters: int, percentile: float) -> np.ndarray:
+    """Decide which clusters survive: those whose population is not under the percentile.
+
+    The percentile (0..100, numpy's linear interpolation, as the reference) is taken over
+    the populations of the non-empty clusters. Empty clusters are always pruned.
+
+    Parameters
+    ----------
+    labels : ndarray (N,), int, cluster of each tile in ``0..clusters-1``.
+
+    Returns
+    -------
+    ndarray (clusters,), bool: True for kept clusters.
+    """
+    populations = np.bincount(labels, minlength=clusters)
+    nonempty = populations[populations > 0]
+    threshold = np.percentile(nonempty, percentile) if nonempty.size else 0
+    return (populations > 0) & (populations >= threshold)
+
+
+def relabel(labels: np.ndarray, keep: np.ndarray, centers: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Renumber kept clusters 0..K_kept-1 in their original order; pruned tiles get -1.
+
+    Returns
+    -------
+    kept_labels : ndarray (N,), int32.
+    kept_centers : ndarray (K_kept, D), float32.
+    populations : ndarray (K_kept,), int64.
+    """
+    mapping = np.full(keep.shape[0], -1, dtype=np.int32)
+    mapping[keep] = np.arange(int(keep.sum()), dtype=np.int32)
+    kept_labels = mapping[labels]
+    populations = np.bincount(kept_labels[kept_labels >= 0], minlength=int(keep.sum()))
+    return kept_labels, centers[keep], populations.astype(np.int64)
+
+
+@dataclass
+class TileIndex:
+    """A loaded tile index. Arrays are memory-mapped where large.
+
+    Attributes
+    ----------
+    path : the index directory.
+    tiles : ndarray (N, h, w, 3), uint8 BGR, memory-mapped.
+    hist : ndarray (N, bins**3), float32.
+    lab : ndarray (N, grid*grid*3), float32.
+    centers : ndarray (K, bins**3), float32, kept cluster centres.
+    labels : ndarray (N,), int32, kept cluster per tile or -1 (pruned).
+    populations : ndarray (K,), int64.
+    manifest : the parsed manifest.
+    """
+
+    path: Path
+    tiles: np.ndarray
+    hist: np.ndarray
+    lab: np.ndarray
+    centers: np.ndarray
+    labels: np.ndarray
+    populations: np.ndarray
+    manifest: dict
+
+    @property
+    def digest(self) -> str:
+        """The index's content digest (changes whenever any artifact would)."""
+        return str(self.manifest["index_digest"])
+
+    def members(self, cluster: int) -> np.ndarray:
+        """Tile ids of one kept cluster, ascending, shape (population,), int64."""
+        return np.flatnonzero(self.labels == cluster)
+
+
+def load_index(path: str | Path) -> TileIndex:
+    """Open an index directory written by the index stage.
+
+    Raises :class:`TileIndexError` when the directory or its manifest is missing (an
+    unfinished build) or an artifact does not match the manifest.
+    """
+    path = Path(path)
+    manifest = load_manifest(path)
+    try:
+        tiles = np.load(path / TILES, mmap_mode="r", allow_pickle=False)
+        hist = np.load(path / HIST, mmap_mode="r", allow_pickle=False)
+        lab = np.load(path / LAB, mmap_mode="r", allow_pickle=False)
+        with np.load(path / CLUSTERS, allow_pickle=False) as z:
+            centers, labels, populations = z["centers"], z["labels"], z["populations"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise TileIndexError(f"{path}: cannot read tile index: {exc}") from None
+    n = int(manifest["counts"]["tiles"])
+    if not (tiles.shape[0] == hist.shape[0] == lab.shape[0] == labels.shape[0] == n):
+        raise TileIndexError(f"{path}: artifacts disagree with {MANIFEST} on the tile count")
+    return TileIndex(path, tiles, hist, lab, centers, labels, populations, manifest)
+
+
+def load_manifest(path: str | Path) -> dict:
+    """Read an index directory's manifest; raises :class:`TileIndexError` if absent."""
+    manifest_path = Path(path) / MANIFEST
+    try:
+        return json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise TileIndexError(f"{path}: no finished tile index here (missing {MANIFEST}); "
+                             "run `mosaic index` first") from None
+    except (OSError, ValueError) as exc:
+        raise TileIndexError(f"{manifest_path}: unreadable manifest: {exc}") from None

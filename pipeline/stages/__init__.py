@@ -1,0 +1,1 @@
+"""The resumable jobs of the pipeline, each built from the concept modules."""
