@@ -57,7 +57,7 @@ _SECTIONS: dict[str, type] = {"index": IndexConfig}
 
 # (key) -> (minimum, maximum or None); inclusive bounds checked after type checks.
 _RANGES: dict[str, tuple[float, float | None]] = {
-    "index.hist_bins": (2, 32),
+    "index.hist_bins": (2, 6),
     "index.lab_grid": (1, 16),
     "index.clusters": (2, None),
     "index.prune_percentile": (0.0, 100.0),
@@ -112,19 +112,31 @@ def _merge(base: dict[str, dict[str, Any]], overrides: dict[str, Any], origin: s
             if key not in known:
                 raise ConfigError(f"{origin}: unknown key {section}.{key}")
             expected = {"str": str, "int": int, "float": float, "bool": bool}[known[key]]
-            base[section][key] = _check_value(f"{section}.{key}", expected, value)
+            prefix = f"{origin}: " if origin.endswith(".toml") else ""
+            try:
+                base[section][key] = _check_value(f"{section}.{key}", expected, value)
+            except ConfigError as exc:
+                raise ConfigError(f"{prefix}{exc}") from None
 
 
 def parse_override(text: str) -> dict[str, Any]:
-    """Parse one ``section.key=value`` string; the value is TOML, or a bare string."""
+    """Parse one ``section.key=value`` string.
+
+    The value is read as TOML (``3``, ``0.5``, ``true``, ``"x"``), except for string
+    options, which take the text as it is (so ``tile_size=0x20`` stays a string).
+    """
     name, sep, raw = text.partition("=")
     section, dot, key = name.strip().partition(".")
     if not sep or not dot or not section or not key:
         raise ConfigError(f"--set {text!r}: expected section.key=value")
+    raw = raw.strip()
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw.strip()
+        value = raw
+    known = {f.name: f.type for f in fields(_SECTIONS.get(section, Config))}
+    if known.get(key) == "str" and not isinstance(value, str):
+        value = raw
     return {section: {key: value}}
 
 
@@ -157,7 +169,7 @@ def load_config(
             section, _, key = name.partition(".")
             _merge(merged, {section: {key: value}}, "flag")
     config = Config(**{name: _SECTIONS[name](**vals) for name, vals in merged.items()})
-    config.index.tile_hw  # validates the tile size string
+    _ = config.index.tile_hw  # validates the tile size string
     return config
 
 

@@ -188,7 +188,8 @@ class DecodedBatch:
     lab: np.ndarray
 
 
-def _read_one(path: str, suffix: str, tile_hw: tuple[int, int]) -> tuple[str, np.ndarray | None, str]:
+def _read_one(path: str, suffix: str, tile_hw: tuple[int, int]
+              ) -> tuple[str, np.ndarray | None, str]:
     """Read, digest and decode one file; returns (digest, tile or None, reason)."""
     try:
         with open(path, "rb") as f:

@@ -23,5 +23,5 @@ class TileIndexError(MosaicError):
     """A tile index directory is missing, incomplete, or does not match its manifest."""
 
 
-class ArtifactCorrupt(MosaicError):
+class ArtifactCorruptError(MosaicError):
     """An artifact on disk cannot be read back."""

@@ -6,8 +6,8 @@ Two features are computed for every tile (and, at render time, for every cell):
   uniform ranges of ``cv2.calcHist([img], [0, 1, 2], None, [b, b, b], [0, 256] * 3)``,
   normalised to sum to 1 (the reference divides by ``img.size``, i.e. sums to 1/3; the
   scale does not change k-means partitions or cosine distances).
-* ``lab``: the mean CIELAB colour (L in 0..100, a and b in their natural units) of each
-  cell of a ``grid x grid`` sub-grid of the tile, flattened row-major as
+* ``lab``: the CIELAB colour (L in 0..100, a and b in their natural units) of the mean
+  colour of each cell of a ``grid x grid`` sub-grid of the tile, flattened row-major as
   ``(row, col, L/a/b)``: a small spatial perceptual descriptor.
 """
 
@@ -44,7 +44,7 @@ def colour_histogram(tiles_bgr: np.ndarray, bins: int = 5) -> np.ndarray:
     Parameters
     ----------
     tiles_bgr : ndarray of shape (N, h, w, 3), uint8, BGR.
-    bins : bins per channel.
+    bins : bins per channel, at most 6 (so that a bin index fits in one byte).
 
     Returns
     -------
@@ -52,25 +52,50 @@ def colour_histogram(tiles_bgr: np.ndarray, bins: int = 5) -> np.ndarray:
     index ``b * bins**2 + g * bins + r``, the order of ``calcHist(...).ravel()``.
     """
     _check_batch(tiles_bgr)
-    n = tiles_bgr.shape[0]
-    # calcHist's uniform bin of value v is floor(v * bins / 256).
-    lut = ((np.arange(256, dtype=np.int32) * bins) // 256).astype(np.int32)
-    q = lut[tiles_bgr.reshape(n, -1, 3)]
-    idx = q[..., 0] * (bins * bins) + q[..., 1] * bins + q[..., 2]
-    idx += (np.arange(n, dtype=np.int32) * bins**3)[:, None]
-    counts = np.bincount(idx.ravel(), minlength=n * bins**3).reshape(n, bins**3)
-    pixels = tiles_bgr.shape[1] * tiles_bgr.shape[2]
-    return (counts / np.float32(pixels)).astype(np.float32)
+    if not 2 <= bins <= 6:
+        raise ValueError(f"'bins' must be between 2 and 6, got {bins}")
+    n, h, w, _ = tiles_bgr.shape
+    # calcHist's uniform bin of value v is floor(v * bins / 256); one 3-channel LUT gives
+    # each channel's share of the joint index, a channel sum gives the index itself.
+    level = (np.arange(256) * bins) // 256
+    lut = np.stack([level * bins * bins, level * bins, level], axis=-1).astype(np.uint8)
+    shares = cv2.LUT(tiles_bgr.reshape(n * h, w, 3), lut.reshape(1, 256, 3))
+    idx = cv2.transform(shares, np.ones((1, 3), np.float32)).reshape(n, h * w)
+    flat = idx.astype(np.int64) + (np.arange(n, dtype=np.int64) * bins**3)[:, None]
+    counts = np.bincount(flat.ravel(), minlength=n * bins**3).reshape(n, bins**3)
+    return (counts / np.float32(h * w)).astype(np.float32)
 
 
-def grid_edges(length: int, grid: int) -> np.ndarray:
-    """Start offsets of ``grid`` near-equal parts of ``length`` pixels, shape (grid,), int."""
-    return (np.arange(grid) * length) // grid
+def block_means(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
+    """Mean colour of each cell of a ``grid x grid`` partition of every tile.
+
+    Uneven sizes are split with INTER_AREA's fractional pixel weights.
+
+    Parameters
+    ----------
+    tiles_bgr : ndarray of shape (N, h, w, 3), uint8.
+
+    Returns
+    -------
+    ndarray of shape (N, grid, grid, 3), float32, in 0..1.
+    """
+    n, h, w, _ = tiles_bgr.shape
+    wide = tiles_bgr.astype(np.uint16) << 8  # 1/256-level precision through INTER_AREA
+    if h % grid == 0 and w % grid == 0:  # stack the tiles: no cell straddles two tiles
+        means = cv2.resize(wide.reshape(n * h, w, 3), (grid, n * grid),
+                           interpolation=cv2.INTER_AREA).reshape(n, grid, grid, 3)
+    else:
+        means = np.stack([cv2.resize(t, (grid, grid), interpolation=cv2.INTER_AREA)
+                          for t in wide]).reshape(n, grid, grid, 3)
+    return means.astype(np.float32) * np.float32(1 / (255 * 256))
 
 
 @_register("lab")
 def lab_grid_means(tiles_bgr: np.ndarray, grid: int = 4) -> np.ndarray:
-    """Mean CIELAB colour of each cell of a ``grid x grid`` partition of every tile.
+    """CIELAB colour of the mean colour of each cell of a ``grid x grid`` sub-grid.
+
+    This is what the eye sees of each part of a tile from a distance, and it is the
+    quantity the fidelity metrics compare (cell mean colour, in Lab).
 
     Parameters
     ----------
@@ -79,25 +104,20 @@ def lab_grid_means(tiles_bgr: np.ndarray, grid: int = 4) -> np.ndarray:
 
     Returns
     -------
-    ndarray of shape (N, grid * grid * 3), float32: (L, a, b) per sub-cell, row-major.
+    ndarray of shape (N, grid * grid * 3), float32: (L, a, b) per sub-cell, row-major;
+    L in 0..100, a and b in their natural units (OpenCV's float conversion, D65).
     """
     _check_batch(tiles_bgr)
     n, h, w, _ = tiles_bgr.shape
     if h < grid or w < grid:
         raise ValueError(f"tiles of {w}x{h} are smaller than the {grid}x{grid} grid")
-    lab = bgr_to_lab(tiles_bgr)
-    rows, cols = grid_edges(h, grid), grid_edges(w, grid)
-    sums = np.add.reduceat(np.add.reduceat(lab, rows, axis=1), cols, axis=2)
-    counts = np.diff(np.append(rows, h))[:, None] * np.diff(np.append(cols, w))[None, :]
-    means = sums / counts[None, :, :, None].astype(np.float32)
-    return means.reshape(n, grid * grid * 3).astype(np.float32)
+    means = block_means(tiles_bgr, grid)
+    lab = cv2.cvtColor(means.reshape(-1, 1, 3), cv2.COLOR_BGR2Lab)
+    return lab.reshape(n, grid * grid * 3)
 
 
-def bgr_to_lab(images_bgr: np.ndarray) -> np.ndarray:
-    """Convert uint8 BGR pixels of any leading shape (..., 3) to float32 CIELAB.
-
-    L is in 0..100, a and b in their natural units (OpenCV's float conversion, D65).
-    """
-    shape = images_bgr.shape
-    flat = images_bgr.reshape(-1, 1, 3).astype(np.float32) * np.float32(1 / 255)
+def bgr_to_lab(colours_bgr: np.ndarray) -> np.ndarray:
+    """Convert uint8 BGR colours of any leading shape (..., 3) to float32 CIELAB."""
+    shape = colours_bgr.shape
+    flat = colours_bgr.reshape(-1, 1, 3).astype(np.float32) * np.float32(1 / 255)
     return cv2.cvtColor(flat, cv2.COLOR_BGR2Lab).reshape(shape)

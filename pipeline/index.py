@@ -8,7 +8,9 @@ An index directory holds (names in :data:`ARTIFACTS`):
   the kept cluster of each tile or -1 when its cluster was pruned, ``populations``
   (K_kept,) int64, plus the unpruned ``all_centers`` and ``all_labels``;
 * ``bad_files.tsv``: the corpus files that were skipped, and why;
-* ``manifest.json``: written last; sources, digests, parameters, versions, counts.
+* ``manifest.json``: written last; sources, digests, parameters, versions, counts;
+* ``last_run.json``: what the latest run did and how long each step took;
+* ``shards/``: the decode checkpoint (per-file records), reused by later runs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ LAB = "features_lab.npy"
 CLUSTERS = "clusters.npz"
 BAD_FILES = "bad_files.tsv"
 SHARDS_DIR = "shards"
+LAST_RUN = "last_run.json"  # counts and step timings of the latest run (informational)
 ARTIFACTS = (TILES, HIST, LAB, CLUSTERS, BAD_FILES, MANIFEST)
 
 

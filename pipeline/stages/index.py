@@ -30,7 +30,7 @@ from pipeline import index as ix
 from pipeline.cache import atomic_memmap, atomic_output, digest_text, write_json, write_npz
 from pipeline.config import IndexConfig
 from pipeline.corpus import DecodedBatch, FileEntry, decode_files, scan_corpus
-from pipeline.errors import CorpusError
+from pipeline.errors import CorpusError, TileIndexError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ def _load_shards(directory: Path) -> _Shards:
     for path in sorted(directory.glob("shard-*.npz")):
         try:
             with np.load(path, allow_pickle=False) as z:
-                keys = list(zip(z["paths"].tolist(), z["sizes"].tolist(), z["mtimes"].tolist()))
+                keys = list(zip(z["paths"].tolist(), z["sizes"].tolist(), z["mtimes"].tolist(),
+                                strict=True))
                 shards.add(path, keys, z["digests"], z["ok"], z["reasons"])
         except (OSError, ValueError, KeyError) as exc:
             log.warning("%s: unreadable checkpoint shard, it will be redone (%s)", path, exc)
@@ -110,24 +111,30 @@ def _decode_worker(paths: list[str], tile_hw: tuple[int, int], bins: int, grid: 
 
 def _decode_new(todo: list[FileEntry], shards: _Shards, config: IndexConfig, jobs: int,
                 progress: bool) -> None:
-    """Decode ``todo`` with ``jobs`` processes, checkpointing every ``shard_size`` files."""
-    chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    """Decode ``todo`` with ``jobs`` processes into shards of exactly ``shard_size`` files.
+
+    Each shard is split into worker tasks of at most :data:`CHUNK` files and written,
+    atomically, as soon as all of its tasks are back: a kill loses at most the shard
+    in progress.
+    """
+    size = config.shard_size
+    groups = [todo[i:i + size] for i in range(0, len(todo), size)]
+    chunks = [(g, group[i:i + CHUNK]) for g, group in enumerate(groups)
+              for i in range(0, len(group), CHUNK)]
     args = (config.tile_hw, config.hist_bins, config.lab_grid)
-    tasks = (joblib.delayed(_decode_worker)([e.path for e in c], *args) for c in chunks)
-    pending_entries: list[FileEntry] = []
-    pending: list[DecodedBatch] = []
+    tasks = (joblib.delayed(_decode_worker)([e.path for e in c], *args) for _, c in chunks)
+    remaining = [len(group) for group in groups]
+    parts: list[DecodedBatch] = []
     bar = tqdm(total=len(todo), desc="decode", unit="img", disable=None if progress else True,
                smoothing=0.05)
     with bar, joblib.Parallel(n_jobs=jobs, return_as="generator") as parallel:
-        for chunk, result in zip(chunks, parallel(tasks)):
-            pending_entries.extend(chunk)
-            pending.append(result)
+        for (g, chunk), result in zip(chunks, parallel(tasks), strict=True):
+            parts.append(result)
             bar.update(len(chunk))
-            if len(pending_entries) >= config.shard_size:
-                _write_shard(shards, pending_entries, pending)
-                pending_entries, pending = [], []
-        if pending_entries:
-            _write_shard(shards, pending_entries, pending)
+            remaining[g] -= len(chunk)
+            if remaining[g] == 0:
+                _write_shard(shards, groups[g], parts)
+                parts = []
 
 
 @dataclass
@@ -212,6 +219,10 @@ def _warn_bad(bad: list[tuple[str, str]], index_dir: Path) -> None:
         log.warning("%d unusable files listed in %s", len(bad), index_dir / ix.BAD_FILES)
 
 
+def _write_last_run(index_dir: Path, report: IndexReport) -> None:
+    write_json(index_dir / ix.LAST_RUN, dataclasses.asdict(report))
+
+
 def _result_params(config: IndexConfig) -> dict:
     """The parameters that change the artifacts (not jobs or checkpoint size)."""
     params = dataclasses.asdict(config)
@@ -229,7 +240,7 @@ def _versions() -> dict[str, str]:
 def _read_manifest(index_dir: Path) -> dict | None:
     try:
         return ix.load_manifest(index_dir)
-    except Exception:  # noqa: BLE001 - any unreadable manifest means "rebuild"
+    except TileIndexError:  # no or unreadable manifest: rebuild
         return None
 
 
@@ -283,6 +294,7 @@ def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
             ("clusters", "tiles_"))})
         report.up_to_date = True
         lap("check")
+        _write_last_run(index_dir, report)
         return report
     (index_dir / ix.MANIFEST).unlink(missing_ok=True)  # the old index is no longer valid
     if not fresh_tiles:
@@ -306,4 +318,5 @@ def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
     }
     write_json(index_dir / ix.MANIFEST, manifest)
     lap("write")
+    _write_last_run(index_dir, report)
     return report

@@ -1,0 +1,88 @@
+"""Features on tiny hand-made tiles with exactly known values."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.features import block_means, colour_histogram, lab_grid_means
+
+
+def srgb_to_lab(bgr01: np.ndarray) -> np.ndarray:
+    """Independent CIE formula (sRGB, D65) for checking: (..., 3) BGR in 0..1 -> Lab."""
+    rgb = bgr01[..., ::-1].astype(np.float64)
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
+                  [0.019334, 0.119193, 0.950227]])
+    xyz = lin @ m.T / np.array([0.950456, 1.0, 1.088754])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    lab_l = np.where(xyz[..., 1] > 0.008856, 116 * np.cbrt(xyz[..., 1]) - 16,
+                     903.3 * xyz[..., 1])
+    return np.stack([lab_l, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def test_histogram_known_bins() -> None:
+    # 2x2 BGR tile: black, white, pure red, and (100, 200, 50).
+    tile = np.array([[[0, 0, 0], [255, 255, 255]], [[0, 0, 255], [100, 200, 50]]], np.uint8)
+    hist = colour_histogram(tile[None], bins=5)[0]
+    expected = np.zeros(125, np.float32)
+    # bin(v) = floor(v * 5 / 256): 0->0, 255->4, 100->1, 200->3, 50->0; index b*25+g*5+r.
+    for index in (0, 124, 4, 1 * 25 + 3 * 5 + 0):
+        expected[index] = 0.25
+    np.testing.assert_array_equal(hist, expected)
+
+
+def test_histogram_equals_reference_calchist() -> None:
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(0, 256, (5, 32, 24, 3), dtype=np.uint8)
+    ours = colour_histogram(tiles, bins=5)
+    for tile, row in zip(tiles, ours, strict=True):
+        ref = cv2.calcHist([tile], [0, 1, 2], None, [5, 5, 5], [0, 256] * 3).ravel()
+        np.testing.assert_allclose(row, ref / (32 * 24), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_histogram_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="uint8 of shape"):
+        colour_histogram(np.zeros((2, 4, 4), np.uint8))
+
+
+@pytest.mark.parametrize(("bgr", "lab"), [
+    ((255, 255, 255), (100.0, 0.0, 0.0)),
+    ((0, 0, 0), (0.0, 0.0, 0.0)),
+    ((0, 0, 255), (53.24, 80.09, 67.20)),   # sRGB red
+    ((255, 0, 0), (32.30, 79.19, -107.86)),  # sRGB blue
+])
+def test_lab_of_solid_tiles(bgr: tuple[int, int, int], lab: tuple[float, float, float]) -> None:
+    tile = np.zeros((1, 8, 8, 3), np.uint8)
+    tile[:] = bgr
+    feature = lab_grid_means(tile, grid=4).reshape(16, 3)
+    np.testing.assert_allclose(feature, np.tile(lab, (16, 1)), atol=0.05)
+
+
+def test_lab_grid_layout_and_means() -> None:
+    # 4x4 tile, grid 2: top-left cell white, top-right black, bottom-left red, and the
+    # bottom-right cell a checkerboard of black and white (mean colour 127.5 grey).
+    tile = np.zeros((4, 4, 3), np.uint8)
+    tile[:2, :2] = 255
+    tile[2:, :2] = (0, 0, 255)
+    tile[2, 2] = tile[3, 3] = 255
+    feature = lab_grid_means(tile[None], grid=2).reshape(2, 2, 3)
+    means = np.array([[[1, 1, 1], [0, 0, 0]], [[0, 0, 1], [0.5, 0.5, 0.5]]])
+    np.testing.assert_allclose(feature, srgb_to_lab(means), atol=0.05)
+    np.testing.assert_allclose(feature[1, 1], (53.39, 0, 0), atol=0.05)
+
+
+def test_block_means_uneven_grid() -> None:
+    tile = np.zeros((1, 5, 7, 3), np.uint8)
+    tile[..., 1] = 200
+    means = block_means(tile, grid=2)
+    assert means.shape == (1, 2, 2, 3)
+    np.testing.assert_allclose(means[..., 1], 200 / 255, atol=1e-4)
+    np.testing.assert_allclose(means[..., 0], 0)
+
+
+def test_lab_rejects_tile_smaller_than_grid() -> None:
+    with pytest.raises(ValueError, match="smaller than the 4x4 grid"):
+        lab_grid_means(np.zeros((1, 3, 3, 3), np.uint8), grid=4)
