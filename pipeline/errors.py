@@ -25,3 +25,17 @@ class TileIndexError(MosaicError):
 
 class ArtifactCorruptError(MosaicError):
     """An artifact on disk cannot be read back."""
+
+
+class VideoError(MosaicError):
+    """An input video is missing, unreadable, truncated, or cannot be downloaded."""
+
+
+class FFmpegError(MosaicError):
+    """An ffmpeg run failed; carries the tail of its stderr."""
+
+    def __init__(self, what: str, stderr: str) -> None:
+        lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+        tail = " | ".join(lines[-3:])
+        super().__init__(f"{what}: ffmpeg failed" + (f": {tail}" if tail else ""))
+        self.stderr = stderr

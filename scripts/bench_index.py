@@ -171,6 +171,8 @@ def main() -> None:
     ap.add_argument("--baseline", action="store_true", help="also time the reference approach")
     ap.add_argument("--baseline-count", type=int, default=20000)
     ap.add_argument("--keep", action="store_true", help="keep the index of an earlier run")
+    ap.add_argument("--cold", action="store_true",
+                    help="drop the page cache first (root only), so the corpus is read from disk")
     ap.add_argument("extra", nargs="*", help="extra flags for mosaic index (after --)")
     args = ap.parse_args()
 
@@ -181,6 +183,10 @@ def main() -> None:
     if index.exists() and not args.keep:
         shutil.rmtree(index)
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    if args.cold:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        print("page cache dropped: the corpus is read from disk")
 
     elapsed, peak, main_rss = run_index(corpus, index, args.extra)
     run = json.loads((index / "last_run.json").read_text())

@@ -29,7 +29,7 @@ from pipeline import __version__
 from pipeline import index as ix
 from pipeline.cache import atomic_memmap, atomic_output, digest_text, write_json, write_npz
 from pipeline.config import IndexConfig
-from pipeline.corpus import DecodedBatch, FileEntry, decode_files, scan_corpus
+from pipeline.corpus import DecodedBatch, FileEntry, decode_files_worker, scan_corpus
 from pipeline.errors import CorpusError, TileIndexError
 
 log = logging.getLogger(__name__)
@@ -103,12 +103,6 @@ def _write_shard(shards: _Shards, entries: list[FileEntry], parts: list[DecodedB
     shards.add(shards.directory / name, keys, batch.digests, batch.ok, batch.reasons)
 
 
-def _decode_worker(paths: list[str], tile_hw: tuple[int, int], bins: int, grid: int
-                   ) -> DecodedBatch:
-    cv2.setNumThreads(1)
-    return decode_files(paths, tile_hw, bins, grid)
-
-
 def _decode_new(todo: list[FileEntry], shards: _Shards, config: IndexConfig, jobs: int,
                 progress: bool) -> None:
     """Decode ``todo`` with ``jobs`` processes into shards of exactly ``shard_size`` files.
@@ -122,7 +116,7 @@ def _decode_new(todo: list[FileEntry], shards: _Shards, config: IndexConfig, job
     chunks = [(g, group[i:i + CHUNK]) for g, group in enumerate(groups)
               for i in range(0, len(group), CHUNK)]
     args = (config.tile_hw, config.hist_bins, config.lab_grid)
-    tasks = (joblib.delayed(_decode_worker)([e.path for e in c], *args) for _, c in chunks)
+    tasks = (joblib.delayed(decode_files_worker)([e.path for e in c], *args) for _, c in chunks)
     remaining = [len(group) for group in groups]
     parts: list[DecodedBatch] = []
     bar = tqdm(total=len(todo), desc="decode", unit="img", disable=None if progress else True,

@@ -1,0 +1,304 @@
+"""Video I/O: finding ffmpeg, probing, decoding and encoding through pipes, muxing audio,
+and downloading URLs with yt-dlp.
+
+Frames cross process boundaries as raw ``bgr24`` over pipes: ffmpeg decodes (applying
+rotation metadata and normalising to a constant frame rate) and ffmpeg encodes. PyAV,
+whose wheel carries FFmpeg's libraries, does the probing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import FFmpegError, VideoError
+
+log = logging.getLogger(__name__)
+
+# Audio codecs an .mp4 can carry as they are; anything else is re-encoded to AAC.
+MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg to run: ``$MOSAIC_FFMPEG``, else a system ffmpeg with libx264, else the
+    one shipped by imageio-ffmpeg."""
+    if exe := os.environ.get("MOSAIC_FFMPEG"):
+        return exe
+    return _default_ffmpeg()
+
+
+_FFMPEG: str | None = None
+
+
+def _default_ffmpeg() -> str:
+    global _FFMPEG
+    if _FFMPEG is None:
+        system = shutil.which("ffmpeg")
+        if system and _has_libx264(system):
+            _FFMPEG = system
+        else:
+            import imageio_ffmpeg
+
+            _FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+    return _FFMPEG
+
+
+def _has_libx264(exe: str) -> bool:
+    try:
+        out = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True,
+                             text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "libx264" in out
+
+
+def run_ffmpeg(args: list[str], what: str) -> None:
+    """Run ffmpeg with ``args`` to completion; raise :class:`FFmpegError` with its stderr."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise FFmpegError(what, proc.stderr)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """One audio stream: its index among the audio streams, codec and duration (s)."""
+
+    index: int
+    codec: str
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the pipeline needs to know about an input video.
+
+    ``width``/``height`` are as displayed (after rotation); ``rate`` is the exact frame
+    rate used for decoding and encoding; ``frames`` the number of frames at that rate.
+    """
+
+    path: str
+    width: int
+    height: int
+    rate: Fraction
+    frames: int
+    duration: float
+    rotation: int
+    codec: str
+    audio: tuple[AudioInfo, ...]
+
+
+def _rate_of(stream) -> Fraction:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and 0 < float(rate) <= 1000:
+            return Fraction(rate.numerator, rate.denominator)
+    raise VideoError(f"{stream.container.name}: cannot tell the video's frame rate")
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Probe ``path`` with PyAV: size, exact rate, frame count, rotation, audio streams.
+
+    The frame count comes from the video packets' timestamps (demuxing only, no decode),
+    mapped onto the constant-rate grid the decoder produces. Raises :class:`VideoError`
+    for a missing, unreadable or video-less file.
+    """
+    import av
+
+    path = str(path)
+    if not os.path.exists(path):
+        raise VideoError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise VideoError(f"{path}: is a directory, not a video")
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            rate = _rate_of(stream)
+            rotation = 0
+            for frame in container.decode(stream):
+                rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+                break
+            else:
+                raise VideoError(f"{path}: the video stream has no decodable frames")
+            width, height = stream.codec_context.width, stream.codec_context.height
+            codec = stream.codec_context.name
+            audio = tuple(
+                AudioInfo(i, s.codec_context.name,
+                          float(s.duration * s.time_base) if s.duration else None)
+                for i, s in enumerate(container.streams.audio))
+            container.seek(0)
+            frames, duration = _count_frames(container, stream, rate)
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"{path}: not a readable video ({exc.strerror or exc})") from None
+    if frames == 0:
+        raise VideoError(f"{path}: the video stream has no frames")
+    if rotation in (90, 270):
+        width, height = height, width
+    return VideoInfo(path, width, height, rate, frames, duration, rotation, codec, audio)
+
+
+def _count_frames(container, stream, rate: Fraction) -> tuple[int, float]:
+    """Frames on the constant ``rate`` grid covered by the stream, and its duration (s)."""
+    first, last, count = None, None, 0
+    for packet in container.demux(stream):
+        if packet.pts is None or packet.size == 0:
+            continue
+        count += 1
+        t = float(packet.pts * stream.time_base)
+        first = t if first is None else min(first, t)
+        end = t + float((packet.duration or 0) * stream.time_base)
+        last = end if last is None else max(last, end)
+    if count == 0:
+        return 0, 0.0
+    duration = max(last - first, count / float(rate) if last == first else 0.0)
+    return max(1, round(duration * rate)), duration
+
+
+class FrameReader:
+    """Decode frames ``[start, start + count)`` of a video as (H, W, 3) uint8 BGR arrays.
+
+    ffmpeg seeks accurately to half a frame before ``start`` (so rounding cannot skip
+    the wanted frame), applies rotation, and resamples to the constant frame rate
+    ``info.rate``. Iterating yields frames; :meth:`close` stops the decoder.
+    """
+
+    def __init__(self, info: VideoInfo, start: int, count: int) -> None:
+        self.info, self.count = info, count
+        t = max(0.0, (start - 0.5) / info.rate) if start > 0 else 0.0
+        r = info.rate
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+        if start > 0:
+            cmd += ["-ss", f"{t:.6f}"]
+        cmd += ["-i", info.path, "-map", "0:v:0", "-vf", f"fps={r.numerator}/{r.denominator}",
+                "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      bufsize=0)
+        self._stderr: list[bytes] = []
+        self._err_thread = threading.Thread(target=self._drain, daemon=True)
+        self._err_thread.start()
+
+    def _drain(self) -> None:
+        assert self._proc.stderr is not None
+        self._stderr.append(self._proc.stderr.read())
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        size = self.info.width * self.info.height * 3
+        assert self._proc.stdout is not None
+        got = 0
+        while got < self.count:
+            buf = bytearray(size)
+            view, filled = memoryview(buf), 0
+            while filled < size:
+                n = self._proc.stdout.readinto(view[filled:])
+                if not n:
+                    break
+                filled += n
+            if filled < size:
+                break
+            got += 1
+            yield np.frombuffer(buf, np.uint8).reshape(self.info.height, self.info.width, 3)
+        self._proc.wait()
+        self._err_thread.join()
+        if got < self.count:
+            err = b"".join(self._stderr).decode(errors="replace")
+            raise VideoError(f"{self.info.path}: decoder gave {got} of {self.count} frames "
+                             f"(truncated or corrupt video?){_tail(err)}")
+
+    def close(self) -> None:
+        """Stop the decoder process if it is still running."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    text = " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+    return f": {text}" if text else ""
+
+
+def encoder_args(encoder: str, crf: int, preset: str) -> list[str]:
+    """ffmpeg output options of a video encoder: rate control and speed preset."""
+    if encoder in ("libx264", "libx265"):
+        return ["-c:v", encoder, "-preset", preset, "-crf", str(crf)]
+    if encoder.endswith("_nvenc"):
+        nv_preset = preset if preset.startswith("p") and preset[1:].isdigit() else "p5"
+        return ["-c:v", encoder, "-preset", nv_preset, "-rc", "vbr", "-cq", str(crf), "-b:v", "0"]
+    return ["-c:v", encoder]
+
+
+class FrameWriter:
+    """Encode (H, W, 3) uint8 BGR frames written one by one into a video file.
+
+    ffmpeg reads raw frames from a pipe and writes ``path`` (yuv420p, BT.709 tagged,
+    exact rational frame rate). :meth:`close` waits for it and raises
+    :class:`FFmpegError` on failure; :meth:`abort` kills it.
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, rate: Fraction,
+                 codec_args: list[str], faststart: bool = False) -> None:
+        self.path = Path(path)
+        self.frames = 0
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+               "-r", f"{rate.numerator}/{rate.denominator}", "-i", "-",
+               "-vf", "scale=out_color_matrix=bt709:out_range=tv:flags=bicubic,format=yuv420p",
+               *codec_args, "-colorspace", "bt709", "-color_primaries", "bt709",
+               "-color_trc", "bt709", "-color_range", "tv"]
+        if faststart:
+            cmd += ["-movflags", "+faststart"]
+        cmd += ["-f", "mp4", str(self.path)]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._stderr: list[bytes] = []
+        self._err_thread = threading.Thread(target=self._drain, daemon=True)
+        self._err_thread.start()
+
+    def _drain(self) -> None:
+        assert self._proc.stderr is not None
+        self._stderr.append(self._proc.stderr.read())
+
+    def write(self, frame_bgr: np.ndarray) -> None:
+        """Send one frame, (H, W, 3) uint8 BGR, C-contiguous."""
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(memoryview(np.ascontiguousarray(frame_bgr)).cast("B"))
+        except BrokenPipeError:
+            self._proc.wait()
+            self._err_thread.join()
+            raise FFmpegError(f"encoding {self.path}", b"".join(self._stderr).decode(
+                errors="replace")) from None
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file; raises :class:`FFmpegError` if the encoder failed."""
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        code = self._proc.wait()
+        self._err_thread.join()
+        if code != 0:
+            raise FFmpegError(f"encoding {self.path}",
+                              b"".join(self._stderr).decode(errors="replace"))
+
+    def abort(self) -> None:
+        """Kill the encoder; the partial file is left for the caller to remove."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+
+
+def output_size_ok(width: int, height: int) -> bool:
+    """Whether a frame size fits H.264 level 5.2 (what most hardware players decode)."""
+    return math.ceil(width / 16) * math.ceil(height / 16) <= 36864 and max(width, height) <= 4096
