@@ -2,6 +2,7 @@
 #   make demo                      install, then index the built-in sample corpus
 #   make test                      install, then run the tests (not the slow ones)
 #   make index CORPUS=DIR [INDEX=DIR] [ARGS="--set index.clusters=300"]
+#   make render VIDEO=path-or-URL [INDEX=DIR] [OUT=FILE] [ARGS="--set render.alpha=0"]
 #   make bench-index [BENCH_ARGS="--count 20000"]
 
 PYTHON ?= python3
@@ -11,6 +12,7 @@ CACHE  ?= .cache
 INDEX  ?= $(CACHE)/index
 CORPUS ?=
 VIDEO  ?=
+OUT    ?=
 ARGS   ?=
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
@@ -18,7 +20,7 @@ SAMPLE := $(CACHE)/sample
 
 export MOSAIC_CACHE := $(CACHE)
 
-.PHONY: setup test lint index render demo bench-index clean
+.PHONY: setup test lint index render demo bench-index bench-render clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,16 +40,23 @@ index: setup
 	$(BIN)/mosaic index --corpus "$(CORPUS)" --index "$(INDEX)" $(ARGS)
 
 render: setup
-	$(BIN)/mosaic render "$(VIDEO)" $(ARGS)
+	@test -n "$(VIDEO)" || { echo "usage: make render VIDEO=path-or-URL [INDEX=DIR] [OUT=FILE] [ARGS=...]" >&2; exit 2; }
+	$(BIN)/mosaic render "$(VIDEO)" --index "$(INDEX)" $(if $(OUT),--out "$(OUT)") $(ARGS)
 
 demo: setup
 	$(BIN)/mosaic sample --out $(SAMPLE)/corpus
 	$(BIN)/mosaic index --corpus $(SAMPLE)/corpus --index $(SAMPLE)/index --config configs/sample.toml $(ARGS)
 	$(BIN)/mosaic inspect $(SAMPLE)/index --out $(SAMPLE)/clusters.png --zoom 2
-	@echo "demo: sample index in $(SAMPLE)/index, contact sheet $(SAMPLE)/clusters.png"
+	$(BIN)/mosaic sample-clip --out $(SAMPLE)/clip.mp4
+	$(BIN)/mosaic render $(SAMPLE)/clip.mp4 --index $(SAMPLE)/index --out $(SAMPLE)/demo-mosaic.mp4 --preset veryfast
+	@echo "demo: mosaic video $(SAMPLE)/demo-mosaic.mp4 (index $(SAMPLE)/index, contact sheet $(SAMPLE)/clusters.png)"
 
 bench-index: setup
 	$(BIN)/python scripts/bench_index.py $(BENCH_ARGS)
+
+bench-render: setup
+	@test -n "$(VIDEO)" || { echo "usage: make bench-render VIDEO=FILE [INDEX=DIR] [BENCH_ARGS=...]" >&2; exit 2; }
+	$(BIN)/python scripts/bench_render.py "$(VIDEO)" --index "$(INDEX)" $(BENCH_ARGS)
 
 clean:
 	rm -rf $(CACHE)

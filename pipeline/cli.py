@@ -81,8 +81,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=400, help="number of images (default 400)")
     p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
 
-    p = sub.add_parser("render", help="render a video mosaic (not implemented yet)")
-    p.add_argument("video", nargs="?", metavar="VIDEO", help="video file or URL")
+    p = sub.add_parser("render", help="turn a video into a photomosaic video with its sound",
+                       description="Render VIDEO (a file, or a URL fetched with yt-dlp) as a "
+                       "mosaic of the index's tiles, in cached segments (a rerun resumes), "
+                       "and mux the source's audio back.")
+    p.add_argument("video", metavar="VIDEO", help="video file or URL")
+    p.add_argument("--index", metavar="DIR", help="tile index (default: "
+                   "$MOSAIC_CACHE/index, what `make index` builds)")
+    p.add_argument("--out", metavar="FILE", help="output .mp4 (default: "
+                   "$MOSAIC_CACHE/renders/<name>-mosaic.mp4)")
+    p.add_argument("--start", type=float, default=0.0, metavar="SECONDS",
+                   help="start this far into the video (preview a part)")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="render this long")
+    p.add_argument("--frames", type=int, metavar="N", help="render at most N frames")
+    p.add_argument("--scale", type=float, help="upscaling before cutting cells "
+                   "(render.scale)")
+    p.add_argument("--alpha", type=float, help="weight of the source blended over the "
+                   "mosaic, 0 = pure mosaic (render.alpha)")
+    p.add_argument("--preset", help="encoder speed preset (render.preset)")
+    _add_config_args(p)
+
+    p = sub.add_parser("sample-clip", help="generate the built-in sample clip (no download)")
+    p.add_argument("--out", required=True, metavar="FILE", help="mp4 to write")
+    p.add_argument("--seconds", type=float, default=6.0, help="length (default 6)")
+    p.add_argument("--no-audio", action="store_true", help="leave out the audio track")
+    p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
     return parser
 
 
@@ -135,11 +158,37 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    raise MosaicError("render is not implemented yet; it arrives with the render stage")
+    from pipeline.stages.render import run_render
+
+    config = load_config(args.config, args.overrides, {
+        "render.scale": args.scale, "render.alpha": args.alpha, "render.preset": args.preset})
+    index_dir = Path(args.index) if args.index else default_cache() / "index"
+    r = run_render(args.video, index_dir, args.out, config.render, default_cache(),
+                   args.start, args.duration, args.frames, progress=not args.quiet)
+    size = f"{r.size / 2**20:.1f} MiB"
+    if r.up_to_date:
+        log.info("%s is up to date (%d frames, %s)", r.out, r.frames, size)
+        return 0
+    fps = r.rendered / r.seconds if r.seconds else 0.0
+    cached = f", {r.segments_cached} segment(s) cached" if r.segments_cached else ""
+    log.info("rendered %d frames (%d this run%s) at %.1f fps, %dx%d, %.0f%% cells active "
+             "-> %s (%s%s)", r.frames, r.rendered, cached, fps, *r.out_size,
+             100 * r.active_share, r.out, size, "" if r.audio else ", no audio")
+    return 0
+
+
+def _cmd_sample_clip(args: argparse.Namespace) -> int:
+    from pipeline.sample import make_sample_clip
+
+    if args.seconds <= 0:
+        raise MosaicError(f"--seconds must be positive, got {args.seconds}")
+    path = make_sample_clip(args.out, args.seconds, audio=not args.no_audio)
+    log.info("sample clip: %s", path)
+    return 0
 
 
 _COMMANDS = {"index": _cmd_index, "inspect": _cmd_inspect, "sample": _cmd_sample,
-             "render": _cmd_render}
+             "render": _cmd_render, "sample-clip": _cmd_sample_clip}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,11 +40,39 @@ class IndexConfig:
         return parse_tile_size(self.tile_size, "index.tile_size")
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+MATCHING_MODES = ("cluster",)
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Options of the ``render`` stage (grid, matching, activity, encoding, audio)."""
+
+    scale: float = 4.0
+    alpha: float = 0.5
+    matching: str = "cluster"
+    cell_clusters: int = 150
+    cluster_batch_frames: int = 32
+    activity_threshold: float = 16.0
+    active_fraction: float = 0.5
+    segment_frames: int = 256
+    seed: int = 0
+    encoder: str = "libx264"
+    crf: int = 20
+    preset: str = "slow"
+    max_width: int = 0
+    max_height: int = 0
+    audio_stream: int = 0
+    ytdlp_format: str = "bestvideo[height<=?480]+bestaudio/best[height<=?480]/best"
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration, one attribute per section."""
 
     index: IndexConfig = field(default_factory=IndexConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
 
     def section_digest(self, section: str) -> str:
         """A stable 128-bit hex digest of one section's values (for cache keys)."""
@@ -53,7 +81,7 @@ class Config:
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-_SECTIONS: dict[str, type] = {"index": IndexConfig}
+_SECTIONS: dict[str, type] = {"index": IndexConfig, "render": RenderConfig}
 
 # (key) -> (minimum, maximum or None); inclusive bounds checked after type checks.
 _RANGES: dict[str, tuple[float, float | None]] = {
@@ -66,7 +94,20 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "index.kmeans_max_iter": (1, None),
     "index.shard_size": (16, None),
     "index.jobs": (0, None),
+    "render.scale": (0.25, 16.0),
+    "render.alpha": (0.0, 1.0),
+    "render.cell_clusters": (2, None),
+    "render.cluster_batch_frames": (1, 256),
+    "render.activity_threshold": (0.0, 442.0),
+    "render.active_fraction": (0.0, 1.0),
+    "render.segment_frames": (1, None),
+    "render.seed": (0, 2**32 - 1),
+    "render.crf": (0, 63),
+    "render.max_width": (0, None),
+    "render.max_height": (0, None),
+    "render.audio_stream": (0, None),
 }
+_CHOICES: dict[str, tuple[str, ...]] = {"render.matching": MATCHING_MODES}
 
 
 def parse_tile_size(value: str | int, key: str = "tile_size") -> tuple[int, int]:
@@ -92,6 +133,8 @@ def _check_value(key: str, expected: type, value: Any) -> Any:
         raise ConfigError(
             f"{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
         )
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"{key}: must be one of {', '.join(_CHOICES[key])}, got {value!r}")
     if key in _RANGES:
         low, high = _RANGES[key]
         if value < low or (high is not None and value > high):
@@ -170,6 +213,13 @@ def load_config(
             _merge(merged, {section: {key: value}}, "flag")
     config = Config(**{name: _SECTIONS[name](**vals) for name, vals in merged.items()})
     _ = config.index.tile_hw  # validates the tile size string
+    r = config.render
+    if r.encoder in ("libx264", "libx265") and r.preset not in X264_PRESETS:
+        raise ConfigError(f"render.preset: must be one of {', '.join(X264_PRESETS)} for "
+                          f"{r.encoder}, got {r.preset!r}")
+    for key in ("max_width", "max_height"):
+        if getattr(r, key) % 2:
+            raise ConfigError(f"render.{key}: must be even (yuv420p), got {getattr(r, key)}")
     return config
 
 

@@ -1,4 +1,4 @@
-"""Built-in sample media, generated procedurally (no download).
+"""Built-in sample media, generated procedurally (no download): a corpus and a clip.
 
 ``make_sample_corpus`` draws a few hundred small, colourful, varied images (gradients,
 discs, stripes, checks, blobs) whose colours cover the hue, saturation and lightness
@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from pipeline.cache import atomic_output
+from pipeline.video import run_ffmpeg
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -79,3 +80,29 @@ def make_sample_corpus(out_dir: str | Path, count: int = 400, seed: int = 0,
         with atomic_output(path) as f:
             f.write(buf.tobytes())
     return paths
+
+
+def make_sample_clip(path: str | Path, seconds: float = 6.0, size: str = "320x240",
+                     rate: int = 25, audio: bool = True) -> Path:
+    """Write a short clip with motion and (by default) a tone, from ffmpeg's lavfi sources.
+
+    The picture is ``testsrc2`` (moving colour patterns); the audio a 440 Hz sine in AAC.
+    An existing file is left alone.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    args += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
+    if audio:
+        args += ["-c:a", "aac", "-b:a", "128k"]
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    try:
+        run_ffmpeg([*args, str(tmp)], f"generating {path}")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

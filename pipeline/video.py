@@ -8,6 +8,7 @@ whose wheel carries FFmpeg's libraries, does the probing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -127,7 +128,7 @@ def probe(path: str | Path) -> VideoInfo:
             rate = _rate_of(stream)
             rotation = 0
             for frame in container.decode(stream):
-                rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+                rotation = round(getattr(frame, "rotation", 0) or 0) % 360
                 break
             else:
                 raise VideoError(f"{path}: the video stream has no decodable frames")
@@ -157,11 +158,15 @@ def _count_frames(container, stream, rate: Fraction) -> tuple[int, float]:
         count += 1
         t = float(packet.pts * stream.time_base)
         first = t if first is None else min(first, t)
-        end = t + float((packet.duration or 0) * stream.time_base)
+        step = float(packet.duration * stream.time_base) if packet.duration else 1 / float(rate)
+        end = t + step
         last = end if last is None else max(last, end)
     if count == 0:
         return 0, 0.0
-    duration = max(last - first, count / float(rate) if last == first else 0.0)
+    if stream.frames and count < stream.frames:
+        raise VideoError(f"{container.name}: truncated video: the header lists "
+                         f"{stream.frames} frames but only {count} are present")
+    duration = last - first
     return max(1, round(duration * rate)), duration
 
 
@@ -170,11 +175,13 @@ class FrameReader:
 
     ffmpeg seeks accurately to half a frame before ``start`` (so rounding cannot skip
     the wanted frame), applies rotation, and resamples to the constant frame rate
-    ``info.rate``. Iterating yields frames; :meth:`close` stops the decoder.
+    ``info.rate``. Iterating yields frames; :meth:`close` stops the decoder. Up to
+    ``slack`` frames missing at the very end are filled by repeating the last one; a
+    larger shortfall raises :class:`VideoError`.
     """
 
-    def __init__(self, info: VideoInfo, start: int, count: int) -> None:
-        self.info, self.count = info, count
+    def __init__(self, info: VideoInfo, start: int, count: int, slack: int = 0) -> None:
+        self.info, self.count, self.slack = info, count, slack
         t = max(0.0, (start - 0.5) / info.rate) if start > 0 else 0.0
         r = info.rate
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
@@ -195,7 +202,7 @@ class FrameReader:
     def __iter__(self) -> Iterator[np.ndarray]:
         size = self.info.width * self.info.height * 3
         assert self._proc.stdout is not None
-        got = 0
+        got, last = 0, None
         while got < self.count:
             buf = bytearray(size)
             view, filled = memoryview(buf), 0
@@ -207,9 +214,15 @@ class FrameReader:
             if filled < size:
                 break
             got += 1
-            yield np.frombuffer(buf, np.uint8).reshape(self.info.height, self.info.width, 3)
+            last = np.frombuffer(buf, np.uint8).reshape(self.info.height, self.info.width, 3)
+            yield last
         self._proc.wait()
         self._err_thread.join()
+        if last is not None and 0 < self.count - got <= self.slack:
+            # the rate grid's last frame or so can fall past the stream's end: repeat it
+            for _ in range(self.count - got):
+                yield last
+            got = self.count
         if got < self.count:
             err = b"".join(self._stderr).decode(errors="replace")
             raise VideoError(f"{self.info.path}: decoder gave {got} of {self.count} frames "
@@ -282,10 +295,8 @@ class FrameWriter:
     def close(self) -> None:
         """Finish the file; raises :class:`FFmpegError` if the encoder failed."""
         assert self._proc.stdin is not None
-        try:
+        with contextlib.suppress(BrokenPipeError):
             self._proc.stdin.close()
-        except BrokenPipeError:
-            pass
         code = self._proc.wait()
         self._err_thread.join()
         if code != 0:
@@ -302,3 +313,102 @@ class FrameWriter:
 def output_size_ok(width: int, height: int) -> bool:
     """Whether a frame size fits H.264 level 5.2 (what most hardware players decode)."""
     return math.ceil(width / 16) * math.ceil(height / 16) <= 36864 and max(width, height) <= 4096
+
+
+def is_url(text: str) -> bool:
+    """Whether ``text`` looks like a URL for yt-dlp rather than a local path."""
+    return "://" in text and text.split("://", 1)[0].lower() in ("http", "https", "ftp")
+
+
+class _YtdlpLog:
+    """Route yt-dlp's messages into our logger; keep its last error."""
+
+    def __init__(self) -> None:
+        self.last_error = ""
+
+    def debug(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    def info(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    def warning(self, msg: str) -> None:
+        log.debug("yt-dlp warning: %s", msg)
+
+    def error(self, msg: str) -> None:
+        self.last_error = msg.replace("ERROR: ", "").strip()
+
+
+def download(url: str, cache_dir: str | Path, fmt: str) -> Path:
+    """Download ``url`` with yt-dlp into ``cache_dir/<digest of url>/`` once.
+
+    A finished download is recorded in ``done.json`` (written last) and reused. yt-dlp
+    merges separate video and audio with the same ffmpeg the pipeline uses.
+    """
+    import yt_dlp
+
+    from pipeline.cache import digest_text, write_json
+
+    folder = Path(cache_dir) / digest_text(url)
+    done = folder / "done.json"
+    if done.is_file():
+        import json
+
+        path = folder / json.loads(done.read_text())["file"]
+        if path.is_file():
+            log.info("using the cached download of %s", url)
+            return path
+    folder.mkdir(parents=True, exist_ok=True)
+    logger = _YtdlpLog()
+    opts = {"format": fmt, "outtmpl": str(folder / "video.%(ext)s"), "quiet": True,
+            "noprogress": True, "no_warnings": True, "logger": logger,
+            "ffmpeg_location": ffmpeg_exe(), "merge_output_format": "mp4",
+            "noplaylist": True, "retries": 3, "socket_timeout": 30}
+    try:
+        with yt_dlp.YoutubeDL(opts) as ydl:
+            info = ydl.extract_info(url, download=True)
+            path = Path(ydl.prepare_filename(info))
+    except yt_dlp.utils.DownloadError as exc:
+        reason = logger.last_error or str(exc).replace("ERROR: ", "")
+        raise VideoError(f"{url}: download failed: {reason}") from None
+    merged = path.with_suffix(".mp4")
+    path = merged if merged.is_file() else path
+    if not path.is_file():
+        raise VideoError(f"{url}: yt-dlp reported success but wrote no file")
+    write_json(done, {"url": url, "file": path.name})
+    return path
+
+
+def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo, audio: AudioInfo | None,
+                   start_s: float, duration_s: float, work: Path) -> None:
+    """Join encoded segments (stream copy) and add the source's audio, cut to the range.
+
+    Audio is copied when an .mp4 can carry its codec, else re-encoded to AAC. The result
+    is written to a temporary file and renamed over ``out``.
+    """
+    from pipeline.cache import atomic_output
+
+    listing = work / "concat.txt"
+    with atomic_output(listing, "w") as f:
+        for seg in segments:
+            escaped = str(seg.resolve()).replace("'", "'\\''")
+            f.write(f"file '{escaped}'\n")
+    args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
+    if audio is not None:
+        if start_s > 0:
+            args += ["-ss", f"{start_s:.6f}"]
+        args += ["-t", f"{duration_s:.6f}", "-i", source.path]
+    args += ["-map", "0:v:0", "-c:v", "copy"]
+    if audio is not None:
+        copy = audio.codec in MP4_AUDIO_COPY
+        args += ["-map", f"1:a:{audio.index}", "-c:a", "copy" if copy else "aac"]
+        if not copy:
+            args += ["-b:a", "192k"]
+    args += ["-movflags", "+faststart", "-f", "mp4"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        run_ffmpeg([*args, str(tmp)], f"writing {out}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

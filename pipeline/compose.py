@@ -1,0 +1,72 @@
+"""Composing: tile ids -> mosaic frame, then blending with the upscaled source.
+
+The canvas keeps the tile id and flip of every cell and the mosaic image itself;
+placing tiles touches only the cells that change (inactive cells keep their tile).
+Tiles are gathered from the memory-mapped tile bank in one indexing operation.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pipeline.grid import Grid
+
+
+class Canvas:
+    """The mosaic of one video frame, updated in place cell by cell.
+
+    Attributes
+    ----------
+    ids : ndarray (rows, cols), int64, tile id per cell (-1 before the first placement).
+    flips : ndarray (rows, cols), bool.
+    image : ndarray (rows * tile_h, cols * tile_w, 3), uint8 BGR.
+    """
+
+    def __init__(self, grid: Grid, bank: np.ndarray) -> None:
+        if bank.shape[1:3] != (grid.tile_h, grid.tile_w):
+            raise ValueError(f"tile bank of {bank.shape[1:3]} does not fit the grid's tiles "
+                             f"{(grid.tile_h, grid.tile_w)}")
+        self.grid, self.bank = grid, bank
+        self.ids = np.full((grid.rows, grid.cols), -1, dtype=np.int64)
+        self.flips = np.zeros((grid.rows, grid.cols), dtype=bool)
+        self.image = np.zeros((grid.out_h, grid.out_w, 3), dtype=np.uint8)
+        self._cells = self.image.reshape(grid.rows, grid.tile_h, grid.cols, grid.tile_w, 3)
+
+    def place(self, cells: np.ndarray, ids: np.ndarray, flips: np.ndarray) -> None:
+        """Put tile ``ids[i]`` (mirrored where ``flips[i]``) into flat cell ``cells[i]``.
+
+        Parameters
+        ----------
+        cells : ndarray (k,), int, row-major cell indices.
+        ids : ndarray (k,), int, tile ids into the bank.
+        flips : ndarray (k,), bool.
+        """
+        if len(cells) == 0:
+            return
+        tiles = self.bank[ids]
+        if flips.any():
+            tiles[flips] = tiles[flips][:, :, ::-1]
+        r, c = np.divmod(cells, self.grid.cols)
+        self._cells[r, :, c, :] = tiles
+        self.ids[r, c] = ids
+        self.flips[r, c] = flips
+
+
+def blend(mosaic: np.ndarray, frame_bgr: np.ndarray, alpha: float, out: np.ndarray,
+          scratch: np.ndarray | None = None) -> np.ndarray:
+    """``out = (1 - alpha) * mosaic + alpha * upscaled frame`` (alpha 0: pure mosaic).
+
+    Parameters
+    ----------
+    mosaic : ndarray (Ho, Wo, 3), uint8.
+    frame_bgr : ndarray (H, W, 3), uint8, upscaled here with INTER_LINEAR.
+    out : ndarray like ``mosaic``, written in place and returned.
+    scratch : optional buffer like ``mosaic`` for the upscaled frame.
+    """
+    if alpha <= 0:
+        np.copyto(out, mosaic)
+        return out
+    h, w = mosaic.shape[:2]
+    up = cv2.resize(frame_bgr, (w, h), dst=scratch, interpolation=cv2.INTER_LINEAR)
+    return cv2.addWeighted(mosaic, 1.0 - alpha, up, alpha, 0.0, dst=out)

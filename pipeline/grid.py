@@ -1,0 +1,120 @@
+"""Frames and cells: the mosaic grid, the activity mask, and per-cell features.
+
+A source frame of H x W pixels, scaled up by ``scale``, is cut into cells of the tile
+size; the output is rounded up to whole cells, as in the reference:
+``rows = ceil(H * scale / tile_h)``, ``cols = ceil(W * scale / tile_w)``.
+
+Activity follows the reference: a pixel has *changed* when the L2 norm of its BGR
+difference from a reference image exceeds a threshold (16); the reference image takes
+the new value at changed pixels only. A cell is *active* when more than half of its
+area changed. This is computed at source resolution; each cell covers the source area
+``[r * H / rows, (r + 1) * H / rows) x [c * W / cols, (c + 1) * W / cols)``, and the
+changed fraction is its area average (INTER_AREA), as the reference's upscaled mask is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pipeline.errors import ConfigError
+
+CELL_SAMPLE = 8  # cell features are computed on a CELL_SAMPLE x CELL_SAMPLE view of each cell
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The cell layout of one video: ``rows x cols`` cells of ``tile_h x tile_w`` pixels."""
+
+    src_h: int
+    src_w: int
+    rows: int
+    cols: int
+    tile_h: int
+    tile_w: int
+
+    @property
+    def out_h(self) -> int:
+        """Output frame height in pixels."""
+        return self.rows * self.tile_h
+
+    @property
+    def out_w(self) -> int:
+        """Output frame width in pixels."""
+        return self.cols * self.tile_w
+
+    @property
+    def cells(self) -> int:
+        """Number of cells per frame."""
+        return self.rows * self.cols
+
+
+def make_grid(src_h: int, src_w: int, tile_hw: tuple[int, int], scale: float,
+              max_w: int = 0, max_h: int = 0) -> Grid:
+    """Lay out the cells for a ``src_h x src_w`` source at ``scale``.
+
+    ``max_w``/``max_h`` (0 = no cap) lower the scale so that the output fits, keeping
+    whole cells; the cap must leave at least one cell.
+    """
+    th, tw = tile_hw
+    rows, cols = math.ceil(src_h * scale / th), math.ceil(src_w * scale / tw)
+    if max_w and cols * tw > max_w:
+        cols = max_w // tw
+        rows = max(1, round(cols * tw * src_h / src_w / th))
+    if max_h and rows * th > max_h:
+        rows = max_h // th
+        cols = max(1, round(rows * th * src_w / src_h / tw))
+    if rows < 1 or cols < 1:
+        raise ConfigError(f"render.max_width/max_height: too small for {tw}x{th} tiles")
+    return Grid(src_h, src_w, rows, cols, th, tw)
+
+
+class ActivityTracker:
+    """The reference's frame-difference activity mask, one call per frame.
+
+    The first frame after :meth:`reset` marks every cell active.
+    """
+
+    def __init__(self, grid: Grid, threshold: float = 16.0, fraction: float = 0.5) -> None:
+        self.grid, self.fraction = grid, fraction
+        self._threshold_sq = np.float32(threshold * threshold)
+        self._ref: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the reference image: the next frame is all active."""
+        self._ref = None
+
+    def update(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Mark the active cells of ``frame_bgr`` (H, W, 3) uint8.
+
+        Returns
+        -------
+        ndarray of shape (rows, cols), bool.
+        """
+        g = self.grid
+        if self._ref is None:
+            self._ref = frame_bgr.copy()
+            return np.ones((g.rows, g.cols), dtype=bool)
+        diff = cv2.absdiff(frame_bgr, self._ref).astype(np.float32)
+        dist_sq = cv2.transform(cv2.multiply(diff, diff), np.ones((1, 3), np.float32))
+        changed = (dist_sq > self._threshold_sq).astype(np.uint8)
+        np.copyto(self._ref, frame_bgr, where=changed[..., None].astype(bool))
+        share = cv2.resize(changed.astype(np.float32), (g.cols, g.rows),
+                           interpolation=cv2.INTER_AREA)
+        return share > self.fraction
+
+
+def cell_views(frame_bgr: np.ndarray, grid: Grid, sample: int = CELL_SAMPLE) -> np.ndarray:
+    """Each cell's source area resampled to ``sample x sample`` pixels (INTER_AREA).
+
+    Returns
+    -------
+    ndarray of shape (rows * cols, sample, sample, 3), uint8, cells in row-major order.
+    """
+    small = cv2.resize(frame_bgr, (grid.cols * sample, grid.rows * sample),
+                       interpolation=cv2.INTER_AREA)
+    blocks = small.reshape(grid.rows, sample, grid.cols, sample, 3).swapaxes(1, 2)
+    return blocks.reshape(grid.cells, sample, sample, 3)
