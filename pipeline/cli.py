@@ -169,7 +169,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if r.up_to_date:
         log.info("%s is up to date (%d frames, %s)", r.out, r.frames, size)
         return 0
-    fps = r.rendered / r.seconds if r.seconds else 0.0
+    fps = r.rendered / r.render_seconds if r.render_seconds else 0.0
     cached = f", {r.segments_cached} segment(s) cached" if r.segments_cached else ""
     log.info("rendered %d frames (%d this run%s) at %.1f fps, %dx%d, %.0f%% cells active "
              "-> %s (%s%s)", r.frames, r.rendered, cached, fps, *r.out_size,
@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
+    saved = (log.handlers[:], log.level, log.propagate)
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     log.propagate = False
@@ -215,3 +216,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:  # leave the logger as it was (main() may run in-process, e.g. in tests)
+        log.handlers[:], log.level, log.propagate = saved

@@ -16,6 +16,10 @@ from pipeline.grid import Grid
 class Canvas:
     """The mosaic of one video frame, updated in place cell by cell.
 
+    ``bank`` holds the tiles, (M, tile_h, tile_w, 3) uint8; tile id ``i`` is
+    ``bank[slots[i]]`` when a ``slots`` lookup (N,) is given (a bank of the kept tiles
+    only), else ``bank[i]``.
+
     Attributes
     ----------
     ids : ndarray (rows, cols), int64, tile id per cell (-1 before the first placement).
@@ -23,11 +27,11 @@ class Canvas:
     image : ndarray (rows * tile_h, cols * tile_w, 3), uint8 BGR.
     """
 
-    def __init__(self, grid: Grid, bank: np.ndarray) -> None:
+    def __init__(self, grid: Grid, bank: np.ndarray, slots: np.ndarray | None = None) -> None:
         if bank.shape[1:3] != (grid.tile_h, grid.tile_w):
             raise ValueError(f"tile bank of {bank.shape[1:3]} does not fit the grid's tiles "
                              f"{(grid.tile_h, grid.tile_w)}")
-        self.grid, self.bank = grid, bank
+        self.grid, self.bank, self.slots = grid, bank, slots
         self.ids = np.full((grid.rows, grid.cols), -1, dtype=np.int64)
         self.flips = np.zeros((grid.rows, grid.cols), dtype=bool)
         self.image = np.zeros((grid.out_h, grid.out_w, 3), dtype=np.uint8)
@@ -44,7 +48,7 @@ class Canvas:
         """
         if len(cells) == 0:
             return
-        tiles = self.bank[ids]
+        tiles = self.bank[ids if self.slots is None else self.slots[ids]]
         if flips.any():
             tiles[flips] = tiles[flips][:, :, ::-1]
         r, c = np.divmod(cells, self.grid.cols)

@@ -55,6 +55,8 @@ def colour_histogram(tiles_bgr: np.ndarray, bins: int = 5) -> np.ndarray:
     if not 2 <= bins <= 6:
         raise ValueError(f"'bins' must be between 2 and 6, got {bins}")
     n, h, w, _ = tiles_bgr.shape
+    if n == 0:
+        return np.zeros((0, bins**3), np.float32)
     # calcHist's uniform bin of value v is floor(v * bins / 256); one 3-channel LUT gives
     # each channel's share of the joint index, a channel sum gives the index itself.
     level = (np.arange(256) * bins) // 256

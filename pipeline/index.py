@@ -163,3 +163,37 @@ def load_manifest(path: str | Path) -> dict:
                              "run `mosaic index` first") from None
     except (OSError, ValueError) as exc:
         raise TileIndexError(f"{manifest_path}: unreadable manifest: {exc}") from None
+
+
+def read_tiles(path: str | Path, ids: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Read the tiles ``ids`` (ascending) of a tile bank into memory, chunk by chunk.
+
+    The file is read with plain reads, not mapped, so the process's resident memory is
+    the returned array alone, whatever the bank's size: a render's memory then does not
+    creep up as more of a large bank gets touched over a long video.
+
+    Returns
+    -------
+    ndarray (len(ids), h, w, 3), uint8.
+    """
+    path = Path(path) / TILES if Path(path).is_dir() else Path(path)
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+        offset = f.tell()
+        row = int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
+        out = np.empty((len(ids), *shape[1:]), dtype=dtype)
+        done = 0
+        for start in range(0, shape[0], chunk):
+            stop = min(start + chunk, shape[0])
+            lo, hi = np.searchsorted(ids, [start, stop])
+            if hi == lo:
+                continue
+            f.seek(offset + start * row)
+            block = np.fromfile(f, dtype=dtype, count=(stop - start) * row // np.dtype(
+                dtype).itemsize).reshape(stop - start, *shape[1:])
+            out[done:done + hi - lo] = block[ids[lo:hi] - start]
+            done += hi - lo
+    return out

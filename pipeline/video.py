@@ -250,6 +250,22 @@ def encoder_args(encoder: str, crf: int, preset: str) -> list[str]:
     return ["-c:v", encoder]
 
 
+def encode_command(path: str | Path, width: int, height: int, rate: Fraction,
+                   codec_args: list[str], source: str = "-", faststart: bool = False
+                   ) -> list[str]:
+    """The ffmpeg command that encodes raw bgr24 frames from ``source`` (a pipe by default)
+    into an mp4: yuv420p, BT.709 matrix and tags, exact rational frame rate."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+           "-r", f"{rate.numerator}/{rate.denominator}", "-i", source,
+           "-vf", "scale=out_color_matrix=bt709:out_range=tv:flags=bicubic,format=yuv420p",
+           *codec_args, "-colorspace", "bt709", "-color_primaries", "bt709",
+           "-color_trc", "bt709", "-color_range", "tv"]
+    if faststart:
+        cmd += ["-movflags", "+faststart"]
+    return [*cmd, "-f", "mp4", str(path)]
+
+
 class FrameWriter:
     """Encode (H, W, 3) uint8 BGR frames written one by one into a video file.
 
@@ -262,15 +278,7 @@ class FrameWriter:
                  codec_args: list[str], faststart: bool = False) -> None:
         self.path = Path(path)
         self.frames = 0
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
-               "-r", f"{rate.numerator}/{rate.denominator}", "-i", "-",
-               "-vf", "scale=out_color_matrix=bt709:out_range=tv:flags=bicubic,format=yuv420p",
-               *codec_args, "-colorspace", "bt709", "-color_primaries", "bt709",
-               "-color_trc", "bt709", "-color_range", "tv"]
-        if faststart:
-            cmd += ["-movflags", "+faststart"]
-        cmd += ["-f", "mp4", str(self.path)]
+        cmd = encode_command(self.path, width, height, rate, codec_args, faststart=faststart)
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self._stderr: list[bytes] = []
         self._err_thread = threading.Thread(target=self._drain, daemon=True)

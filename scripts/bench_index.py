@@ -22,13 +22,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import joblib
 import numpy as np
+from benchutil import TreeRss, mib
 
 W, H = 178, 218
 
@@ -75,52 +75,6 @@ def make_corpus(out: Path, count: int) -> None:
     print(f"corpus: {count} images in {out} ({time.perf_counter() - t:.0f} s to generate)")
 
 
-class TreeRss:
-    """Sample the summed VmRSS of a process and its descendants from /proc."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self.pid, self.interval, self.peak = pid, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _tree(self) -> list[int]:
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                    children.setdefault(ppid, []).append(int(entry))
-                except (OSError, IndexError, ValueError):
-                    pass
-        out, stack = [], [self.pid]
-        while stack:
-            p = stack.pop()
-            out.append(p)
-            stack.extend(children.get(p, []))
-        return out
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = 0
-            for p in self._tree():
-                try:
-                    with open(f"/proc/{p}/status") as f:
-                        for line in f:
-                            if line.startswith("VmRSS:"):
-                                total += int(line.split()[1]) * 1024
-                except OSError:
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(self.interval)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
 def run_index(corpus: Path, index: Path, extra: list[str]) -> tuple[float, int, int]:
     """Run ``mosaic index`` once; returns (seconds, peak tree RSS, main-process maxrss)."""
     cmd = [sys.executable, "-m", "pipeline", "index", "--corpus", str(corpus), "--index",
@@ -158,10 +112,6 @@ def baseline(corpus: Path, count: int) -> float:
         return len(paths) / (time.perf_counter() - t)
 
 
-def _mb(n: float) -> str:
-    return f"{n / 2**20:,.1f} MiB"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=20000, help="corpus size N (default 20000)")
@@ -196,14 +146,14 @@ def main() -> None:
         rate = f"{n / seconds:,.0f} images/s" if seconds > 0.05 else "-"
         print(f"  {step:16s} {seconds:7.2f} s  {rate}")
     print(f"  counts: {run['counts']}")
-    print(f"peak RSS: {_mb(peak)} (process tree, sampled), main process {_mb(main_rss)}")
+    print(f"peak RSS: {mib(peak)} (process tree, sampled), main process {mib(main_rss)}")
     print("artifacts:")
     for path in sorted(index.iterdir()):
         size = (sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
                 if path.is_dir() else path.stat().st_size)
-        print(f"  {path.name:22s} {_mb(size):>14s}")
+        print(f"  {path.name:22s} {mib(size):>14s}")
     rerun, rerun_peak, _ = run_index(corpus, index, args.extra)
-    print(f"unchanged rerun: {rerun:.2f} s (peak RSS {_mb(rerun_peak)})")
+    print(f"unchanged rerun: {rerun:.2f} s (peak RSS {mib(rerun_peak)})")
     if args.baseline:
         rate = baseline(corpus, min(args.baseline_count, n))
         print(f"reference approach: {rate:,.0f} images/s on {min(args.baseline_count, n)} "

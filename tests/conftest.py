@@ -46,3 +46,40 @@ def run_cli(capsys: pytest.CaptureFixture):
         return code, out, err
 
     return run
+
+
+def ffmpeg(*args: str) -> None:
+    """Run the project's ffmpeg (tests make their media with lavfi sources)."""
+    from pipeline.video import run_ffmpeg
+
+    run_ffmpeg([str(a) for a in args], "making test media")
+
+
+def make_clip(path: Path, size: str = "160x120", rate: str = "25", seconds: float = 2.0,
+              audio: bool = True, extra: tuple[str, ...] = ()) -> Path:
+    """A testsrc2 clip (H.264) with an optional 440 Hz AAC tone of the same length."""
+    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    args += [*extra, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    if audio:
+        args += ["-c:a", "aac"]
+    ffmpeg(*args, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tile_index(sample_corpus_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small tile index (120 sample images, 8 clusters), built once per session."""
+    from pipeline.config import IndexConfig
+    from pipeline.stages.index import run_index
+
+    out = tmp_path_factory.mktemp("index") / "ix"
+    run_index(sample_corpus_master, out, IndexConfig(clusters=8, jobs=1), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def clip_with_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 s of 160x120 testsrc2 at 25 fps with a tone."""
+    return make_clip(tmp_path_factory.mktemp("clips") / "av.mp4")

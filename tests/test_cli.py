@@ -1,4 +1,4 @@
-"""The ``mosaic`` command: help texts, inspect, sample, and the render placeholder."""
+"""The ``mosaic`` command: help texts, inspect, and the sample generators."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from pipeline.cli import build_parser
 
 
-@pytest.mark.parametrize("command", [[], ["index"], ["inspect"], ["sample"], ["render"]])
+@pytest.mark.parametrize("command", [[], ["index"], ["inspect"], ["sample"], ["render"],
+                                     ["sample-clip"]])
 def test_help(command: list[str], capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args([*command, "--help"])
@@ -54,6 +55,8 @@ def test_sample_corpus_is_generated(run_cli, tmp_path: Path) -> None:
     assert len(files) == 30 and {f.suffix for f in files} == {".jpg", ".png"}
 
 
-def test_render_is_not_there_yet(run_cli) -> None:
-    code, _, err = run_cli("render", "clip.mp4")
-    assert code == 1 and "not implemented yet" in err
+def test_sample_clip_and_render_help(run_cli, tmp_path: Path) -> None:
+    code, _, _ = run_cli("sample-clip", "--out", tmp_path / "c.mp4", "--seconds", "1")
+    assert code == 0 and (tmp_path / "c.mp4").stat().st_size > 0
+    code, _, err = run_cli("render", tmp_path / "c.mp4", "--index", tmp_path / "none")
+    assert code == 1 and err.startswith("error: ")

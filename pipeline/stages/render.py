@@ -37,7 +37,7 @@ from pipeline.config import RenderConfig
 from pipeline.errors import ConfigError, VideoError
 from pipeline.features import colour_histogram
 from pipeline.grid import ActivityTracker, Grid, cell_views, make_grid
-from pipeline.index import TileIndex, load_index
+from pipeline.index import TileIndex, load_index, read_tiles
 from pipeline.matching import ClusterMatcher, TileClusters
 from pipeline.video import (
     AudioInfo,
@@ -69,6 +69,7 @@ class RenderReport:
     frames: int = 0
     rendered: int = 0
     seconds: float = 0.0
+    render_seconds: float = 0.0
     active_share: float = 0.0
     segments_cached: int = 0
     up_to_date: bool = False
@@ -164,6 +165,11 @@ class _SegmentRenderer:
         self.tiles = TileClusters.from_labels(index.centers, np.asarray(index.labels))
         self.codec = encoder_args(config.encoder, config.crf, config.preset)
         self.bins = int(index.manifest["params"]["hist_bins"])
+        # the kept tiles, read into memory once: resident memory stays flat over a video
+        kept = np.flatnonzero(np.asarray(index.labels) >= 0)
+        self.pool = read_tiles(index.path, kept)
+        self.slots = np.full(len(index.labels), -1, dtype=np.int64)
+        self.slots[kept] = np.arange(len(kept))
         self.active_cells = 0
         self.total_cells = 0
         self._stop = threading.Event()
@@ -227,7 +233,7 @@ class _SegmentRenderer:
         cfg, grid = self.config, self.grid
         tracker = ActivityTracker(grid, cfg.activity_threshold, cfg.active_fraction)
         matcher = ClusterMatcher(self.tiles, cfg.cell_clusters)
-        canvas = Canvas(grid, self.index.tiles)
+        canvas = Canvas(grid, self.pool, self.slots)
         scratch = np.empty((grid.out_h, grid.out_w, 3), np.uint8)
         for seg in segments:
             tracker.reset()
@@ -392,8 +398,10 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     if todo:
         bar = tqdm(total=sum(s.count for s in todo), desc="render", unit="frames",
                    disable=None if progress else True, smoothing=0.1)
+        t = time.perf_counter()
         with bar:
             _SegmentRenderer(info, grid, index, config, work, on_done, bar).run(todo)
+        report.render_seconds = time.perf_counter() - t
         report.rendered = sum(s.count for s in todo)
     concat_and_mux([segment_path(work, s) for s in segments], out, info, audio,
                    float(first / info.rate), float(count / info.rate), work)

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Fetch real media for benchmarks from Debian's opencv-doc package (no other network).
+
+opencv-doc ships OpenCV's sample data: real clips (Megamind.avi, a 720x528 film
+excerpt with sound; vtest.avi, a 768x576 street scene; tree.avi) and about 60 real
+photos. This script downloads the package with ``apt-get download`` (needs the apt
+lists: run ``apt-get update`` once), unpacks the data into ``.cache/media/opencv``,
+and makes the benchmark clips with the project's ffmpeg:
+
+* ``megamind-640x480.mp4`` and ``megamind-1280x720.mp4``: the film excerpt scaled,
+  with its audio, looped ``--loops`` times (270 frames each pass);
+
+    python scripts/fetch_media.py [--out .cache/media] [--loops 4]
+
+Tests never use these files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.video import run_ffmpeg
+
+DATA = "usr/share/doc/opencv-doc/examples/data"
+
+
+def fetch_opencv_data(out: Path) -> Path:
+    """Download and unpack opencv-doc's sample data into ``out/opencv``; returns that dir."""
+    dest = out / "opencv"
+    if (dest / "Megamind.avi").is_file():
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True)
+        deb = next(Path(tmp).glob("opencv-doc_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), tmp + "/x"], check=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(Path(tmp) / "x" / DATA, dest, dirs_exist_ok=True)
+    return dest
+
+
+def make_clip(src: Path, out: Path, size: str, loops: int) -> Path:
+    """Scale ``src`` to ``size`` (H.264 crf 18 + AAC), looped ``loops`` times."""
+    if out.is_file():
+        return out
+    w, h = size.split("x")
+    tmp = out.with_name(f".{out.name}.tmp.mp4")
+    run_ffmpeg(["-stream_loop", str(loops - 1), "-i", str(src), "-vf",
+                f"scale={w}:{h}:flags=lanczos,setsar=1", "-c:v", "libx264", "-crf", "18",
+                "-preset", "fast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "160k",
+                str(tmp)], f"making {out}")
+    tmp.replace(out)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path(".cache/media"))
+    ap.add_argument("--loops", type=int, default=4, help="passes over the 270-frame excerpt")
+    args = ap.parse_args()
+    data = fetch_opencv_data(args.out)
+    for size in ("640x480", "1280x720"):
+        clip = make_clip(data / "Megamind.avi", args.out / f"megamind-{size}.mp4", size,
+                         args.loops)
+        print(clip)
+    print(f"photos: {len(list(data.glob('*.jpg')))} jpg, {len(list(data.glob('*.png')))} png "
+          f"in {data}")
+
+
+if __name__ == "__main__":
+    main()

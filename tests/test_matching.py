@@ -1,0 +1,64 @@
+"""The reference's cluster mode on a tiny hand-checkable case."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.compose import Canvas
+from pipeline.features import colour_histogram
+from pipeline.grid import make_grid
+from pipeline.matching import ClusterMatcher, TileClusters, rank_within_groups
+
+
+def solid(colour: tuple[int, int, int], n: int, size: int = 4) -> np.ndarray:
+    tiles = np.zeros((n, size, size, 3), np.uint8)
+    tiles[:] = colour
+    return tiles
+
+
+RED, BLUE = (0, 0, 255), (255, 0, 0)
+
+
+def two_cluster_index() -> tuple[np.ndarray, TileClusters]:
+    # tiles 0, 2, 4 red, 1, 3 blue; tile cluster 0 = red, 1 = blue
+    bank = np.concatenate([solid(RED, 1), solid(BLUE, 1), solid(RED, 1), solid(BLUE, 1),
+                           solid(RED, 1)])
+    labels = np.array([0, 1, 0, 1, 0])
+    centers = np.stack([colour_histogram(solid(RED, 1))[0], colour_histogram(solid(BLUE, 1))[0]])
+    return bank, TileClusters.from_labels(centers, labels)
+
+
+def test_tile_clusters_layout() -> None:
+    _, tiles = two_cluster_index()
+    assert tiles.members.tolist() == [0, 2, 4, 1, 3]
+    assert tiles.offsets.tolist() == [0, 3] and tiles.sizes.tolist() == [3, 2]
+
+
+def test_rank_within_groups() -> None:
+    assert rank_within_groups(np.array([5, 1, 5, 5, 1])).tolist() == [0, 0, 1, 2, 1]
+
+
+def test_cells_get_their_colour_cluster_in_turn() -> None:
+    _, tiles = two_cluster_index()
+    # seven cells: red, blue, red, red, blue, red, red
+    colours = [RED, BLUE, RED, RED, BLUE, RED, RED]
+    hists = colour_histogram(np.concatenate([solid(c, 1) for c in colours]))
+    ids, flips = ClusterMatcher(tiles, n_clusters=2, seed=1).match(hists)
+    # red cells cycle through 0, 2, 4, 0, ...; blue cells through 1, 3
+    assert ids.tolist() == [0, 1, 2, 4, 3, 0, 2]
+    assert flips.dtype == bool and flips.shape == (7,)
+    again, flips2 = ClusterMatcher(tiles, n_clusters=2, seed=1).match(hists)
+    assert again.tolist() == ids.tolist() and flips2.tolist() == flips.tolist()
+
+
+def test_canvas_places_tiles_and_flips() -> None:
+    bank = np.zeros((2, 2, 2, 3), np.uint8)
+    bank[0, :, 0] = 10  # left column 10, right column 0
+    bank[1] = 99
+    grid = make_grid(2, 4, (2, 2), 1)  # 1 row x 2 cols
+    canvas = Canvas(grid, bank)
+    canvas.place(np.array([0, 1]), np.array([0, 0]), np.array([False, True]))
+    assert canvas.image[:, :, 0].tolist() == [[10, 0, 0, 10], [10, 0, 0, 10]]
+    canvas.place(np.array([1]), np.array([1]), np.array([False]))
+    assert canvas.image[0, :, 0].tolist() == [10, 0, 99, 99]
+    assert canvas.ids.tolist() == [[0, 1]]

@@ -1,0 +1,218 @@
+"""The render stage end to end, checked with a real probe (PyAV) of the output."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import ffmpeg, make_clip
+
+from pipeline.config import RenderConfig
+from pipeline.stages.render import iter_frames, run_render
+
+FAST = RenderConfig(scale=2, preset="ultrafast", segment_frames=20, cluster_batch_frames=8)
+
+
+def streams(path: Path) -> dict:
+    """Codec, pixel format, frame count and durations of an output file, from PyAV."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = sum(1 for _ in c.demux(v) if _.size)
+        out = {"format": c.format.name, "codec": v.codec_context.name,
+               "pix_fmt": v.codec_context.pix_fmt, "frames": frames,
+               "rate": v.average_rate, "size": (v.codec_context.width, v.codec_context.height),
+               "video_s": float(v.duration * v.time_base),
+               "audio_s": [float(a.duration * a.time_base) for a in c.streams.audio]}
+    return out
+
+
+def render(video: Path | str, index: Path, tmp: Path, config: RenderConfig = FAST,
+           name: str = "out.mp4", **kw):
+    out = tmp / name
+    report = run_render(str(video), index, out, config, tmp / "cache", progress=False, **kw)
+    return out, report
+
+
+def test_output_is_h264_with_source_frames_and_audio(clip_with_audio: Path, tile_index: Path,
+                                                     tmp_path: Path) -> None:
+    out, report = render(clip_with_audio, tile_index, tmp_path)
+    s = streams(out)
+    assert "mp4" in s["format"] and s["codec"] == "h264" and s["pix_fmt"] == "yuv420p"
+    assert s["frames"] == 50 and s["rate"] == 25
+    assert abs(s["video_s"] - 2.0) <= 1 / 25
+    assert len(s["audio_s"]) == 1 and abs(s["audio_s"][0] - s["video_s"]) <= 1 / 25
+    assert s["size"] == (320, 256)  # 160x120 at x2 = 320x240, rounded up to 32-px cells
+    assert report.rendered == 50 and report.audio
+    with open(out, "rb") as f:  # +faststart: the moov atom comes before the media data
+        head = f.read(4096)
+    assert head.find(b"moov") != -1 and (head.find(b"mdat") == -1 or
+                                         head.find(b"moov") < head.find(b"mdat"))
+
+
+def test_rerun_with_nothing_changed_does_nothing(clip_with_audio: Path, tile_index: Path,
+                                                 tmp_path: Path) -> None:
+    out, _ = render(clip_with_audio, tile_index, tmp_path)
+    mtime = out.stat().st_mtime_ns
+    _, again = render(clip_with_audio, tile_index, tmp_path)
+    assert again.up_to_date and again.rendered == 0 and out.stat().st_mtime_ns == mtime
+    out.unlink()  # output gone: segments are reused, only the mux is redone
+    _, third = render(clip_with_audio, tile_index, tmp_path)
+    assert third.rendered == 0 and third.segments_cached == 3 and out.is_file()
+
+
+def test_source_without_audio_gives_video_only(tile_index: Path, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pipeline")
+    clip = make_clip(tmp_path / "silent.mp4", audio=False, seconds=1)
+    out, report = render(clip, tile_index, tmp_path)
+    s = streams(out)
+    assert s["audio_s"] == [] and s["frames"] == 25 and not report.audio
+    assert any("no audio track" in r.getMessage() for r in caplog.records)
+
+
+def test_odd_frame_size(tile_index: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "odd.mkv"  # lossless FFV1 keeps the odd size (yuv420p cannot)
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=642x360:rate=25:duration=0.4", "-vf",
+           "format=yuv444p,crop=641:359", "-c:v", "ffv1", clip)
+    assert next(iter_frames(clip)).shape == (359, 641, 3)
+    out, _ = render(clip, tile_index, tmp_path, RenderConfig(scale=1, preset="ultrafast"))
+    s = streams(out)
+    assert s["size"] == (672, 384) and s["frames"] == 10  # ceil(641/32), ceil(359/32) cells
+
+
+def test_rotation_metadata_is_applied(tile_index: Path, tmp_path: Path) -> None:
+    plain = make_clip(tmp_path / "plain.mp4", size="160x96", seconds=0.4, audio=False)
+    rotated = tmp_path / "rotated.mp4"
+    ffmpeg("-display_rotation", "90", "-i", plain, "-c", "copy", rotated)
+    out, _report = render(rotated, tile_index, tmp_path, RenderConfig(scale=1, preset="ultrafast"))
+    assert streams(out)["size"] == (96, 160)  # portrait: 96x160 source, 32-px cells
+    frame = next(iter_frames(rotated))
+    assert frame.shape == (160, 96, 3)
+
+
+def test_variable_frame_rate_source_stays_in_sync(tile_index: Path, tmp_path: Path) -> None:
+    vfr = tmp_path / "vfr.mkv"
+    # 30 fps source keeping 2 of every 3 frames for the first second: irregular timestamps
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=3", "-f", "lavfi",
+           "-i", "sine=frequency=300:sample_rate=48000:duration=3",
+           "-vf", r"select='gt(n\,30)+not(eq(mod(n\,3)\,2))'", "-fps_mode", "vfr",
+           "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", vfr)
+    with av.open(str(vfr)) as c:
+        pts = [p.pts for p in c.demux(c.streams.video[0]) if p.size]
+    assert len(set(np.diff(sorted(pts)))) > 1, "the source should be variable-rate"
+    out, _ = render(vfr, tile_index, tmp_path)
+    s = streams(out)
+    assert abs(s["video_s"] - 3.0) <= 1.5 / float(s["rate"])
+    assert abs(s["audio_s"][0] - s["video_s"]) <= 1.5 / float(s["rate"])
+    assert s["frames"] == round(s["video_s"] * s["rate"])
+
+
+def test_preview_range_cuts_video_and_audio(clip_with_audio: Path, tile_index: Path,
+                                            tmp_path: Path) -> None:
+    out, _ = render(clip_with_audio, tile_index, tmp_path, start_s=0.4, duration_s=1.0)
+    s = streams(out)
+    assert s["frames"] == 25 and abs(s["audio_s"][0] - 1.0) <= 1 / 25
+    out, _report = render(clip_with_audio, tile_index, tmp_path, name="b.mp4", max_frames=7)
+    assert streams(out)["frames"] == 7
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "truncated", "truncated_faststart",
+                                  "not_video"])
+def test_bad_video_is_a_clear_error_and_writes_nothing(case: str, clip_with_audio: Path,
+                                                       tile_index: Path, tmp_path: Path,
+                                                       run_cli, monkeypatch) -> None:
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "bad.mp4"
+    if case == "corrupt":
+        bad.write_bytes(os.urandom(20000))
+    elif case == "truncated":  # moov atom at the end: cut off
+        plain = tmp_path / "plain.mp4"
+        ffmpeg("-i", clip_with_audio, "-c", "copy", plain)
+        bad.write_bytes(plain.read_bytes()[: plain.stat().st_size // 2])
+    elif case == "truncated_faststart":  # index first, media data cut short
+        fast = tmp_path / "fast.mp4"
+        ffmpeg("-i", clip_with_audio, "-c", "copy", "-movflags", "+faststart", fast)
+        bad.write_bytes(fast.read_bytes()[: int(fast.stat().st_size * 0.6)])
+    elif case == "not_video":
+        bad = tmp_path / "notes.mp4"
+        bad.write_text("hello\n" * 100)
+    out = tmp_path / "out.mp4"
+    code, _, err = run_cli("render", bad, "--index", tile_index, "--out", out, "--preset",
+                           "ultrafast")
+    assert code == 1 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(bad) in errors[0]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.mp4*"))
+
+
+def test_missing_index_is_a_clear_error(clip_with_audio: Path, tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli("render", clip_with_audio, "--index", tmp_path / "nope", "--out",
+                           tmp_path / "o.mp4")
+    assert code == 1 and "run `mosaic index` first" in err and not (tmp_path / "o.mp4").exists()
+
+
+def test_url_input_through_real_ytdlp(clip_with_audio: Path, tile_index: Path,
+                                      tmp_path: Path) -> None:
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "clip.mp4").write_bytes(clip_with_audio.read_bytes())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
+        out, _report = render(url, tile_index, tmp_path)
+        s = streams(out)
+        assert s["frames"] == 50 and len(s["audio_s"]) == 1
+        downloads = list((tmp_path / "cache" / "downloads").rglob("*.mp4"))
+        assert len(downloads) == 1
+        mtime = downloads[0].stat().st_mtime_ns
+        render(url, tile_index, tmp_path, name="again.mp4")  # cached: not fetched again
+        assert downloads[0].stat().st_mtime_ns == mtime
+        with pytest.raises(Exception, match="download failed"):
+            render(url.replace("clip.mp4", "missing.mp4"), tile_index, tmp_path, name="x.mp4")
+    finally:
+        server.shutdown()
+
+
+def test_sigkill_mid_render_then_rerun_equals_uninterrupted(tile_index: Path,
+                                                            tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "long.mp4", seconds=8, audio=True)  # 200 frames
+    env = {**os.environ, "MOSAIC_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "killed.mp4"
+    cmd = [sys.executable, "-m", "pipeline", "render", str(clip), "--index", str(tile_index),
+           "--out", str(out), "--scale", "2", "--preset", "ultrafast", "--quiet",
+           "--set", "render.segment_frames=20"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "cache" / "render").glob("*/seg-00001.mp4")):
+        assert proc.poll() is None, "render finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    done_before = len(list((tmp_path / "cache" / "render").glob("*/seg-*.mp4")))
+    assert 2 <= done_before < 10
+    subprocess.run(cmd, env=env, check=True, timeout=300)
+    clean, _ = render(clip, tile_index, tmp_path / "clean",
+                      RenderConfig(scale=2, preset="ultrafast", segment_frames=20))
+    killed_frames = list(iter_frames(out))
+    clean_frames = list(iter_frames(clean))
+    assert len(killed_frames) == len(clean_frames) == 200
+    for a, b in zip(killed_frames, clean_frames, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(streams(out)["audio_s"]) == 1
