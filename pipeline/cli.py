@@ -174,6 +174,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
     log.info("rendered %d frames (%d this run%s) at %.1f fps, %dx%d, %.0f%% cells active "
              "-> %s (%s%s)", r.frames, r.rendered, cached, fps, *r.out_size,
              100 * r.active_share, r.out, size, "" if r.audio else ", no audio")
+    if r.scores:
+        sc = r.scores
+        log.info("scores (pure mosaic): cell dE %.2f, sub-grid dE %.2f, SSIM %.3f, churn %.3f, "
+                 "flicker %.2f, %.0f distinct tiles/frame, %.1f%% identical neighbours",
+                 sc["delta_e_cell"], sc["delta_e_subgrid"], sc["ssim_view"], sc["churn"],
+                 sc["flicker"], sc["distinct_tiles"], 100 * sc["identical_neighbours"])
     return 0
 
 

@@ -37,24 +37,49 @@ class Canvas:
         self.image = np.zeros((grid.out_h, grid.out_w, 3), dtype=np.uint8)
         self._cells = self.image.reshape(grid.rows, grid.tile_h, grid.cols, grid.tile_w, 3)
 
-    def place(self, cells: np.ndarray, ids: np.ndarray, flips: np.ndarray) -> None:
+    def place(self, cells: np.ndarray, ids: np.ndarray, flips: np.ndarray,
+              shift: np.ndarray | None = None, measure: bool = False) -> np.ndarray | None:
         """Put tile ``ids[i]`` (mirrored where ``flips[i]``) into flat cell ``cells[i]``.
 
         Parameters
         ----------
         cells : ndarray (k,), int, row-major cell indices.
-        ids : ndarray (k,), int, tile ids into the bank.
+        ids : ndarray (k,), int, tile ids.
         flips : ndarray (k,), bool.
+        shift : optional ndarray (k, 3), float: added to each tile's pixels (recolouring).
+        measure : also return each placed cell's mean absolute pixel change.
+
+        Returns
+        -------
+        ndarray (k,), float32, the change per cell when ``measure``, else None.
         """
         if len(cells) == 0:
-            return
+            return np.zeros(0, np.float32) if measure else None
         tiles = self.bank[ids if self.slots is None else self.slots[ids]]
         if flips.any():
             tiles[flips] = tiles[flips][:, :, ::-1]
+        if shift is not None:
+            shifted = tiles.astype(np.float32) + shift[:, None, None, :].astype(np.float32)
+            tiles = np.clip(shifted + 0.5, 0, 255).astype(np.uint8)
         r, c = np.divmod(cells, self.grid.cols)
+        change = None
+        if measure:
+            old = self._cells[r, :, c, :]
+            change = np.abs(old.astype(np.int16) - tiles).reshape(len(cells), -1).mean(
+                1, dtype=np.float32)
         self._cells[r, :, c, :] = tiles
         self.ids[r, c] = ids
         self.flips[r, c] = flips
+        return change
+
+    def reset(self, ids: np.ndarray | None = None, flips: np.ndarray | None = None) -> None:
+        """Clear the canvas, or rebuild it from per-cell ``ids`` and ``flips`` (rows, cols)."""
+        self.ids[:] = -1
+        self.flips[:] = False
+        self.image[:] = 0
+        if ids is not None and flips is not None:
+            cells = np.flatnonzero(ids.ravel() >= 0)
+            self.place(cells, ids.ravel()[cells], flips.ravel()[cells])
 
 
 def blend(mosaic: np.ndarray, frame_bgr: np.ndarray, alpha: float, out: np.ndarray,

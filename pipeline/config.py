@@ -42,7 +42,7 @@ class IndexConfig:
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                 "slower", "veryslow", "placebo")
-MATCHING_MODES = ("cluster",)
+MATCHING_MODES = ("cluster", "refined", "nearest")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,15 @@ class RenderConfig:
     matching: str = "cluster"
     cell_clusters: int = 150
     cluster_batch_frames: int = 32
+    refine_clusters: int = 3
+    nprobe: int = 4
+    candidates: int = 6
+    hysteresis: float = 0.9
+    max_uses: int = 0
+    scene_cut: float = 0.6
+    recolour: float = 0.0
+    carry_tiles: bool = True
+    report: bool = True
     activity_threshold: float = 16.0
     active_fraction: float = 0.5
     segment_frames: int = 256
@@ -61,6 +70,7 @@ class RenderConfig:
     encoder: str = "libx264"
     crf: int = 20
     preset: str = "slow"
+    encoder_options: str = ""
     max_width: int = 0
     max_height: int = 0
     audio_stream: int = 0
@@ -101,6 +111,13 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "render.activity_threshold": (0.0, 442.0),
     "render.active_fraction": (0.0, 1.0),
     "render.segment_frames": (1, None),
+    "render.refine_clusters": (1, None),
+    "render.nprobe": (1, None),
+    "render.candidates": (5, 64),
+    "render.hysteresis": (0.0, 1.0),
+    "render.max_uses": (0, None),
+    "render.scene_cut": (0.0, 1.0),
+    "render.recolour": (0.0, 1.0),
     "render.seed": (0, 2**32 - 1),
     "render.crf": (0, 63),
     "render.max_width": (0, None),

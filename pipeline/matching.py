@@ -10,6 +10,7 @@ The tile is never compared with the cell: that is the reference's look.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,28 @@ class ClusterMatcher:
         self._model: MiniBatchKMeans | None = None
         self._reset_above: float | None = None
 
+    def _fit(self, hists: np.ndarray) -> np.ndarray:
+        """One ``partial_fit`` step on a batch (reset on a scene change); cell labels."""
+        n = hists.shape[0]
+        if self._reset_above is None:
+            self._reset_above = 0.5 * n
+        elif n > self._reset_above:  # the reference's scene-change rule
+            self._model = None
+        if self._model is None:
+            self._model = MiniBatchKMeans(n_clusters=min(self.n_clusters, n), n_init=1,
+                                          random_state=int(self._rng.integers(2**31)))
+        self._model.partial_fit(hists)
+        return self._model.predict(hists)
+
+    def coarse(self, hists: np.ndarray, m: int) -> np.ndarray:
+        """Refined mode's coarse search: each cell's cell cluster's ``m`` nearest tile
+        clusters by cosine, (n, m) int64 (empty for no cells)."""
+        if hists.shape[0] == 0:
+            return np.zeros((0, m), np.int64)
+        labels = self._fit(hists)
+        lists = top_clusters_by_cosine(self._model.cluster_centers_, self.tiles.centers, m)
+        return lists[labels]
+
     def match(self, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Choose tiles for one batch's active cells, in order (frame-major, row-major).
 
@@ -98,17 +121,179 @@ class ClusterMatcher:
         n = hists.shape[0]
         if n == 0:
             return np.empty(0, np.int64), np.empty(0, bool)
-        if self._reset_above is None:
-            self._reset_above = 0.5 * n
-        elif n > self._reset_above:  # the reference's scene-change rule
-            self._model = None
-        if self._model is None:
-            self._model = MiniBatchKMeans(n_clusters=min(self.n_clusters, n), n_init=1,
-                                          random_state=int(self._rng.integers(2**31)))
-        self._model.partial_fit(hists)
-        labels = self._model.predict(hists)
+        labels = self._fit(hists)
         tile_cluster = nearest_by_cosine(self._model.cluster_centers_, self.tiles.centers)
         chosen = tile_cluster[labels]
         rank = rank_within_groups(labels) % self.tiles.sizes[chosen]
         ids = self.tiles.members[self.tiles.offsets[chosen] + rank]
         return ids, self._rng.random(n) < 0.5
+
+
+def top_clusters_by_cosine(queries: np.ndarray, centers: np.ndarray, m: int) -> np.ndarray:
+    """The ``m`` nearest rows of ``centers`` (K, D) by cosine for each query: (n, m) int."""
+    d = cdist(queries.astype(np.float64), centers, metric="cosine")
+    m = min(m, centers.shape[0])
+    part = np.argpartition(d, m - 1, axis=1)[:, :m] if m < centers.shape[0] else np.tile(
+        np.arange(centers.shape[0]), (len(queries), 1))
+    order = np.take_along_axis(d, part, 1).argsort(axis=1, kind="stable")
+    return np.take_along_axis(part, order, 1)
+
+
+def top_clusters_by_l2(queries: np.ndarray, centers: np.ndarray, m: int) -> np.ndarray:
+    """The ``m`` nearest rows of ``centers`` (K, D) in L2 for each query: (n, m) int."""
+    d = _sq_dist(queries, centers)
+    m = min(m, centers.shape[0])
+    part = np.argpartition(d, m - 1, axis=1)[:, :m]
+    order = np.take_along_axis(d, part, 1).argsort(axis=1, kind="stable")
+    return np.take_along_axis(part, order, 1)
+
+
+def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared L2 distances (n, k) between rows of ``a`` (n, D) and ``b`` (k, D), float32."""
+    a = a.astype(np.float32, copy=False)
+    b = b.astype(np.float32, copy=False)
+    d = (a * a).sum(1)[:, None] - 2 * (a @ b.T) + (b * b).sum(1)[None, :]
+    return np.maximum(d, 0, out=d)
+
+
+def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
+                 features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest tiles (L2 on ``features``) within each query's probed clusters.
+
+    An inverted-file search: the tile clusters are the lists, ``probes`` says which
+    lists each query looks in. Work is grouped by list, so there is no per-query loop.
+
+    Parameters
+    ----------
+    queries : ndarray (n, D), float32.
+    probes : ndarray (n, m), int, tile clusters to search for each query.
+    features : ndarray (N, D), float32, per-tile features (indexed by tile id).
+    k : candidates to return.
+
+    Returns
+    -------
+    ids : ndarray (n, k), int64, tile ids by increasing distance (-1 where fewer exist).
+    dist : ndarray (n, k), float32, squared distances (inf where fewer exist).
+    """
+    n = len(queries)
+    best_d = np.full((n, k), np.inf, np.float32)
+    best_i = np.full((n, k), -1, np.int64)
+    flat_q = np.repeat(np.arange(n), probes.shape[1])
+    flat_c = probes.ravel()
+    order = np.argsort(flat_c, kind="stable")
+    flat_q, flat_c = flat_q[order], flat_c[order]
+    bounds = np.flatnonzero(np.r_[True, flat_c[1:] != flat_c[:-1], True])
+    for lo, hi in itertools.pairwise(bounds):
+        c = flat_c[lo]
+        qi = flat_q[lo:hi]
+        members = tiles.members[tiles.offsets[c]:tiles.offsets[c] + tiles.sizes[c]]
+        d = _sq_dist(queries[qi], features[members])
+        kk = min(k, d.shape[1])
+        part = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < d.shape[1] else np.tile(
+            np.arange(d.shape[1]), (len(qi), 1))
+        cand_d = np.concatenate([best_d[qi], np.take_along_axis(d, part, 1)], axis=1)
+        cand_i = np.concatenate([best_i[qi], members[part]], axis=1)
+        keep = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
+        best_d[qi] = np.take_along_axis(cand_d, keep, 1)
+        best_i[qi] = np.take_along_axis(cand_i, keep, 1)
+    return best_i, best_d
+
+
+class TileAssigner:
+    """The per-frame choice among each cell's candidate tiles.
+
+    Rules, in order: *hysteresis* (a cell keeps its current tile unless the best
+    candidate's distance is under ``margin`` times the current tile's), the *neighbour
+    rule* (no tile equal to one of the cell's 4-neighbours: cells are decided in two
+    checkerboard passes, each against its neighbours' final tiles, taking the next best
+    candidate on a clash), and an optional *cap* on each tile's uses per frame.
+
+    Parameters
+    ----------
+    rows, cols : the cell grid.
+    features : ndarray (N, D), float32, per-tile features the distances are measured in.
+    margin : hysteresis ratio on distances (0.9: switch only for a clearly better tile).
+    max_uses : uses per frame of one tile (0: no cap).
+    """
+
+    def __init__(self, rows: int, cols: int, features: np.ndarray, margin: float = 0.9,
+                 max_uses: int = 0) -> None:
+        self.rows, self.cols, self.features = rows, cols, features
+        self.margin, self.max_uses = margin, max_uses
+        r, c = np.divmod(np.arange(rows * cols), cols)
+        self._colour = (r + c) % 2
+        nb = np.full((rows * cols, 4), -1, np.int64)
+        flat = np.arange(rows * cols)
+        nb[r > 0, 0] = flat[r > 0] - cols
+        nb[r < rows - 1, 1] = flat[r < rows - 1] + cols
+        nb[c > 0, 2] = flat[c > 0] - 1
+        nb[c < cols - 1, 3] = flat[c < cols - 1] + 1
+        self._neighbours = nb
+
+    def assign(self, cells: np.ndarray, queries: np.ndarray, cand_ids: np.ndarray,
+               cand_d: np.ndarray, current: np.ndarray, free: bool = False) -> np.ndarray:
+        """Choose tiles for ``cells`` given the grid's ``current`` tile ids.
+
+        Parameters
+        ----------
+        cells : ndarray (n,), int, flat cell indices to decide.
+        queries : ndarray (n, D), float32, the cells' features.
+        cand_ids, cand_d : ndarrays (n, k): candidates by increasing squared distance.
+        current : ndarray (rows * cols,), int64, tile per cell now (-1 = none).
+        free : True at a scene cut or a cold start: no hysteresis.
+
+        Returns
+        -------
+        ndarray (n,), int64, the chosen tile ids.
+        """
+        now = current.copy()
+        chosen = np.full(len(cells), -1, np.int64)
+        undecided = np.ones(len(cells), bool)
+        cur = current[cells]
+        if not free:
+            has = cur >= 0
+            cur_d = np.full(len(cells), np.inf, np.float32)
+            diff = queries[has] - self.features[cur[has]]
+            cur_d[has] = (diff * diff).sum(1)
+            keep = has & ~(cand_d[:, 0] < (self.margin**2) * cur_d)
+            chosen[keep] = cur[keep]
+            undecided &= ~keep
+        now[cells[undecided]] = -1  # cells being decided do not block their neighbours
+        usage = None
+        if self.max_uses:
+            placed = now[now >= 0]
+            usage = np.bincount(placed, minlength=len(self.features)).astype(np.int64)
+        for colour in (0, 1):
+            sel = np.flatnonzero(undecided & (self._colour[cells] == colour))
+            if len(sel):
+                picks = self._pick(cells[sel], cand_ids[sel], now, usage)
+                chosen[sel] = picks
+                now[cells[sel]] = picks
+        return chosen
+
+    def _pick(self, cells: np.ndarray, cands: np.ndarray, now: np.ndarray,
+              usage: np.ndarray | None) -> np.ndarray:
+        nb = self._neighbours[cells]
+        nb_ids = np.where(nb >= 0, now[np.maximum(nb, 0)], -2)
+        blocked = (cands[:, :, None] == nb_ids[:, None, :]).any(-1) | (cands < 0)
+        for _ in range(cands.shape[1]):
+            ok = ~blocked
+            col = np.where(ok.any(1), ok.argmax(1), 0)
+            picks = cands[np.arange(len(cells)), col]
+            if usage is None:
+                return picks
+            rank = rank_within_groups(picks)
+            over = usage[picks] + rank >= self.max_uses
+            over &= ok.sum(1) > 1  # a cell with no other candidate keeps its pick
+            if not over.any():
+                break
+            blocked[np.flatnonzero(over), col[over]] = True
+        if usage is not None:
+            np.add.at(usage, picks, 1)
+        return picks
+
+
+def cluster_centroids(tiles: TileClusters, features: np.ndarray) -> np.ndarray:
+    """Mean feature of each tile cluster: (K, D) float32 (a coarse quantiser in that space)."""
+    sums = np.add.reduceat(features[tiles.members].astype(np.float64), tiles.offsets, axis=0)
+    return (sums / tiles.sizes[:, None]).astype(np.float32)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import threading
@@ -240,14 +241,17 @@ def _tail(text: str, lines: int = 3) -> str:
     return f": {text}" if text else ""
 
 
-def encoder_args(encoder: str, crf: int, preset: str) -> list[str]:
-    """ffmpeg output options of a video encoder: rate control and speed preset."""
+def encoder_args(encoder: str, crf: int, preset: str, extra: str = "") -> list[str]:
+    """ffmpeg output options of a video encoder: rate control, speed preset, and ``extra``
+    options (a shell-quoted string)."""
     if encoder in ("libx264", "libx265"):
-        return ["-c:v", encoder, "-preset", preset, "-crf", str(crf)]
-    if encoder.endswith("_nvenc"):
+        args = ["-c:v", encoder, "-preset", preset, "-crf", str(crf)]
+    elif encoder.endswith("_nvenc"):
         nv_preset = preset if preset.startswith("p") and preset[1:].isdigit() else "p5"
-        return ["-c:v", encoder, "-preset", nv_preset, "-rc", "vbr", "-cq", str(crf), "-b:v", "0"]
-    return ["-c:v", encoder]
+        args = ["-c:v", encoder, "-preset", nv_preset, "-rc", "vbr", "-cq", str(crf), "-b:v", "0"]
+    else:
+        args = ["-c:v", encoder]
+    return [*args, *shlex.split(extra)]
 
 
 def encode_command(path: str | Path, width: int, height: int, rate: Fraction,

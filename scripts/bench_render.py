@@ -41,7 +41,8 @@ def encode_floor(rendered: Path, work: Path, config) -> tuple[float, int]:
             f.write(frame.tobytes())
             count += 1
     cmd = encode_command(work / "floor.mp4", info.width, info.height, info.rate,
-                         encoder_args(config.encoder, config.crf, config.preset), str(raw))
+                         encoder_args(config.encoder, config.crf, config.preset,
+                                      config.encoder_options), str(raw))
     t = time.perf_counter()
     subprocess.run(cmd, check=True)
     elapsed = time.perf_counter() - t

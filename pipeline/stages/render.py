@@ -31,14 +31,22 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.cache import digest_file, digest_text, write_json
+from pipeline.cache import digest_file, digest_text, write_json, write_npz
 from pipeline.compose import Canvas, blend
 from pipeline.config import RenderConfig
 from pipeline.errors import ConfigError, VideoError
-from pipeline.features import colour_histogram
+from pipeline.features import colour_histogram, lab_grid_means
 from pipeline.grid import ActivityTracker, Grid, cell_views, make_grid
 from pipeline.index import TileIndex, load_index, read_tiles
-from pipeline.matching import ClusterMatcher, TileClusters
+from pipeline.matching import (
+    ClusterMatcher,
+    TileAssigner,
+    TileClusters,
+    cluster_centroids,
+    search_lists,
+    top_clusters_by_l2,
+)
+from pipeline.metrics import FrameScorer, Scores
 from pipeline.video import (
     AudioInfo,
     FrameReader,
@@ -77,6 +85,7 @@ class RenderReport:
     audio: bool = False
     grid: tuple[int, int] = (0, 0)
     out_size: tuple[int, int] = (0, 0)
+    scores: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,13 +172,24 @@ class _SegmentRenderer:
         self.info, self.grid, self.index, self.config = info, grid, index, config
         self.work, self.on_done, self.bar = work, on_done, bar
         self.tiles = TileClusters.from_labels(index.centers, np.asarray(index.labels))
-        self.codec = encoder_args(config.encoder, config.crf, config.preset)
+        self.codec = encoder_args(config.encoder, config.crf, config.preset,
+                                  config.encoder_options)
         self.bins = int(index.manifest["params"]["hist_bins"])
+        self.lab_grid = int(index.manifest["params"]["lab_grid"])
+        self.cluster = ClusterMatcher(self.tiles, config.cell_clusters)
+        self._tail: tuple[int, dict] | None = None
+        if config.matching != "cluster":
+            self.lab = np.ascontiguousarray(index.lab, dtype=np.float32)
+            self.lab_centroids = cluster_centroids(self.tiles, self.lab)
+            self.assigner = TileAssigner(grid.rows, grid.cols, self.lab, config.hysteresis,
+                                         config.max_uses)
         # the kept tiles, read into memory once: resident memory stays flat over a video
         kept = np.flatnonzero(np.asarray(index.labels) >= 0)
         self.pool = read_tiles(index.path, kept)
         self.slots = np.full(len(index.labels), -1, dtype=np.int64)
         self.slots[kept] = np.arange(len(kept))
+        if config.recolour > 0:
+            self.tile_means = self.pool.reshape(len(kept), -1, 3).mean(1, dtype=np.float32)
         self.active_cells = 0
         self.total_cells = 0
         self._stop = threading.Event()
@@ -232,38 +252,101 @@ class _SegmentRenderer:
     def _compute(self, segments: list[Segment], reader: _Worker, writer: _Worker) -> None:
         cfg, grid = self.config, self.grid
         tracker = ActivityTracker(grid, cfg.activity_threshold, cfg.active_fraction)
-        matcher = ClusterMatcher(self.tiles, cfg.cell_clusters)
         canvas = Canvas(grid, self.pool, self.slots)
         scratch = np.empty((grid.out_h, grid.out_w, 3), np.uint8)
         for seg in segments:
             tracker.reset()
-            matcher.reset(segment_seed(cfg.seed, seg.number))
+            self.cluster.reset(segment_seed(cfg.seed, seg.number))
+            tail = self._start_state(seg)
+            canvas.reset(tail.get("ids"), tail.get("flips"))
+            scorer = FrameScorer(grid) if cfg.report else None
+            if scorer is not None:
+                scorer.restore(tail)
+            carried = "ids" in tail
             seg_active = 0
             _put(self._out, ("start", seg), self._stop)
             for b0 in range(0, seg.count, cfg.cluster_batch_frames):
-                frames, masks = [], []
+                frames, active = [], []
                 for _ in range(min(cfg.cluster_batch_frames, seg.count - b0)):
                     frame = self._next_frame(reader)
                     frames.append(frame)
-                    masks.append(tracker.update(frame).ravel())
-                active = [np.flatnonzero(m) for m in masks]
-                hists = [colour_histogram(cell_views(f, grid)[a], self.bins)
-                         for f, a in zip(frames, active, strict=True)]
-                ids, flips = matcher.match(np.concatenate(hists))
-                split = np.cumsum([len(a) for a in active])[:-1]
-                for frame, cells, fid, ffl in zip(frames, active, np.split(ids, split),
-                                                  np.split(flips, split), strict=True):
-                    canvas.place(cells, fid, ffl)
+                    active.append(np.flatnonzero(tracker.update(frame).ravel()))
+                views = [cell_views(f, grid) for f in frames]
+                plans = self._plan_batch(views, active)
+                for i, (frame, cells) in enumerate(zip(frames, active, strict=True)):
+                    first = b0 == 0 and i == 0
+                    free = (first and not carried) or (
+                        not first and len(cells) > cfg.scene_cut * grid.cells)
+                    cells, ids, flips = self._choose(cells, views[i], plans[i], canvas, free)
+                    shift = None
+                    if cfg.recolour > 0 and len(cells):
+                        cell_mean = views[i][cells].reshape(len(cells), -1, 3).mean(1)
+                        shift = cfg.recolour * (cell_mean - self.tile_means[self.slots[ids]])
+                    change = canvas.place(cells, ids, flips, shift, measure=scorer is not None)
+                    if scorer is not None:
+                        per_cell = np.zeros(grid.cells, np.float32)
+                        per_cell[cells] = change
+                        scorer.update(frame, canvas.image, canvas.ids, canvas.flips,
+                                      per_cell.reshape(grid.rows, grid.cols))
                     out = self._free.get()
                     blend(canvas.image, frame, cfg.alpha, out, scratch)
                     if writer.error is not None or not _put(self._out, out, self._stop):
                         raise writer.error or RuntimeError("encoder stopped")
-                    seg_active += len(cells)
+                    seg_active += len(active[i])
                     self.bar.update(1)
             self.active_cells += seg_active
             self.total_cells += seg.count * grid.cells
-            _put(self._out, ("end", seg, {"frames": seg.count, "active_cells": seg_active,
-                                          "cells": seg.count * grid.cells}), self._stop)
+            state = {"ids": canvas.ids.copy(), "flips": canvas.flips.copy()}
+            if scorer is not None:
+                state.update(scorer.state())
+            write_npz(tail_path(self.work, seg), **state)
+            self._tail = (seg.number, state)
+            stats = {"frames": seg.count, "active_cells": seg_active,
+                     "cells": seg.count * grid.cells}
+            if scorer is not None:
+                stats["scores"] = scorer.scores.to_json()
+            _put(self._out, ("end", seg, stats), self._stop)
+
+    def _start_state(self, seg: Segment) -> dict[str, np.ndarray]:
+        """The previous segment's last tiles (in memory, or stored with it), or nothing."""
+        if not self.config.carry_tiles or seg.number == 0:
+            return {}
+        if self._tail is not None and self._tail[0] == seg.number - 1:
+            return self._tail[1]
+        with np.load(tail_path(self.work, Segment(seg.number - 1, 0, 0))) as z:
+            return {k: z[k] for k in z.files}
+
+    def _plan_batch(self, views: list[np.ndarray], active: list[np.ndarray]) -> list:
+        """Batch-level matching: cluster mode's tiles, or refined mode's probe lists."""
+        mode = self.config.matching
+        if mode == "nearest":
+            return [None] * len(views)
+        hists = [colour_histogram(v[a], self.bins) for v, a in zip(views, active, strict=True)]
+        split = np.cumsum([len(a) for a in active])[:-1]
+        if mode == "cluster":
+            ids, flips = self.cluster.match(np.concatenate(hists))
+            return list(zip(np.split(ids, split), np.split(flips, split), strict=True))
+        probes = self.cluster.coarse(np.concatenate(hists), self.config.refine_clusters)
+        return np.split(probes, split)
+
+    def _choose(self, cells: np.ndarray, views: np.ndarray, plan, canvas: Canvas,
+                free: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tiles for one frame's active cells; returns the cells to (re)place with them."""
+        cfg = self.config
+        if cfg.matching == "cluster":
+            return cells, plan[0], plan[1]
+        if len(cells) == 0:
+            return cells, np.zeros(0, np.int64), np.zeros(0, bool)
+        queries = lab_grid_means(views[cells], self.lab_grid)
+        probes = plan if plan is not None else top_clusters_by_l2(
+            queries, self.lab_centroids, cfg.nprobe)
+        cand_ids, cand_d = search_lists(queries, probes, self.tiles, self.lab, cfg.candidates)
+        current = canvas.ids.ravel()
+        ids = self.assigner.assign(cells, queries, cand_ids, cand_d, current, free)
+        if cfg.recolour == 0:  # unchanged tiles need no placing
+            moved = ids != current[cells]
+            cells, ids = cells[moved], ids[moved]
+        return cells, ids, np.zeros(len(cells), bool)
 
     # -- writer thread -------------------------------------------------------------
     def _write(self) -> None:
@@ -305,6 +388,16 @@ class _SegmentRenderer:
 def segment_path(work: Path, seg: Segment) -> Path:
     """Where segment ``seg`` of a job lives."""
     return work / f"seg-{seg.number:05d}.mp4"
+
+
+def report_path(out: Path) -> Path:
+    """The quality report written next to an output video."""
+    return out.with_name(out.stem + ".scores.json")
+
+
+def tail_path(work: Path, seg: Segment) -> Path:
+    """The last tiles of segment ``seg`` (and scoring state): the next one starts there."""
+    return work / f"seg-{seg.number:05d}.tail.npz"
 
 
 def _job_key(input_digest: str, index: TileIndex, config: RenderConfig, first: int,
@@ -388,7 +481,9 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     segments = plan_segments(first, count, config.segment_frames)
     finished = _load_done_segments(work, key)
     todo = [s for s in segments if str(s.number) not in finished
-            or not segment_path(work, s).is_file()]
+            or not segment_path(work, s).is_file() or not tail_path(work, s).is_file()]
+    if todo:  # segments after a redone one start from its tiles: redo them too
+        todo = [s for s in segments if s.number >= todo[0].number]
     report.segments_cached = len(segments) - len(todo)
 
     def on_done(seg: Segment, stats: dict) -> None:
@@ -409,6 +504,14 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     report.active_share = sum(s["active_cells"] for s in stats) / max(1, sum(
         s["cells"] for s in stats))
     report.size = out.stat().st_size
+    if config.report and all("scores" in s for s in stats):
+        total = Scores()
+        for s in stats:
+            total.add(Scores(**s["scores"]))
+        report.scores = total.summary()
+        write_json(report_path(out), {"source": str(video), "index": str(index.path),
+                                      "matching": config.matching, "grid": list(report.grid),
+                                      "output": str(out), "scores": report.scores})
     report.seconds = time.perf_counter() - started
     write_json(work / DONE, {"out": str(out.resolve()), "size": report.size,
                              "active_share": report.active_share})

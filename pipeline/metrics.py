@@ -1,0 +1,214 @@
+"""Quality metrics of a mosaic against its source: fidelity, stability, variety.
+
+They work on any pair (source frames, pure-mosaic frames) given the grid (scale and
+tile size), so they score other tools' output too; a render also feeds them its tile
+ids, which makes churn and neighbour identity exact.
+
+Per frame, with the cell grid of the mosaic:
+
+* **Fidelity**: CIE76 ΔE between the mean colour (in CIELAB) of each cell in the
+  source and in the mosaic (``delta_e_cell``), and the same on a 4x4 sub-grid of each
+  cell (``delta_e_subgrid``). ``ssim_view``: SSIM (Gaussian 7x7, σ 1.5, on luma) of
+  mosaic and source both downscaled so that each cell is 4x4 pixels, the viewing
+  distance. Source colours are area averages over each cell's footprint in the source.
+* **Stability**: among *static* cells (the source cell's mean colour moved by less
+  than ΔE 2 since the previous frame), ``churn`` is the share whose mosaic cell
+  changed (another tile or flip; from pixels: mean absolute change above 3 levels), and
+  ``flicker`` the mean absolute pixel change there (0..255).
+* **Variety**: ``distinct_tiles`` per frame, and ``identical_neighbours``, the share of
+  cells with an identical tile (same id; from pixels: 4x4 means within 2 levels) among
+  their 4-neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from pipeline.grid import Grid
+
+SUB = 4  # sub-grid per cell, and pixels per cell at the viewing scale
+STATIC_DELTA_E = 2.0
+CHANGED_LEVELS = 3.0  # pixel-based churn: mean |change| above this is a change
+SAME_LEVELS = 2.0  # pixel-based identity: 4x4 means within this are the same tile
+
+
+def to_lab(bgr01: np.ndarray) -> np.ndarray:
+    """BGR in 0..1, any leading shape (..., 3), float32 -> CIELAB float32."""
+    shape = bgr01.shape
+    return cv2.cvtColor(bgr01.reshape(-1, 1, 3).astype(np.float32),
+                        cv2.COLOR_BGR2Lab).reshape(shape)
+
+
+def sub_means(image_bgr: np.ndarray, grid: Grid, sub: int = SUB) -> np.ndarray:
+    """Area-averaged colour of every sub-cell: (rows * sub, cols * sub, 3) float32 0..1.
+
+    ``image_bgr`` (H, W, 3) uint8 may be the mosaic or the source at any resolution.
+    """
+    wide = image_bgr.astype(np.uint16) << 8  # 1/256-level precision through INTER_AREA
+    small = cv2.resize(wide, (grid.cols * sub, grid.rows * sub), interpolation=cv2.INTER_AREA)
+    return small.astype(np.float32) * np.float32(1 / (255 * 256))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of two single-channel float images in 0..255 (Wang et al., 2004)."""
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(x, (7, 7), 1.5, borderType=cv2.BORDER_REFLECT)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return float((num / den).mean())
+
+
+def _luma(bgr01: np.ndarray) -> np.ndarray:
+    return (bgr01 @ np.array([0.114, 0.587, 0.299], np.float32)) * 255.0
+
+
+@dataclass
+class Scores:
+    """Sums over frames; :meth:`summary` turns them into the reported means."""
+
+    frames: int = 0
+    delta_e_cell: float = 0.0
+    delta_e_subgrid: float = 0.0
+    ssim_view: float = 0.0
+    static_cells: int = 0
+    churned_cells: int = 0
+    flicker_sum: float = 0.0
+    distinct_tiles: float = 0.0
+    identical_neighbours: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def add(self, other: Scores) -> None:
+        """Accumulate another run of frames (e.g. another segment)."""
+        for name in ("frames", "delta_e_cell", "delta_e_subgrid", "ssim_view", "static_cells",
+                     "churned_cells", "flicker_sum", "distinct_tiles", "identical_neighbours"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def summary(self) -> dict[str, float]:
+        """Per-frame means (fidelity, variety) and static-cell shares (stability)."""
+        n = max(self.frames, 1)
+        return {
+            "frames": self.frames,
+            "delta_e_cell": self.delta_e_cell / n,
+            "delta_e_subgrid": self.delta_e_subgrid / n,
+            "ssim_view": self.ssim_view / n,
+            "static_cells": self.static_cells,
+            "churn": self.churned_cells / self.static_cells if self.static_cells else 0.0,
+            "flicker": self.flicker_sum / self.static_cells if self.static_cells else 0.0,
+            "distinct_tiles": self.distinct_tiles / n,
+            "identical_neighbours": self.identical_neighbours / n,
+        }
+
+    def to_json(self) -> dict:
+        """The raw sums, for caching per segment."""
+        return {k: v for k, v in self.__dict__.items() if k != "extra"}
+
+
+def identical_neighbour_share(same_right: np.ndarray, same_down: np.ndarray) -> float:
+    """Share of cells equal to at least one 4-neighbour, from pairwise equality maps.
+
+    ``same_right`` (rows, cols - 1): cell equals its right neighbour; ``same_down``
+    (rows - 1, cols): cell equals the one below.
+    """
+    rows, cols = same_right.shape[0], same_down.shape[1]
+    hit = np.zeros((rows, cols), bool)
+    hit[:, :-1] |= same_right
+    hit[:, 1:] |= same_right
+    hit[:-1, :] |= same_down
+    hit[1:, :] |= same_down
+    return float(hit.mean())
+
+
+class FrameScorer:
+    """Score a sequence of (source, mosaic) frames one pair at a time."""
+
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+        self.scores = Scores()
+        self._prev_src_lab: np.ndarray | None = None
+        self._prev_key: np.ndarray | None = None
+        self._prev_mosaic: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the previous frame (stability restarts)."""
+        self._prev_src_lab = self._prev_key = self._prev_mosaic = None
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What stability needs of the last frame (tile-id scoring), to carry it over."""
+        if self._prev_src_lab is None or self._prev_key is None:
+            return {}
+        return {"prev_src_lab": self._prev_src_lab, "prev_key": self._prev_key}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from :meth:`state` of the previous segment's scorer."""
+        if "prev_src_lab" in state:
+            self._prev_src_lab, self._prev_key = state["prev_src_lab"], state["prev_key"]
+
+    def update(self, source_bgr: np.ndarray, mosaic_bgr: np.ndarray,
+               ids: np.ndarray | None = None, flips: np.ndarray | None = None,
+               cell_change: np.ndarray | None = None) -> None:
+        """Add one frame.
+
+        Parameters
+        ----------
+        source_bgr : ndarray (H, W, 3), uint8, the source frame at any resolution.
+        mosaic_bgr : ndarray (rows * tile_h, cols * tile_w, 3), uint8, the pure mosaic.
+        ids, flips : optional ndarrays (rows, cols): tile id and mirror flag per cell.
+        cell_change : optional ndarray (rows, cols), float: mean absolute pixel change of
+            each mosaic cell since the previous frame (computed from pixels if absent).
+        """
+        g, s = self.grid, self.scores
+        src_sub = sub_means(source_bgr, g)
+        mos_sub = sub_means(mosaic_bgr, g)
+        src_cell = src_sub.reshape(g.rows, SUB, g.cols, SUB, 3).mean(axis=(1, 3))
+        mos_cell = mos_sub.reshape(g.rows, SUB, g.cols, SUB, 3).mean(axis=(1, 3))
+        src_lab, mos_lab = to_lab(src_cell), to_lab(mos_cell)
+        s.delta_e_cell += float(np.linalg.norm(src_lab - mos_lab, axis=-1).mean())
+        s.delta_e_subgrid += float(np.linalg.norm(to_lab(src_sub) - to_lab(mos_sub),
+                                                  axis=-1).mean())
+        s.ssim_view += ssim(_luma(src_sub), _luma(mos_sub))
+        if ids is not None:
+            key = ids.astype(np.int64) * 2 + (flips.astype(np.int64) if flips is not None else 0)
+            s.distinct_tiles += len(np.unique(ids))
+            same_r, same_d = ids[:, 1:] == ids[:, :-1], ids[1:, :] == ids[:-1, :]
+        else:
+            key = (mos_sub * 255).reshape(g.rows, SUB, g.cols, SUB, 3).swapaxes(1, 2)
+            key = key.reshape(g.rows, g.cols, -1)
+            same_r = np.abs(key[:, 1:] - key[:, :-1]).max(-1) <= SAME_LEVELS
+            same_d = np.abs(key[1:, :] - key[:-1, :]).max(-1) <= SAME_LEVELS
+            s.distinct_tiles += _distinct_by_pixels(key)
+        s.identical_neighbours += identical_neighbour_share(same_r, same_d)
+        if cell_change is None:
+            cell_change = self._pixel_change(mosaic_bgr)
+        if self._prev_src_lab is not None:
+            static = np.linalg.norm(src_lab - self._prev_src_lab, axis=-1) < STATIC_DELTA_E
+            changed = key != self._prev_key if ids is not None else cell_change > CHANGED_LEVELS
+            s.static_cells += int(static.sum())
+            s.churned_cells += int((changed & static).sum())
+            s.flicker_sum += float(cell_change[static].sum())
+        s.frames += 1
+        self._prev_src_lab, self._prev_key = src_lab, key
+
+    def _pixel_change(self, mosaic_bgr: np.ndarray) -> np.ndarray:
+        """Per-cell mean absolute change against the previous mosaic frame."""
+        g = self.grid
+        prev, self._prev_mosaic = self._prev_mosaic, mosaic_bgr.copy()
+        if prev is None:
+            return np.zeros((g.rows, g.cols), np.float32)
+        diff = cv2.absdiff(mosaic_bgr, prev).astype(np.float32).mean(axis=-1)
+        return cv2.resize(diff, (g.cols, g.rows), interpolation=cv2.INTER_AREA)
+
+
+def _distinct_by_pixels(key: np.ndarray) -> int:
+    """Distinct cells by their 4x4 colour means, quantised to SAME_LEVELS steps."""
+    q = np.round(key.reshape(-1, key.shape[-1]) / (2 * SAME_LEVELS)).astype(np.int32)
+    return len(np.unique(q, axis=0))
