@@ -24,6 +24,7 @@ class Canvas:
     ----------
     ids : ndarray (rows, cols), int64, tile id per cell (-1 before the first placement).
     flips : ndarray (rows, cols), bool.
+    shifts : ndarray (rows, cols, 3), float32, recolouring added to each cell's tile.
     image : ndarray (rows * tile_h, cols * tile_w, 3), uint8 BGR.
     """
 
@@ -34,6 +35,7 @@ class Canvas:
         self.grid, self.bank, self.slots = grid, bank, slots
         self.ids = np.full((grid.rows, grid.cols), -1, dtype=np.int64)
         self.flips = np.zeros((grid.rows, grid.cols), dtype=bool)
+        self.shifts = np.zeros((grid.rows, grid.cols, 3), dtype=np.float32)
         self.image = np.zeros((grid.out_h, grid.out_w, 3), dtype=np.uint8)
         self._cells = self.image.reshape(grid.rows, grid.tile_h, grid.cols, grid.tile_w, 3)
 
@@ -70,16 +72,21 @@ class Canvas:
         self._cells[r, :, c, :] = tiles
         self.ids[r, c] = ids
         self.flips[r, c] = flips
+        self.shifts[r, c] = 0 if shift is None else shift
         return change
 
-    def reset(self, ids: np.ndarray | None = None, flips: np.ndarray | None = None) -> None:
-        """Clear the canvas, or rebuild it from per-cell ``ids`` and ``flips`` (rows, cols)."""
+    def reset(self, ids: np.ndarray | None = None, flips: np.ndarray | None = None,
+              shifts: np.ndarray | None = None) -> None:
+        """Clear the canvas, or rebuild it exactly from per-cell ``ids``, ``flips``
+        (rows, cols) and recolouring ``shifts`` (rows, cols, 3)."""
         self.ids[:] = -1
         self.flips[:] = False
+        self.shifts[:] = 0
         self.image[:] = 0
         if ids is not None and flips is not None:
             cells = np.flatnonzero(ids.ravel() >= 0)
-            self.place(cells, ids.ravel()[cells], flips.ravel()[cells])
+            shift = None if shifts is None else shifts.reshape(-1, 3)[cells]
+            self.place(cells, ids.ravel()[cells], flips.ravel()[cells], shift)
 
 
 def blend(mosaic: np.ndarray, frame_bgr: np.ndarray, alpha: float, out: np.ndarray,

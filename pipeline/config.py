@@ -51,16 +51,17 @@ class RenderConfig:
 
     scale: float = 4.0
     alpha: float = 0.5
-    matching: str = "cluster"
+    matching: str = "nearest"
     cell_clusters: int = 150
     cluster_batch_frames: int = 32
     refine_clusters: int = 3
     nprobe: int = 4
     candidates: int = 6
+    mean_weight: float = 0.0
     hysteresis: float = 0.9
     max_uses: int = 0
     scene_cut: float = 0.6
-    recolour: float = 0.0
+    recolour: float = 0.6
     carry_tiles: bool = True
     report: bool = True
     activity_threshold: float = 16.0
@@ -114,6 +115,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "render.refine_clusters": (1, None),
     "render.nprobe": (1, None),
     "render.candidates": (5, 64),
+    "render.mean_weight": (0.0, 100.0),
     "render.hysteresis": (0.0, 1.0),
     "render.max_uses": (0, None),
     "render.scene_cut": (0.0, 1.0),

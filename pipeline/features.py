@@ -107,19 +107,37 @@ def lab_grid_means(tiles_bgr: np.ndarray, grid: int = 4) -> np.ndarray:
     Returns
     -------
     ndarray of shape (N, grid * grid * 3), float32: (L, a, b) per sub-cell, row-major;
-    L in 0..100, a and b in their natural units (OpenCV's float conversion, D65).
+    L in 0..100, a and b in their natural units (D65).
     """
     _check_batch(tiles_bgr)
     n, h, w, _ = tiles_bgr.shape
     if h < grid or w < grid:
         raise ValueError(f"tiles of {w}x{h} are smaller than the {grid}x{grid} grid")
     means = block_means(tiles_bgr, grid)
-    lab = cv2.cvtColor(means.reshape(-1, 1, 3), cv2.COLOR_BGR2Lab)
-    return lab.reshape(n, grid * grid * 3)
+    return srgb_to_lab(means).reshape(n, grid * grid * 3)
 
 
-def bgr_to_lab(colours_bgr: np.ndarray) -> np.ndarray:
-    """Convert uint8 BGR colours of any leading shape (..., 3) to float32 CIELAB."""
-    shape = colours_bgr.shape
-    flat = colours_bgr.reshape(-1, 1, 3).astype(np.float32) * np.float32(1 / 255)
-    return cv2.cvtColor(flat, cv2.COLOR_BGR2Lab).reshape(shape)
+# sRGB (IEC 61966-2-1) linear RGB -> XYZ, rows X, Y, Z; columns R, G, B; D65 white.
+_RGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
+                        [0.2126729, 0.7151522, 0.0721750],
+                        [0.0193339, 0.1191920, 0.9503041]])
+_WHITE = np.array([0.95047, 1.0, 1.08883])
+
+
+def srgb_to_lab(bgr01: np.ndarray) -> np.ndarray:
+    """Exact CIELAB (D65) of sRGB colours given as BGR in 0..1, any leading shape (..., 3).
+
+    The textbook formulas (OpenCV's own float conversion is about 1% off in L).
+
+    Returns
+    -------
+    ndarray like ``bgr01``, float32: L in 0..100, a and b in their natural units.
+    """
+    c = np.asarray(bgr01, dtype=np.float64)[..., ::-1]
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ (_RGB_TO_XYZ / _WHITE[:, None]).T
+    eps, kappa = 216 / 24389, 24389 / 27
+    f = np.where(xyz > eps, np.cbrt(xyz), (kappa * xyz + 16) / 116)
+    lab = np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]),
+                    200 * (f[..., 1] - f[..., 2])], axis=-1)
+    return lab.astype(np.float32)

@@ -297,3 +297,16 @@ def cluster_centroids(tiles: TileClusters, features: np.ndarray) -> np.ndarray:
     """Mean feature of each tile cluster: (K, D) float32 (a coarse quantiser in that space)."""
     sums = np.add.reduceat(features[tiles.members].astype(np.float64), tiles.offsets, axis=0)
     return (sums / tiles.sizes[:, None]).astype(np.float32)
+
+
+def with_mean(lab_grid: np.ndarray, weight: float) -> np.ndarray:
+    """Append the weighted mean Lab colour to 4x4-grid Lab features: (n, 48) -> (n, 51).
+
+    With squared L2 distances, ``weight`` w makes a mean-colour difference count w**2
+    times as much as the same difference in one sub-cell: it steers matching towards
+    the right overall colour while the grid keeps the structure (0: grid only).
+    """
+    if weight <= 0:
+        return np.ascontiguousarray(lab_grid, dtype=np.float32)
+    mean = lab_grid.reshape(len(lab_grid), -1, 3).mean(1)
+    return np.concatenate([lab_grid, weight * mean], axis=1).astype(np.float32)

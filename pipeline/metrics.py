@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from pipeline.features import srgb_to_lab
 from pipeline.grid import Grid
 
 SUB = 4  # sub-grid per cell, and pixels per cell at the viewing scale
@@ -35,11 +36,7 @@ CHANGED_LEVELS = 3.0  # pixel-based churn: mean |change| above this is a change
 SAME_LEVELS = 2.0  # pixel-based identity: 4x4 means within this are the same tile
 
 
-def to_lab(bgr01: np.ndarray) -> np.ndarray:
-    """BGR in 0..1, any leading shape (..., 3), float32 -> CIELAB float32."""
-    shape = bgr01.shape
-    return cv2.cvtColor(bgr01.reshape(-1, 1, 3).astype(np.float32),
-                        cv2.COLOR_BGR2Lab).reshape(shape)
+to_lab = srgb_to_lab
 
 
 def sub_means(image_bgr: np.ndarray, grid: Grid, sub: int = SUB) -> np.ndarray:

@@ -10,6 +10,9 @@ and makes the benchmark clips with the project's ffmpeg:
 * ``megamind-640x480.mp4`` and ``megamind-1280x720.mp4``: the film excerpt scaled,
   with its audio, looped ``--loops`` times (270 frames each pass);
 
+It also fetches Debian's gnome-backgrounds and mate-backgrounds (wallpapers, most of
+them photographs) into ``.cache/media/backgrounds`` for ``make_photo_corpus.py``.
+
     python scripts/fetch_media.py [--out .cache/media] [--loops 4]
 
 Tests never use these files.
@@ -44,6 +47,23 @@ def fetch_opencv_data(out: Path) -> Path:
     return dest
 
 
+def fetch_backgrounds(out: Path, packages: tuple[str, ...] = ("gnome-backgrounds",
+                                                               "mate-backgrounds")) -> Path:
+    """Download Debian wallpaper packages (many are photographs) into ``out/backgrounds``."""
+    dest = out / "backgrounds"
+    if dest.is_dir() and any(dest.iterdir()):
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", *packages], cwd=tmp, check=True)
+        for deb in Path(tmp).glob("*.deb"):
+            subprocess.run(["dpkg-deb", "-x", str(deb), tmp + "/x"], check=True)
+        for image in Path(tmp, "x").rglob("*"):
+            if image.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp") and image.is_file():
+                shutil.copy(image, dest / f"{image.parent.name}-{image.name}")
+    return dest
+
+
 def make_clip(src: Path, out: Path, size: str, loops: int) -> Path:
     """Scale ``src`` to ``size`` (H.264 crf 18 + AAC), looped ``loops`` times."""
     if out.is_file():
@@ -70,6 +90,8 @@ def main() -> None:
         print(clip)
     print(f"photos: {len(list(data.glob('*.jpg')))} jpg, {len(list(data.glob('*.png')))} png "
           f"in {data}")
+    backgrounds = fetch_backgrounds(args.out)
+    print(f"wallpapers: {len(list(backgrounds.iterdir()))} in {backgrounds}")
 
 
 if __name__ == "__main__":

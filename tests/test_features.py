@@ -58,7 +58,7 @@ def test_lab_of_solid_tiles(bgr: tuple[int, int, int], lab: tuple[float, float, 
     tile = np.zeros((1, 8, 8, 3), np.uint8)
     tile[:] = bgr
     feature = lab_grid_means(tile, grid=4).reshape(16, 3)
-    np.testing.assert_allclose(feature, np.tile(lab, (16, 1)), atol=0.05)
+    np.testing.assert_allclose(feature, np.tile(lab, (16, 1)), atol=0.01)
 
 
 def test_lab_grid_layout_and_means() -> None:
@@ -70,8 +70,8 @@ def test_lab_grid_layout_and_means() -> None:
     tile[2, 2] = tile[3, 3] = 255
     feature = lab_grid_means(tile[None], grid=2).reshape(2, 2, 3)
     means = np.array([[[1, 1, 1], [0, 0, 0]], [[0, 0, 1], [0.5, 0.5, 0.5]]])
-    np.testing.assert_allclose(feature, srgb_to_lab(means), atol=0.05)
-    np.testing.assert_allclose(feature[1, 1], (53.39, 0, 0), atol=0.05)
+    np.testing.assert_allclose(feature, srgb_to_lab(means), atol=0.02)
+    np.testing.assert_allclose(feature[1, 1], (53.389, 0, 0), atol=0.01)
 
 
 def test_block_means_uneven_grid() -> None:

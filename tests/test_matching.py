@@ -62,3 +62,49 @@ def test_canvas_places_tiles_and_flips() -> None:
     canvas.place(np.array([1]), np.array([1]), np.array([False]))
     assert canvas.image[0, :, 0].tolist() == [10, 0, 99, 99]
     assert canvas.ids.tolist() == [[0, 1]]
+
+
+def assigner_case(rows: int = 3, cols: int = 4):
+    """A grid where every cell's candidates are tiles 7, 8, 9, 10, 11 (7 nearest)."""
+    from pipeline.matching import TileAssigner
+
+    features = np.arange(20, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    assigner = TileAssigner(rows, cols, features, margin=0.9)
+    n = rows * cols
+    cells = np.arange(n)
+    cand = np.tile(np.arange(7, 12), (n, 1))
+    queries = np.full((n, 2), 7.0, np.float32)
+    dist = ((features[cand] - queries[:, None]) ** 2).sum(-1)
+    return assigner, cells, queries, cand, dist
+
+
+def test_neighbour_rule_no_identical_4_neighbours() -> None:
+    assigner, cells, queries, cand, dist = assigner_case()
+    ids = assigner.assign(cells, queries, cand, dist, np.full(12, -1), free=True)
+    grid = ids.reshape(3, 4)
+    assert not (grid[:, 1:] == grid[:, :-1]).any() and not (grid[1:] == grid[:-1]).any()
+    assert set(ids.tolist()) <= {7, 8, 9, 10, 11} and (ids == 7).sum() == 6  # checkerboard
+
+
+def test_hysteresis_keeps_a_good_enough_tile() -> None:
+    assigner, cells, queries, cand, dist = assigner_case(1, 1)
+    # current tile 8 is at distance 2 (squared); the best, 7, at 0 -> switch
+    assert assigner.assign(cells, queries, cand, dist, np.array([8])).tolist() == [7]
+    # best only slightly better than the current one: keep it
+    close = dist.copy()
+    close[0, 0] = 0.9 * 2.0  # above 0.9**2 * 2: not clearly better
+    assert assigner.assign(cells, queries, cand, close, np.array([8])).tolist() == [8]
+    close[0, 0] = 0.5 * 2.0  # clearly better
+    assert assigner.assign(cells, queries, cand, close, np.array([8])).tolist() == [7]
+    # at a scene cut (free) the current tile has no say
+    assert assigner.assign(cells, queries, cand, dist * 0 + 1.9, np.array([8]),
+                           free=True).tolist() == [7]
+
+
+def test_usage_cap_spreads_tiles() -> None:
+    from pipeline.matching import TileAssigner
+
+    assigner, cells, queries, cand, dist = assigner_case()
+    capped = TileAssigner(3, 4, assigner.features, max_uses=3)  # 5 tiles x 3 >= 12 cells
+    ids = capped.assign(cells, queries, cand, dist, np.full(12, -1), free=True)
+    assert np.bincount(ids).max() <= 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import logging
 import os
 import signal
@@ -216,3 +217,53 @@ def test_sigkill_mid_render_then_rerun_equals_uninterrupted(tile_index: Path,
     for a, b in zip(killed_frames, clean_frames, strict=True):
         np.testing.assert_array_equal(a, b)
     assert len(streams(out)["audio_s"]) == 1
+
+
+def _still(path: Path, seconds: float, dark: bool | None = None) -> Path:
+    """A still picture (testsrc2's first frame) held for ``seconds``, 25 fps, no audio;
+    ``dark``/not ``dark`` squeeze its levels into 0..127 or 128..255."""
+    vf = "select=eq(n\\,0),loop=loop=-1:size=1,fps=25"
+    if dark is not None:
+        level = "val/2" if dark else "val/2+128"
+        vf += f",lutrgb=r={level}:g={level}:b={level}"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-vf", vf, "-t", str(seconds),
+           "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv444p", path)
+    return path
+
+
+def test_static_source_has_zero_churn_across_segments(tile_index: Path, tmp_path: Path) -> None:
+    clip = _still(tmp_path / "still.mkv", 1.2)  # 30 frames, segments of 10
+    config = RenderConfig(scale=2, preset="ultrafast", segment_frames=10)
+    assert config.matching == "nearest" and config.carry_tiles
+    out, report = render(clip, tile_index, tmp_path, config)
+    assert report.scores["frames"] == 30
+    assert report.scores["static_cells"] == 29 * report.grid[0] * report.grid[1]
+    assert report.scores["churn"] == 0 and report.scores["flicker"] == 0
+    assert report.scores["identical_neighbours"] == 0
+    tails = sorted((tmp_path / "cache" / "render").glob("*/seg-*.tail.npz"))
+    assert len(tails) == 3
+    ids = [np.load(t)["ids"] for t in tails]
+    assert (ids[0] == ids[1]).all() and (ids[1] == ids[2]).all()  # no reshuffle at boundaries
+    written = json.loads(out.with_name("out.scores.json").read_text())
+    assert written["scores"]["churn"] == 0
+
+
+def test_scene_cut_resets_the_state(tile_index: Path, tmp_path: Path) -> None:
+    a = _still(tmp_path / "a.mkv", 0.4, dark=True)  # every pixel changes at the cut
+    b = _still(tmp_path / "b.mkv", 0.4, dark=False)
+    ab = tmp_path / "ab.mkv"
+    ffmpeg("-i", a, "-i", b, "-filter_complex", "[0:v][1:v]concat=n=2:v=1", "-c:v",
+           "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv444p", ab)
+    config = RenderConfig(scale=2, preset="ultrafast", segment_frames=100)
+    (tmp_path / "ab").mkdir()
+    (tmp_path / "b").mkdir()
+    render(ab, tile_index, tmp_path / "ab", config)  # 20 frames, cut at frame 10
+    render(b, tile_index, tmp_path / "b", config)  # the second scene alone, from a cold start
+    ab_tiles = np.load(next((tmp_path / "ab").rglob("seg-00000.tail.npz")))["ids"]
+    b_tiles = np.load(next((tmp_path / "b").rglob("seg-00000.tail.npz")))["ids"]
+    np.testing.assert_array_equal(ab_tiles, b_tiles)  # after the cut: as from a cold start
+    no_cut = RenderConfig(scale=2, preset="ultrafast", segment_frames=100, scene_cut=1.0)
+    (tmp_path / "nocut").mkdir()
+    render(ab, tile_index, tmp_path / "nocut", no_cut)
+    kept = np.load(next((tmp_path / "nocut").rglob("seg-00000.tail.npz")))["ids"]
+    assert (kept != b_tiles).any()  # without the cut rule, hysteresis keeps some old tiles

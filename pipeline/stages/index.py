@@ -34,7 +34,7 @@ from pipeline.errors import CorpusError, TileIndexError
 
 log = logging.getLogger(__name__)
 
-DECODER_VERSION = "1"  # bump when decoding or features change: invalidates shards
+DECODER_VERSION = "2"  # bump when decoding or features change: invalidates shards
 CHUNK = 256  # files per worker task
 _MAX_WARNINGS = 20
 

@@ -45,6 +45,7 @@ from pipeline.matching import (
     cluster_centroids,
     search_lists,
     top_clusters_by_l2,
+    with_mean,
 )
 from pipeline.metrics import FrameScorer, Scores
 from pipeline.video import (
@@ -179,7 +180,7 @@ class _SegmentRenderer:
         self.cluster = ClusterMatcher(self.tiles, config.cell_clusters)
         self._tail: tuple[int, dict] | None = None
         if config.matching != "cluster":
-            self.lab = np.ascontiguousarray(index.lab, dtype=np.float32)
+            self.lab = with_mean(np.asarray(index.lab, dtype=np.float32), config.mean_weight)
             self.lab_centroids = cluster_centroids(self.tiles, self.lab)
             self.assigner = TileAssigner(grid.rows, grid.cols, self.lab, config.hysteresis,
                                          config.max_uses)
@@ -188,7 +189,9 @@ class _SegmentRenderer:
         self.pool = read_tiles(index.path, kept)
         self.slots = np.full(len(index.labels), -1, dtype=np.int64)
         self.slots[kept] = np.arange(len(kept))
-        if config.recolour > 0:
+        # cluster mode is the reference's look: it never recolours
+        self.recolour = config.recolour if config.matching != "cluster" else 0.0
+        if self.recolour > 0:
             self.tile_means = self.pool.reshape(len(kept), -1, 3).mean(1, dtype=np.float32)
         self.active_cells = 0
         self.total_cells = 0
@@ -258,7 +261,7 @@ class _SegmentRenderer:
             tracker.reset()
             self.cluster.reset(segment_seed(cfg.seed, seg.number))
             tail = self._start_state(seg)
-            canvas.reset(tail.get("ids"), tail.get("flips"))
+            canvas.reset(tail.get("ids"), tail.get("flips"), tail.get("shifts"))
             scorer = FrameScorer(grid) if cfg.report else None
             if scorer is not None:
                 scorer.restore(tail)
@@ -279,9 +282,9 @@ class _SegmentRenderer:
                         not first and len(cells) > cfg.scene_cut * grid.cells)
                     cells, ids, flips = self._choose(cells, views[i], plans[i], canvas, free)
                     shift = None
-                    if cfg.recolour > 0 and len(cells):
+                    if self.recolour > 0 and len(cells):
                         cell_mean = views[i][cells].reshape(len(cells), -1, 3).mean(1)
-                        shift = cfg.recolour * (cell_mean - self.tile_means[self.slots[ids]])
+                        shift = self.recolour * (cell_mean - self.tile_means[self.slots[ids]])
                     change = canvas.place(cells, ids, flips, shift, measure=scorer is not None)
                     if scorer is not None:
                         per_cell = np.zeros(grid.cells, np.float32)
@@ -296,7 +299,8 @@ class _SegmentRenderer:
                     self.bar.update(1)
             self.active_cells += seg_active
             self.total_cells += seg.count * grid.cells
-            state = {"ids": canvas.ids.copy(), "flips": canvas.flips.copy()}
+            state = {"ids": canvas.ids.copy(), "flips": canvas.flips.copy(),
+                     "shifts": canvas.shifts.copy()}
             if scorer is not None:
                 state.update(scorer.state())
             write_npz(tail_path(self.work, seg), **state)
@@ -317,17 +321,29 @@ class _SegmentRenderer:
             return {k: z[k] for k in z.files}
 
     def _plan_batch(self, views: list[np.ndarray], active: list[np.ndarray]) -> list:
-        """Batch-level matching: cluster mode's tiles, or refined mode's probe lists."""
-        mode = self.config.matching
-        if mode == "nearest":
-            return [None] * len(views)
-        hists = [colour_histogram(v[a], self.bins) for v, a in zip(views, active, strict=True)]
+        """Batch-level matching, all frames of a batch at once: cluster mode's tiles, or
+        the other modes' queries and candidate tiles (the per-frame choice comes later)."""
+        cfg = self.config
         split = np.cumsum([len(a) for a in active])[:-1]
-        if mode == "cluster":
-            ids, flips = self.cluster.match(np.concatenate(hists))
+        if cfg.matching != "nearest":
+            hists = np.concatenate([colour_histogram(v[a], self.bins)
+                                    for v, a in zip(views, active, strict=True)])
+        if cfg.matching == "cluster":
+            ids, flips = self.cluster.match(hists)
             return list(zip(np.split(ids, split), np.split(flips, split), strict=True))
-        probes = self.cluster.coarse(np.concatenate(hists), self.config.refine_clusters)
-        return np.split(probes, split)
+        queries = self._queries(np.concatenate([v[a] for v, a in zip(views, active,
+                                                                      strict=True)]))
+        if cfg.matching == "refined":
+            probes = self.cluster.coarse(hists, cfg.refine_clusters)
+        else:
+            probes = top_clusters_by_l2(queries, self.lab_centroids, cfg.nprobe)
+        cand_ids, cand_d = search_lists(queries, probes, self.tiles, self.lab, cfg.candidates)
+        return list(zip(np.split(queries, split), np.split(cand_ids, split),
+                        np.split(cand_d, split), strict=True))
+
+    def _queries(self, cell_views_bgr: np.ndarray) -> np.ndarray:
+        """Cells' search features: the 4x4 Lab grid, plus the weighted mean Lab colour."""
+        return with_mean(lab_grid_means(cell_views_bgr, self.lab_grid), self.config.mean_weight)
 
     def _choose(self, cells: np.ndarray, views: np.ndarray, plan, canvas: Canvas,
                 free: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -337,13 +353,10 @@ class _SegmentRenderer:
             return cells, plan[0], plan[1]
         if len(cells) == 0:
             return cells, np.zeros(0, np.int64), np.zeros(0, bool)
-        queries = lab_grid_means(views[cells], self.lab_grid)
-        probes = plan if plan is not None else top_clusters_by_l2(
-            queries, self.lab_centroids, cfg.nprobe)
-        cand_ids, cand_d = search_lists(queries, probes, self.tiles, self.lab, cfg.candidates)
+        queries, cand_ids, cand_d = plan
         current = canvas.ids.ravel()
         ids = self.assigner.assign(cells, queries, cand_ids, cand_d, current, free)
-        if cfg.recolour == 0:  # unchanged tiles need no placing
+        if self.recolour == 0:  # unchanged tiles need no placing
             moved = ids != current[cells]
             cells, ids = cells[moved], ids[moved]
         return cells, ids, np.zeros(len(cells), bool)

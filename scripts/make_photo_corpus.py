@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Make a real-photo tile corpus at scale from a few hundred real photographs.
+
+Each source photo gives ``--per-image`` random square crops (side 6% to 40% of its
+short side, at random places), saved as 96x96 JPEGs: the textures, colours and
+subjects of real photos, in the numbers an index needs. Sources default to what
+``fetch_media.py`` brings: OpenCV's sample photos (the jpgs) and Debian's wallpapers.
+
+    python scripts/make_photo_corpus.py --per-image 1500 --out .cache/media/photo-corpus
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SOURCES = (Path(".cache/media/opencv"), Path(".cache/media/backgrounds"))
+
+
+# OpenCV's calibration shots and drawings are not photographs of the world
+NOT_PHOTOS = ("left", "right", "chessboard", "board", "logo", "sudoku", "digits", "notes",
+              "text", "alphabet", "box", "graf", "ellipses", "gradient", "detect_blob")
+# the wallpapers that are drawings or patterns rather than photographs
+DRAWN = ("gnome-", "abstract-", "desktop-")
+
+
+def sources(dirs: list[Path]) -> list[Path]:
+    """The photos under ``dirs``: OpenCV's jpgs (not its calibration shots) and the
+    wallpapers, leaving out flat, drawn ones (grey-level spread under 30)."""
+    found = []
+    for d in dirs:
+        pattern = "*.jpg" if d.name == "opencv" else "*"
+        for p in sorted(d.glob(pattern)):
+            if p.suffix.lower() not in (".jpg", ".jpeg", ".png", ".webp"):
+                continue
+            name = p.stem.lower()
+            if d.name == "opencv" and (name.startswith(NOT_PHOTOS) or "logo" in name):
+                continue
+            if d.name == "backgrounds" and name.startswith(DRAWN):
+                continue
+            grey = cv2.imread(str(p), cv2.IMREAD_REDUCED_GRAYSCALE_4)
+            if grey is not None and grey.std() >= 30:
+                found.append(p)
+    return found
+
+
+def crops(img: np.ndarray, count: int, rng: np.random.Generator, size: int) -> list[np.ndarray]:
+    """``count`` random square crops of ``img``, each resized to ``size``."""
+    h, w = img.shape[:2]
+    short = min(h, w)
+    out = []
+    for _ in range(count):
+        side = max(8, int(short * rng.uniform(0.06, 0.4)))
+        y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+        out.append(cv2.resize(img[y:y + side, x:x + side], (size, size),
+                              interpolation=cv2.INTER_AREA))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--src", type=Path, nargs="*", default=list(SOURCES))
+    ap.add_argument("--per-image", type=int, default=1500)
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--out", type=Path, default=Path(".cache/media/photo-corpus"))
+    args = ap.parse_args()
+    photos = sources(args.src)
+    if not photos:
+        raise SystemExit("no photos found: run scripts/fetch_media.py first")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    total = 0
+    for i, photo in enumerate(photos):
+        img = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        scale = 1600 / max(img.shape[:2])
+        if scale < 1:
+            img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        for j, crop in enumerate(crops(img, args.per_image, rng, args.size)):
+            path = args.out / f"{i:03d}_{photo.stem[:40]}_{j:04d}.jpg"
+            if not path.exists():
+                cv2.imwrite(str(path), crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            total += 1
+    print(f"{total} crops from {len(photos)} photos in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Metrics on synthetic cases with known answers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from test_features import srgb_to_lab
+
+from pipeline.grid import make_grid
+from pipeline.metrics import FrameScorer, identical_neighbour_share, ssim
+
+
+def test_mosaic_equal_to_the_upscaled_source_scores_perfectly() -> None:
+    rng = np.random.default_rng(0)
+    src = cv2.GaussianBlur(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), (5, 5), 2)
+    grid = make_grid(60, 80, (8, 8), 4)  # 30 x 40 cells of 8x8: exact 4x upscale
+    up = cv2.resize(src, (grid.out_w, grid.out_h), interpolation=cv2.INTER_NEAREST)
+    scorer = FrameScorer(grid)
+    scorer.update(src, up)
+    s = scorer.scores.summary()
+    assert s["delta_e_cell"] < 0.05 and s["delta_e_subgrid"] < 0.05
+    assert s["ssim_view"] > 0.999
+
+
+@pytest.mark.parametrize(("offset", "tolerance"), [
+    ((30, 30, 30), 0.02),  # grey 100 -> grey 130: a pure lightness step
+    ((0, 30, 0), 0.02),  # green raised
+])
+def test_constant_colour_offset_gives_its_delta_e(offset: tuple[int, int, int],
+                                                  tolerance: float) -> None:
+    grid = make_grid(16, 16, (8, 8), 1)
+    src = np.full((16, 16, 3), 100, np.uint8)
+    mosaic = (src + np.array(offset)).astype(np.uint8)
+    scorer = FrameScorer(grid)
+    scorer.update(src, mosaic)
+    expected = np.linalg.norm(srgb_to_lab(np.array([100, 100, 100]) / 255)
+                              - srgb_to_lab((100 + np.array(offset)) / 255))
+    s = scorer.scores.summary()
+    assert s["delta_e_cell"] == pytest.approx(expected, abs=tolerance)
+    assert s["delta_e_subgrid"] == pytest.approx(expected, abs=tolerance)
+
+
+def test_flickering_cells_are_churn_and_flicker() -> None:
+    grid = make_grid(16, 32, (8, 8), 1)  # 2 x 4 cells
+    src = np.full((16, 32, 3), 90, np.uint8)  # static source
+    a = np.zeros((16, 32, 3), np.uint8)
+    b = a.copy()
+    b[:8, :8] = 40  # cell (0, 0) alternates between 0 and 40
+    ids_a = np.arange(8).reshape(2, 4)
+    ids_b = ids_a.copy()
+    ids_b[0, 0] = 99
+    for ids in (None, "ids"):
+        scorer = FrameScorer(grid)
+        for t in range(5):
+            frame, tiles = (a, ids_a) if t % 2 == 0 else (b, ids_b)
+            scorer.update(src, frame, tiles if ids else None)
+        s = scorer.scores.summary()
+        assert s["static_cells"] == 4 * 8  # 4 transitions x 8 cells
+        assert s["churn"] == pytest.approx(1 / 8)  # one cell of eight changes every frame
+        assert s["flicker"] == pytest.approx(40 / 8)  # mean |change| over static cells
+
+
+def test_variety_counts() -> None:
+    grid = make_grid(16, 24, (8, 8), 1)  # 2 x 3 cells
+    ids = np.array([[1, 1, 2], [3, 4, 2]])  # (0,0)=(0,1) and (0,2)=(1,2)
+    scorer = FrameScorer(grid)
+    scorer.update(np.zeros((16, 24, 3), np.uint8), np.zeros((16, 24, 3), np.uint8), ids)
+    s = scorer.scores.summary()
+    assert s["distinct_tiles"] == 4
+    assert s["identical_neighbours"] == pytest.approx(4 / 6)
+    assert identical_neighbour_share(np.zeros((2, 2), bool), np.zeros((1, 3), bool)) == 0
+
+
+def test_ssim_known_values() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (32, 32)).astype(np.float32)
+    assert ssim(x, x) == pytest.approx(1.0)
+    assert ssim(x, 255 - x) < 0
