@@ -101,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="encoder speed preset (render.preset)")
     _add_config_args(p)
 
+    p = sub.add_parser("score", help="score a pure-mosaic video against its source",
+                       description="Fidelity (cell and sub-grid CIELAB dE, viewing-scale "
+                       "SSIM), stability (churn, flicker in static cells) and variety of "
+                       "MOSAIC, a pure mosaic (no blend) of SOURCE made by any tool.")
+    p.add_argument("source", metavar="SOURCE", help="the source video")
+    p.add_argument("mosaic", metavar="MOSAIC", help="the pure-mosaic video")
+    p.add_argument("--scale", type=float, default=4.0, help="upscaling used (default 4)")
+    p.add_argument("--tile", default="32x32", metavar="WxH", help="tile size (default 32x32)")
+    p.add_argument("--frames", type=int, metavar="N", help="score at most N frames")
+    p.add_argument("--out", metavar="JSON", help="also write the scores here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
     p = sub.add_parser("sample-clip", help="generate the built-in sample clip (no download)")
     p.add_argument("--out", required=True, metavar="FILE", help="mp4 to write")
     p.add_argument("--seconds", type=float, default=6.0, help="length (default 6)")
@@ -183,6 +195,24 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.cache import write_json
+    from pipeline.config import parse_tile_size
+    from pipeline.metrics import score_videos
+
+    if args.scale <= 0 or (args.frames is not None and args.frames < 1):
+        raise MosaicError("--scale must be positive and --frames at least 1")
+    scores = score_videos(args.source, args.mosaic, args.scale,
+                          parse_tile_size(args.tile, "--tile"), args.frames,
+                          progress=not args.quiet)
+    print(json.dumps(scores, indent=1))
+    if args.out:
+        write_json(args.out, {"source": args.source, "mosaic": args.mosaic, "scores": scores})
+    return 0
+
+
 def _cmd_sample_clip(args: argparse.Namespace) -> int:
     from pipeline.sample import make_sample_clip
 
@@ -194,7 +224,7 @@ def _cmd_sample_clip(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"index": _cmd_index, "inspect": _cmd_inspect, "sample": _cmd_sample,
-             "render": _cmd_render, "sample-clip": _cmd_sample_clip}
+             "render": _cmd_render, "score": _cmd_score, "sample-clip": _cmd_sample_clip}
 
 
 def main(argv: list[str] | None = None) -> int:

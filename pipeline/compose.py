@@ -10,7 +10,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.features import block_means, srgb_to_lab
 from pipeline.grid import Grid
+
+_CHUNK = 2048  # cells placed at a time
 
 
 class Canvas:
@@ -25,10 +28,13 @@ class Canvas:
     ids : ndarray (rows, cols), int64, tile id per cell (-1 before the first placement).
     flips : ndarray (rows, cols), bool.
     shifts : ndarray (rows, cols, 3), float32, recolouring added to each cell's tile.
+    sub, sub_lab : with ``track`` = S, ndarrays (rows, cols, S, S, 3), float32: each
+        cell's S x S sub-grid mean colours (BGR 0..1) and their CIELAB values.
     image : ndarray (rows * tile_h, cols * tile_w, 3), uint8 BGR.
     """
 
-    def __init__(self, grid: Grid, bank: np.ndarray, slots: np.ndarray | None = None) -> None:
+    def __init__(self, grid: Grid, bank: np.ndarray, slots: np.ndarray | None = None,
+                 track: int = 0) -> None:
         if bank.shape[1:3] != (grid.tile_h, grid.tile_w):
             raise ValueError(f"tile bank of {bank.shape[1:3]} does not fit the grid's tiles "
                              f"{(grid.tile_h, grid.tile_w)}")
@@ -38,6 +44,10 @@ class Canvas:
         self.shifts = np.zeros((grid.rows, grid.cols, 3), dtype=np.float32)
         self.image = np.zeros((grid.out_h, grid.out_w, 3), dtype=np.uint8)
         self._cells = self.image.reshape(grid.rows, grid.tile_h, grid.cols, grid.tile_w, 3)
+        self.track = track
+        if track:  # the mosaic's sub-grid mean colours, kept up to date for the metrics
+            self.sub = np.zeros((grid.rows, grid.cols, track, track, 3), np.float32)
+            self.sub_lab = np.zeros_like(self.sub)
 
     def place(self, cells: np.ndarray, ids: np.ndarray, flips: np.ndarray,
               shift: np.ndarray | None = None, measure: bool = False) -> np.ndarray | None:
@@ -55,8 +65,17 @@ class Canvas:
         -------
         ndarray (k,), float32, the change per cell when ``measure``, else None.
         """
-        if len(cells) == 0:
-            return np.zeros(0, np.float32) if measure else None
+        change = np.zeros(len(cells), np.float32)
+        for lo in range(0, len(cells), _CHUNK):  # bounded temporaries at any grid size
+            hi = lo + _CHUNK
+            part = self._place(cells[lo:hi], ids[lo:hi], flips[lo:hi],
+                               None if shift is None else shift[lo:hi], measure)
+            if measure:
+                change[lo:hi] = part
+        return change if measure else None
+
+    def _place(self, cells: np.ndarray, ids: np.ndarray, flips: np.ndarray,
+               shift: np.ndarray | None, measure: bool) -> np.ndarray | None:
         tiles = self.bank[ids if self.slots is None else self.slots[ids]]
         if flips.any():
             tiles[flips] = tiles[flips][:, :, ::-1]
@@ -67,12 +86,16 @@ class Canvas:
         change = None
         if measure:
             old = self._cells[r, :, c, :]
-            change = np.abs(old.astype(np.int16) - tiles).reshape(len(cells), -1).mean(
-                1, dtype=np.float32)
+            diff = cv2.absdiff(old.reshape(len(cells), -1), tiles.reshape(len(cells), -1))
+            change = diff.mean(1, dtype=np.float32)
         self._cells[r, :, c, :] = tiles
         self.ids[r, c] = ids
         self.flips[r, c] = flips
         self.shifts[r, c] = 0 if shift is None else shift
+        if self.track:
+            means = block_means(tiles, self.track)
+            self.sub[r, c] = means
+            self.sub_lab[r, c] = srgb_to_lab(means)
         return change
 
     def reset(self, ids: np.ndarray | None = None, flips: np.ndarray | None = None,

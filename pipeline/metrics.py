@@ -150,27 +150,35 @@ class FrameScorer:
         if "prev_src_lab" in state:
             self._prev_src_lab, self._prev_key = state["prev_src_lab"], state["prev_key"]
 
-    def update(self, source_bgr: np.ndarray, mosaic_bgr: np.ndarray,
+    def update(self, source_bgr: np.ndarray, mosaic_bgr: np.ndarray | None = None,
                ids: np.ndarray | None = None, flips: np.ndarray | None = None,
-               cell_change: np.ndarray | None = None) -> None:
+               cell_change: np.ndarray | None = None, mosaic_sub: np.ndarray | None = None,
+               mosaic_sub_lab: np.ndarray | None = None) -> None:
         """Add one frame.
 
         Parameters
         ----------
         source_bgr : ndarray (H, W, 3), uint8, the source frame at any resolution.
-        mosaic_bgr : ndarray (rows * tile_h, cols * tile_w, 3), uint8, the pure mosaic.
+        mosaic_bgr : ndarray (rows * tile_h, cols * tile_w, 3), uint8, the pure mosaic;
+            or, instead, its per-cell sub-grid means ``mosaic_sub`` and their Lab values
+            ``mosaic_sub_lab``, ndarrays (rows, cols, 4, 4, 3) float32 (BGR in 0..1).
         ids, flips : optional ndarrays (rows, cols): tile id and mirror flag per cell.
         cell_change : optional ndarray (rows, cols), float: mean absolute pixel change of
-            each mosaic cell since the previous frame (computed from pixels if absent).
+            each mosaic cell since the previous frame (needs ``mosaic_bgr`` if absent).
         """
         g, s = self.grid, self.scores
         src_sub = sub_means(source_bgr, g)
-        mos_sub = sub_means(mosaic_bgr, g)
-        src_cell = src_sub.reshape(g.rows, SUB, g.cols, SUB, 3).mean(axis=(1, 3))
-        mos_cell = mos_sub.reshape(g.rows, SUB, g.cols, SUB, 3).mean(axis=(1, 3))
+        if mosaic_sub is None:
+            mos_sub = sub_means(mosaic_bgr, g)
+            mos_sub_lab = to_lab(mos_sub)
+        else:
+            mos_sub = _image_layout(mosaic_sub)
+            mos_sub_lab = _image_layout(mosaic_sub_lab)
+        src_cell = cv2.resize(src_sub, (g.cols, g.rows), interpolation=cv2.INTER_AREA)
+        mos_cell = cv2.resize(mos_sub, (g.cols, g.rows), interpolation=cv2.INTER_AREA)
         src_lab, mos_lab = to_lab(src_cell), to_lab(mos_cell)
         s.delta_e_cell += float(np.linalg.norm(src_lab - mos_lab, axis=-1).mean())
-        s.delta_e_subgrid += float(np.linalg.norm(to_lab(src_sub) - to_lab(mos_sub),
+        s.delta_e_subgrid += float(np.linalg.norm(to_lab(src_sub) - mos_sub_lab,
                                                   axis=-1).mean())
         s.ssim_view += ssim(_luma(src_sub), _luma(mos_sub))
         if ids is not None:
@@ -205,7 +213,42 @@ class FrameScorer:
         return cv2.resize(diff, (g.cols, g.rows), interpolation=cv2.INTER_AREA)
 
 
+def _image_layout(per_cell: np.ndarray) -> np.ndarray:
+    """(rows, cols, S, S, 3) per-cell sub-grids -> (rows * S, cols * S, 3) image layout."""
+    rows, cols, sub = per_cell.shape[:3]
+    return np.ascontiguousarray(per_cell.swapaxes(1, 2)).reshape(rows * sub, cols * sub, 3)
+
+
 def _distinct_by_pixels(key: np.ndarray) -> int:
     """Distinct cells by their 4x4 colour means, quantised to SAME_LEVELS steps."""
     q = np.round(key.reshape(-1, key.shape[-1]) / (2 * SAME_LEVELS)).astype(np.int32)
     return len(np.unique(q, axis=0))
+
+
+def score_videos(source: str, mosaic: str, scale: float, tile_hw: tuple[int, int],
+                 max_frames: int | None = None, progress: bool = False) -> dict[str, float]:
+    """Score a pure-mosaic video against its source video, frame by frame.
+
+    The cell grid is the one a render with ``scale`` and tiles of ``tile_hw`` (h, w) makes
+    of the source; the mosaic must have that size. Tile identity comes from the pixels.
+    """
+    from tqdm import tqdm
+
+    from pipeline.errors import VideoError
+    from pipeline.grid import make_grid
+    from pipeline.video import FrameReader, probe
+
+    src_info, mos_info = probe(source), probe(mosaic)
+    grid = make_grid(src_info.height, src_info.width, tile_hw, scale)
+    if (mos_info.width, mos_info.height) != (grid.out_w, grid.out_h):
+        raise VideoError(f"{mosaic}: {mos_info.width}x{mos_info.height} is not the "
+                         f"{grid.out_w}x{grid.out_h} mosaic of {source} at scale {scale} "
+                         f"with {tile_hw[1]}x{tile_hw[0]} tiles")
+    count = min(src_info.frames, mos_info.frames, max_frames or src_info.frames)
+    scorer = FrameScorer(grid)
+    frames = zip(FrameReader(src_info, 0, count, slack=2), FrameReader(mos_info, 0, count,
+                                                                       slack=2), strict=True)
+    for src, mos in tqdm(frames, total=count, desc="score", unit="frames",
+                         disable=None if progress else True):
+        scorer.update(src, mos)
+    return scorer.scores.summary()

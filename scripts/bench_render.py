@@ -4,9 +4,9 @@
 1. Renders the first N frames of VIDEO with the given index and settings (in a fresh
    cache, so nothing is reused) and measures render fps and the peak RSS of the whole
    process tree (this process, its threads and the ffmpeg decoder/encoder processes).
-2. Measures the encode-only floor: the same N rendered frames, decoded once to a raw
-   file beforehand, encoded by the same ffmpeg command (same size, rate, encoder,
-   preset, crf, colour conversion) with nothing else to do.
+2. Measures the encode-only floor: the same N rendered frames, decoded and converted to
+   I420 into a raw file beforehand, encoded by the same ffmpeg command (same size,
+   rate, encoder, preset, crf) with nothing else to do.
 
 It prints both fps figures and their ratio.
 
@@ -28,17 +28,17 @@ from benchutil import TreeRss, mib
 
 from pipeline.config import load_config
 from pipeline.stages.render import iter_frames, run_render
-from pipeline.video import encode_command, encoder_args, probe
+from pipeline.video import bgr_to_i420, encode_command, encoder_args, probe
 
 
 def encode_floor(rendered: Path, work: Path, config) -> tuple[float, int]:
     """Encode-only fps of the rendered frames, and the frame count."""
     info = probe(rendered)
-    raw = work / "frames.bgr"
+    raw = work / "frames.yuv"  # what the renderer pipes: I420 from the same conversion
     with open(raw, "wb") as f:
         count = 0
         for frame in iter_frames(rendered):
-            f.write(frame.tobytes())
+            f.write(bgr_to_i420(frame).tobytes())
             count += 1
     cmd = encode_command(work / "floor.mp4", info.width, info.height, info.rate,
                          encoder_args(config.encoder, config.crf, config.preset,

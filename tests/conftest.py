@@ -20,6 +20,12 @@ def _fail_on_logged_error(caplog: pytest.LogCaptureFixture):
     assert not errors, f"logged errors: {[r.getMessage() for r in errors]}"
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Point the CLI's cache at a temporary directory: tests never write into the repo."""
+    monkeypatch.setenv("MOSAIC_CACHE", str(tmp_path_factory.mktemp("mosaic-cache")))
+
+
 @pytest.fixture(scope="session")
 def sample_corpus_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """120 generated sample images, made once per session (read-only: copy to modify)."""

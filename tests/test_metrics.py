@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -77,3 +79,28 @@ def test_ssim_known_values() -> None:
     x = rng.uniform(0, 255, (32, 32)).astype(np.float32)
     assert ssim(x, x) == pytest.approx(1.0)
     assert ssim(x, 255 - x) < 0
+
+
+def test_score_command_on_videos(tmp_path, run_cli, tile_index, clip_with_audio) -> None:
+    from conftest import ffmpeg
+
+    up = tmp_path / "up.mkv"  # the source itself, upscaled x2: a perfect "mosaic"
+    ffmpeg("-i", clip_with_audio, "-vf", "scale=320:256:flags=neighbor", "-c:v", "ffv1", up)
+    code, out, err = run_cli("score", clip_with_audio, up, "--scale", "2", "--tile", "32x32",
+                             "-q")
+    assert code == 0, err
+    scores = json.loads(out)
+    assert scores["frames"] == 50 and scores["delta_e_cell"] < 1.5 and scores["ssim_view"] > 0.9
+    code, _, err = run_cli("score", clip_with_audio, up, "--scale", "4", "-q")
+    assert code == 1 and "is not the 640x480 mosaic" in err
+    # a pure-mosaic render scores close to what the render itself reported
+    render = tmp_path / "m.mp4"
+    code, _, err = run_cli("render", clip_with_audio, "--index", tile_index, "--out", render,
+                           "--scale", "2", "--alpha", "0", "--preset", "ultrafast", "-q",
+                           "--set", "render.crf=10")
+    assert code == 0, err
+    own = json.loads((tmp_path / "m.scores.json").read_text())["scores"]
+    code, out, _ = run_cli("score", clip_with_audio, render, "--scale", "2", "-q")
+    theirs = json.loads(out)
+    assert abs(theirs["delta_e_cell"] - own["delta_e_cell"]) < 1.0
+    assert abs(theirs["ssim_view"] - own["ssim_view"]) < 0.05

@@ -35,7 +35,7 @@ from pipeline.cache import digest_file, digest_text, write_json, write_npz
 from pipeline.compose import Canvas, blend
 from pipeline.config import RenderConfig
 from pipeline.errors import ConfigError, VideoError
-from pipeline.features import colour_histogram, lab_grid_means
+from pipeline.features import block_means, colour_histogram, lab_grid_means
 from pipeline.grid import ActivityTracker, Grid, cell_views, make_grid
 from pipeline.index import TileIndex, load_index, read_tiles
 from pipeline.matching import (
@@ -47,7 +47,7 @@ from pipeline.matching import (
     top_clusters_by_l2,
     with_mean,
 )
-from pipeline.metrics import FrameScorer, Scores
+from pipeline.metrics import SUB, FrameScorer, Scores
 from pipeline.video import (
     AudioInfo,
     FrameReader,
@@ -192,7 +192,9 @@ class _SegmentRenderer:
         # cluster mode is the reference's look: it never recolours
         self.recolour = config.recolour if config.matching != "cluster" else 0.0
         if self.recolour > 0:
-            self.tile_means = self.pool.reshape(len(kept), -1, 3).mean(1, dtype=np.float32)
+            self.tile_means = np.concatenate([  # mean BGR per tile, 0..255, (M, 3)
+                block_means(self.pool[i:i + 8192], 1).reshape(-1, 3) * 255
+                for i in range(0, len(kept), 8192)])
         self.active_cells = 0
         self.total_cells = 0
         self._stop = threading.Event()
@@ -255,7 +257,7 @@ class _SegmentRenderer:
     def _compute(self, segments: list[Segment], reader: _Worker, writer: _Worker) -> None:
         cfg, grid = self.config, self.grid
         tracker = ActivityTracker(grid, cfg.activity_threshold, cfg.active_fraction)
-        canvas = Canvas(grid, self.pool, self.slots)
+        canvas = Canvas(grid, self.pool, self.slots, track=SUB if cfg.report else 0)
         scratch = np.empty((grid.out_h, grid.out_w, 3), np.uint8)
         for seg in segments:
             tracker.reset()
@@ -289,8 +291,9 @@ class _SegmentRenderer:
                     if scorer is not None:
                         per_cell = np.zeros(grid.cells, np.float32)
                         per_cell[cells] = change
-                        scorer.update(frame, canvas.image, canvas.ids, canvas.flips,
-                                      per_cell.reshape(grid.rows, grid.cols))
+                        scorer.update(frame, None, canvas.ids, canvas.flips,
+                                      per_cell.reshape(grid.rows, grid.cols),
+                                      canvas.sub, canvas.sub_lab)
                     out = self._free.get()
                     blend(canvas.image, frame, cfg.alpha, out, scratch)
                     if writer.error is not None or not _put(self._out, out, self._stop):
