@@ -73,12 +73,6 @@ def write_json(path: str | Path, data: Any) -> None:
         f.write("\n")
 
 
-def write_npy(path: str | Path, array: np.ndarray) -> None:
-    """Atomically write one array as ``.npy`` (never pickled)."""
-    with atomic_output(path) as f:
-        np.save(f, array, allow_pickle=False)
-
-
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
     """Atomically write several arrays as an uncompressed ``.npz`` (never pickled)."""
     with atomic_output(path) as f:

@@ -19,9 +19,7 @@ _CHUNK = 2048  # cells placed at a time
 class Canvas:
     """The mosaic of one video frame, updated in place cell by cell.
 
-    ``bank`` holds the tiles, (M, tile_h, tile_w, 3) uint8; tile id ``i`` is
-    ``bank[slots[i]]`` when a ``slots`` lookup (N,) is given (a bank of the kept tiles
-    only), else ``bank[i]``.
+    ``bank`` holds the tiles, (N, tile_h, tile_w, 3) uint8, indexed by tile id.
 
     Attributes
     ----------
@@ -33,12 +31,11 @@ class Canvas:
     image : ndarray (rows * tile_h, cols * tile_w, 3), uint8 BGR.
     """
 
-    def __init__(self, grid: Grid, bank: np.ndarray, slots: np.ndarray | None = None,
-                 track: int = 0) -> None:
+    def __init__(self, grid: Grid, bank: np.ndarray, track: int = 0) -> None:
         if bank.shape[1:3] != (grid.tile_h, grid.tile_w):
             raise ValueError(f"tile bank of {bank.shape[1:3]} does not fit the grid's tiles "
                              f"{(grid.tile_h, grid.tile_w)}")
-        self.grid, self.bank, self.slots = grid, bank, slots
+        self.grid, self.bank = grid, bank
         self.ids = np.full((grid.rows, grid.cols), -1, dtype=np.int64)
         self.flips = np.zeros((grid.rows, grid.cols), dtype=bool)
         self.shifts = np.zeros((grid.rows, grid.cols, 3), dtype=np.float32)
@@ -76,7 +73,7 @@ class Canvas:
 
     def _place(self, cells: np.ndarray, ids: np.ndarray, flips: np.ndarray,
                shift: np.ndarray | None, measure: bool) -> np.ndarray | None:
-        tiles = self.bank[ids if self.slots is None else self.slots[ids]]
+        tiles = self.bank[ids]
         if flips.any():
             tiles[flips] = tiles[flips][:, :, ::-1]
         if shift is not None:

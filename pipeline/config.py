@@ -9,8 +9,6 @@ raise :class:`~pipeline.errors.ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -85,11 +83,6 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
 
-    def section_digest(self, section: str) -> str:
-        """A stable 128-bit hex digest of one section's values (for cache keys)."""
-        values = dataclasses.asdict(getattr(self, section))
-        text = json.dumps(values, sort_keys=True)
-        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 _SECTIONS: dict[str, type] = {"index": IndexConfig, "render": RenderConfig}

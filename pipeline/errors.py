@@ -23,10 +23,6 @@ class TileIndexError(MosaicError):
     """A tile index directory is missing, incomplete, or does not match its manifest."""
 
 
-class ArtifactCorruptError(MosaicError):
-    """An artifact on disk cannot be read back."""
-
-
 class VideoError(MosaicError):
     """An input video is missing, unreadable, truncated, or cannot be downloaded."""
 

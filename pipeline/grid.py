@@ -98,8 +98,9 @@ class ActivityTracker:
         if self._ref is None:
             self._ref = frame_bgr.copy()
             return np.ones((g.rows, g.cols), dtype=bool)
-        diff = cv2.absdiff(frame_bgr, self._ref).astype(np.float32)
-        dist_sq = cv2.transform(cv2.multiply(diff, diff), np.ones((1, 3), np.float32))
+        diff = cv2.absdiff(frame_bgr, self._ref)
+        dist_sq = cv2.transform(cv2.multiply(diff, diff, dtype=cv2.CV_32F),
+                                np.ones((1, 3), np.float32))
         changed = (dist_sq > self._threshold_sq).astype(np.uint8)
         np.copyto(self._ref, frame_bgr, where=changed[..., None].astype(bool))
         share = cv2.resize(changed.astype(np.float32), (g.cols, g.rows),

@@ -79,7 +79,6 @@ class ClusterMatcher:
 
     def reset(self, seed: int) -> None:
         """Start afresh (a new segment): no model, no scene-change threshold."""
-        self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._model: MiniBatchKMeans | None = None
         self._reset_above: float | None = None
@@ -156,6 +155,29 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0, out=d)
 
 
+def smallest_k(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` smallest values of each row of ``d`` (n, m), in increasing order.
+
+    For the few candidates needed here, k passes of ``argmin`` beat ``argpartition``
+    about threefold. ``d`` is used as scratch (its taken values become inf).
+
+    Returns
+    -------
+    cols : ndarray (n, min(k, m)), int64, column indices.
+    vals : ndarray (n, min(k, m)), the values.
+    """
+    k = min(k, d.shape[1])
+    rows = np.arange(d.shape[0])
+    cols = np.empty((d.shape[0], k), np.int64)
+    vals = np.empty((d.shape[0], k), d.dtype)
+    for j in range(k):
+        col = d.argmin(axis=1)
+        cols[:, j] = col
+        vals[:, j] = d[rows, col]
+        d[rows, col] = np.inf
+    return cols, vals
+
+
 def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
                  features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest tiles (L2 on ``features``) within each query's probed clusters.
@@ -187,12 +209,9 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
         c = flat_c[lo]
         qi = flat_q[lo:hi]
         members = tiles.members[tiles.offsets[c]:tiles.offsets[c] + tiles.sizes[c]]
-        d = _sq_dist(queries[qi], features[members])
-        kk = min(k, d.shape[1])
-        part = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < d.shape[1] else np.tile(
-            np.arange(d.shape[1]), (len(qi), 1))
-        cand_d = np.concatenate([best_d[qi], np.take_along_axis(d, part, 1)], axis=1)
-        cand_i = np.concatenate([best_i[qi], members[part]], axis=1)
+        cols, vals = smallest_k(_sq_dist(queries[qi], features[members]), k)
+        cand_d = np.concatenate([best_d[qi], vals], axis=1)
+        cand_i = np.concatenate([best_i[qi], members[cols]], axis=1)
         keep = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
         best_d[qi] = np.take_along_axis(cand_d, keep, 1)
         best_i[qi] = np.take_along_axis(cand_i, keep, 1)

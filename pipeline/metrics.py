@@ -22,7 +22,7 @@ Per frame, with the cell grid of the mosaic:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -82,7 +82,6 @@ class Scores:
     flicker_sum: float = 0.0
     distinct_tiles: float = 0.0
     identical_neighbours: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def add(self, other: Scores) -> None:
         """Accumulate another run of frames (e.g. another segment)."""
@@ -107,7 +106,7 @@ class Scores:
 
     def to_json(self) -> dict:
         """The raw sums, for caching per segment."""
-        return {k: v for k, v in self.__dict__.items() if k != "extra"}
+        return dict(self.__dict__)
 
 
 def identical_neighbour_share(same_right: np.ndarray, same_down: np.ndarray) -> float:

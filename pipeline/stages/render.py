@@ -17,6 +17,7 @@ clustering batch, not by the video's length.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import logging
@@ -37,7 +38,7 @@ from pipeline.config import RenderConfig
 from pipeline.errors import ConfigError, VideoError
 from pipeline.features import block_means, colour_histogram, lab_grid_means
 from pipeline.grid import ActivityTracker, Grid, cell_views, make_grid
-from pipeline.index import TileIndex, load_index, read_tiles
+from pipeline.index import TileIndex, load_index, map_tiles
 from pipeline.matching import (
     ClusterMatcher,
     TileAssigner,
@@ -184,19 +185,11 @@ class _SegmentRenderer:
             self.lab_centroids = cluster_centroids(self.tiles, self.lab)
             self.assigner = TileAssigner(grid.rows, grid.cols, self.lab, config.hysteresis,
                                          config.max_uses)
-        # the kept tiles, read into memory once: resident memory stays flat over a video
-        kept = np.flatnonzero(np.asarray(index.labels) >= 0)
-        self.pool = read_tiles(index.path, kept)
-        self.slots = np.full(len(index.labels), -1, dtype=np.int64)
-        self.slots[kept] = np.arange(len(kept))
+        self.bank = map_tiles(index.path)  # all resident from the start: flat memory
         # cluster mode is the reference's look: it never recolours
         self.recolour = config.recolour if config.matching != "cluster" else 0.0
-        if self.recolour > 0:
-            self.tile_means = np.concatenate([  # mean BGR per tile, 0..255, (M, 3)
-                block_means(self.pool[i:i + 8192], 1).reshape(-1, 3) * 255
-                for i in range(0, len(kept), 8192)])
-        self.active_cells = 0
-        self.total_cells = 0
+        # mean BGR (0..255) of each tile, computed the first time it is placed
+        self._tile_means = np.full((len(self.bank), 3), np.nan, np.float32)
         self._stop = threading.Event()
         self._frames: queue.Queue = queue.Queue(_QUEUE_FRAMES)
         self._out: queue.Queue = queue.Queue(_OUT_BUFFERS)
@@ -257,7 +250,7 @@ class _SegmentRenderer:
     def _compute(self, segments: list[Segment], reader: _Worker, writer: _Worker) -> None:
         cfg, grid = self.config, self.grid
         tracker = ActivityTracker(grid, cfg.activity_threshold, cfg.active_fraction)
-        canvas = Canvas(grid, self.pool, self.slots, track=SUB if cfg.report else 0)
+        canvas = Canvas(grid, self.bank, track=SUB if cfg.report else 0)
         scratch = np.empty((grid.out_h, grid.out_w, 3), np.uint8)
         for seg in segments:
             tracker.reset()
@@ -286,7 +279,7 @@ class _SegmentRenderer:
                     shift = None
                     if self.recolour > 0 and len(cells):
                         cell_mean = views[i][cells].reshape(len(cells), -1, 3).mean(1)
-                        shift = self.recolour * (cell_mean - self.tile_means[self.slots[ids]])
+                        shift = self.recolour * (cell_mean - self._means_of(ids))
                     change = canvas.place(cells, ids, flips, shift, measure=scorer is not None)
                     if scorer is not None:
                         per_cell = np.zeros(grid.cells, np.float32)
@@ -300,8 +293,6 @@ class _SegmentRenderer:
                         raise writer.error or RuntimeError("encoder stopped")
                     seg_active += len(active[i])
                     self.bar.update(1)
-            self.active_cells += seg_active
-            self.total_cells += seg.count * grid.cells
             state = {"ids": canvas.ids.copy(), "flips": canvas.flips.copy(),
                      "shifts": canvas.shifts.copy()}
             if scorer is not None:
@@ -313,6 +304,13 @@ class _SegmentRenderer:
             if scorer is not None:
                 stats["scores"] = scorer.scores.to_json()
             _put(self._out, ("end", seg, stats), self._stop)
+
+    def _means_of(self, ids: np.ndarray) -> np.ndarray:
+        """Mean BGR colour (0..255) of tiles ``ids``, (k, 3) float32."""
+        missing = np.unique(ids[np.isnan(self._tile_means[ids, 0])])
+        if len(missing):
+            self._tile_means[missing] = block_means(self.bank[missing], 1).reshape(-1, 3) * 255
+        return self._tile_means[ids]
 
     def _start_state(self, seg: Segment) -> dict[str, np.ndarray]:
         """The previous segment's last tiles (in memory, or stored with it), or nothing."""
@@ -431,19 +429,6 @@ def _load_done_segments(work: Path, key: str) -> dict[str, dict]:
     return state.get("segments", {}) if state.get("key") == key else {}
 
 
-@dataclass
-class RenderJob:
-    """Everything resolved before rendering starts (for tests and the CLI summary)."""
-
-    info: VideoInfo
-    grid: Grid
-    first: int
-    count: int
-    work: Path
-    key: str
-    segments: list[Segment] = field(default_factory=list)
-
-
 def resolve_input(video: str, cache_dir: Path, ytdlp_format: str) -> Path:
     """A local path as it is (it must exist), or a URL downloaded once into the cache."""
     if is_url(video):
@@ -471,6 +456,7 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     only once everything succeeded.
     """
     started = time.perf_counter()
+    _steady_heap()
     cache_dir = Path(cache_dir)
     index = load_index(index_dir)
     source = resolve_input(video, cache_dir, config.ytdlp_format)
@@ -532,6 +518,22 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     write_json(work / DONE, {"out": str(out.resolve()), "size": report.size,
                              "active_share": report.active_share})
     return report
+
+
+def _steady_heap() -> None:
+    """Make glibc return large freed blocks to the system at once.
+
+    Frames and tile batches are megabytes each and are allocated and freed on several
+    threads; with glibc's adaptive mmap threshold they end up in growing heap arenas, and
+    the resident size creeps up with the video's length. A fixed 1 MiB threshold and two
+    arenas keep it flat. No-op where glibc's ``mallopt`` is not available.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: fixed, no adaptive growth
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def _read_json(path: Path) -> dict | None:
