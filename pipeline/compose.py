@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.features import block_means, srgb_to_lab
 from pipeline.grid import Grid
 
-_CHUNK = 2048  # cells placed at a time
+_CHUNK = 512  # cells placed at a time: small transient buffers at any grid size
 
 
 class Canvas:
@@ -77,8 +77,8 @@ class Canvas:
         if flips.any():
             tiles[flips] = tiles[flips][:, :, ::-1]
         if shift is not None:
-            shifted = tiles.astype(np.float32) + shift[:, None, None, :].astype(np.float32)
-            tiles = np.clip(shifted + 0.5, 0, 255).astype(np.uint8)
+            step = np.rint(shift).astype(np.int16)[:, None, None, :]
+            tiles = np.clip(tiles.astype(np.int16) + step, 0, 255).astype(np.uint8)
         r, c = np.divmod(cells, self.grid.cols)
         change = None
         if measure:

@@ -81,7 +81,9 @@ class ActivityTracker:
     def __init__(self, grid: Grid, threshold: float = 16.0, fraction: float = 0.5) -> None:
         self.grid, self.fraction = grid, fraction
         self._threshold_sq = np.float32(threshold * threshold)
+        self._ones = np.ones((1, 3), np.float32)
         self._ref: np.ndarray | None = None
+        self._buffers: dict[str, np.ndarray] = {}
 
     def reset(self) -> None:
         """Forget the reference image: the next frame is all active."""
@@ -97,15 +99,22 @@ class ActivityTracker:
         g = self.grid
         if self._ref is None:
             self._ref = frame_bgr.copy()
+            h, w = frame_bgr.shape[:2]
+            self._buffers = {"diff": np.empty_like(frame_bgr),
+                             "sq": np.empty((h, w, 3), np.float32),
+                             "dist": np.empty((h, w), np.float32),
+                             "changed": np.empty((h, w), np.uint8),
+                             "share": np.empty((h, w), np.float32)}
             return np.ones((g.rows, g.cols), dtype=bool)
-        diff = cv2.absdiff(frame_bgr, self._ref)
-        dist_sq = cv2.transform(cv2.multiply(diff, diff, dtype=cv2.CV_32F),
-                                np.ones((1, 3), np.float32))
-        changed = (dist_sq > self._threshold_sq).astype(np.uint8)
-        np.copyto(self._ref, frame_bgr, where=changed[..., None].astype(bool))
-        share = cv2.resize(changed.astype(np.float32), (g.cols, g.rows),
-                           interpolation=cv2.INTER_AREA)
-        return share > self.fraction
+        b = self._buffers
+        cv2.absdiff(frame_bgr, self._ref, dst=b["diff"])
+        cv2.multiply(b["diff"], b["diff"], dst=b["sq"], dtype=cv2.CV_32F)
+        cv2.transform(b["sq"], self._ones, dst=b["dist"])
+        cv2.compare(b["dist"], float(self._threshold_sq), cv2.CMP_GT, dst=b["changed"])
+        cv2.copyTo(frame_bgr, b["changed"], self._ref)  # the reference takes changed pixels
+        np.copyto(b["share"], b["changed"])  # 0/255 as float: exact area averages
+        share = cv2.resize(b["share"], (g.cols, g.rows), interpolation=cv2.INTER_AREA)
+        return share > self.fraction * 255
 
 
 def cell_views(frame_bgr: np.ndarray, grid: Grid, sample: int = CELL_SAMPLE) -> np.ndarray:

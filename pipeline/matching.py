@@ -155,6 +155,9 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0, out=d)
 
 
+_BLOCK = 1 << 21  # distances computed at once in a search (8 MiB of float32)
+
+
 def smallest_k(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` smallest values of each row of ``d`` (n, m), in increasing order.
 
@@ -207,14 +210,17 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
     bounds = np.flatnonzero(np.r_[True, flat_c[1:] != flat_c[:-1], True])
     for lo, hi in itertools.pairwise(bounds):
         c = flat_c[lo]
-        qi = flat_q[lo:hi]
         members = tiles.members[tiles.offsets[c]:tiles.offsets[c] + tiles.sizes[c]]
-        cols, vals = smallest_k(_sq_dist(queries[qi], features[members]), k)
-        cand_d = np.concatenate([best_d[qi], vals], axis=1)
-        cand_i = np.concatenate([best_i[qi], members[cols]], axis=1)
-        keep = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
-        best_d[qi] = np.take_along_axis(cand_d, keep, 1)
-        best_i[qi] = np.take_along_axis(cand_i, keep, 1)
+        member_features = features[members]
+        step = max(1, _BLOCK // max(1, len(members)))  # bounded distance matrices
+        for start in range(lo, hi, step):
+            qi = flat_q[start:min(start + step, hi)]
+            cols, vals = smallest_k(_sq_dist(queries[qi], member_features), k)
+            cand_d = np.concatenate([best_d[qi], vals], axis=1)
+            cand_i = np.concatenate([best_i[qi], members[cols]], axis=1)
+            keep = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
+            best_d[qi] = np.take_along_axis(cand_d, keep, 1)
+            best_i[qi] = np.take_along_axis(cand_i, keep, 1)
     return best_i, best_d
 
 

@@ -287,13 +287,13 @@ def encode_command(path: str | Path, width: int, height: int, rate: Fraction,
     return [*cmd, "-f", "mp4", str(path)]
 
 
-def bgr_to_i420(frame_bgr: np.ndarray) -> np.ndarray:
+def bgr_to_i420(frame_bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """(H, W, 3) uint8 BGR, even H and W -> planar I420 (H * 3 / 2, W) uint8.
 
     OpenCV's SIMD conversion (BT.601, limited range): a few ms at 5 megapixels, and half
     the bytes of BGR through the pipe, so the encoder spends its time encoding.
     """
-    return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420)
+    return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420, dst=out)
 
 
 class FrameWriter(_Piped):
@@ -311,6 +311,7 @@ class FrameWriter(_Piped):
                              "be even (use an even tile size)")
         self.path = Path(path)
         self.frames = 0
+        self._i420 = np.empty((height * 3 // 2, width), np.uint8)  # reused every frame
         super().__init__(encode_command(self.path, width, height, rate, codec_args,
                                         faststart=faststart), stdin=subprocess.PIPE)
 
@@ -318,7 +319,7 @@ class FrameWriter(_Piped):
         """Send one frame, (H, W, 3) uint8 BGR."""
         assert self._proc.stdin is not None
         try:
-            self._proc.stdin.write(memoryview(bgr_to_i420(frame_bgr)).cast("B"))
+            self._proc.stdin.write(memoryview(bgr_to_i420(frame_bgr, self._i420)).cast("B"))
         except BrokenPipeError:
             raise FFmpegError(f"encoding {self.path}", self._finish()[1]) from None
         self.frames += 1

@@ -17,6 +17,7 @@ clustering batch, not by the video's length.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -269,16 +270,18 @@ class _SegmentRenderer:
                     frame = self._next_frame(reader)
                     frames.append(frame)
                     active.append(np.flatnonzero(tracker.update(frame).ravel()))
-                views = [cell_views(f, grid) for f in frames]
+                # the active cells' pixels only: a batch's memory follows its activity
+                views = [cell_views(f, grid)[a] for f, a in zip(frames, active, strict=True)]
                 plans = self._plan_batch(views, active)
                 for i, (frame, cells) in enumerate(zip(frames, active, strict=True)):
                     first = b0 == 0 and i == 0
                     free = (first and not carried) or (
                         not first and len(cells) > cfg.scene_cut * grid.cells)
-                    cells, ids, flips = self._choose(cells, views[i], plans[i], canvas, free)
+                    cells, ids, flips = self._choose(cells, plans[i], canvas, free)
                     shift = None
                     if self.recolour > 0 and len(cells):
-                        cell_mean = views[i][cells].reshape(len(cells), -1, 3).mean(1)
+                        # with recolouring every active cell is (re)placed, in order
+                        cell_mean = views[i].reshape(len(cells), -1, 3).mean(1)
                         shift = self.recolour * (cell_mean - self._means_of(ids))
                     change = canvas.place(cells, ids, flips, shift, measure=scorer is not None)
                     if scorer is not None:
@@ -299,6 +302,7 @@ class _SegmentRenderer:
                 state.update(scorer.state())
             write_npz(tail_path(self.work, seg), **state)
             self._tail = (seg.number, state)
+            _trim_heap()  # between segments: fragmentation must not add up over a video
             stats = {"frames": seg.count, "active_cells": seg_active,
                      "cells": seg.count * grid.cells}
             if scorer is not None:
@@ -327,13 +331,12 @@ class _SegmentRenderer:
         cfg = self.config
         split = np.cumsum([len(a) for a in active])[:-1]
         if cfg.matching != "nearest":
-            hists = np.concatenate([colour_histogram(v[a], self.bins)
-                                    for v, a in zip(views, active, strict=True)])
+            hists = np.concatenate([colour_histogram(v, self.bins)
+                                    for v in views])
         if cfg.matching == "cluster":
             ids, flips = self.cluster.match(hists)
             return list(zip(np.split(ids, split), np.split(flips, split), strict=True))
-        queries = self._queries(np.concatenate([v[a] for v, a in zip(views, active,
-                                                                      strict=True)]))
+        queries = self._queries(np.concatenate(views))
         if cfg.matching == "refined":
             probes = self.cluster.coarse(hists, cfg.refine_clusters)
         else:
@@ -346,7 +349,7 @@ class _SegmentRenderer:
         """Cells' search features: the 4x4 Lab grid, plus the weighted mean Lab colour."""
         return with_mean(lab_grid_means(cell_views_bgr, self.lab_grid), self.config.mean_weight)
 
-    def _choose(self, cells: np.ndarray, views: np.ndarray, plan, canvas: Canvas,
+    def _choose(self, cells: np.ndarray, plan, canvas: Canvas,
                 free: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tiles for one frame's active cells; returns the cells to (re)place with them."""
         cfg = self.config
@@ -520,17 +523,23 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     return report
 
 
+def _trim_heap() -> None:
+    """Hand freed heap memory back to the system (glibc ``malloc_trim``); else no-op."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _steady_heap() -> None:
     """Make glibc return large freed blocks to the system at once.
 
     Frames and tile batches are megabytes each and are allocated and freed on several
     threads; with glibc's adaptive mmap threshold they end up in growing heap arenas, and
-    the resident size creeps up with the video's length. A fixed 1 MiB threshold and two
+    the resident size creeps up with the video's length. A fixed 8 MiB threshold and two
     arenas keep it flat. No-op where glibc's ``mallopt`` is not available.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD: fixed, no adaptive growth
+        libc.mallopt(-3, 8 << 20)  # M_MMAP_THRESHOLD: fixed, no adaptive growth
         libc.mallopt(-8, 2)  # M_ARENA_MAX
     except (OSError, AttributeError):
         pass
