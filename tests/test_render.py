@@ -267,3 +267,24 @@ def test_scene_cut_resets_the_state(tile_index: Path, tmp_path: Path) -> None:
     render(ab, tile_index, tmp_path / "nocut", no_cut)
     kept = np.load(next((tmp_path / "nocut").rglob("seg-00000.tail.npz")))["ids"]
     assert (kept != b_tiles).any()  # without the cut rule, hysteresis keeps some old tiles
+
+
+def test_several_audio_tracks_first_by_default(tile_index: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "two.mp4"  # track 0 at 48 kHz, track 1 at 22.05 kHz
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=1", "-f", "lavfi",
+           "-i", "sine=frequency=440:sample_rate=48000:duration=1", "-f", "lavfi", "-i",
+           "sine=frequency=880:sample_rate=22050:duration=1", "-map", "0", "-map", "1",
+           "-map", "2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", clip)
+
+    def rate_of(out: Path) -> int:
+        with av.open(str(out)) as c:
+            assert len(c.streams.audio) == 1
+            return c.streams.audio[0].codec_context.sample_rate
+
+    out, _ = render(clip, tile_index, tmp_path, name="first.mp4")
+    assert rate_of(out) == 48000
+    second = RenderConfig(scale=2, preset="ultrafast", audio_stream=1)
+    out, _ = render(clip, tile_index, tmp_path, second, name="second.mp4")
+    assert rate_of(out) == 22050
+    with pytest.raises(Exception, match=r"render\.audio_stream: 2 asked"):
+        render(clip, tile_index, tmp_path, RenderConfig(audio_stream=2), name="x.mp4")
