@@ -288,3 +288,13 @@ def test_several_audio_tracks_first_by_default(tile_index: Path, tmp_path: Path)
     assert rate_of(out) == 22050
     with pytest.raises(Exception, match=r"render\.audio_stream: 2 asked"):
         render(clip, tile_index, tmp_path, RenderConfig(audio_stream=2), name="x.mp4")
+
+
+def test_failing_encoder_is_a_clear_error(clip_with_audio: Path, tile_index: Path,
+                                          tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "out.mp4"  # no NVIDIA GPU here: ffmpeg's nvenc cannot open
+    code, _, err = run_cli("render", clip_with_audio, "--index", tile_index, "--out", out,
+                           "--scale", "2", "--set", "render.encoder=h264_nvenc", "-q")
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("error: encoding") and "ffmpeg failed" in err
+    assert not out.exists()

@@ -290,7 +290,7 @@ class _SegmentRenderer:
                         scorer.update(frame, None, canvas.ids, canvas.flips,
                                       per_cell.reshape(grid.rows, grid.cols),
                                       canvas.sub, canvas.sub_lab)
-                    out = self._free.get()
+                    out = self._free_buffer(writer)
                     blend(canvas.image, frame, cfg.alpha, out, scratch)
                     if writer.error is not None or not _put(self._out, out, self._stop):
                         raise writer.error or RuntimeError("encoder stopped")
@@ -315,6 +315,17 @@ class _SegmentRenderer:
         if len(missing):
             self._tile_means[missing] = block_means(self.bank[missing], 1).reshape(-1, 3) * 255
         return self._tile_means[ids]
+
+    def _free_buffer(self, writer: _Worker) -> np.ndarray:
+        """An output buffer the encoder is done with (raises if the encoder died)."""
+        while True:
+            try:
+                return self._free.get(timeout=0.1)
+            except queue.Empty:
+                if writer.error is not None:
+                    raise writer.error from None
+                if not writer.is_alive():
+                    raise RuntimeError("the encoder thread stopped") from None
 
     def _start_state(self, seg: Segment) -> dict[str, np.ndarray]:
         """The previous segment's last tiles (in memory, or stored with it), or nothing."""
