@@ -68,6 +68,20 @@ def colour_histogram(tiles_bgr: np.ndarray, bins: int = 5) -> np.ndarray:
     return (counts / np.float32(h * w)).astype(np.float32)
 
 
+def area_means(image_bgr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-averaged colours of ``image_bgr`` (H, W, 3) uint8 resampled to ``height x width``.
+
+    INTER_AREA on 16-bit copies (values x 256) keeps 1/256-level precision.
+
+    Returns
+    -------
+    ndarray of shape (height, width, 3), float32, in 0..1.
+    """
+    wide = image_bgr.astype(np.uint16) << 8
+    small = cv2.resize(wide, (width, height), interpolation=cv2.INTER_AREA)
+    return small.astype(np.float32) * np.float32(1 / (255 * 256))
+
+
 def block_means(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
     """Mean colour of each cell of a ``grid x grid`` partition of every tile.
 
@@ -82,14 +96,10 @@ def block_means(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
     ndarray of shape (N, grid, grid, 3), float32, in 0..1.
     """
     n, h, w, _ = tiles_bgr.shape
-    wide = tiles_bgr.astype(np.uint16) << 8  # 1/256-level precision through INTER_AREA
     if h % grid == 0 and w % grid == 0:  # stack the tiles: no cell straddles two tiles
-        means = cv2.resize(wide.reshape(n * h, w, 3), (grid, n * grid),
-                           interpolation=cv2.INTER_AREA).reshape(n, grid, grid, 3)
-    else:
-        means = np.stack([cv2.resize(t, (grid, grid), interpolation=cv2.INTER_AREA)
-                          for t in wide]).reshape(n, grid, grid, 3)
-    return means.astype(np.float32) * np.float32(1 / (255 * 256))
+        return area_means(tiles_bgr.reshape(n * h, w, 3), grid, n * grid).reshape(
+            n, grid, grid, 3)
+    return np.stack([area_means(t, grid, grid) for t in tiles_bgr])
 
 
 @_register("lab")

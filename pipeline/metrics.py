@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.features import srgb_to_lab
+from pipeline.features import area_means, srgb_to_lab
 from pipeline.grid import Grid
 
 SUB = 4  # sub-grid per cell, and pixels per cell at the viewing scale
@@ -44,9 +44,7 @@ def sub_means(image_bgr: np.ndarray, grid: Grid, sub: int = SUB) -> np.ndarray:
 
     ``image_bgr`` (H, W, 3) uint8 may be the mosaic or the source at any resolution.
     """
-    wide = image_bgr.astype(np.uint16) << 8  # 1/256-level precision through INTER_AREA
-    small = cv2.resize(wide, (grid.cols * sub, grid.rows * sub), interpolation=cv2.INTER_AREA)
-    return small.astype(np.float32) * np.float32(1 / (255 * 256))
+    return area_means(image_bgr, grid.cols * sub, grid.rows * sub)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
