@@ -18,6 +18,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from pipeline import __version__
 from pipeline.config import load_config
 from pipeline.errors import MosaicError
+from pipeline.execute import SCHEDULER_ENV
 
 log = logging.getLogger("pipeline")
 
@@ -44,6 +45,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
 
 
+def _add_scheduler_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--scheduler", metavar="ADDRESS", default=os.environ.get(SCHEDULER_ENV),
+                   help=f"run the {what} on this Dask cluster, e.g. tcp://HOST:8786 "
+                   f"(default: ${SCHEDULER_ENV}; index, input and cache must be on "
+                   "storage every worker sees at the same paths)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mosaic`` and its subcommands."""
     parser = argparse.ArgumentParser(
@@ -64,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clusters", type=int, metavar="K", help="k-means clusters "
                    "(index.clusters)")
     p.add_argument("--tile-size", metavar="WxH", help="tile size (index.tile_size)")
+    _add_scheduler_arg(p, "decode shards")
     _add_config_args(p)
 
     p = sub.add_parser("inspect", help="write a contact sheet of an index's clusters",
@@ -99,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, help="weight of the source blended over the "
                    "mosaic, 0 = pure mosaic (render.alpha)")
     p.add_argument("--preset", help="encoder speed preset (render.preset)")
+    p.add_argument("--workers", type=int, metavar="N", help="painters at once, local "
+                   "processes (render.workers; 0 = fit the cores and the memory)")
+    _add_scheduler_arg(p, "paint segments")
     _add_config_args(p)
 
     p = sub.add_parser("score", help="score a pure-mosaic video against its source",
@@ -129,7 +141,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
         "index.tile_size": args.tile_size})
     index_dir = Path(args.index) if args.index else default_cache() / "index"
     start = time.perf_counter()
-    report = run_index(args.corpus, index_dir, config.index, progress=not args.quiet)
+    report = run_index(args.corpus, index_dir, config.index, progress=not args.quiet,
+                       scheduler=args.scheduler)
     elapsed = time.perf_counter() - start
     c = report.counts
     if report.up_to_date:
@@ -173,16 +186,19 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from pipeline.stages.render import run_render
 
     config = load_config(args.config, args.overrides, {
-        "render.scale": args.scale, "render.alpha": args.alpha, "render.preset": args.preset})
+        "render.scale": args.scale, "render.alpha": args.alpha, "render.preset": args.preset,
+        "render.workers": args.workers})
     index_dir = Path(args.index) if args.index else default_cache() / "index"
     r = run_render(args.video, index_dir, args.out, config.render, default_cache(),
-                   args.start, args.duration, args.frames, progress=not args.quiet)
+                   args.start, args.duration, args.frames, progress=not args.quiet,
+                   scheduler=args.scheduler)
     size = f"{r.size / 2**20:.1f} MiB"
     if r.up_to_date:
         log.info("%s is up to date (%d frames, %s)", r.out, r.frames, size)
         return 0
     fps = r.rendered / r.render_seconds if r.render_seconds else 0.0
     cached = f", {r.segments_cached} segment(s) cached" if r.segments_cached else ""
+    cached += ", plan reused" if r.plan_reused else ""
     log.info("rendered %d frames (%d this run%s) at %.1f fps, %dx%d, %.0f%% cells active "
              "-> %s (%s%s)", r.frames, r.rendered, cached, fps, *r.out_size,
              100 * r.active_share, r.out, size, "" if r.audio else ", no audio")

@@ -19,26 +19,27 @@ _CHUNK = 512  # cells placed at a time: small transient buffers at any grid size
 class Canvas:
     """The mosaic of one video frame, updated in place cell by cell.
 
-    ``bank`` holds the tiles, (N, tile_h, tile_w, 3) uint8, indexed by tile id.
+    ``bank`` holds the tiles, (M, tile_h, tile_w, 3) uint8. Row ``i`` is tile id ``i``,
+    or, with ``bank_ids`` (M,) sorted int64, tile id ``bank_ids[i]``: a painter then
+    loads only the tiles its segment shows.
 
     Attributes
     ----------
     ids : ndarray (rows, cols), int64, tile id per cell (-1 before the first placement).
     flips : ndarray (rows, cols), bool.
-    shifts : ndarray (rows, cols, 3), float32, recolouring added to each cell's tile.
     sub, sub_lab : with ``track`` = S, ndarrays (rows, cols, S, S, 3), float32: each
         cell's S x S sub-grid mean colours (BGR 0..1) and their CIELAB values.
     image : ndarray (rows * tile_h, cols * tile_w, 3), uint8 BGR.
     """
 
-    def __init__(self, grid: Grid, bank: np.ndarray, track: int = 0) -> None:
+    def __init__(self, grid: Grid, bank: np.ndarray, track: int = 0,
+                 bank_ids: np.ndarray | None = None) -> None:
         if bank.shape[1:3] != (grid.tile_h, grid.tile_w):
             raise ValueError(f"tile bank of {bank.shape[1:3]} does not fit the grid's tiles "
                              f"{(grid.tile_h, grid.tile_w)}")
-        self.grid, self.bank = grid, bank
+        self.grid, self.bank, self.bank_ids = grid, bank, bank_ids
         self.ids = np.full((grid.rows, grid.cols), -1, dtype=np.int64)
         self.flips = np.zeros((grid.rows, grid.cols), dtype=bool)
-        self.shifts = np.zeros((grid.rows, grid.cols, 3), dtype=np.float32)
         self.image = np.zeros((grid.out_h, grid.out_w, 3), dtype=np.uint8)
         self._cells = self.image.reshape(grid.rows, grid.tile_h, grid.cols, grid.tile_w, 3)
         self.track = track
@@ -55,7 +56,8 @@ class Canvas:
         cells : ndarray (k,), int, row-major cell indices.
         ids : ndarray (k,), int, tile ids.
         flips : ndarray (k,), bool.
-        shift : optional ndarray (k, 3), float: added to each tile's pixels (recolouring).
+        shift : optional ndarray (k, 3), int16: added to each tile's pixels, saturating
+            at 0 and 255 (recolouring).
         measure : also return each placed cell's mean absolute pixel change.
 
         Returns
@@ -73,12 +75,12 @@ class Canvas:
 
     def _place(self, cells: np.ndarray, ids: np.ndarray, flips: np.ndarray,
                shift: np.ndarray | None, measure: bool) -> np.ndarray | None:
-        tiles = self.bank[ids]
+        rows = ids if self.bank_ids is None else np.searchsorted(self.bank_ids, ids)
+        tiles = self.bank[rows]
         if flips.any():
             tiles[flips] = tiles[flips][:, :, ::-1]
         if shift is not None:
-            step = np.rint(shift).astype(np.int16)[:, None, None, :]
-            tiles = np.clip(tiles.astype(np.int16) + step, 0, 255).astype(np.uint8)
+            recolour(tiles, shift)
         r, c = np.divmod(cells, self.grid.cols)
         change = None
         if measure:
@@ -88,7 +90,6 @@ class Canvas:
         self._cells[r, :, c, :] = tiles
         self.ids[r, c] = ids
         self.flips[r, c] = flips
-        self.shifts[r, c] = 0 if shift is None else shift
         if self.track:
             means = block_means(tiles, self.track)
             self.sub[r, c] = means
@@ -98,15 +99,29 @@ class Canvas:
     def reset(self, ids: np.ndarray | None = None, flips: np.ndarray | None = None,
               shifts: np.ndarray | None = None) -> None:
         """Clear the canvas, or rebuild it exactly from per-cell ``ids``, ``flips``
-        (rows, cols) and recolouring ``shifts`` (rows, cols, 3)."""
+        (rows, cols) and recolouring ``shifts`` (rows, cols, 3) int16."""
         self.ids[:] = -1
         self.flips[:] = False
-        self.shifts[:] = 0
         self.image[:] = 0
         if ids is not None and flips is not None:
             cells = np.flatnonzero(ids.ravel() >= 0)
             shift = None if shifts is None else shifts.reshape(-1, 3)[cells]
             self.place(cells, ids.ravel()[cells], flips.ravel()[cells], shift)
+
+
+def recolour(tiles: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Add ``shift`` (k, 3) int to tiles (k, h, w, 3) uint8 in place, clipped to 0..255.
+
+    Two saturating steps in uint8 (add the positive part, subtract the negative part)
+    give exactly ``clip(tile + shift, 0, 255)`` without widening the pixels.
+    """
+    up = np.clip(shift, 0, 255).astype(np.uint8)[:, None, None, :]
+    down = np.clip(-shift.astype(np.int16), 0, 255).astype(np.uint8)[:, None, None, :]
+    np.minimum(tiles, 255 - up, out=tiles)
+    tiles += up
+    np.maximum(tiles, down, out=tiles)
+    tiles -= down
+    return tiles
 
 
 def blend(mosaic: np.ndarray, frame_bgr: np.ndarray, alpha: float, out: np.ndarray,

@@ -66,10 +66,12 @@ class RenderConfig:
     active_fraction: float = 0.5
     segment_frames: int = 256
     seed: int = 0
+    workers: int = 0
     encoder: str = "libx264"
     crf: int = 20
     preset: str = "slow"
     encoder_options: str = ""
+    encoder_threads: int = 0
     max_width: int = 0
     max_height: int = 0
     audio_stream: int = 0
@@ -115,6 +117,8 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "render.recolour": (0.0, 1.0),
     "render.seed": (0, 2**32 - 1),
     "render.crf": (0, 63),
+    "render.workers": (0, 1024),
+    "render.encoder_threads": (0, 256),
     "render.max_width": (0, None),
     "render.max_height": (0, None),
     "render.audio_stream": (0, None),

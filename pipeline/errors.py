@@ -34,4 +34,7 @@ class FFmpegError(MosaicError):
         lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
         tail = " | ".join(lines[-3:])
         super().__init__(f"{what}: ffmpeg failed" + (f": {tail}" if tail else ""))
-        self.stderr = stderr
+        self.what, self.stderr = what, stderr
+
+    def __reduce__(self) -> tuple:  # crosses process boundaries (worker -> client) intact
+        return (type(self), (self.what, self.stderr))

@@ -47,6 +47,19 @@ def sub_means(image_bgr: np.ndarray, grid: Grid, sub: int = SUB) -> np.ndarray:
     return area_means(image_bgr, grid.cols * sub, grid.rows * sub)
 
 
+def source_cells(source_bgr: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """The source side of the scores: sub-cell means and each cell's mean colour in Lab.
+
+    Returns
+    -------
+    src_sub : ndarray (rows * 4, cols * 4, 3), float32, BGR in 0..1.
+    src_lab : ndarray (rows, cols, 3), float32, CIELAB of each cell's mean colour.
+    """
+    src_sub = sub_means(source_bgr, grid)
+    src_cell = cv2.resize(src_sub, (grid.cols, grid.rows), interpolation=cv2.INTER_AREA)
+    return src_sub, to_lab(src_cell)
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Mean SSIM of two single-channel float images in 0..255 (Wang et al., 2004)."""
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -164,16 +177,15 @@ class FrameScorer:
             each mosaic cell since the previous frame (needs ``mosaic_bgr`` if absent).
         """
         g, s = self.grid, self.scores
-        src_sub = sub_means(source_bgr, g)
+        src_sub, src_lab = source_cells(source_bgr, g)
         if mosaic_sub is None:
             mos_sub = sub_means(mosaic_bgr, g)
             mos_sub_lab = to_lab(mos_sub)
         else:
             mos_sub = _image_layout(mosaic_sub)
             mos_sub_lab = _image_layout(mosaic_sub_lab)
-        src_cell = cv2.resize(src_sub, (g.cols, g.rows), interpolation=cv2.INTER_AREA)
         mos_cell = cv2.resize(mos_sub, (g.cols, g.rows), interpolation=cv2.INTER_AREA)
-        src_lab, mos_lab = to_lab(src_cell), to_lab(mos_cell)
+        mos_lab = to_lab(mos_cell)
         s.delta_e_cell += float(np.linalg.norm(src_lab - mos_lab, axis=-1).mean())
         s.delta_e_subgrid += float(np.linalg.norm(to_lab(src_sub) - mos_sub_lab,
                                                   axis=-1).mean())

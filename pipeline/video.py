@@ -12,11 +12,12 @@ import contextlib
 import logging
 import math
 import os
+import queue
 import shlex
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -248,6 +249,53 @@ class FrameReader(_Piped):
     def close(self) -> None:
         """Stop the decoder process if it is still running."""
         self._kill()
+
+
+_END = object()
+
+
+def prefetch_frames(info: VideoInfo, start: int, count: int, depth: int = 6
+                    ) -> Generator[np.ndarray, None, None]:
+    """Frames ``[start, start + count)``, (H, W, 3) uint8 BGR, decoded ahead on a thread.
+
+    Up to ``depth`` frames wait in a queue while the caller works on the current one.
+    The last frame or two of the video may be repeats (see :class:`FrameReader`).
+    Closing the generator stops the decoder.
+    """
+    slack = 2 if start + count - 1 >= info.frames - 2 else 0
+    reader = FrameReader(info, start, count, slack=slack)
+    frames: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: object) -> None:
+        while not stop.is_set():
+            try:
+                frames.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def pump() -> None:
+        try:
+            for frame in reader:
+                put(frame)
+                if stop.is_set():
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer
+            put(exc)
+
+    thread = threading.Thread(target=pump, daemon=True, name="mosaic-decode")
+    thread.start()
+    try:
+        while (item := frames.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.close()
+        thread.join()
 
 
 def _tail(text: str, lines: int = 3) -> str:

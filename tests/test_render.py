@@ -240,9 +240,9 @@ def test_static_source_has_zero_churn_across_segments(tile_index: Path, tmp_path
     assert report.scores["static_cells"] == 29 * report.grid[0] * report.grid[1]
     assert report.scores["churn"] == 0 and report.scores["flicker"] == 0
     assert report.scores["identical_neighbours"] == 0
-    tails = sorted((tmp_path / "cache" / "render").glob("*/seg-*.tail.npz"))
-    assert len(tails) == 3
-    ids = [np.load(t)["ids"] for t in tails]
+    chunks = sorted((tmp_path / "cache" / "plans").glob("*/chunk-*.npz"))
+    assert len(chunks) == 3
+    ids = [np.load(t)["end_ids"] for t in chunks]
     assert (ids[0] == ids[1]).all() and (ids[1] == ids[2]).all()  # no reshuffle at boundaries
     written = json.loads(out.with_name("out.scores.json").read_text())
     assert written["scores"]["churn"] == 0
@@ -259,13 +259,13 @@ def test_scene_cut_resets_the_state(tile_index: Path, tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     render(ab, tile_index, tmp_path / "ab", config)  # 20 frames, cut at frame 10
     render(b, tile_index, tmp_path / "b", config)  # the second scene alone, from a cold start
-    ab_tiles = np.load(next((tmp_path / "ab").rglob("seg-00000.tail.npz")))["ids"]
-    b_tiles = np.load(next((tmp_path / "b").rglob("seg-00000.tail.npz")))["ids"]
+    ab_tiles = np.load(next((tmp_path / "ab").rglob("chunk-00000.npz")))["end_ids"]
+    b_tiles = np.load(next((tmp_path / "b").rglob("chunk-00000.npz")))["end_ids"]
     np.testing.assert_array_equal(ab_tiles, b_tiles)  # after the cut: as from a cold start
     no_cut = RenderConfig(scale=2, preset="ultrafast", segment_frames=100, scene_cut=1.0)
     (tmp_path / "nocut").mkdir()
     render(ab, tile_index, tmp_path / "nocut", no_cut)
-    kept = np.load(next((tmp_path / "nocut").rglob("seg-00000.tail.npz")))["ids"]
+    kept = np.load(next((tmp_path / "nocut").rglob("chunk-00000.npz")))["end_ids"]
     assert (kept != b_tiles).any()  # without the cut rule, hysteresis keeps some old tiles
 
 
@@ -296,5 +296,7 @@ def test_failing_encoder_is_a_clear_error(clip_with_audio: Path, tile_index: Pat
     code, _, err = run_cli("render", clip_with_audio, "--index", tile_index, "--out", out,
                            "--scale", "2", "--set", "render.encoder=h264_nvenc", "-q")
     assert code == 1 and "Traceback" not in err
-    assert err.startswith("error: encoding") and "ffmpeg failed" in err
+    # one line naming the segment and the cause
+    assert err.startswith("error: segment 0 (frames 0-49): encoding") and "ffmpeg failed" in err
+    assert len(err.strip().splitlines()) == 1
     assert not out.exists()

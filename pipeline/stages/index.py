@@ -31,6 +31,7 @@ from pipeline.cache import atomic_memmap, atomic_output, digest_text, write_json
 from pipeline.config import IndexConfig
 from pipeline.corpus import DecodedBatch, FileEntry, decode_files_worker, scan_corpus
 from pipeline.errors import CorpusError, TileIndexError
+from pipeline.execute import decode_backend
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def _write_shard(shards: _Shards, entries: list[FileEntry], parts: list[DecodedB
 
 
 def _decode_new(todo: list[FileEntry], shards: _Shards, config: IndexConfig, jobs: int,
-                progress: bool) -> None:
+                progress: bool, scheduler: str | None = None) -> None:
     """Decode ``todo`` with ``jobs`` processes into shards of exactly ``shard_size`` files.
 
     Each shard is split into worker tasks of at most :data:`CHUNK` files and written,
@@ -121,7 +122,8 @@ def _decode_new(todo: list[FileEntry], shards: _Shards, config: IndexConfig, job
     parts: list[DecodedBatch] = []
     bar = tqdm(total=len(todo), desc="decode", unit="img", disable=None if progress else True,
                smoothing=0.05)
-    with bar, joblib.Parallel(n_jobs=jobs, return_as="generator") as parallel:
+    with bar, decode_backend(scheduler) as remote, joblib.Parallel(
+            n_jobs=remote or jobs, return_as="generator") as parallel:
         for (g, chunk), result in zip(chunks, parallel(tasks), strict=True):
             parts.append(result)
             bar.update(len(chunk))
@@ -239,11 +241,13 @@ def _read_manifest(index_dir: Path) -> dict | None:
 
 
 def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
-              progress: bool = True) -> IndexReport:
+              progress: bool = True, scheduler: str | None = None) -> IndexReport:
     """Build or update the tile index of ``corpus`` in ``index_dir``.
 
     Raises :class:`CorpusError` for a missing or empty corpus, or fewer usable images
-    than clusters. Per-file problems are warned about, counted and reported.
+    than clusters. With ``scheduler`` (a Dask address) the decode shards run as Dask
+    tasks; their files must then be readable by every worker at the same paths.
+    Per-file problems are warned about, counted and reported.
     """
     report = IndexReport()
     index_dir = Path(index_dir)
@@ -268,7 +272,8 @@ def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
     lap("load_checkpoint")
     if todo:
         jobs = config.jobs or os.cpu_count() or 1
-        _decode_new(todo, shards, config, min(jobs, max(1, len(todo) // CHUNK + 1)), progress)
+        _decode_new(todo, shards, config, min(jobs, max(1, len(todo) // CHUNK + 1)), progress,
+                    scheduler)
     lap("decode")
     sel = _select(entries, shards)
     _warn_bad(sel.bad, index_dir)

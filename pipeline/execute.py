@@ -1,0 +1,202 @@
+"""Where tasks run: local worker processes by default, a Dask cluster on request.
+
+* :class:`LocalPool`: joblib's process executor (loky), ``--workers N``.
+* :class:`DaskPool`: a Dask distributed cluster, ``--scheduler tcp://HOST:8786`` or
+  ``$MOSAIC_SCHEDULER``. Tasks are retried by Dask when they fail, and rescheduled on
+  another worker when theirs dies; the tasks given to it are idempotent.
+* :func:`decode_backend`: the same choice for the index stage's joblib decode tasks.
+
+The shared-storage contract: every worker must see the index, the input video and the
+cache directory (plans, segment files) at the same paths as the client, and must have
+this package installed. Workers write their outputs atomically into the job's work
+directory; the client joins them.
+
+:func:`choose_workers` fits the number of local workers, and the encoder threads of
+each, to both the cores and the memory: an x264 encoder at a slow preset holds gigabytes
+at 5120x2880 whatever its thread count, so memory, not cores, often sets the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pipeline.errors import MosaicError
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_ENV = "MOSAIC_SCHEDULER"
+MEMORY_SHARE = 0.6  # the share of the available memory the workers may plan to use
+
+# Peak memory of one x264 encoder per output pixel at one thread (bytes/pixel), and what
+# each further thread adds; measured with 5120x2880 frames (BENCHMARKS.md): lookahead
+# and reference frames grow with the preset.
+_X264_BYTES_PER_PIXEL = {"ultrafast": 40, "superfast": 45, "veryfast": 60, "faster": 90,
+                         "fast": 130, "medium": 150, "slow": 185, "slower": 200,
+                         "veryslow": 210, "placebo": 220}
+_X264_THREAD_BYTES_PER_PIXEL = 6
+# x264 threads per encoder: fast presets leave the CPU to painting (one worker per core),
+# slow presets are mostly encoding, which x264's own threads share at less memory
+_X264_THREADS = {"ultrafast": 1, "superfast": 1, "veryfast": 1, "faster": 2, "fast": 2,
+                 "medium": 2, "slow": 4, "slower": 4, "veryslow": 4, "placebo": 4}
+_PAINTER_BYTES_PER_PIXEL = 30  # canvas, frame buffers, scratch, I420 conversion
+_PAINTER_BASE = 250 << 20  # interpreter, libraries, the segment's tiles
+
+
+class Future(Protocol):
+    """What the render needs of a submitted task (concurrent.futures and Dask alike)."""
+
+    def done(self) -> bool: ...
+
+    def result(self, timeout: float | None = None) -> Any: ...
+
+    def cancel(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many painters run at once, x264 threads each, and the memory estimate."""
+
+    workers: int
+    threads: int
+    bytes_per_worker: int
+    cores: int
+    available: int
+
+    def describe(self, width: int, height: int, preset: str) -> str:
+        """One info line naming the choice and why."""
+        return (f"{self.workers} worker(s) x {self.threads} encoder thread(s): "
+                f"{self.cores} cores, {self.available / 2**30:.1f} GiB available, about "
+                f"{self.bytes_per_worker / 2**30:.1f} GiB per worker at {width}x{height}, "
+                f"preset {preset}")
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new work: MemAvailable, capped by a cgroup limit."""
+    avail = 8 << 30
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            avail = min(avail, int(limit) - used)
+    return max(avail, 256 << 20)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under ``taskset``)."""
+    with contextlib.suppress(AttributeError, OSError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def worker_bytes(pixels: int, encoder: str, preset: str, threads: int) -> int:
+    """Estimated peak memory of one painter and its encoder for frames of ``pixels``."""
+    painter = _PAINTER_BASE + _PAINTER_BYTES_PER_PIXEL * pixels
+    if encoder in ("libx264", "libx265"):
+        per_px = _X264_BYTES_PER_PIXEL.get(preset, 185)
+        return painter + pixels * (per_px + _X264_THREAD_BYTES_PER_PIXEL * (threads - 1))
+    return painter + (300 << 20)  # hardware encoders keep their frames on the device
+
+
+def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
+                   threads: int = 0, cores: int | None = None,
+                   available: int | None = None) -> WorkerPlan:
+    """Painters and encoder threads for frames of ``pixels``; 0 means choose.
+
+    Threads per encoder follow the preset (1 for the fast ones, up to 4 for the slow
+    ones), workers fill the cores with them, and then as many are dropped as needed for
+    all of them to fit :data:`MEMORY_SHARE` of the available memory (at least one).
+    """
+    cores = cores or usable_cores()
+    available = available or available_memory()
+    if threads <= 0:
+        wanted = _X264_THREADS.get(preset, 2) if encoder in ("libx264", "libx265") else 1
+        threads = max(1, min(wanted, cores // max(workers, 1) if workers else wanted, cores))
+    if workers <= 0:
+        workers = max(1, cores // threads)
+        budget = MEMORY_SHARE * available
+        while workers > 1 and workers * worker_bytes(pixels, encoder, preset, threads) > budget:
+            workers -= 1
+        if workers * threads < cores:  # fewer workers than cores allow: thread them up
+            threads = max(threads, cores // workers)
+    return WorkerPlan(workers, threads, worker_bytes(pixels, encoder, preset, threads),
+                      cores, available)
+
+
+class LocalPool:
+    """Worker processes on this machine (joblib's loky executor)."""
+
+    def __init__(self, workers: int) -> None:
+        from joblib.externals.loky import get_reusable_executor
+
+        self.workers = workers
+        self._executor = get_reusable_executor(max_workers=workers, timeout=120)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Future:
+        """Run ``fn(*args)`` in a worker process."""
+        return self._executor.submit(fn, *args)
+
+    def close(self) -> None:
+        """Nothing to do: idle workers exit on their own after a while."""
+
+
+class DaskPool:
+    """Tasks on a Dask distributed cluster, through a client of its scheduler."""
+
+    def __init__(self, address: str, retries: int = 3) -> None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise MosaicError("--scheduler needs Dask: pip install 'videomosaic[dask]'"
+                              ) from None
+        try:
+            self.client = Client(address, timeout="20s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise MosaicError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        self.retries = retries
+        self._run = uuid.uuid4().hex[:8]
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Future:
+        """Run ``fn(*args)`` as a Dask task named ``key`` (retried on failure)."""
+        return self.client.submit(fn, *args, key=f"{key}-{self._run}", retries=self.retries,
+                                  pure=False)
+
+    def close(self) -> None:
+        """Disconnect from the scheduler (the cluster keeps running)."""
+        self.client.close()
+
+
+def make_pool(workers: int, scheduler: str | None) -> LocalPool | DaskPool:
+    """A Dask pool when a scheduler address is given (or set in the environment), else
+    ``workers`` local processes."""
+    scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    return DaskPool(scheduler) if scheduler else LocalPool(workers)
+
+
+@contextlib.contextmanager
+def decode_backend(scheduler: str | None) -> Iterator[int | None]:
+    """Run joblib's parallel loops (the index's decode shards) on a Dask cluster when a
+    scheduler is given; yields the ``n_jobs`` to use there (None: keep the local one)."""
+    scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    if not scheduler:
+        yield None
+        return
+    import joblib
+
+    pool = DaskPool(scheduler)
+    try:
+        with pool.client.as_current(), joblib.parallel_config(backend="dask"):
+            yield -1
+    finally:
+        pool.close()

@@ -1,0 +1,242 @@
+"""Painting: one segment's plan + its source frames -> one encoded segment file.
+
+:func:`paint_segment` is a pure function of (input, index, plan, options, segment
+number): it reads the plan chunk, loads only the tiles the segment shows, rebuilds the
+canvas the segment starts from, applies each frame's changes (recolouring them by the
+paint-time strength), blends with the source, scores the pure mosaic, and encodes.
+It runs in any process on any machine that sees the same paths, in any order, and
+gives the same frames. Its outputs, in the job's work directory:
+
+* ``seg-NNNNN.mp4``: the encoded frames (written to a unique temporary name, renamed);
+* ``seg-NNNNN.json``: written last: the job key, the frame count, statistics, scores
+  and the video file's size and digest. A segment counts as done only with it;
+* ``seg-NNNNN.progress``: frames painted so far, while it runs (for the progress bar).
+
+A rerun of a done segment returns its statistics without painting it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cache import digest_file, write_json
+from pipeline.compose import Canvas, blend
+from pipeline.grid import Grid
+from pipeline.index import TILES
+from pipeline.metrics import SUB, FrameScorer
+from pipeline.plan import DIFF_SCALE, PlanChunk, Segment, chunk_path, read_chunk
+from pipeline.video import FrameWriter, VideoInfo, prefetch_frames
+
+log = logging.getLogger(__name__)
+
+_OUT_BUFFERS = 3  # painted frames waiting for the encoder
+_PROGRESS_EVERY = 8  # frames between progress-file updates
+
+
+@dataclass(frozen=True)
+class PaintJob:
+    """Everything a painter needs, by value or by path (picklable; paths must be valid
+    where the painter runs: the shared-storage contract).
+
+    ``key`` names the render job (plan + paint options), ``plan_key`` its plan.
+    ``recolour`` is the paint-time recolour strength (0 in cluster mode); ``codec`` the
+    encoder's ffmpeg output options.
+    """
+
+    key: str
+    plan_key: str
+    info: VideoInfo
+    grid: Grid
+    index_dir: str
+    plan_dir: str
+    work: str
+    alpha: float
+    recolour: float
+    report: bool
+    codec: tuple[str, ...]
+
+
+def segment_path(work: str | Path, number: int) -> Path:
+    """The encoded frames of segment ``number``."""
+    return Path(work) / f"seg-{number:05d}.mp4"
+
+
+def stats_path(work: str | Path, number: int) -> Path:
+    """The record of a finished segment (written last)."""
+    return Path(work) / f"seg-{number:05d}.json"
+
+
+def progress_path(work: str | Path, number: int) -> Path:
+    """Frames painted so far by the segment's painter, while it runs."""
+    return Path(work) / f"seg-{number:05d}.progress"
+
+
+def finished(job: PaintJob, number: int) -> dict | None:
+    """The statistics of segment ``number`` if it is done and its file is intact."""
+    try:
+        stats = json.loads(stats_path(job.work, number).read_text())
+        size = segment_path(job.work, number).stat().st_size
+    except (OSError, ValueError):
+        return None
+    if stats.get("key") != job.key or stats.get("size") != size:
+        return None
+    return stats
+
+
+def paint_segment(job: PaintJob, seg: Segment) -> dict:
+    """Paint and encode segment ``seg`` of ``job``; returns its statistics.
+
+    Idempotent: a segment already done is not painted again, and two painters of the
+    same segment (a retried task) each write their own temporary file.
+    """
+    if (done := finished(job, seg.number)) is not None:
+        return done
+    chunk = read_chunk(chunk_path(job.plan_dir, seg.number), job.plan_key)
+    if chunk is None:
+        raise RuntimeError(f"plan chunk {seg.number} is missing or damaged")
+    stats = _paint(job, seg, chunk)
+    video = segment_path(job.work, seg.number)
+    stats.update({"key": job.key, "size": video.stat().st_size, "digest": digest_file(video)})
+    write_json(stats_path(job.work, seg.number), stats)
+    progress_path(job.work, seg.number).unlink(missing_ok=True)
+    return stats
+
+
+def load_tiles(index_dir: str | Path, ids: np.ndarray) -> np.ndarray:
+    """Tiles ``ids`` (m,) sorted int of an index's bank, read into memory: (m, h, w, 3)."""
+    bank = np.load(Path(index_dir) / TILES, mmap_mode="r", allow_pickle=False)
+    return np.ascontiguousarray(bank[ids])
+
+
+def shifts(diffs: np.ndarray, strength: float) -> np.ndarray | None:
+    """Recolour shifts (int16) from plan differences (1/16 levels) at ``strength``."""
+    if strength <= 0:
+        return None
+    return np.rint(diffs * np.float32(strength / DIFF_SCALE)).astype(np.int16)
+
+
+def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
+    grid = job.grid
+    bank_ids = chunk.tile_ids()
+    canvas = Canvas(grid, load_tiles(job.index_dir, bank_ids), track=SUB if job.report else 0,
+                    bank_ids=bank_ids)
+    start = chunk.start_state
+    canvas.reset(start.ids, start.flips, shifts(start.diffs, job.recolour))
+    scorer = FrameScorer(grid) if job.report else None
+    if scorer is not None and chunk.start_src_lab is not None:
+        scorer.restore({"prev_src_lab": chunk.start_src_lab,
+                        "prev_key": start.ids * 2 + start.flips})
+    need_source = job.alpha > 0 or job.report
+    source = prefetch_frames(job.info, seg.start, seg.count) if need_source else None
+    encoder = _Encoder(job, seg, grid)
+    try:
+        for i in range(seg.count):
+            frame = next(source) if source is not None else None
+            cells, ids, flips, diffs = chunk.frame(i)
+            change = canvas.place(cells, ids, flips, shifts(diffs, job.recolour),
+                                  measure=scorer is not None)
+            if scorer is not None:
+                per_cell = np.zeros(grid.cells, np.float32)
+                per_cell[cells] = change
+                scorer.update(frame, None, canvas.ids, canvas.flips,
+                              per_cell.reshape(grid.rows, grid.cols), canvas.sub,
+                              canvas.sub_lab)
+            out = encoder.buffer()
+            blend(canvas.image, frame, job.alpha, out, encoder.scratch)
+            encoder.put(out)
+            if (i + 1) % _PROGRESS_EVERY == 0:
+                _note_progress(job, seg, i + 1)
+        encoder.finish(segment_path(job.work, seg.number))
+    finally:
+        encoder.abort()
+        if source is not None:
+            source.close()
+    stats = {"frames": seg.count, "active_cells": int(chunk.active.sum()),
+             "cells": seg.count * grid.cells}
+    if scorer is not None:
+        stats["scores"] = scorer.scores.to_json()
+    return stats
+
+
+def _note_progress(job: PaintJob, seg: Segment, frames: int) -> None:
+    with contextlib.suppress(OSError):  # advisory only
+        progress_path(job.work, seg.number).write_text(str(frames))
+
+
+class _Encoder:
+    """An ffmpeg encoder fed from a thread (I420 conversion and the pipe write overlap
+    the painting of the next frame), with a small pool of reusable frame buffers."""
+
+    def __init__(self, job: PaintJob, seg: Segment, grid: Grid) -> None:
+        work = Path(job.work)
+        fd, tmp = tempfile.mkstemp(prefix=f".seg-{seg.number:05d}.", suffix=".mp4.tmp",
+                                   dir=work)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.writer = FrameWriter(self.tmp, grid.out_w, grid.out_h, job.info.rate,
+                                  list(job.codec))
+        self.scratch = np.empty((grid.out_h, grid.out_w, 3), np.uint8)
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(_OUT_BUFFERS + 1):
+            self._free.put(np.empty((grid.out_h, grid.out_w, 3), np.uint8))
+        self._todo: queue.Queue = queue.Queue(_OUT_BUFFERS)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="mosaic-encode")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (frame := self._todo.get()) is not None:
+                self.writer.write(frame)
+                self._free.put(frame)
+        except BaseException as exc:  # handed to the painter
+            self._error = exc
+            self._free.put(None)  # wake a painter waiting for a buffer
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def buffer(self) -> np.ndarray:
+        """A frame buffer the encoder is done with."""
+        self._check()
+        buf = self._free.get()
+        self._check()
+        return buf
+
+    def put(self, frame: np.ndarray) -> None:
+        """Queue a painted frame for encoding."""
+        while True:
+            self._check()
+            try:
+                self._todo.put(frame, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self, dest: Path) -> None:
+        """Encode what is queued, close the file and rename it to ``dest``."""
+        self.put(None)
+        self._thread.join()
+        self._check()
+        self.writer.close()
+        os.replace(self.tmp, dest)
+
+    def abort(self) -> None:
+        """Stop the encoder if it still runs and remove the temporary file."""
+        if self._thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._todo.put_nowait(None)
+            self.writer.abort()
+            self._thread.join(timeout=5)
+        self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,394 @@
+"""The plan: the render's stateful pass, from source frames to per-frame tile choices.
+
+Everything that carries state from frame to frame happens here, sequentially: the
+activity mask, scene cuts, matching (cluster, refined or nearest), hysteresis, the
+neighbour rule, the usage cap and the recolour differences. The result is compact: for
+each frame, which cells change and to what (tile id, mirror flag, recolour difference).
+Painting the frames from it is then a pure function of a chunk (:mod:`pipeline.paint`)
+and runs anywhere, in any order.
+
+Artifacts, in ``<cache>/plans/<plan key>/``:
+
+* ``chunk-NNNNN.npz``: the plan of segment N (compressed, written atomically). It holds
+  the canvas at the segment's start (``start_*``: what the previous segment ended on,
+  so a still scene does not reshuffle at a boundary), the per-frame changes (``cells``,
+  ``ids``, ``flips``, ``diffs``, sliced by ``offsets``), each frame's active-cell count,
+  and the state at its end (``end_*``), from which a killed plan resumes.
+* ``manifest.json``: written last, once every chunk is there: the key, the frame range
+  and each chunk's size and digest.
+
+The plan key covers the input, the index, the frame range and every option that
+changes a tile choice; paint-only options (blend, recolour strength, encoder) do not
+enter it, so a re-render that changes only those reuses the plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import threading
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cache import atomic_output, digest_file, digest_text, write_json
+from pipeline.config import RenderConfig
+from pipeline.features import block_means, colour_histogram, lab_grid_means
+from pipeline.grid import ActivityTracker, Grid, cell_views
+from pipeline.index import TileIndex
+from pipeline.matching import (
+    ClusterMatcher,
+    TileAssigner,
+    TileClusters,
+    cluster_centroids,
+    search_lists,
+    top_clusters_by_l2,
+    with_mean,
+)
+from pipeline.metrics import source_cells
+from pipeline.video import VideoInfo, prefetch_frames
+
+log = logging.getLogger(__name__)
+
+PLAN_VERSION = "1"  # bump when planning changes: invalidates cached plans
+MANIFEST = "manifest.json"
+DIFF_SCALE = 16  # recolour differences are stored in 1/16 of a colour level, int16
+# options that act only when painting: changing them reuses the plan
+PAINT_ONLY = frozenset({"alpha", "recolour", "report", "encoder", "crf", "preset",
+                        "encoder_options", "encoder_threads", "workers", "audio_stream",
+                        "ytdlp_format"})
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames ``[start, start + count)`` of the source, planned and painted as ``number``."""
+
+    number: int
+    start: int
+    count: int
+
+
+def plan_segments(first: int, count: int, size: int) -> list[Segment]:
+    """Cut ``count`` frames from ``first`` into segments of ``size`` frames."""
+    return [Segment(k, first + k * size, min(size, count - k * size))
+            for k in range(math.ceil(count / size))]
+
+
+def segment_seed(seed: int, number: int) -> int:
+    """The seed of one segment, derived from the job's seed and its number."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def recolours(config: RenderConfig) -> bool:
+    """Whether tiles get recoloured (never in cluster mode, the reference's look)."""
+    return config.recolour > 0 and config.matching != "cluster"
+
+
+def plan_key(input_digest: str, index_digest: str, config: RenderConfig, first: int,
+             count: int) -> str:
+    """The digest naming a plan: input, index, frame range and the planning options."""
+    params = {k: v for k, v in dataclasses.asdict(config).items() if k not in PAINT_ONLY}
+    params["recolour_on"] = recolours(config)
+    return digest_text(PLAN_VERSION, input_digest, index_digest,
+                       json.dumps(params, sort_keys=True), str(first), str(count))
+
+
+def chunk_path(plan_dir: Path, number: int) -> Path:
+    """Where the plan of segment ``number`` lives."""
+    return Path(plan_dir) / f"chunk-{number:05d}.npz"
+
+
+@dataclass
+class CanvasState:
+    """What every cell shows: tile id (-1 = none), mirror flag, recolour difference.
+
+    Attributes
+    ----------
+    ids : ndarray (rows, cols), int64.
+    flips : ndarray (rows, cols), bool.
+    diffs : ndarray (rows, cols, 3), int16, cell mean minus tile mean (BGR) in
+        1/:data:`DIFF_SCALE` levels; a painter adds ``recolour`` times it to the tile.
+    """
+
+    ids: np.ndarray
+    flips: np.ndarray
+    diffs: np.ndarray
+
+    @classmethod
+    def empty(cls, grid: Grid) -> CanvasState:
+        """A blank canvas: no tile anywhere."""
+        return cls(np.full((grid.rows, grid.cols), -1, np.int64),
+                   np.zeros((grid.rows, grid.cols), bool),
+                   np.zeros((grid.rows, grid.cols, 3), np.int16))
+
+    def copy(self) -> CanvasState:
+        return CanvasState(self.ids.copy(), self.flips.copy(), self.diffs.copy())
+
+    @property
+    def placed(self) -> bool:
+        """Whether any cell has a tile."""
+        return bool((self.ids >= 0).any())
+
+
+@dataclass
+class PlanChunk:
+    """One segment's plan, as read back from ``chunk-NNNNN.npz`` (see the module doc).
+
+    ``start_src_lab`` (rows, cols, 3) float32 is the Lab cell colour of the source frame
+    just before the segment (stability scores continue across the boundary), or None.
+    """
+
+    number: int
+    start: int
+    count: int
+    offsets: np.ndarray
+    cells: np.ndarray
+    ids: np.ndarray
+    flips: np.ndarray
+    diffs: np.ndarray
+    active: np.ndarray
+    start_state: CanvasState
+    end_state: CanvasState
+    start_src_lab: np.ndarray | None
+    end_src_lab: np.ndarray
+
+    def frame(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Frame ``i``'s changes: cells (k,) int64, ids (k,) int64, flips (k,) bool,
+        diffs (k, 3) int16."""
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        return (self.cells[lo:hi].astype(np.int64), self.ids[lo:hi].astype(np.int64),
+                self.flips[lo:hi], self.diffs[lo:hi])
+
+    def tile_ids(self) -> np.ndarray:
+        """Every tile id the segment shows, sorted and unique: (m,) int64."""
+        start = self.start_state.ids[self.start_state.ids >= 0]
+        return np.unique(np.concatenate([start, self.ids]).astype(np.int64))
+
+
+def write_chunk(path: Path, key: str, seg: Segment, frames: list[tuple], active: list[int],
+                start: CanvasState, end: CanvasState, start_src_lab: np.ndarray | None,
+                end_src_lab: np.ndarray) -> None:
+    """Write one segment's plan atomically (``frames``: per frame (cells, ids, flips, diffs))."""
+    sizes = [len(f[0]) for f in frames]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def cat(i: int, dtype: type, shape: tuple[int, ...] = ()) -> np.ndarray:
+        parts = [np.asarray(f[i], dtype).reshape(-1, *shape) for f in frames]
+        return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype)
+
+    arrays = {
+        "key": np.array(key), "meta": np.array([seg.number, seg.start, seg.count], np.int64),
+        "offsets": offsets, "cells": cat(0, np.int32), "ids": cat(1, np.int32),
+        "flips": cat(2, bool), "diffs": cat(3, np.int16, (3,)),
+        "active": np.asarray(active, np.int32),
+        "start_ids": start.ids.astype(np.int32), "start_flips": start.flips,
+        "start_diffs": start.diffs, "end_ids": end.ids.astype(np.int32),
+        "end_flips": end.flips, "end_diffs": end.diffs, "end_src_lab": end_src_lab,
+        "start_src_lab": (start_src_lab if start_src_lab is not None
+                          else np.zeros((0,), np.float32)),
+    }
+    with atomic_output(path) as f:
+        np.savez_compressed(f, **arrays)
+
+
+def read_chunk(path: Path, key: str | None = None) -> PlanChunk | None:
+    """Read a chunk; None when it is missing, unreadable or (with ``key``) another plan's."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if key is not None and str(z["key"]) != key:
+                return None
+            number, start, count = (int(v) for v in z["meta"])
+            lab = z["start_src_lab"]
+            return PlanChunk(
+                number, start, count, z["offsets"], z["cells"], z["ids"], z["flips"],
+                z["diffs"], z["active"],
+                CanvasState(z["start_ids"].astype(np.int64), z["start_flips"],
+                            z["start_diffs"]),
+                CanvasState(z["end_ids"].astype(np.int64), z["end_flips"], z["end_diffs"]),
+                lab if lab.size else None, z["end_src_lab"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        log.debug("plan chunk %s unusable: %s", path, exc)
+        return None
+
+
+def read_manifest(plan_dir: Path, key: str) -> dict | None:
+    """The plan's manifest when the plan is complete and its chunks look intact."""
+    try:
+        manifest = json.loads((Path(plan_dir) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("key") != key:
+        return None
+    for number, record in enumerate(manifest.get("chunks", [])):
+        path = chunk_path(plan_dir, number)
+        if not path.is_file() or path.stat().st_size != record.get("size"):
+            return None
+    return manifest
+
+
+class Planner:
+    """Plans the segments of one render job, one after the other.
+
+    Parameters
+    ----------
+    info, grid : the source and its cell layout.
+    index : the tile index (features and clusters; the tile bank only for tile means).
+    config : the render options (paint-only ones are ignored).
+    plan_dir : where the chunks go; ``key`` names the plan.
+    """
+
+    def __init__(self, info: VideoInfo, grid: Grid, index: TileIndex, config: RenderConfig,
+                 plan_dir: Path, key: str) -> None:
+        self.info, self.grid, self.config = info, grid, config
+        self.plan_dir, self.key = Path(plan_dir), key
+        self.tiles = TileClusters.from_labels(index.centers, np.asarray(index.labels))
+        self.bins = int(index.manifest["params"]["hist_bins"])
+        self.lab_grid = int(index.manifest["params"]["lab_grid"])
+        self.cluster = ClusterMatcher(self.tiles, config.cell_clusters)
+        if config.matching != "cluster":
+            self.lab = with_mean(np.asarray(index.lab, dtype=np.float32), config.mean_weight)
+            self.lab_centroids = cluster_centroids(self.tiles, self.lab)
+            self.assigner = TileAssigner(grid.rows, grid.cols, self.lab, config.hysteresis,
+                                         config.max_uses)
+        self.bank = index.tiles  # memory-mapped: only placed tiles are ever read
+        self.recolour = recolours(config)
+        self._tile_means = np.full((len(self.bank), 3), np.nan, np.float32)
+
+    # -- resuming -------------------------------------------------------------------
+    def missing(self, segments: list[Segment]) -> list[Segment]:
+        """The segments still to plan: from the first one without a valid chunk on.
+
+        Each chunk starts from the previous one's end, so everything after a missing
+        chunk is planned again.
+        """
+        for i, seg in enumerate(segments):
+            if read_chunk(chunk_path(self.plan_dir, seg.number), self.key) is None:
+                return segments[i:]
+        return []
+
+    def run(self, segments: list[Segment], on_chunk: Callable[[Segment], None],
+            stop: threading.Event | None = None) -> None:
+        """Plan ``segments`` (consecutive, as :meth:`missing` gives them) in order.
+
+        ``on_chunk`` is called as each chunk lands; ``stop`` ends the pass early.
+        """
+        self.plan_dir.mkdir(parents=True, exist_ok=True)
+        state, src_lab = CanvasState.empty(self.grid), None
+        if segments and segments[0].number > 0 and self.config.carry_tiles:
+            prev = read_chunk(chunk_path(self.plan_dir, segments[0].number - 1), self.key)
+            if prev is None:
+                raise RuntimeError(f"plan chunk {segments[0].number - 1} vanished")
+            state, src_lab = prev.end_state, prev.end_src_lab
+        for seg in segments:
+            if stop is not None and stop.is_set():
+                return
+            if not self.config.carry_tiles:
+                state, src_lab = CanvasState.empty(self.grid), None
+            state, src_lab = self.plan_segment(seg, state, src_lab)
+            on_chunk(seg)
+
+    def finish(self, segments: list[Segment], first: int, count: int) -> dict:
+        """Write the manifest (last): the key, the range and each chunk's size and digest."""
+        chunks = []
+        for seg in segments:
+            path = chunk_path(self.plan_dir, seg.number)
+            chunks.append({"size": path.stat().st_size, "digest": digest_file(path)})
+        manifest = {"key": self.key, "version": PLAN_VERSION, "first": first, "frames": count,
+                    "grid": [self.grid.rows, self.grid.cols], "chunks": chunks}
+        write_json(self.plan_dir / MANIFEST, manifest)
+        return manifest
+
+    # -- one segment ----------------------------------------------------------------
+    def plan_segment(self, seg: Segment, start: CanvasState, start_src_lab: np.ndarray | None
+                     ) -> tuple[CanvasState, np.ndarray]:
+        """Plan one segment from ``start``; writes its chunk and returns its end state and
+        the Lab cell colours of its last source frame."""
+        cfg, grid = self.config, self.grid
+        tracker = ActivityTracker(grid, cfg.activity_threshold, cfg.active_fraction)
+        self.cluster.reset(segment_seed(cfg.seed, seg.number))
+        state = start.copy()
+        carried = start.placed
+        changes: list[tuple] = []
+        active_counts: list[int] = []
+        last_frame = None
+        frames_iter = prefetch_frames(self.info, seg.start, seg.count)
+        try:
+            for b0 in range(0, seg.count, cfg.cluster_batch_frames):
+                frames, active = [], []
+                for _ in range(min(cfg.cluster_batch_frames, seg.count - b0)):
+                    frame = next(frames_iter)
+                    frames.append(frame)
+                    active.append(np.flatnonzero(tracker.update(frame).ravel()))
+                views = [cell_views(f, grid)[a] for f, a in zip(frames, active, strict=True)]
+                plans = self._plan_batch(views, active)
+                for i, cells in enumerate(active):
+                    first = b0 == 0 and i == 0
+                    free = (first and not carried) or (
+                        not first and len(cells) > cfg.scene_cut * grid.cells)
+                    placed, ids, flips = self._choose(cells, plans[i], state, free)
+                    diffs = np.zeros((len(placed), 3), np.int16)
+                    if self.recolour and len(placed):  # every active cell is re-placed
+                        cell_mean = views[i].reshape(len(placed), -1, 3).mean(1)
+                        diffs = np.rint((cell_mean - self._means_of(ids)) * DIFF_SCALE)
+                        diffs = np.clip(diffs, -255 * DIFF_SCALE, 255 * DIFF_SCALE)
+                        diffs = diffs.astype(np.int16)
+                    r, c = np.divmod(placed, grid.cols)
+                    state.ids[r, c], state.flips[r, c], state.diffs[r, c] = ids, flips, diffs
+                    changes.append((placed, ids, flips, diffs))
+                    active_counts.append(len(cells))
+                last_frame = frames[-1]
+        finally:
+            frames_iter.close()
+        end_src_lab = source_cells(last_frame, grid)[1]
+        write_chunk(chunk_path(self.plan_dir, seg.number), self.key, seg, changes,
+                    active_counts, start, state, start_src_lab if carried else None,
+                    end_src_lab)
+        return state, end_src_lab
+
+    def _means_of(self, ids: np.ndarray) -> np.ndarray:
+        """Mean BGR colour (0..255) of tiles ``ids``, (k, 3) float32 (computed on first use)."""
+        missing = np.unique(ids[np.isnan(self._tile_means[ids, 0])])
+        if len(missing):
+            self._tile_means[missing] = block_means(self.bank[missing], 1).reshape(-1, 3) * 255
+        return self._tile_means[ids]
+
+    def _plan_batch(self, views: list[np.ndarray], active: list[np.ndarray]) -> list:
+        """Batch-level matching, all frames of a batch at once: cluster mode's tiles, or
+        the other modes' queries and candidate tiles (the per-frame choice comes later)."""
+        cfg = self.config
+        split = np.cumsum([len(a) for a in active])[:-1]
+        if cfg.matching != "nearest":
+            hists = np.concatenate([colour_histogram(v, self.bins) for v in views])
+        if cfg.matching == "cluster":
+            ids, flips = self.cluster.match(hists)
+            return list(zip(np.split(ids, split), np.split(flips, split), strict=True))
+        queries = with_mean(lab_grid_means(np.concatenate(views), self.lab_grid),
+                            cfg.mean_weight)
+        if cfg.matching == "refined":
+            probes = self.cluster.coarse(hists, cfg.refine_clusters)
+        else:
+            probes = top_clusters_by_l2(queries, self.lab_centroids, cfg.nprobe)
+        cand_ids, cand_d = search_lists(queries, probes, self.tiles, self.lab, cfg.candidates)
+        return list(zip(np.split(queries, split), np.split(cand_ids, split),
+                        np.split(cand_d, split), strict=True))
+
+    def _choose(self, cells: np.ndarray, plan, state: CanvasState,
+                free: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tiles for one frame's active cells; returns the cells to (re)place with them."""
+        if self.config.matching == "cluster":
+            return cells, plan[0], plan[1]
+        if len(cells) == 0:
+            return cells, np.zeros(0, np.int64), np.zeros(0, bool)
+        queries, cand_ids, cand_d = plan
+        current = state.ids.ravel()
+        ids = self.assigner.assign(cells, queries, cand_ids, cand_d, current, free)
+        if not self.recolour:  # unchanged tiles need no placing
+            moved = ids != current[cells]
+            cells, ids = cells[moved], ids[moved]
+        return cells, ids, np.zeros(len(cells), bool)
