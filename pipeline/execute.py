@@ -31,6 +31,7 @@ from pipeline.errors import MosaicError
 log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "MOSAIC_SCHEDULER"
+CONNECT_TIMEOUT = "20s"  # to reach a Dask scheduler
 MEMORY_SHARE = 0.6  # the share of the available memory the workers may plan to use
 
 # Peak memory of one x264 encoder per output pixel at one thread (bytes/pixel), and what
@@ -115,8 +116,9 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
     """Painters and encoder threads for frames of ``pixels``; 0 means choose.
 
     Threads per encoder follow the preset (1 for the fast ones, up to 4 for the slow
-    ones), workers fill the cores with them, and then as many are dropped as needed for
-    all of them to fit :data:`MEMORY_SHARE` of the available memory (at least one).
+    ones), workers fill the cores with them, then as many are dropped as needed for all
+    of them to fit :data:`MEMORY_SHARE` of the available memory (at least one), and
+    cores left idle go to the encoders' threads while the memory allows.
     """
     cores = cores or usable_cores()
     available = available or available_memory()
@@ -128,8 +130,10 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
         budget = MEMORY_SHARE * available
         while workers > 1 and workers * worker_bytes(pixels, encoder, preset, threads) > budget:
             workers -= 1
-        if workers * threads < cores:  # fewer workers than cores allow: thread them up
-            threads = max(threads, cores // workers)
+        # cores left idle by the memory limit go to the encoders, while memory allows
+        while workers * (threads + 1) <= cores and \
+                workers * worker_bytes(pixels, encoder, preset, threads + 1) <= budget:
+            threads += 1
     return WorkerPlan(workers, threads, worker_bytes(pixels, encoder, preset, threads),
                       cores, available)
 
@@ -161,7 +165,7 @@ class DaskPool:
             raise MosaicError("--scheduler needs Dask: pip install 'videomosaic[dask]'"
                               ) from None
         try:
-            self.client = Client(address, timeout="20s", set_as_default=False)
+            self.client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             raise MosaicError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         self.retries = retries

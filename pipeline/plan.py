@@ -272,34 +272,35 @@ class Planner:
                 return segments[i:]
         return []
 
-    def run(self, segments: list[Segment], on_chunk: Callable[[Segment], None],
-            stop: threading.Event | None = None) -> None:
-        """Plan ``segments`` (consecutive, as :meth:`missing` gives them) in order.
-
-        ``on_chunk`` is called as each chunk lands; ``stop`` ends the pass early.
-        """
+    def run(self, todo: list[Segment], segments: list[Segment],
+            on_chunk: Callable[[Segment], None], stop: threading.Event | None = None) -> None:
+        """Plan ``todo`` (the tail of ``segments`` that :meth:`missing` gives) in order,
+        then write the manifest. ``on_chunk`` is called as each chunk lands; ``stop``
+        ends the pass early (without a manifest)."""
         self.plan_dir.mkdir(parents=True, exist_ok=True)
         state, src_lab = CanvasState.empty(self.grid), None
-        if segments and segments[0].number > 0 and self.config.carry_tiles:
-            prev = read_chunk(chunk_path(self.plan_dir, segments[0].number - 1), self.key)
+        if todo and todo[0].number > 0 and self.config.carry_tiles:
+            prev = read_chunk(chunk_path(self.plan_dir, todo[0].number - 1), self.key)
             if prev is None:
-                raise RuntimeError(f"plan chunk {segments[0].number - 1} vanished")
+                raise RuntimeError(f"plan chunk {todo[0].number - 1} vanished")
             state, src_lab = prev.end_state, prev.end_src_lab
-        for seg in segments:
+        for seg in todo:
             if stop is not None and stop.is_set():
                 return
             if not self.config.carry_tiles:
                 state, src_lab = CanvasState.empty(self.grid), None
             state, src_lab = self.plan_segment(seg, state, src_lab)
             on_chunk(seg)
+        self.finish(segments)
 
-    def finish(self, segments: list[Segment], first: int, count: int) -> dict:
+    def finish(self, segments: list[Segment]) -> dict:
         """Write the manifest (last): the key, the range and each chunk's size and digest."""
         chunks = []
         for seg in segments:
             path = chunk_path(self.plan_dir, seg.number)
             chunks.append({"size": path.stat().st_size, "digest": digest_file(path)})
-        manifest = {"key": self.key, "version": PLAN_VERSION, "first": first, "frames": count,
+        manifest = {"key": self.key, "version": PLAN_VERSION, "first": segments[0].start,
+                    "frames": sum(s.count for s in segments),
                     "grid": [self.grid.rows, self.grid.cols], "chunks": chunks}
         write_json(self.plan_dir / MANIFEST, manifest)
         return manifest

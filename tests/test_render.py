@@ -7,11 +7,7 @@ import http.server
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import av
@@ -187,36 +183,6 @@ def test_url_input_through_real_ytdlp(clip_with_audio: Path, tile_index: Path,
             render(url.replace("clip.mp4", "missing.mp4"), tile_index, tmp_path, name="x.mp4")
     finally:
         server.shutdown()
-
-
-def test_sigkill_mid_render_then_rerun_equals_uninterrupted(tile_index: Path,
-                                                            tmp_path: Path) -> None:
-    clip = make_clip(tmp_path / "long.mp4", seconds=8, audio=True)  # 200 frames
-    env = {**os.environ, "MOSAIC_CACHE": str(tmp_path / "cache")}
-    out = tmp_path / "killed.mp4"
-    cmd = [sys.executable, "-m", "pipeline", "render", str(clip), "--index", str(tile_index),
-           "--out", str(out), "--scale", "2", "--preset", "ultrafast", "--quiet",
-           "--set", "render.segment_frames=20"]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "cache" / "render").glob("*/seg-00001.mp4")):
-        assert proc.poll() is None, "render finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not out.exists()
-    done_before = len(list((tmp_path / "cache" / "render").glob("*/seg-*.mp4")))
-    assert 2 <= done_before < 10
-    subprocess.run(cmd, env=env, check=True, timeout=300)
-    clean, _ = render(clip, tile_index, tmp_path / "clean",
-                      RenderConfig(scale=2, preset="ultrafast", segment_frames=20))
-    killed_frames = list(iter_frames(out))
-    clean_frames = list(iter_frames(clean))
-    assert len(killed_frames) == len(clean_frames) == 200
-    for a, b in zip(killed_frames, clean_frames, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert len(streams(out)["audio_s"]) == 1
 
 
 def _still(path: Path, seconds: float, dark: bool | None = None) -> Path:

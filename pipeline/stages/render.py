@@ -178,7 +178,8 @@ def _render_segments(job: _Job, pool, bar: tqdm) -> dict[int, dict]:
 
     def plan() -> None:
         try:
-            job.planner.run(job.to_plan, planned.put, stop)
+            if job.to_plan:
+                job.planner.run(job.to_plan, job.segments, planned.put, stop)
         except BaseException as exc:  # handed to the main thread
             failure.append(exc)
 
@@ -288,8 +289,8 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
             pool.close()
         report.render_seconds = time.perf_counter() - t
         report.rendered = sum(s.count for s in job.to_paint)
-    if job.to_plan or not report.plan_reused:
-        job.planner.finish(job.segments, first, count)
+    if not report.plan_reused and read_manifest(Path(paint.plan_dir), pkey) is None:
+        job.planner.finish(job.segments)  # every chunk was there, only the manifest not
     concat_and_mux([segment_path(work, s.number) for s in job.segments], out, info, audio,
                    float(first / info.rate), float(count / info.rate), work)
     _summarise(report, [stats[s.number] for s in job.segments], config, video, index.path)
