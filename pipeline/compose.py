@@ -112,15 +112,15 @@ class Canvas:
 def recolour(tiles: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Add ``shift`` (k, 3) int to tiles (k, h, w, 3) uint8 in place, clipped to 0..255.
 
-    Two saturating steps in uint8 (add the positive part, subtract the negative part)
-    give exactly ``clip(tile + shift, 0, 255)`` without widening the pixels.
+    OpenCV's saturating uint8 add (of the positive part) and subtract (of the negative
+    part) give exactly ``clip(tile + shift, 0, 255)`` without widening the pixels.
     """
-    up = np.clip(shift, 0, 255).astype(np.uint8)[:, None, None, :]
-    down = np.clip(-shift.astype(np.int16), 0, 255).astype(np.uint8)[:, None, None, :]
-    np.minimum(tiles, 255 - up, out=tiles)
-    tiles += up
-    np.maximum(tiles, down, out=tiles)
-    tiles -= down
+    k, h, w, _ = tiles.shape
+    flat = tiles.reshape(k, h * w * 3)
+    up = np.tile(np.clip(shift, 0, 255).astype(np.uint8), (1, h * w))
+    down = np.tile(np.clip(-shift.astype(np.int16), 0, 255).astype(np.uint8), (1, h * w))
+    cv2.add(flat, up, dst=flat)
+    cv2.subtract(flat, down, dst=flat)
     return tiles
 
 

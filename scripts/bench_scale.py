@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("--baseline-rev", default=BASELINE_REV)
     ap.add_argument("--skip-default", action="store_true", help="only preset ultrafast")
     args = ap.parse_args()
+    args.video, args.index = str(Path(args.video).resolve()), str(Path(args.index).resolve())
 
     info = probe(args.video)
     default_preset = load_config().render.preset
