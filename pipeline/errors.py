@@ -35,3 +35,15 @@ class FFmpegError(MosaicError):
         tail = " | ".join(lines[-3:])
         super().__init__(f"{what}: ffmpeg failed" + (f": {tail}" if tail else ""))
         self.stderr = stderr
+
+
+class DiskFullError(MosaicError):
+    """A write failed because its filesystem is full (or a size limit was hit)."""
+
+
+class LockedError(MosaicError):
+    """Another run holds the lock of a job or directory this run needs."""
+
+
+class OutputError(MosaicError):
+    """An output path is unsafe (it is an input), unwritable, or names no known container."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -55,10 +56,21 @@ def run_cli(capsys: pytest.CaptureFixture):
 
 
 def ffmpeg(*args: str) -> None:
-    """Run the project's ffmpeg (tests make their media with lavfi sources)."""
-    from pipeline.video import run_ffmpeg
+    """Run the bundled ffmpeg to make test media (lavfi sources).
 
-    run_ffmpeg([str(a) for a in args], "making test media")
+    Always imageio-ffmpeg's recent build, whatever system ffmpeg the pipeline itself
+    picks: test media may use options an older system ffmpeg lacks (``-display_rotation``
+    is ffmpeg 6+; Debian 12 ships 5.1), and the pipeline is then tested on those files.
+    """
+    import imageio_ffmpeg
+
+    from pipeline.errors import FFmpegError
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+           "-y", *(str(a) for a in args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise FFmpegError("making test media", proc.stderr)
 
 
 def make_clip(path: Path, size: str = "160x120", rate: str = "25", seconds: float = 2.0,
