@@ -191,7 +191,7 @@ def format_bytes(n: int) -> str:
     return f"{value:.1f} TiB"
 
 
-FREE_MARGIN = 16 << 20  # bytes kept free beyond an estimate: metadata, manifests, logs
+FREE_MARGIN = 1 << 20  # bytes kept free beyond an estimate: manifests, reports, logs
 
 
 def ensure_free(path: str | Path, need_bytes: int, what: str) -> int:

@@ -186,7 +186,8 @@ def _read_manifest(index_dir: Path) -> dict | None:
 
 
 def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
-              progress: bool = True, lock_timeout: float | None = None) -> IndexReport:
+              progress: bool = True, lock_timeout: float | None = None,
+              full_check: bool = False) -> IndexReport:
     """Build, update or repair the tile index of ``corpus`` in ``index_dir``.
 
     Holds ``index_dir/.lock`` throughout: a concurrent run on the same directory waits
@@ -194,7 +195,9 @@ def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
     :class:`~pipeline.errors.LockedError`). Raises :class:`CorpusError` for a missing or
     empty corpus, or fewer usable images than clusters, and
     :class:`~pipeline.errors.DiskFullError` naming the file when the disk fills up.
-    Per-file problems are warned about, counted and reported.
+    ``full_check`` compares whole digests of a finished index's artifacts, not only sizes
+    and samples (``mosaic index --verify``). Per-file problems are warned about, counted
+    and reported.
     """
     index_dir = Path(index_dir)
     if not Path(corpus).is_dir():
@@ -203,7 +206,7 @@ def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
         _remove_orphans(index_dir)
         for attempt in range(3):
             try:
-                return _run_locked(corpus, index_dir, config, progress)
+                return _run_locked(corpus, index_dir, config, progress, full_check)
             except sh.DamagedShard as exc:
                 log.warning("%s: damaged decode checkpoint (%s); its images will be decoded "
                             "again", exc.path, exc.reason)
@@ -257,8 +260,8 @@ def _too_few(corpus: str | Path, sel: _Selection, clusters: int) -> CorpusError:
                        f"index.clusters={clusters}{because}; add images or lower it")
 
 
-def _run_locked(corpus: str | Path, index_dir: Path, config: IndexConfig, progress: bool
-                ) -> IndexReport:
+def _run_locked(corpus: str | Path, index_dir: Path, config: IndexConfig, progress: bool,
+                full_check: bool) -> IndexReport:
     report = IndexReport()
     clock = time.perf_counter()
 
@@ -282,7 +285,7 @@ def _run_locked(corpus: str | Path, index_dir: Path, config: IndexConfig, progre
     params = _result_params(config)
     old = _read_manifest(index_dir)
     same_sources = old is not None and old.get("sources_digest") == sources_digest
-    damaged = _damaged(index_dir, old) if same_sources else {}
+    damaged = _damaged(index_dir, old, full_check) if same_sources else {}
     report.repaired = sorted(damaged)
     fresh_tiles = same_sources and not damaged.keys() & {*ix.ARRAYS, ix.MANIFEST}
     fresh_clusters = (fresh_tiles and old.get("params") == params
@@ -312,11 +315,11 @@ def _run_locked(corpus: str | Path, index_dir: Path, config: IndexConfig, progre
     return report
 
 
-def _damaged(index_dir: Path, manifest: dict) -> dict[str, str]:
+def _damaged(index_dir: Path, manifest: dict, full: bool) -> dict[str, str]:
     """The artifacts that fail their check, each named in one warning. A cheap check that
     fails anywhere makes every artifact get the full digest check."""
-    problems = ix.artifact_problems(index_dir, manifest)
-    if problems:
+    problems = ix.artifact_problems(index_dir, manifest, full)
+    if problems and not full:
         problems = {**ix.artifact_problems(index_dir, manifest, full=True), **problems}
     for name, problem in problems.items():
         log.warning("%s: damaged (%s); rebuilding it", index_dir / name, problem)
