@@ -10,7 +10,9 @@ the unit of work that the index stage hands to joblib worker processes.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +80,10 @@ def scan_corpus_report(root: str | Path) -> tuple[list[FileEntry], list[tuple[st
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if _is_dir(entry):
+            is_dir = _is_dir(entry)
+            if is_dir is None:
+                skipped.append((entry.path, "skipped: symbolic link that loops"))
+            elif is_dir:
                 if entry.is_symlink():
                     skipped.append((entry.path, "directory skipped: symbolic link to a "
                                     "directory (not followed)"))
@@ -96,11 +101,16 @@ def scan_corpus_report(root: str | Path) -> tuple[list[FileEntry], list[tuple[st
     return found, skipped
 
 
-def _is_dir(entry: os.DirEntry) -> bool:
-    """Whether ``entry`` is a directory or a link to one (False for a looping link)."""
+def _is_dir(entry: os.DirEntry) -> bool | None:
+    """Whether ``entry`` is a directory or a link to one; None for a link that loops."""
+    if entry.is_symlink():
+        try:
+            return stat.S_ISDIR(os.stat(entry.path).st_mode)
+        except OSError as exc:  # dangling (reported at decode if an image) or looping
+            return None if exc.errno == errno.ELOOP else False
     try:
-        return entry.is_dir(follow_symlinks=True)
-    except OSError:  # ELOOP: a link to itself
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
         return False
 
 

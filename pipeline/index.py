@@ -206,8 +206,9 @@ def artifact_problems(path: str | Path, manifest: dict, full: bool = False) -> d
         listed = len(manifest["sources"]["paths"])
     except (KeyError, TypeError, ValueError):
         return {**problems, MANIFEST: "no tile count or source list"}
-    if listed != n:
+    if listed != n:  # the manifest contradicts itself: blame it alone
         problems[MANIFEST] = f"lists {listed} sources but counts {n} tiles"
+        return problems
     for name in ARRAYS:
         rows = npy_rows(path / name)
         if name not in problems and rows != n:
