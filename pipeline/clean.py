@@ -132,8 +132,8 @@ def clean_cache(cache: str | Path, older_than_s: float, dry_run: bool = False,
     (and in ``index_dirs``, indexes kept elsewhere); see the module docstring."""
     cache = Path(cache)
     report = CleanReport()
-    if not cache.is_dir() and not index_dirs:
-        raise MosaicError(f"{cache}: no such cache directory")
+    if not cache.is_dir():
+        log.info("%s: no cache directory here, nothing to clean in it", cache)
     now = time.time()
     indexes = {p.parent for p in cache.glob("**/shards")} | {Path(d) for d in index_dirs}
     for index_dir in sorted(indexes):

@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compare every artifact of INDEX and every decode "
                        "checkpoint shard with the size and whole-file digest recorded "
                        "when it was written (each run only checks sizes and samples). "
-                       "Exit 1 and name each damaged file; `mosaic index` repairs them.")
+                       "Exit 1 and name each damaged file; `mosaic index --verify` "
+                       "repairs them.")
     p.add_argument("index", nargs="?", metavar="INDEX", help="index directory (default: "
                    "$MOSAIC_CACHE/index)")
     p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
