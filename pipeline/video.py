@@ -438,7 +438,11 @@ def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo, audio: Au
             args += ["-b:a", "192k"]
     args += ["-movflags", "+faststart", "-f", "mp4"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    import tempfile  # a unique name: two runs writing one OUT never share a temporary
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
     try:
         run_ffmpeg([*args, str(tmp)], f"writing {out}")
         os.replace(tmp, out)
