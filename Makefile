@@ -4,6 +4,7 @@
 #   make index CORPUS=DIR [INDEX=DIR] [ARGS="--set index.clusters=300"]
 #   make render VIDEO=path-or-URL [INDEX=DIR] [OUT=FILE] [ARGS="--set render.alpha=0"]
 #   make bench-index [BENCH_ARGS="--count 20000"]
+#   make clean-cache [ARGS="--older-than 2d --dry-run"]   stale checkpoints, temp files, old renders
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,7 +21,7 @@ SAMPLE := $(CACHE)/sample
 
 export MOSAIC_CACHE := $(CACHE)
 
-.PHONY: setup test lint index render demo bench-index bench-render clean
+.PHONY: setup test lint index render demo bench-index bench-render clean clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,3 +61,6 @@ bench-render: setup
 
 clean:
 	rm -rf $(CACHE)
+
+clean-cache: setup
+	$(BIN)/mosaic clean --cache "$(CACHE)" $(ARGS)

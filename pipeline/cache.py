@@ -1,22 +1,44 @@
-"""Content digests and atomic writes: the two rules that keep cached work trustworthy.
+"""Content digests, atomic writes, artifact checks, free space and locks: the rules that
+keep cached work trustworthy.
 
-Every artifact is written to a temporary file in the same directory, flushed, fsynced
-and renamed over its final name, so a reader sees either the old file or the new one,
-never half of one. Digests are BLAKE2b with 128-bit output.
+Every artifact is written to a temporary file with a unique name in the same directory,
+flushed, fsynced and renamed over its final name, so a reader sees either the old file or
+the new one, never half of one. A full disk becomes :class:`DiskFullError` naming the
+final path, and the temporary file is removed. Digests are BLAKE2b with 128-bit output.
+
+Artifacts are recorded in their stage's manifest as :func:`record_artifact` records
+(size, full digest, digest of a fixed sample of blocks); :func:`check_artifact` checks a
+file against its record cheaply (size and sample) or fully (whole digest).
+
+:func:`file_lock` is an advisory ``fcntl.flock`` lock on a lock file: a second run of the
+same job waits for the first, saying once which process holds it (or, with a timeout,
+gives up with :class:`LockedError`). The kernel drops the lock when its holder exits or
+is killed, so a lock can never go stale.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
+import logging
 import os
+import shlex
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from pipeline.errors import DiskFullError, LockedError
+
+log = logging.getLogger(__name__)
 
 DIGEST_BYTES = 16  # 128 bits: collisions stay negligible far beyond any corpus size
 
@@ -61,9 +83,10 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; finished files are ordinary
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise_if_disk_full(exc, path)
         raise
 
 
@@ -101,6 +124,7 @@ def atomic_memmap(path: str | Path, shape: tuple[int, ...], dtype: np.dtype | ty
     os.close(fd)
     try:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        _reserve(tmp)  # a full disk must fail here, not as SIGBUS on a page write
         yield array
         array.flush()
         del array
@@ -108,7 +132,205 @@ def atomic_memmap(path: str | Path, shape: tuple[int, ...], dtype: np.dtype | ty
             os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise_if_disk_full(exc, path)
         raise
+
+
+def _reserve(path: str) -> None:
+    """Allocate every block of a (sparse) file now, so writes through a map cannot fail."""
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if size:
+            os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is an OSError saying the disk (or a quota or file-size limit) is full."""
+    return isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS
+
+
+def raise_if_disk_full(exc: BaseException, path: str | Path) -> None:
+    """Re-raise a disk-full OSError as :class:`DiskFullError` naming ``path``; else return."""
+    if is_disk_full(exc):
+        raise DiskFullError(disk_full_message(path, exc.strerror or str(exc))) from None
+
+
+def disk_full_message(path: str | Path, reason: str = "no space left on device") -> str:
+    """The one line said when writing ``path`` ran out of space."""
+    free = free_bytes(path)
+    return (f"{path}: cannot write: {reason.lower()} ({format_bytes(free)} free there); "
+            "free some space and rerun the same command")
+
+
+def free_bytes(path: str | Path) -> int:
+    """Bytes available to this user on the filesystem holding ``path`` (or its nearest
+    existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    st = os.statvfs(p)
+    return st.f_bavail * st.f_frsize
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes in a short human form: ``812 B``, ``3.4 MiB``, ``1.2 GiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+FREE_MARGIN = 1 << 20  # bytes kept free beyond an estimate: manifests, reports, logs
+
+
+def ensure_free(path: str | Path, need_bytes: int, what: str) -> int:
+    """Check that ``need_bytes`` (plus a small margin) fit on ``path``'s filesystem.
+
+    Raises :class:`DiskFullError` naming ``path`` and ``what`` otherwise; returns the
+    free bytes.
+    """
+    free = free_bytes(path)
+    if free < need_bytes + FREE_MARGIN:
+        raise DiskFullError(
+            f"{path}: {what} needs about {format_bytes(need_bytes + FREE_MARGIN)} but only "
+            f"{format_bytes(free)} is free there; free some space and rerun the same command")
+    return free
+
+
+SAMPLE_BLOCK = 64 << 10  # bytes per sampled block
+SAMPLE_BLOCKS = 16  # blocks per cheap check: about 1 MiB read, whatever the file's size
+
+
+def _sample_offsets(size: int) -> list[int]:
+    """Start offsets of the sampled blocks: first, last and evenly spaced between."""
+    if size <= SAMPLE_BLOCK * SAMPLE_BLOCKS:
+        return [0] if size else []
+    last = size - SAMPLE_BLOCK
+    return [round(i * last / (SAMPLE_BLOCKS - 1)) for i in range(SAMPLE_BLOCKS)]
+
+
+def sample_digest(path: str | Path) -> str:
+    """Digest of a fixed sample of a file's blocks (the whole file when under 1 MiB)."""
+    h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        h.update(size.to_bytes(8, "little"))
+        for offset in _sample_offsets(size):
+            f.seek(offset)
+            h.update(f.read(SAMPLE_BLOCK if size > SAMPLE_BLOCK * SAMPLE_BLOCKS else size))
+    return h.hexdigest()
+
+
+def record_artifact(path: str | Path) -> dict[str, Any]:
+    """The manifest record of a finished file: ``{"size", "digest", "sample"}``.
+
+    ``digest`` is the whole file's BLAKE2b-128, ``sample`` that of a fixed ~1 MiB sample
+    (see :func:`check_artifact`).
+    """
+    return {"size": os.path.getsize(path), "digest": digest_file(path),
+            "sample": sample_digest(path)}
+
+
+def artifact_problem(path: str | Path, record: Any, full: bool = False) -> str | None:
+    """Why ``path`` does not match its manifest ``record``, or None when it does.
+
+    The cheap check (``full=False``) compares the size and the sample digest (about
+    1 MiB read); the full check also compares the whole file's digest.
+    """
+    if not isinstance(record, dict) or not {"size", "digest", "sample"} <= record.keys():
+        return "no size and digest recorded for it"
+    try:
+        size = os.path.getsize(path)
+        if size != record["size"]:
+            return f"size {size} bytes, expected {record['size']} (truncated or replaced?)"
+        if sample_digest(path) != record["sample"]:
+            return "content differs from the recorded digest"
+        if full and digest_file(path) != record["digest"]:
+            return "content differs from the recorded digest"
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return None
+
+
+def check_artifact(path: str | Path, record: Any, full: bool = False) -> bool:
+    """Whether ``path`` matches its :func:`record_artifact` record (see
+    :func:`artifact_problem` for what is compared)."""
+    return artifact_problem(path, record, full) is None
+
+
+def _holder(lock_path: Path) -> str:
+    """Who holds a lock, as its holder wrote it into the lock file."""
+    try:
+        info = json.loads(lock_path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "another process"
+    if not info:
+        return "another process"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
+    return (f"pid {info.get('pid')} on {info.get('host')} since {started} "
+            f"({info.get('command', '?')})")
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: str | Path, what: str, timeout: float | None = None,
+              shared: bool = False) -> Iterator[None]:
+    """Hold an advisory lock on ``lock_path`` (created if needed) for the ``with`` block.
+
+    ``what`` names the locked job in messages ("index /x/ix"). If another process holds
+    it, this logs one line naming the holder and waits: forever when ``timeout`` is None,
+    else up to ``timeout`` seconds (0: not at all), then raises :class:`LockedError`.
+    ``shared`` locks (readers such as ``mosaic verify``) exclude only exclusive holders.
+    The holder's pid, host, start time and command are written into the lock file.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(lock_path)
+            if timeout is not None and timeout <= 0:
+                raise LockedError(f"{what} is in use by {holder}; wait for it to finish or "
+                                  "stop it, then rerun") from None
+            log.info("%s is in use by %s; waiting for it to finish", what, holder)
+            _wait_lock(fd, mode, timeout, what, holder)
+        if not shared:
+            os.ftruncate(fd, 0)
+            note = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                    "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+            os.pwrite(fd, json.dumps(note).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _wait_lock(fd: int, mode: int, timeout: float | None, what: str, holder: str) -> None:
+    """Block on ``flock`` (forever, or polling until ``timeout`` seconds have passed)."""
+    if timeout is None:
+        fcntl.flock(fd, mode)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockedError(f"{what} is still in use by {holder} after {timeout:g} s; "
+                                  "wait for it to finish or stop it, then rerun") from None
+            time.sleep(0.1)

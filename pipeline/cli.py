@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -36,6 +37,39 @@ class _Formatter(logging.Formatter):
         return text
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line (``error: mosaic render: ...``)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, low: float | None = None, above: float | None = None):
+    """An argparse type: an int or finite float, at least ``low`` / more than ``above``."""
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if (low is not None and value < low) or (above is not None and value <= above):
+            bound = f"at least {low}" if low is not None else f"more than {above}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_FLOAT = _number(float)  # any finite number (the config checks its range)
+_SECONDS = _number(float, low=0)
+_POSITIVE = _number(float, above=0)
+_COUNT = _number(int, low=1)
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML file overriding the defaults "
                    "(see configs/default.toml)")
@@ -54,7 +88,7 @@ def _add_scheduler_arg(p: argparse.ArgumentParser, what: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mosaic`` and its subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mosaic", description="Video photomosaics: build a tile index from an image "
         "corpus, then render videos out of its tiles.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -67,12 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(searched recursively)")
     p.add_argument("--index", metavar="DIR", help="index directory (default: "
                    "$MOSAIC_CACHE/index, i.e. .cache/index)")
-    p.add_argument("--jobs", type=int, metavar="N", help="decode processes "
+    p.add_argument("--jobs", type=_number(int, low=0), metavar="N", help="decode processes "
                    "(index.jobs; 0 = all cores)")
-    p.add_argument("--clusters", type=int, metavar="K", help="k-means clusters "
+    p.add_argument("--clusters", type=_number(int), metavar="K", help="k-means clusters "
                    "(index.clusters)")
     p.add_argument("--tile-size", metavar="WxH", help="tile size (index.tile_size)")
     _add_scheduler_arg(p, "decode shards")
+    p.add_argument("--verify", action="store_true", help="check a finished index's whole "
+                   "digests, not only sizes and samples, and rebuild what is damaged")
     _add_config_args(p)
 
     p = sub.add_parser("inspect", help="write a contact sheet of an index's clusters",
@@ -80,14 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "population and sample tiles.")
     p.add_argument("index", metavar="INDEX", help="index directory")
     p.add_argument("--out", required=True, metavar="PNG", help="contact sheet to write")
-    p.add_argument("--samples", type=int, default=16, help="tiles per row (default 16)")
-    p.add_argument("--max-rows", type=int, metavar="N", help="only the N largest clusters")
-    p.add_argument("--zoom", type=int, default=1, help="integer tile magnification")
+    p.add_argument("--samples", type=_COUNT, default=16, help="tiles per row (default 16)")
+    p.add_argument("--max-rows", type=_COUNT, metavar="N", help="only the N largest clusters")
+    p.add_argument("--zoom", type=_COUNT, default=1, help="integer tile magnification")
     p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
 
     p = sub.add_parser("sample", help="generate the built-in sample corpus (no download)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write into")
-    p.add_argument("--count", type=int, default=400, help="number of images (default 400)")
+    p.add_argument("--count", type=_COUNT, default=400, help="number of images (default 400)")
     p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
 
     p = sub.add_parser("render", help="turn a video into a photomosaic video with its sound",
@@ -99,13 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "$MOSAIC_CACHE/index, what `make index` builds)")
     p.add_argument("--out", metavar="FILE", help="output .mp4 (default: "
                    "$MOSAIC_CACHE/renders/<name>-mosaic.mp4)")
-    p.add_argument("--start", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--start", type=_SECONDS, default=0.0, metavar="SECONDS",
                    help="start this far into the video (preview a part)")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="render this long")
-    p.add_argument("--frames", type=int, metavar="N", help="render at most N frames")
-    p.add_argument("--scale", type=float, help="upscaling before cutting cells "
+    p.add_argument("--duration", type=_POSITIVE, metavar="SECONDS", help="render this long")
+    p.add_argument("--frames", type=_COUNT, metavar="N", help="render at most N frames")
+    p.add_argument("--scale", type=_FLOAT, help="upscaling before cutting cells "
                    "(render.scale)")
-    p.add_argument("--alpha", type=float, help="weight of the source blended over the "
+    p.add_argument("--alpha", type=_FLOAT, help="weight of the source blended over the "
                    "mosaic, 0 = pure mosaic (render.alpha)")
     p.add_argument("--preset", help="encoder speed preset (render.preset)")
     p.add_argument("--workers", type=int, metavar="N", help="painters at once, local "
@@ -119,17 +155,44 @@ def build_parser() -> argparse.ArgumentParser:
                        "MOSAIC, a pure mosaic (no blend) of SOURCE made by any tool.")
     p.add_argument("source", metavar="SOURCE", help="the source video")
     p.add_argument("mosaic", metavar="MOSAIC", help="the pure-mosaic video")
-    p.add_argument("--scale", type=float, default=4.0, help="upscaling used (default 4)")
+    p.add_argument("--scale", type=_POSITIVE, default=4.0, help="upscaling used (default 4)")
     p.add_argument("--tile", default="32x32", metavar="WxH", help="tile size (default 32x32)")
-    p.add_argument("--frames", type=int, metavar="N", help="score at most N frames")
+    p.add_argument("--frames", type=_COUNT, metavar="N", help="score at most N frames")
     p.add_argument("--out", metavar="JSON", help="also write the scores here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sample-clip", help="generate the built-in sample clip (no download)")
     p.add_argument("--out", required=True, metavar="FILE", help="mp4 to write")
-    p.add_argument("--seconds", type=float, default=6.0, help="length (default 6)")
+    p.add_argument("--seconds", type=_POSITIVE, default=6.0, help="length (default 6)")
     p.add_argument("--no-audio", action="store_true", help="leave out the audio track")
     p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
+
+    p = sub.add_parser("verify", help="fully check an index against its recorded digests",
+                       description="Compare every artifact of INDEX and every decode "
+                       "checkpoint shard with the size and whole-file digest recorded "
+                       "when it was written (each run only checks sizes and samples). "
+                       "Exit 1 and name each damaged file; `mosaic index --verify` "
+                       "repairs them.")
+    p.add_argument("index", nargs="?", metavar="INDEX", help="index directory (default: "
+                   "$MOSAIC_CACHE/index)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
+
+    p = sub.add_parser("clean", help="remove stale checkpoints, temporary files, old renders",
+                       description="Remove what cannot be reused: decode checkpoints of "
+                       "other settings or of files no longer in the corpus, temporary files "
+                       "left by killed runs, and render jobs (cached segments) untouched "
+                       "for longer than --older-than. Directories in use by a running job "
+                       "are left alone. Reports the space freed.")
+    p.add_argument("--cache", metavar="DIR", help="cache directory (default: "
+                   "$MOSAIC_CACHE, i.e. .cache)")
+    p.add_argument("--index", metavar="DIR", action="append", default=[],
+                   help="also clean this index directory kept outside the cache "
+                   "(repeatable)")
+    p.add_argument("--older-than", metavar="DURATION", default="7d", help="remove render "
+                   "jobs untouched for this long: 90m, 12h, 7d, 2w, 0 = all (default 7d)")
+    p.add_argument("--dry-run", action="store_true", help="list what would go; remove "
+                   "nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the summary line")
     return parser
 
 
@@ -142,7 +205,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     index_dir = Path(args.index) if args.index else default_cache() / "index"
     start = time.perf_counter()
     report = run_index(args.corpus, index_dir, config.index, progress=not args.quiet,
-                       scheduler=args.scheduler)
+                       full_check=args.verify, scheduler=args.scheduler)
     elapsed = time.perf_counter() - start
     c = report.counts
     if report.up_to_date:
@@ -239,8 +302,45 @@ def _cmd_sample_clip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from pipeline.cache import file_lock
+    from pipeline.index import LOCK, verify_index
+
+    index_dir = Path(args.index) if args.index else default_cache() / "index"
+    if not index_dir.is_dir():
+        raise MosaicError(f"{index_dir}: no such index directory")
+    with file_lock(index_dir / LOCK, f"index {index_dir}", shared=True):
+        problems = verify_index(index_dir)
+    for path, problem in problems.items():
+        log.warning("damaged: %s: %s", path, problem)
+    if problems:
+        raise MosaicError(f"{index_dir}: {len(problems)} damaged file(s); rerun `mosaic index "
+                          "--verify` with the same options to repair them")
+    log.info("%s: every artifact and checkpoint shard matches its recorded digest", index_dir)
+    return 0
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from pipeline.cache import format_bytes
+    from pipeline.clean import clean_cache, parse_duration
+
+    cache = Path(args.cache) if args.cache else default_cache()
+    report = clean_cache(cache, parse_duration(args.older_than), args.dry_run,
+                         tuple(args.index))
+    for busy in report.busy:
+        log.info("left %s alone: another run is using it", busy)
+    verb = "would free" if args.dry_run else "freed"
+    print(f"{verb} {format_bytes(report.total())}: "
+          f"{report.count('stale decode checkpoint')} stale decode checkpoint(s), "
+          f"{report.count('orphaned temporary file')} temporary file(s), "
+          f"{report.count('old render job')} old render job(s)"
+          + (" (dry run: nothing removed)" if args.dry_run else ""))
+    return 0
+
+
 _COMMANDS = {"index": _cmd_index, "inspect": _cmd_inspect, "sample": _cmd_sample,
-             "render": _cmd_render, "score": _cmd_score, "sample-clip": _cmd_sample_clip}
+             "render": _cmd_render, "score": _cmd_score, "sample-clip": _cmd_sample_clip,
+             "verify": _cmd_verify, "clean": _cmd_clean}
 
 
 def main(argv: list[str] | None = None) -> int:

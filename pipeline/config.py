@@ -9,6 +9,8 @@ raise :class:`~pipeline.errors.ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
+import shlex
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -127,7 +129,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {"render.matching": MATCHING_MODES}
 
 
 def parse_tile_size(value: str | int, key: str = "tile_size") -> tuple[int, int]:
-    """Parse ``"WxH"`` or ``N`` into ``(height, width)``; both sides 4..512 pixels."""
+    """Parse ``"WxH"`` or ``N`` into ``(height, width)``; both sides even, 4..512 pixels.
+
+    Sides must be even: the rendered frame is a whole number of tiles, and H.264 in
+    yuv420p needs an even width and height, whatever the number of cells.
+    """
     text = str(value).lower().strip()
     parts = text.split("x") if "x" in text else [text, text]
     try:
@@ -136,6 +142,9 @@ def parse_tile_size(value: str | int, key: str = "tile_size") -> tuple[int, int]
         raise ConfigError(f"{key}: expected WIDTHxHEIGHT such as 32x32, got {value!r}") from None
     if not (4 <= width <= 512 and 4 <= height <= 512):
         raise ConfigError(f"{key}: each side must be between 4 and 512 pixels, got {value!r}")
+    if width % 2 or height % 2:
+        raise ConfigError(f"{key}: each side must be even (the video is encoded as yuv420p, "
+                          f"which needs even frame sides), got {value!r}")
     return height, width
 
 
@@ -149,6 +158,8 @@ def _check_value(key: str, expected: type, value: Any) -> Any:
         raise ConfigError(
             f"{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
         )
+    if expected is float and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ConfigError(f"{key}: must be one of {', '.join(_CHOICES[key])}, got {value!r}")
     if key in _RANGES:
@@ -233,6 +244,11 @@ def load_config(
     if r.encoder in ("libx264", "libx265") and r.preset not in X264_PRESETS:
         raise ConfigError(f"render.preset: must be one of {', '.join(X264_PRESETS)} for "
                           f"{r.encoder}, got {r.preset!r}")
+    try:
+        shlex.split(r.encoder_options)
+    except ValueError as exc:  # e.g. "No closing quotation"
+        raise ConfigError(f"render.encoder_options: {str(exc).lower()} in "
+                          f"{r.encoder_options!r}") from None
     for key in ("max_width", "max_height"):
         if getattr(r, key) % 2:
             raise ConfigError(f"render.{key}: must be even (yuv420p), got {getattr(r, key)}")

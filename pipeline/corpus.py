@@ -1,14 +1,18 @@
 """The image corpus: scanning a directory tree and decoding images into tiles.
 
 ``scan_corpus`` lists image files (jpg, jpeg, png, webp, bmp, tif, tiff in any letter
-case, hidden files and directories skipped) with their size and mtime.
+case, hidden files and directories skipped) with their size and mtime; directories it
+cannot or will not enter (unreadable, or symbolic links, which may loop) are skipped and
+reported with a reason by ``scan_corpus_report``.
 ``decode_files`` turns a batch of files into content digests, tiles and features; it is
 the unit of work that the index stage hands to joblib worker processes.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +41,23 @@ class FileEntry:
 
 
 def scan_corpus(root: str | Path) -> list[FileEntry]:
-    """List the image files under ``root`` recursively, sorted by path.
+    """List the image files under ``root`` recursively, sorted by path (see
+    :func:`scan_corpus_report`, which also says which directories were skipped)."""
+    return scan_corpus_report(root)[0]
 
-    Raises :class:`CorpusError` when ``root`` is missing or is not a directory.
+
+def scan_corpus_report(root: str | Path) -> tuple[list[FileEntry], list[tuple[str, str]]]:
+    """List the image files under ``root`` and the directories skipped, with reasons.
+
+    Symbolic links to directories are not followed (a link can loop back to an ancestor
+    or leave the corpus); unreadable directories are skipped. Symbolic links to files are
+    followed. Raises :class:`CorpusError` only when ``root`` itself is missing, not a
+    directory, or unreadable.
+
+    Returns
+    -------
+    entries : the image files, sorted by path.
+    skipped : ``(directory path, reason)`` pairs, sorted by path.
     """
     root = Path(root)
     if not root.exists():
@@ -47,18 +65,30 @@ def scan_corpus(root: str | Path) -> list[FileEntry]:
     if not root.is_dir():
         raise CorpusError(f"{root}: corpus path is not a directory")
     found: list[FileEntry] = []
-    stack = [os.path.abspath(root)]
+    skipped: list[tuple[str, str]] = []
+    top = os.path.abspath(root)
+    stack = [top]
     while stack:
         current = stack.pop()
         try:
             entries = list(os.scandir(current))
         except OSError as exc:
-            raise CorpusError(f"{current}: cannot list directory: {exc.strerror}") from None
+            if current == top:
+                raise CorpusError(f"{current}: cannot list directory: {exc.strerror}") from None
+            skipped.append((current, f"directory skipped: cannot list it ({exc.strerror})"))
+            continue
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir(follow_symlinks=True):
-                stack.append(entry.path)
+            is_dir = _is_dir(entry)
+            if is_dir is None:
+                skipped.append((entry.path, "skipped: symbolic link that loops"))
+            elif is_dir:
+                if entry.is_symlink():
+                    skipped.append((entry.path, "directory skipped: symbolic link to a "
+                                    "directory (not followed)"))
+                else:
+                    stack.append(entry.path)
             elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
                 try:
                     st = entry.stat(follow_symlinks=True)
@@ -67,7 +97,21 @@ def scan_corpus(root: str | Path) -> list[FileEntry]:
                 size, mtime = (st.st_size, st.st_mtime_ns) if st else (-1, 0)
                 found.append(FileEntry(entry.path, size, mtime))
     found.sort(key=lambda e: e.path)
-    return found
+    skipped.sort()
+    return found, skipped
+
+
+def _is_dir(entry: os.DirEntry) -> bool | None:
+    """Whether ``entry`` is a directory or a link to one; None for a link that loops."""
+    if entry.is_symlink():
+        try:
+            return stat.S_ISDIR(os.stat(entry.path).st_mode)
+        except OSError as exc:  # dangling (reported at decode if an image) or looping
+            return None if exc.errno == errno.ELOOP else False
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:

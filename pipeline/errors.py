@@ -38,3 +38,15 @@ class FFmpegError(MosaicError):
 
     def __reduce__(self) -> tuple:  # crosses process boundaries (worker -> client) intact
         return (type(self), (self.what, self.stderr))
+
+
+class DiskFullError(MosaicError):
+    """A write failed because its filesystem is full (or a size limit was hit)."""
+
+
+class LockedError(MosaicError):
+    """Another run holds the lock of a job or directory this run needs."""
+
+
+class OutputError(MosaicError):
+    """An output path is unsafe (it is an input), unwritable, or names no known container."""

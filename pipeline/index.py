@@ -8,9 +8,14 @@ An index directory holds (names in :data:`ARTIFACTS`):
   the kept cluster of each tile or -1 when its cluster was pruned, ``populations``
   (K_kept,) int64, plus the unpruned ``all_centers`` and ``all_labels``;
 * ``bad_files.tsv``: the corpus files that were skipped, and why;
-* ``manifest.json``: written last; sources, digests, parameters, versions, counts;
+* ``manifest.json``: written last; sources, digests, parameters, versions, counts, and
+  each artifact's size and digests (:func:`pipeline.cache.record_artifact`);
 * ``last_run.json``: what the latest run did and how long each step took;
-* ``shards/``: the decode checkpoint (per-file records), reused by later runs.
+* ``shards/``: the decode checkpoint (per-file records), reused by later runs;
+* ``.lock``: the lock a run holds while it writes (see :func:`pipeline.cache.file_lock`).
+
+Every load checks each artifact cheaply against its record (size, sampled digest, row
+counts); ``mosaic verify`` compares whole digests (:func:`verify_index`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 
+from pipeline.cache import artifact_problem
 from pipeline.errors import TileIndexError
+from pipeline.shards import READ_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,9 @@ BAD_FILES = "bad_files.tsv"
 SHARDS_DIR = "shards"
 LAST_RUN = "last_run.json"  # counts and step timings of the latest run (informational)
 ARTIFACTS = (TILES, HIST, LAB, CLUSTERS, BAD_FILES, MANIFEST)
+RECORDED = ARTIFACTS[:-1]  # the artifacts whose size and digests the manifest records
+ARRAYS = (TILES, HIST, LAB)  # one row per tile each
+LOCK = ".lock"
 
 
 def fit_clusters(features: np.ndarray, clusters: int, seed: int, batch_size: int,
@@ -140,30 +150,107 @@ def load_index(path: str | Path) -> TileIndex:
     """
     path = Path(path)
     manifest = load_manifest(path)
+    rebuild = _rebuild_hint(path, manifest)
+    problems = artifact_problems(path, manifest)
+    if problems:
+        name, problem = next(iter(problems.items()))
+        raise TileIndexError(f"{path / name}: damaged tile index ({problem}); {rebuild}")
     try:
         tiles = np.load(path / TILES, mmap_mode="r", allow_pickle=False)
         hist = np.load(path / HIST, mmap_mode="r", allow_pickle=False)
         lab = np.load(path / LAB, mmap_mode="r", allow_pickle=False)
         with np.load(path / CLUSTERS, allow_pickle=False) as z:
             centers, labels, populations = z["centers"], z["labels"], z["populations"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise TileIndexError(f"{path}: cannot read tile index: {exc}") from None
+    except READ_ERRORS as exc:
+        raise TileIndexError(f"{path}: cannot read tile index ({exc}); {rebuild}") from None
     n = int(manifest["counts"]["tiles"])
     if not (tiles.shape[0] == hist.shape[0] == lab.shape[0] == labels.shape[0] == n):
-        raise TileIndexError(f"{path}: artifacts disagree with {MANIFEST} on the tile count")
+        raise TileIndexError(f"{path}: artifacts disagree with {MANIFEST} on the tile count; "
+                             f"{rebuild}")
     return TileIndex(path, tiles, hist, lab, centers, labels, populations, manifest)
+
+
+def _rebuild_hint(path: Path, manifest: dict) -> str:
+    corpus = manifest.get("corpus", "CORPUS")
+    return f"rerun `mosaic index --corpus {corpus} --index {path}` to repair it"
+
+
+def npy_rows(path: Path) -> int | None:
+    """The first dimension recorded in a ``.npy`` header, or None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape = read(f)[0]
+    except READ_ERRORS:
+        return None
+    return int(shape[0]) if shape else None
+
+
+def artifact_problems(path: str | Path, manifest: dict, full: bool = False) -> dict[str, str]:
+    """``{artifact name: problem}`` for every recorded artifact of the index at ``path``
+    that does not match the manifest (empty when all do).
+
+    The cheap check (default) compares sizes, sampled digests and the row counts in the
+    array headers with the manifest's tile count; ``full`` also compares whole digests.
+    """
+    path = Path(path)
+    records = manifest.get("artifacts") if isinstance(manifest.get("artifacts"), dict) else {}
+    problems = {}
+    for name in RECORDED:
+        if problem := artifact_problem(path / name, records.get(name), full):
+            problems[name] = problem
+    try:
+        n = int(manifest["counts"]["tiles"])
+        listed = len(manifest["sources"]["paths"])
+    except (KeyError, TypeError, ValueError):
+        return {**problems, MANIFEST: "no tile count or source list"}
+    if listed != n:  # the manifest contradicts itself: blame it alone
+        problems[MANIFEST] = f"lists {listed} sources but counts {n} tiles"
+        return problems
+    for name in ARRAYS:
+        rows = npy_rows(path / name)
+        if name not in problems and rows != n:
+            problems[name] = f"holds {rows} rows but {MANIFEST} counts {n} tiles"
+    return problems
+
+
+def verify_index(path: str | Path) -> dict[str, str]:
+    """Fully check an index: every artifact's whole digest, and every decode shard.
+
+    Returns ``{file path: problem}`` (empty when all is well). Raises
+    :class:`TileIndexError` when there is no readable manifest.
+    """
+    from pipeline.shards import RECORDS, _read_records
+
+    path = Path(path)
+    manifest = load_manifest(path)
+    problems = {str(path / name): p for name, p in
+                artifact_problems(path, manifest, full=True).items()}
+    shard_dir = path / SHARDS_DIR / f"decode-{manifest.get('decode_key', '')}"
+    records = _read_records(shard_dir)
+    for shard in sorted(shard_dir.glob("shard-*.npz")):
+        if shard.name not in records:
+            problems[str(shard)] = f"not listed in {RECORDS}"
+        elif problem := artifact_problem(shard, records[shard.name], full=True):
+            problems[str(shard)] = problem
+    return problems
 
 
 def load_manifest(path: str | Path) -> dict:
     """Read an index directory's manifest; raises :class:`TileIndexError` if absent."""
     manifest_path = Path(path) / MANIFEST
     try:
-        return json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_text())
     except FileNotFoundError:
         raise TileIndexError(f"{path}: no finished tile index here (missing {MANIFEST}); "
                              "run `mosaic index` first") from None
     except (OSError, ValueError) as exc:
         raise TileIndexError(f"{manifest_path}: unreadable manifest: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise TileIndexError(f"{manifest_path}: unreadable manifest: not a JSON object")
+    return manifest
 
 
 def map_tiles(path: str | Path) -> np.ndarray:

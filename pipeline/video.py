@@ -31,11 +31,14 @@ log = logging.getLogger(__name__)
 
 # Audio codecs an .mp4 can carry as they are; anything else is re-encoded to AAC.
 MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
+# Demuxers of single pictures (PNG, JPEG, ... are read as "<codec>_pipe" too).
+STILL_IMAGE_FORMATS = frozenset({"image2", "image2pipe"})
 
 
 def ffmpeg_exe() -> str:
-    """The ffmpeg to run: ``$MOSAIC_FFMPEG``, else a system ffmpeg with libx264, else the
-    one shipped by imageio-ffmpeg."""
+    """The ffmpeg to run: ``$MOSAIC_FFMPEG``, else a system ffmpeg that passes the checks
+    of :func:`pipeline.tools.ffmpeg_problem` (version and every feature used), else the
+    one shipped by imageio-ffmpeg (with one info line saying why)."""
     if exe := os.environ.get("MOSAIC_FFMPEG"):
         return exe
     return _default_ffmpeg()
@@ -47,23 +50,20 @@ _FFMPEG: str | None = None
 def _default_ffmpeg() -> str:
     global _FFMPEG
     if _FFMPEG is None:
+        from pipeline.tools import ffmpeg_problem
+
         system = shutil.which("ffmpeg")
-        if system and _has_libx264(system):
+        problem = ffmpeg_problem(system) if system else None
+        if system and problem is None:
             _FFMPEG = system
         else:
             import imageio_ffmpeg
 
             _FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+            if system:
+                log.info("not using the system ffmpeg %s: %s; using the bundled ffmpeg",
+                         system, problem)
     return _FFMPEG
-
-
-def _has_libx264(exe: str) -> bool:
-    try:
-        out = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True,
-                             text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return "libx264" in out
 
 
 def run_ffmpeg(args: list[str], what: str) -> None:
@@ -125,6 +125,10 @@ def probe(path: str | Path) -> VideoInfo:
         raise VideoError(f"{path}: is a directory, not a video")
     try:
         with av.open(path) as container:
+            if container.format.name in STILL_IMAGE_FORMATS or container.format.name.endswith(
+                    "_pipe"):
+                raise VideoError(f"{path}: is a still picture ({container.format.name}), not "
+                                 "a video")
             if not container.streams.video:
                 raise VideoError(f"{path}: no video stream")
             stream = container.streams.video[0]
@@ -482,7 +486,11 @@ def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo, audio: Au
             args += ["-b:a", "192k"]
     args += ["-movflags", "+faststart", "-f", "mp4"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    import tempfile  # a unique name: two runs writing one OUT never share a temporary
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
     try:
         run_ffmpeg([*args, str(tmp)], f"writing {out}")
         os.replace(tmp, out)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -55,10 +57,21 @@ def run_cli(capsys: pytest.CaptureFixture):
 
 
 def ffmpeg(*args: str) -> None:
-    """Run the project's ffmpeg (tests make their media with lavfi sources)."""
-    from pipeline.video import run_ffmpeg
+    """Run the bundled ffmpeg to make test media (lavfi sources).
 
-    run_ffmpeg([str(a) for a in args], "making test media")
+    Always imageio-ffmpeg's recent build, whatever system ffmpeg the pipeline itself
+    picks: test media may use options an older system ffmpeg lacks (``-display_rotation``
+    is ffmpeg 6+; Debian 12 ships 5.1), and the pipeline is then tested on those files.
+    """
+    import imageio_ffmpeg
+
+    from pipeline.errors import FFmpegError
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+           "-y", *(str(a) for a in args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise FFmpegError("making test media", proc.stderr)
 
 
 def make_clip(path: Path, size: str = "160x120", rate: str = "25", seconds: float = 2.0,
@@ -89,3 +102,54 @@ def tile_index(sample_corpus_master: Path, tmp_path_factory: pytest.TempPathFact
 def clip_with_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2 s of 160x120 testsrc2 at 25 fps with a tone."""
     return make_clip(tmp_path_factory.mktemp("clips") / "av.mp4")
+
+
+class SmallDisk:
+    """A small filesystem that really fills up: a tmpfs where this user may mount one
+    (root), else a directory whose writers get an ``RLIMIT_FSIZE`` file-size limit
+    (subprocesses started with :meth:`limit` as ``preexec_fn``; in-process writes then
+    see no limit, so in-process tests need the tmpfs)."""
+
+    def __init__(self, path: Path, size: int, tmpfs: bool) -> None:
+        self.path, self.size, self.tmpfs = path, size, tmpfs
+
+    def grow(self, size: int) -> None:
+        """Free space, as a user would: the filesystem becomes ``size`` bytes."""
+        self.size = size
+        if self.tmpfs:
+            subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
+
+    def limit(self) -> None:
+        """preexec_fn of a writer subprocess (a no-op on a tmpfs)."""
+        if not self.tmpfs:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.size, self.size))
+
+
+def _mount_tmpfs(path: Path, size: int) -> bool:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True)
+    return proc.returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """``small_disk(size)`` -> :class:`SmallDisk` of ``size`` bytes; unmounted afterwards."""
+    made: list[SmallDisk] = []
+
+    def make(size: int, need_tmpfs: bool = True) -> SmallDisk:
+        path = tmp_path / f"disk{len(made)}"
+        path.mkdir()
+        disk = SmallDisk(path, size, _mount_tmpfs(path, size))
+        made.append(disk)
+        if need_tmpfs and not disk.tmpfs:
+            pytest.skip("cannot mount a tmpfs here (not root?)")
+        return disk
+
+    yield make
+    for disk in made:
+        if disk.tmpfs:
+            subprocess.run(["umount", "-l", str(disk.path)], check=False)

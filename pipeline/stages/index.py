@@ -1,11 +1,16 @@
 """The ``index`` stage: corpus directory -> tile index directory.
 
-Steps: scan the corpus; decode new or changed files in parallel into checkpoint shards
-(``shards/decode-<key>/shard-*.npz``, each written atomically, keyed per file on
-(path, size, mtime)); assemble the unique tiles in path order into the tile bank and
-feature arrays; cluster and prune; write the bad-file report; write the manifest last.
+Steps: take the index directory's lock; scan the corpus; decode new or changed files in
+parallel into checkpoint shards (:mod:`pipeline.shards`); assemble the unique tiles in
+path order into the tile bank and feature arrays; cluster and prune; write the bad-file
+report; write the manifest last, with every artifact's size and digests.
+
 A rerun reuses every shard, and skips assembly and clustering when their inputs and
-parameters are unchanged. See :mod:`pipeline.index` for the artifacts.
+parameters are unchanged and the artifacts pass their check (size, sampled digest, row
+counts; whole digests as soon as one fails). A damaged artifact is rebuilt, with one
+warning naming it. A second run on the same index directory waits for the first. A full
+disk stops the run with one line naming the file; no temporary file is left behind.
+See :mod:`pipeline.index` for the artifacts.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,23 +29,29 @@ import cv2
 import joblib
 import numpy as np
 import sklearn
-from tqdm import tqdm
 
 from pipeline import __version__
 from pipeline import index as ix
-from pipeline.cache import atomic_memmap, atomic_output, digest_text, write_json, write_npz
+from pipeline import shards as sh
+from pipeline.cache import (
+    atomic_memmap,
+    atomic_output,
+    digest_text,
+    ensure_free,
+    file_lock,
+    record_artifact,
+    write_json,
+    write_npz,
+)
 from pipeline.config import IndexConfig
-from pipeline.corpus import DecodedBatch, FileEntry, decode_files_worker, scan_corpus
+from pipeline.corpus import FileEntry, scan_corpus_report
 from pipeline.errors import CorpusError, TileIndexError
-from pipeline.execute import decode_backend
 
 log = logging.getLogger(__name__)
 
 DECODER_VERSION = "2"  # bump when decoding or features change: invalidates shards
-CHUNK = 256  # files per worker task
+CHUNK = sh.CHUNK
 _MAX_WARNINGS = 20
-
-Key = tuple[str, int, int]
 
 
 @dataclass
@@ -49,88 +61,12 @@ class IndexReport:
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     up_to_date: bool = False
-
-
-@dataclass
-class _Shards:
-    """The decode checkpoint: shard files and where each file's record lives."""
-
-    directory: Path
-    files: list[Path] = field(default_factory=list)
-    where: dict[Key, tuple[int, int]] = field(default_factory=dict)
-    digests: list[np.ndarray] = field(default_factory=list)
-    ok: list[np.ndarray] = field(default_factory=list)
-    reasons: list[np.ndarray] = field(default_factory=list)
-
-    def add(self, path: Path, keys: list[Key], digests: np.ndarray, ok: np.ndarray,
-            reasons: np.ndarray) -> None:
-        s = len(self.files)
-        self.files.append(path)
-        self.digests.append(digests)
-        self.ok.append(ok)
-        self.reasons.append(reasons)
-        for row, key in enumerate(keys):
-            self.where[key] = (s, row)
+    repaired: list[str] = field(default_factory=list)
 
 
 def _decode_key(config: IndexConfig) -> str:
     h, w = config.tile_hw
     return digest_text(DECODER_VERSION, f"{h}x{w}", str(config.hist_bins), str(config.lab_grid))
-
-
-def _load_shards(directory: Path) -> _Shards:
-    shards = _Shards(directory)
-    for path in sorted(directory.glob("shard-*.npz")):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                keys = list(zip(z["paths"].tolist(), z["sizes"].tolist(), z["mtimes"].tolist(),
-                                strict=True))
-                shards.add(path, keys, z["digests"], z["ok"], z["reasons"])
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("%s: unreadable checkpoint shard, it will be redone (%s)", path, exc)
-            path.unlink(missing_ok=True)
-    return shards
-
-
-def _write_shard(shards: _Shards, entries: list[FileEntry], parts: list[DecodedBatch]) -> None:
-    batch = DecodedBatch(*(np.concatenate([getattr(p, f.name) for p in parts])
-                           for f in dataclasses.fields(DecodedBatch)))
-    keys = [(e.path, e.size, e.mtime_ns) for e in entries]
-    name = f"shard-{len(shards.files):06d}-{digest_text(*(e.path for e in entries))[:12]}.npz"
-    write_npz(shards.directory / name, paths=np.array([e.path for e in entries], dtype=str),
-              sizes=np.array([e.size for e in entries], dtype=np.int64),
-              mtimes=np.array([e.mtime_ns for e in entries], dtype=np.int64),
-              **dataclasses.asdict(batch))
-    shards.add(shards.directory / name, keys, batch.digests, batch.ok, batch.reasons)
-
-
-def _decode_new(todo: list[FileEntry], shards: _Shards, config: IndexConfig, jobs: int,
-                progress: bool, scheduler: str | None = None) -> None:
-    """Decode ``todo`` with ``jobs`` processes into shards of exactly ``shard_size`` files.
-
-    Each shard is split into worker tasks of at most :data:`CHUNK` files and written,
-    atomically, as soon as all of its tasks are back: a kill loses at most the shard
-    in progress.
-    """
-    size = config.shard_size
-    groups = [todo[i:i + size] for i in range(0, len(todo), size)]
-    chunks = [(g, group[i:i + CHUNK]) for g, group in enumerate(groups)
-              for i in range(0, len(group), CHUNK)]
-    args = (config.tile_hw, config.hist_bins, config.lab_grid)
-    tasks = (joblib.delayed(decode_files_worker)([e.path for e in c], *args) for _, c in chunks)
-    remaining = [len(group) for group in groups]
-    parts: list[DecodedBatch] = []
-    bar = tqdm(total=len(todo), desc="decode", unit="img", disable=None if progress else True,
-               smoothing=0.05)
-    with bar, decode_backend(scheduler) as remote, joblib.Parallel(
-            n_jobs=remote or jobs, return_as="generator") as parallel:
-        for (g, chunk), result in zip(chunks, parallel(tasks), strict=True):
-            parts.append(result)
-            bar.update(len(chunk))
-            remaining[g] -= len(chunk)
-            if remaining[g] == 0:
-                _write_shard(shards, groups[g], parts)
-                parts = []
 
 
 @dataclass
@@ -144,7 +80,7 @@ class _Selection:
     duplicates: int
 
 
-def _select(entries: list[FileEntry], shards: _Shards) -> _Selection:
+def _select(entries: list[FileEntry], shards: sh.Shards) -> _Selection:
     seen: set[str] = set()
     paths, digests, bad = [], [], []
     by_shard: dict[int, tuple[list[int], list[int]]] = {}
@@ -168,20 +104,29 @@ def _select(entries: list[FileEntry], shards: _Shards) -> _Selection:
     return _Selection(paths, digests, shard_rows, bad, duplicates)
 
 
-def _assemble(index_dir: Path, sel: _Selection, shards: _Shards, config: IndexConfig) -> None:
-    """Gather the selected tiles and features from the shards into the final arrays."""
+def _assemble(index_dir: Path, sel: _Selection, shards: sh.Shards, config: IndexConfig) -> None:
+    """Gather the selected tiles and features from the shards into the final arrays.
+
+    Checks the free space first; raises :class:`~pipeline.shards.DamagedShard` when a
+    shard cannot be read in full.
+    """
     n = len(sel.paths)
     h, w = config.tile_hw
     d_hist, d_lab = config.hist_bins**3, config.lab_grid**2 * 3
+    ensure_free(index_dir, n * (h * w * 3 + 4 * (d_hist + d_lab)),
+                f"assembling {n} tiles into {ix.TILES} and the feature arrays")
     with contextlib.ExitStack() as stack:
         tiles = stack.enter_context(atomic_memmap(index_dir / ix.TILES, (n, h, w, 3), np.uint8))
         hist = stack.enter_context(atomic_memmap(index_dir / ix.HIST, (n, d_hist), np.float32))
         lab = stack.enter_context(atomic_memmap(index_dir / ix.LAB, (n, d_lab), np.float32))
         for s, (positions, rows) in sorted(sel.shard_rows.items()):
-            with np.load(shards.files[s], allow_pickle=False) as z:
-                tiles[positions] = z["tiles"][rows]
-                hist[positions] = z["hist"][rows]
-                lab[positions] = z["lab"][rows]
+            try:
+                with np.load(shards.files[s], allow_pickle=False) as z:
+                    tiles[positions] = z["tiles"][rows]
+                    hist[positions] = z["hist"][rows]
+                    lab[positions] = z["lab"][rows]
+            except sh.READ_ERRORS as exc:
+                raise sh.DamagedShard(shards.files[s], str(exc)) from None
 
 
 def _cluster(index_dir: Path, config: IndexConfig) -> dict[str, int]:
@@ -241,69 +186,155 @@ def _read_manifest(index_dir: Path) -> dict | None:
 
 
 def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
-              progress: bool = True, scheduler: str | None = None) -> IndexReport:
-    """Build or update the tile index of ``corpus`` in ``index_dir``.
+              progress: bool = True, lock_timeout: float | None = None,
+              full_check: bool = False, scheduler: str | None = None) -> IndexReport:
+    """Build, update or repair the tile index of ``corpus`` in ``index_dir``.
 
-    Raises :class:`CorpusError` for a missing or empty corpus, or fewer usable images
-    than clusters. With ``scheduler`` (a Dask address) the decode shards run as Dask
-    tasks; their files must then be readable by every worker at the same paths.
-    Per-file problems are warned about, counted and reported.
+    Holds ``index_dir/.lock`` throughout: a concurrent run on the same directory waits
+    (``lock_timeout`` seconds at most, None: as long as it takes; then
+    :class:`~pipeline.errors.LockedError`). Raises :class:`CorpusError` for a missing or
+    empty corpus, or fewer usable images than clusters, and
+    :class:`~pipeline.errors.DiskFullError` naming the file when the disk fills up.
+    ``full_check`` compares whole digests of a finished index's artifacts, not only sizes
+    and samples (``mosaic index --verify``). With ``scheduler`` (a Dask address) the decode
+    shards run as Dask tasks; their files must then be readable by every worker at the same
+    paths. Per-file problems are warned about, counted and reported.
     """
-    report = IndexReport()
     index_dir = Path(index_dir)
+    if not Path(corpus).is_dir():
+        scan_corpus_report(corpus)  # raises the one-line CorpusError
+    with file_lock(index_dir / ix.LOCK, f"index {index_dir}", lock_timeout):
+        _remove_orphans(index_dir)
+        for attempt in range(3):
+            try:
+                return _run_locked(corpus, index_dir, config, progress, full_check, scheduler)
+            except sh.DamagedShard as exc:
+                log.warning("%s: damaged decode checkpoint (%s); its images will be decoded "
+                            "again", exc.path, exc.reason)
+                shard_dir = exc.path.parent
+                sh.drop(sh.Shards(shard_dir, records=sh._read_records(shard_dir)), exc.path)
+                if attempt == 2:
+                    raise TileIndexError(f"{exc.path}: decode checkpoint keeps failing to "
+                                         "read back; is the disk failing?") from None
+    raise AssertionError("unreachable")
+
+
+def _remove_orphans(index_dir: Path) -> None:
+    """Delete temporary files left by killed runs (safe: we hold the lock)."""
+    for tmp in [*index_dir.glob(".*.tmp"), *index_dir.glob(f"{ix.SHARDS_DIR}/*/.*.tmp")]:
+        tmp.unlink(missing_ok=True)
+
+
+def _decode_step(corpus: str | Path, index_dir: Path, config: IndexConfig, progress: bool,
+                 scheduler: str | None = None
+                 ) -> tuple[list[FileEntry], list[tuple[str, str]], sh.Shards, int]:
+    """Scan, load the checkpoint, decode what is new; (entries, skipped dirs, shards,
+    number decoded)."""
+    entries, skipped_dirs = scan_corpus_report(corpus)
+    if not entries:
+        raise CorpusError(f"{corpus}: no image files found (looked for "
+                          "jpg, jpeg, png, webp, bmp, tif)")
+    key = _decode_key(config)
+    sh.remove_stale_dirs(index_dir / ix.SHARDS_DIR, f"decode-{key}")
+    shards = sh.load_shards(index_dir / ix.SHARDS_DIR / f"decode-{key}",
+                            {(e.path, e.size, e.mtime_ns) for e in entries})
+    todo = [e for e in entries if (e.path, e.size, e.mtime_ns) not in shards.where]
+    log.info("%d image files, %d to decode, %d cached", len(entries), len(todo),
+             len(entries) - len(todo))
+    if todo:
+        jobs = config.jobs or os.cpu_count() or 1
+        with warnings.catch_warnings():  # joblib's worker-shutdown chatter on errors
+            warnings.simplefilter("ignore")
+            sh.decode_new(todo, shards, config, min(jobs, max(1, len(todo) // CHUNK + 1)),
+                          progress, scheduler)
+    return entries, skipped_dirs, shards, len(todo)
+
+
+def _too_few(corpus: str | Path, sel: _Selection, clusters: int) -> CorpusError:
+    """The error for fewer usable images than clusters, saying where the others went."""
+    why = []
+    if sel.duplicates:
+        why.append(f"{sel.duplicates} byte-identical duplicates of them are indexed once")
+    if sel.bad:
+        why.append(f"{len(sel.bad)} unusable files are listed in bad_files.tsv")
+    because = f" ({'; '.join(why)})" if why else ""
+    return CorpusError(f"{corpus}: {len(sel.paths)} usable images are fewer than "
+                       f"index.clusters={clusters}{because}; add images or lower it")
+
+
+def _run_locked(corpus: str | Path, index_dir: Path, config: IndexConfig, progress: bool,
+                full_check: bool, scheduler: str | None = None) -> IndexReport:
+    report = IndexReport()
     clock = time.perf_counter()
 
     def lap(step: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        report.timings[step] = now - clock
+        report.timings[step] = report.timings.get(step, 0.0) + now - clock
         clock = now
 
-    entries = scan_corpus(corpus)
-    if not entries:
-        raise CorpusError(f"{corpus}: no image files found (looked for "
-                          "jpg, jpeg, png, webp, bmp, tif)")
-    lap("scan")
-    shards = _load_shards(index_dir / ix.SHARDS_DIR / f"decode-{_decode_key(config)}")
-    shards.directory.mkdir(parents=True, exist_ok=True)
-    todo = [e for e in entries if (e.path, e.size, e.mtime_ns) not in shards.where]
-    log.info("%d image files, %d to decode, %d cached", len(entries), len(todo),
-             len(entries) - len(todo))
-    lap("load_checkpoint")
-    if todo:
-        jobs = config.jobs or os.cpu_count() or 1
-        _decode_new(todo, shards, config, min(jobs, max(1, len(todo) // CHUNK + 1)), progress,
-                    scheduler)
+    entries, skipped_dirs, shards, decoded = _decode_step(corpus, index_dir, config, progress,
+                                                            scheduler)
     lap("decode")
     sel = _select(entries, shards)
+    sel.bad = skipped_dirs + sel.bad
     _warn_bad(sel.bad, index_dir)
-    report.counts = {"files": len(entries), "decoded": len(todo), "bad": len(sel.bad),
+    report.counts = {"files": len(entries), "decoded": decoded, "bad": len(sel.bad),
                      "duplicates": sel.duplicates, "tiles": len(sel.paths)}
     if len(sel.paths) < config.clusters:
-        raise CorpusError(f"{corpus}: {len(sel.paths)} usable images are fewer than "
-                          f"index.clusters={config.clusters}; add images or lower it")
-    root = os.path.abspath(corpus)
+        _write_bad_report(index_dir, sel.bad)
+        raise _too_few(corpus, sel, config.clusters)
     sources_digest = digest_text(_decode_key(config), *sel.paths, *sel.digests)
     params = _result_params(config)
     old = _read_manifest(index_dir)
-    fresh_tiles = old is not None and old.get("sources_digest") == sources_digest and all(
-        (index_dir / name).is_file() for name in (ix.TILES, ix.HIST, ix.LAB))
-    if fresh_tiles and old.get("params") == params and (index_dir / ix.CLUSTERS).is_file():
+    same_sources = old is not None and old.get("sources_digest") == sources_digest
+    damaged = _damaged(index_dir, old, full_check) if same_sources else {}
+    report.repaired = sorted(damaged)
+    fresh_tiles = same_sources and not damaged.keys() & {*ix.ARRAYS, ix.MANIFEST}
+    fresh_clusters = (fresh_tiles and old.get("params") == params
+                      and ix.CLUSTERS not in damaged)
+    if fresh_clusters and not damaged:
         report.counts.update({k: v for k, v in old["counts"].items() if k.startswith(
             ("clusters", "tiles_"))})
         report.up_to_date = True
         lap("check")
         _write_last_run(index_dir, report)
         return report
+    lap("check")
     (index_dir / ix.MANIFEST).unlink(missing_ok=True)  # the old index is no longer valid
     if not fresh_tiles:
         _assemble(index_dir, sel, shards, config)
     lap("assemble")
-    report.counts.update(_cluster(index_dir, config))
+    if fresh_clusters:
+        report.counts.update({k: v for k, v in old["counts"].items() if k.startswith(
+            ("clusters", "tiles_"))})
+    else:
+        report.counts.update(_cluster(index_dir, config))
     lap("cluster")
     _write_bad_report(index_dir, sel.bad)
+    _write_manifest(index_dir, corpus, config, sel, sources_digest, report)
+    lap("write")
+    _write_last_run(index_dir, report)
+    return report
+
+
+def _damaged(index_dir: Path, manifest: dict, full: bool) -> dict[str, str]:
+    """The artifacts that fail their check, each named in one warning. A cheap check that
+    fails anywhere makes every artifact get the full digest check."""
+    problems = ix.artifact_problems(index_dir, manifest, full)
+    if problems and not full:
+        problems = {**ix.artifact_problems(index_dir, manifest, full=True), **problems}
+    for name, problem in problems.items():
+        log.warning("%s: damaged (%s); rebuilding it", index_dir / name, problem)
+    return problems
+
+
+def _write_manifest(index_dir: Path, corpus: str | Path, config: IndexConfig, sel: _Selection,
+                    sources_digest: str, report: IndexReport) -> None:
+    root = os.path.abspath(corpus)
+    params = _result_params(config)
     manifest = {
-        "format": 1,
+        "format": 2,
         "corpus": root,
         "params": params,
         "decode_key": _decode_key(config),
@@ -311,11 +342,8 @@ def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
         "index_digest": digest_text(sources_digest, repr(sorted(params.items()))),
         "versions": _versions(),
         "counts": report.counts,
-        "artifacts": {name: (index_dir / name).stat().st_size for name in ix.ARTIFACTS[:-1]},
+        "artifacts": {name: record_artifact(index_dir / name) for name in ix.RECORDED},
         "sources": {"paths": [os.path.relpath(p, root) for p in sel.paths],
                     "digests": sel.digests},
     }
     write_json(index_dir / ix.MANIFEST, manifest)
-    lap("write")
-    _write_last_run(index_dir, report)
-    return report

@@ -1,0 +1,176 @@
+"""Output paths and containers: checks made before any work, so a render never destroys
+an input, never writes a container other than the one asked for, and never fails only at
+the very end for a reason known at the start.
+
+* :func:`check_output` refuses an OUT that is (or links to) a file the job reads, that is
+  an existing directory, or whose directory is missing or not writable.
+* :func:`container_for` picks the container from OUT's extension (mp4, mov, mkv, webm)
+  and checks that it can hold the video and audio codecs; :func:`mux_args` and
+  :func:`audio_args` give the ffmpeg options of the final mux.
+* :func:`default_output` names the default OUT of a source so that two sources with the
+  same file name get different outputs; :func:`scores_path` names OUT's scores file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.cache import digest_text
+from pipeline.errors import OutputError
+
+
+@dataclass(frozen=True)
+class Container:
+    """An output container: its name, ffmpeg muxer, and the codecs it may carry.
+
+    ``video`` / ``audio`` are the codec names (as ffprobe and PyAV name them) that may be
+    written into it; ``audio`` the ones that may be stream-copied from the source, the
+    others being re-encoded to ``audio_encoder``.
+    """
+
+    name: str
+    muxer: str
+    video: frozenset[str]
+    audio: frozenset[str]
+    audio_encoder: str
+    faststart: bool
+
+
+_MP4_VIDEO = frozenset({"h264", "hevc", "av1", "vp9", "mpeg4"})
+CONTAINERS: dict[str, Container] = {
+    ".mp4": Container("mp4", "mp4", _MP4_VIDEO,
+                      frozenset({"aac", "mp3", "ac3", "eac3", "alac"}), "aac", True),
+    ".mov": Container("mov", "mov", _MP4_VIDEO | {"prores"},
+                      frozenset({"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s24le"}),
+                      "aac", True),
+    ".mkv": Container("mkv", "matroska",
+                      _MP4_VIDEO | {"vp8", "prores", "ffv1"},
+                      frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "vorbis", "flac",
+                                 "dts", "truehd", "pcm_s16le", "pcm_s24le"}),
+                      "aac", False),
+    ".webm": Container("webm", "webm", frozenset({"vp8", "vp9", "av1"}),
+                       frozenset({"opus", "vorbis"}), "libopus", False),
+}
+
+# The codec each known ffmpeg video encoder produces.
+ENCODER_CODECS = {
+    "libx264": "h264", "h264_nvenc": "h264", "h264_qsv": "h264", "h264_vaapi": "h264",
+    "libx265": "hevc", "hevc_nvenc": "hevc", "hevc_qsv": "hevc", "hevc_vaapi": "hevc",
+    "libvpx": "vp8", "libvpx-vp9": "vp9", "libaom-av1": "av1", "libsvtav1": "av1",
+    "librav1e": "av1", "av1_nvenc": "av1", "prores_ks": "prores", "ffv1": "ffv1",
+    "mpeg4": "mpeg4",
+}
+
+
+def container_for(out: str | Path, encoder: str = "libx264") -> Container:
+    """The container of ``out`` from its extension, checked against the codecs.
+
+    ``encoder`` is the ffmpeg video encoder (``render.encoder``); an encoder not in
+    :data:`ENCODER_CODECS` is left to ffmpeg, except in webm, which takes only known
+    VP8/VP9/AV1 encoders. (Audio never makes a container impossible: what it cannot carry
+    is re-encoded, see :func:`audio_args`.) Raises :class:`OutputError` for another
+    extension or a codec the container refuses.
+    """
+    suffix = Path(out).suffix.lower()
+    container = CONTAINERS.get(suffix)
+    if container is None:
+        known = ", ".join(CONTAINERS)
+        raise OutputError(f"{out}: unknown output container {suffix or '(no extension)'!r}; "
+                          f"use one of {known}")
+    codec = ENCODER_CODECS.get(encoder)
+    if (codec is None and container.name == "webm") or (
+            codec is not None and codec not in container.video):
+        allowed = sorted(e for e, c in ENCODER_CODECS.items() if c in container.video)
+        raise OutputError(f"{out}: a {container.name} file cannot hold "
+                          f"{codec or encoder} video from render.encoder={encoder}; use "
+                          f"an encoder such as {', '.join(allowed[:4])} or another container")
+    return container
+
+
+def mux_args(container: Container) -> list[str]:
+    """ffmpeg output options that select ``container``'s muxer (and, for mp4/mov, put the
+    index first so playback can start before the whole file is read)."""
+    args = ["-movflags", "+faststart"] if container.faststart else []
+    return [*args, "-f", container.muxer]
+
+
+def audio_args(container: Container, audio_codec: str) -> list[str]:
+    """ffmpeg options for the output's audio: copy ``audio_codec`` when the container can
+    carry it, else re-encode to the container's audio codec."""
+    if audio_codec in container.audio:
+        return ["-c:a", "copy"]
+    bitrate = "128k" if container.audio_encoder == "libopus" else "192k"
+    return ["-c:a", container.audio_encoder, "-b:a", bitrate]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (existing: same inode; else same real path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output(out: str | Path, reads: list[str | Path] | tuple[str | Path, ...] = (),
+                 create_parent: bool = False) -> Path:
+    """Check that writing ``out`` is safe and possible, before any work; returns it.
+
+    Raises :class:`OutputError` when ``out`` resolves (through ``..``, ``./``, symbolic
+    or hard links) to one of ``reads``, the files the job reads; when it is an existing
+    directory; or when its directory is missing (unless ``create_parent``) or not
+    writable (tried by creating and removing a temporary file there).
+    """
+    out = Path(out)
+    for source in reads:
+        if _same_file(out, Path(source)):
+            raise OutputError(f"{out}: the output would overwrite {source}, which this job "
+                              "reads; choose another --out")
+    if out.is_dir():
+        raise OutputError(f"{out}: is a directory; give a file name such as "
+                          f"{out / 'mosaic.mp4'}")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        if not create_parent:
+            raise OutputError(f"{out}: its directory {parent} does not exist")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{out}: cannot create its directory {parent}: "
+                              f"{exc.strerror or exc}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write in {parent}: {exc.strerror or exc}") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return out
+
+
+def default_output(source: str, cache_dir: str | Path, suffix: str = ".mp4") -> Path:
+    """``<cache>/renders/<name>-<digest>-mosaic<suffix>`` for a path or URL.
+
+    ``<digest>`` is 8 hex digits of the source's absolute path (or the URL), so that two
+    sources named alike (``a/clip.mp4``, ``b/clip.mp4``) get different outputs.
+    """
+    from pipeline.video import is_url
+
+    if is_url(source):
+        key = source
+        stem = Path(source.split("?", 1)[0].rstrip("/")).stem or "video"
+    else:
+        key = os.path.abspath(source)
+        stem = Path(source).stem or "video"
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:60]
+    return Path(cache_dir) / "renders" / f"{stem}-{digest_text(key)[:8]}-mosaic{suffix}"
+
+
+def scores_path(out: str | Path) -> Path:
+    """The scores file written beside ``out``: ``o.mkv`` -> ``o.mkv.scores.json`` (one per
+    output file, so ``o.mkv`` and ``o.mov`` never share one)."""
+    out = Path(out)
+    return out.with_name(out.name + ".scores.json")
