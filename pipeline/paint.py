@@ -9,7 +9,8 @@ gives the same frames. Its outputs, in the job's work directory:
 
 * ``seg-NNNNN.mp4``: the encoded frames (written to a unique temporary name, renamed);
 * ``seg-NNNNN.json``: written last: the job key, the frame count, statistics, scores
-  and the video file's size and digest. A segment counts as done only with it;
+  and the video file's size and digests. A segment counts as done only with it, and
+  only while its file still matches them;
 * ``seg-NNNNN.progress``: frames painted so far, while it runs (for the progress bar).
 
 A rerun of a done segment returns its statistics without painting it again.
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import digest_file, write_json
+from pipeline.cache import artifact_problem, record_artifact, write_json
 from pipeline.compose import Canvas, blend
 from pipeline.grid import Grid
 from pipeline.index import TILES
@@ -81,14 +82,18 @@ def progress_path(work: str | Path, number: int) -> Path:
     return Path(work) / f"seg-{number:05d}.progress"
 
 
-def finished(job: PaintJob, number: int) -> dict | None:
-    """The statistics of segment ``number`` if it is done and its file is intact."""
+def finished(job: PaintJob, number: int, full: bool = False) -> dict | None:
+    """The statistics of segment ``number`` if it is done and its file is intact (size
+    and a sample digest; the whole digest with ``full``); None if it must be painted."""
     try:
         stats = json.loads(stats_path(job.work, number).read_text())
-        size = segment_path(job.work, number).stat().st_size
     except (OSError, ValueError):
         return None
-    if stats.get("key") != job.key or stats.get("size") != size:
+    if stats.get("key") != job.key:
+        return None
+    problem = artifact_problem(segment_path(job.work, number), stats.get("video"), full)
+    if problem is not None:
+        log.warning("segment %d of %s: %s; it will be painted again", number, job.work, problem)
         return None
     return stats
 
@@ -105,8 +110,7 @@ def paint_segment(job: PaintJob, seg: Segment) -> dict:
     if chunk is None:
         raise RuntimeError(f"plan chunk {seg.number} is missing or damaged")
     stats = _paint(job, seg, chunk)
-    video = segment_path(job.work, seg.number)
-    stats.update({"key": job.key, "size": video.stat().st_size, "digest": digest_file(video)})
+    stats.update({"key": job.key, "video": record_artifact(segment_path(job.work, seg.number))})
     write_json(stats_path(job.work, seg.number), stats)
     progress_path(job.work, seg.number).unlink(missing_ok=True)
     return stats

@@ -37,7 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import atomic_output, digest_file, digest_text, write_json
+from pipeline.cache import (
+    artifact_problem,
+    atomic_output,
+    digest_text,
+    file_lock,
+    record_artifact,
+    write_json,
+)
 from pipeline.config import RenderConfig
 from pipeline.features import block_means, colour_histogram, lab_grid_means
 from pipeline.grid import ActivityTracker, Grid, cell_views
@@ -217,8 +224,10 @@ def read_chunk(path: Path, key: str | None = None) -> PlanChunk | None:
         return None
 
 
-def read_manifest(plan_dir: Path, key: str) -> dict | None:
-    """The plan's manifest when the plan is complete and its chunks look intact."""
+def read_manifest(plan_dir: Path, key: str, full: bool = False) -> dict | None:
+    """The plan's manifest when the plan is complete and its chunks intact: sizes and
+    sample digests every time, whole digests with ``full``. A damaged chunk is said in
+    one line and removed, so that it is planned again."""
     try:
         manifest = json.loads((Path(plan_dir) / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -227,7 +236,10 @@ def read_manifest(plan_dir: Path, key: str) -> dict | None:
         return None
     for number, record in enumerate(manifest.get("chunks", [])):
         path = chunk_path(plan_dir, number)
-        if not path.is_file() or path.stat().st_size != record.get("size"):
+        if (problem := artifact_problem(path, record, full)) is not None:
+            log.warning("plan chunk %s: %s; it will be planned again", path, problem)
+            path.unlink(missing_ok=True)
+            (Path(plan_dir) / MANIFEST).unlink(missing_ok=True)
             return None
     return manifest
 
@@ -272,33 +284,36 @@ class Planner:
                 return segments[i:]
         return []
 
-    def run(self, todo: list[Segment], segments: list[Segment],
-            on_chunk: Callable[[Segment], None], stop: threading.Event | None = None) -> None:
-        """Plan ``todo`` (the tail of ``segments`` that :meth:`missing` gives) in order,
-        then write the manifest. ``on_chunk`` is called as each chunk lands; ``stop``
-        ends the pass early (without a manifest)."""
-        self.plan_dir.mkdir(parents=True, exist_ok=True)
-        state, src_lab = CanvasState.empty(self.grid), None
-        if todo and todo[0].number > 0 and self.config.carry_tiles:
-            prev = read_chunk(chunk_path(self.plan_dir, todo[0].number - 1), self.key)
-            if prev is None:
-                raise RuntimeError(f"plan chunk {todo[0].number - 1} vanished")
-            state, src_lab = prev.end_state, prev.end_src_lab
-        for seg in todo:
-            if stop is not None and stop.is_set():
-                return
-            if not self.config.carry_tiles:
-                state, src_lab = CanvasState.empty(self.grid), None
-            state, src_lab = self.plan_segment(seg, state, src_lab)
-            on_chunk(seg)
-        self.finish(segments)
+    def run(self, segments: list[Segment], on_chunk: Callable[[Segment], None],
+            stop: threading.Event | None = None) -> None:
+        """Plan what is missing of ``segments`` in order, then write the manifest.
+
+        Holds the plan directory's lock (another job planning the same frames is waited
+        for, then its chunks are used). ``on_chunk`` is called for every segment whose
+        chunk exists, as it lands; ``stop`` ends the pass early (without a manifest).
+        """
+        with file_lock(self.plan_dir / ".lock", f"the plan {self.key[:12]}"):
+            todo = self.missing(segments)
+            for seg in segments[:len(segments) - len(todo)]:
+                on_chunk(seg)
+            state, src_lab = CanvasState.empty(self.grid), None
+            if todo and todo[0].number > 0 and self.config.carry_tiles:
+                prev = read_chunk(chunk_path(self.plan_dir, todo[0].number - 1), self.key)
+                if prev is None:
+                    raise RuntimeError(f"plan chunk {todo[0].number - 1} vanished")
+                state, src_lab = prev.end_state, prev.end_src_lab
+            for seg in todo:
+                if stop is not None and stop.is_set():
+                    return
+                if not self.config.carry_tiles:
+                    state, src_lab = CanvasState.empty(self.grid), None
+                state, src_lab = self.plan_segment(seg, state, src_lab)
+                on_chunk(seg)
+            self.finish(segments)
 
     def finish(self, segments: list[Segment]) -> dict:
         """Write the manifest (last): the key, the range and each chunk's size and digest."""
-        chunks = []
-        for seg in segments:
-            path = chunk_path(self.plan_dir, seg.number)
-            chunks.append({"size": path.stat().st_size, "digest": digest_file(path)})
+        chunks = [record_artifact(chunk_path(self.plan_dir, seg.number)) for seg in segments]
         manifest = {"key": self.key, "version": PLAN_VERSION, "first": segments[0].start,
                     "frames": sum(s.count for s in segments),
                     "grid": [self.grid.rows, self.grid.cols], "chunks": chunks}

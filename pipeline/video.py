@@ -16,21 +16,24 @@ import queue
 import shlex
 import shutil
 import subprocess
+import tempfile
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from pipeline.errors import FFmpegError, VideoError
 
+if TYPE_CHECKING:
+    from pipeline.output import Container
+
 log = logging.getLogger(__name__)
 
-# Audio codecs an .mp4 can carry as they are; anything else is re-encoded to AAC.
-MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
 # Demuxers of single pictures (PNG, JPEG, ... are read as "<codec>_pipe" too).
 STILL_IMAGE_FORMATS = frozenset({"image2", "image2pipe"})
 
@@ -460,13 +463,17 @@ def download(url: str, cache_dir: str | Path, fmt: str) -> Path:
 
 
 def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo, audio: AudioInfo | None,
-                   start_s: float, duration_s: float, work: Path) -> None:
+                   start_s: float, duration_s: float, work: Path, container: Container,
+                   check: Callable[[Path], None] | None = None) -> None:
     """Join encoded segments (stream copy) and add the source's audio, cut to the range.
 
-    Audio is copied when an .mp4 can carry its codec, else re-encoded to AAC. The result
-    is written to a temporary file and renamed over ``out``.
+    The container (:func:`pipeline.output.container_for`) decides the muxer and whether
+    the audio is copied or re-encoded. The result is written to a unique temporary file,
+    handed to ``check`` (which raises if it is not what was planned), and only then
+    renamed over ``out``.
     """
     from pipeline.cache import atomic_output
+    from pipeline.output import audio_args, mux_args
 
     listing = work / "concat.txt"
     with atomic_output(listing, "w") as f:
@@ -480,19 +487,16 @@ def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo, audio: Au
         args += ["-t", f"{duration_s:.6f}", "-i", source.path]
     args += ["-map", "0:v:0", "-c:v", "copy"]
     if audio is not None:
-        copy = audio.codec in MP4_AUDIO_COPY
-        args += ["-map", f"1:a:{audio.index}", "-c:a", "copy" if copy else "aac"]
-        if not copy:
-            args += ["-b:a", "192k"]
-    args += ["-movflags", "+faststart", "-f", "mp4"]
+        args += ["-map", f"1:a:{audio.index}", *audio_args(container, audio.codec)]
+    args += mux_args(container)
     out.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile  # a unique name: two runs writing one OUT never share a temporary
-
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         run_ffmpeg([*args, str(tmp)], f"writing {out}")
+        if check is not None:
+            check(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -99,7 +99,7 @@ def test_score_command_on_videos(tmp_path, run_cli, tile_index, clip_with_audio)
                            "--scale", "2", "--alpha", "0", "--preset", "ultrafast", "-q",
                            "--set", "render.crf=10")
     assert code == 0, err
-    own = json.loads((tmp_path / "m.scores.json").read_text())["scores"]
+    own = json.loads((tmp_path / "m.mp4.scores.json").read_text())["scores"]
     code, out, _ = run_cli("score", clip_with_audio, render, "--scale", "2", "-q")
     theirs = json.loads(out)
     assert abs(theirs["delta_e_cell"] - own["delta_e_cell"]) < 1.0

@@ -16,6 +16,7 @@ import pytest
 from conftest import ffmpeg, make_clip
 
 from pipeline.config import RenderConfig
+from pipeline.output import scores_path
 from pipeline.stages.render import iter_frames, run_render
 
 FAST = RenderConfig(scale=2, preset="ultrafast", segment_frames=20, cluster_batch_frames=8)
@@ -210,7 +211,7 @@ def test_static_source_has_zero_churn_across_segments(tile_index: Path, tmp_path
     assert len(chunks) == 3
     ids = [np.load(t)["end_ids"] for t in chunks]
     assert (ids[0] == ids[1]).all() and (ids[1] == ids[2]).all()  # no reshuffle at boundaries
-    written = json.loads(out.with_name("out.scores.json").read_text())
+    written = json.loads(scores_path(out).read_text())
     assert written["scores"]["churn"] == 0
 
 

@@ -18,6 +18,7 @@ from conftest import make_clip
 
 from pipeline.config import RenderConfig
 from pipeline.execute import choose_workers
+from pipeline.output import scores_path
 from pipeline.stages.render import run_render
 from pipeline.video import ffmpeg_exe
 
@@ -34,7 +35,7 @@ def framemd5(path: Path) -> list[str]:
 
 
 def scores_of(out: Path) -> dict:
-    return json.loads(out.with_name(out.stem + ".scores.json").read_text())["scores"]
+    return json.loads(scores_path(out).read_text())["scores"]
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -34,13 +35,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.cache import digest_file, digest_text, write_json
+from pipeline.cache import digest_file, digest_text, ensure_free, file_lock, write_json
 from pipeline.config import RenderConfig
-from pipeline.errors import ConfigError, MosaicError, VideoError
-from pipeline.execute import choose_workers, make_pool
+from pipeline.errors import ConfigError, MosaicError, OutputError, VideoError
+from pipeline.execute import SCHEDULER_ENV, choose_workers, make_pool
 from pipeline.grid import make_grid
 from pipeline.index import load_index
 from pipeline.metrics import Scores
+from pipeline.output import check_output, container_for, default_output, scores_path
 from pipeline.paint import PaintJob, finished, paint_segment, progress_path, segment_path
 from pipeline.plan import Planner, Segment, plan_key, plan_segments, read_manifest, recolours
 from pipeline.video import (
@@ -114,11 +116,6 @@ def _pick_audio(info: VideoInfo, wanted: int) -> AudioInfo | None:
     return info.audio[wanted]
 
 
-def report_path(out: Path) -> Path:
-    """The quality report written next to an output video."""
-    return out.with_name(out.stem + ".scores.json")
-
-
 def resolve_input(video: str, cache_dir: Path, ytdlp_format: str) -> Path:
     """A local path as it is (it must exist), or a URL downloaded once into the cache."""
     if is_url(video):
@@ -127,12 +124,6 @@ def resolve_input(video: str, cache_dir: Path, ytdlp_format: str) -> Path:
     if not path.exists():
         raise VideoError(f"{video}: no such file")
     return path
-
-
-def default_output(video: str, cache_dir: Path) -> Path:
-    """``<cache>/renders/<name>-mosaic.mp4`` for a path or URL."""
-    stem = Path(video.split("?")[0].rstrip("/")).stem or "video"
-    return cache_dir / "renders" / f"{stem}-mosaic.mp4"
 
 
 def job_key(plan: str, config: RenderConfig) -> str:
@@ -155,12 +146,12 @@ class SegmentError(MosaicError):
 
 @dataclass
 class _Job:
-    """One run's moving parts: the planner and what it still has to do, the painters."""
+    """One run's moving parts: the planner, the painters' job, what is left to paint."""
 
     planner: Planner
     paint: PaintJob
     segments: list[Segment]
-    to_plan: list[Segment]
+    plan_reused: bool
     to_paint: list[Segment]
 
 
@@ -171,15 +162,15 @@ def _render_segments(job: _Job, pool, bar: tqdm) -> dict[int, dict]:
     frames painted by all workers (from their progress files).
     """
     planned: queue.Queue[Segment] = queue.Queue()
-    for seg in job.segments:
-        if seg not in job.to_plan:
-            planned.put(seg)
     stop, failure = threading.Event(), []
 
     def plan() -> None:
         try:
-            if job.to_plan:
-                job.planner.run(job.to_plan, job.segments, planned.put, stop)
+            if job.plan_reused:
+                for seg in job.segments:
+                    planned.put(seg)
+            else:
+                job.planner.run(job.segments, planned.put, stop)
         except BaseException as exc:  # handed to the main thread
             failure.append(exc)
 
@@ -235,17 +226,24 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     """Render ``video`` as a mosaic of the tiles in ``index_dir`` into ``out``.
 
     Painting runs on ``config.workers`` local processes (0: as many as the cores and
-    the memory allow), or on the Dask cluster of ``scheduler``. Raises
-    :class:`VideoError` for a missing, unreadable, truncated or undownloadable input,
-    :class:`TileIndexError` for a missing index and :class:`SegmentError` when a
-    painter fails; the output path is written only once everything succeeded.
+    the memory allow), or on the Dask cluster of ``scheduler``. The output path, its
+    directory and its container are checked before any work; a second run of the same
+    job waits for the first (the job's lock). Raises :class:`VideoError` for a missing,
+    unreadable, truncated or undownloadable input, :class:`OutputError` for an unsafe
+    or unwritable output, :class:`TileIndexError` for a missing index and
+    :class:`SegmentError` when a painter fails; the output is written only once it has
+    been verified against the plan (frames, streams, duration).
     """
     started = time.perf_counter()
     cache_dir = Path(cache_dir)
+    default = out is None
+    out = default_output(video, cache_dir) if default else Path(out)
+    container = container_for(out, config.encoder)
+    check_output(out, create_parent=default)
     index = load_index(index_dir)
     source = resolve_input(video, cache_dir, config.ytdlp_format)
+    check_output(out, reads=[source, *(p for p in index.path.iterdir() if p.is_file())])
     info = probe(source)
-    out = Path(out) if out else default_output(video, cache_dir)
     grid = make_grid(info.height, info.width, index.tiles.shape[1:3], config.scale,
                      config.max_width, config.max_height)
     if not output_size_ok(grid.out_w, grid.out_h):
@@ -256,63 +254,102 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     pkey = plan_key(digest_file(source), index.digest, config, first, count)
     key = job_key(pkey, config)
     work = cache_dir / "render" / key
-    work.mkdir(parents=True, exist_ok=True)
     report = RenderReport(out=out, frames=count, audio=audio is not None,
                           grid=(grid.rows, grid.cols), out_size=(grid.out_w, grid.out_h))
-    done = _read_json(work / DONE)
-    if done and out.is_file() and done.get("out") == str(out.resolve()) and \
-            done.get("size") == out.stat().st_size:
-        report.up_to_date, report.size = True, out.stat().st_size
-        report.active_share = done.get("active_share", 0.0)
-        return report
     choice = choose_workers(grid.out_w * grid.out_h, config.encoder, config.preset,
                             config.workers, config.encoder_threads)
     report.workers, report.threads = choice.workers, choice.threads
     paint = PaintJob(key, pkey, info, grid, str(index.path), str(cache_dir / "plans" / pkey),
                      str(work), config.alpha, config.recolour if recolours(config) else 0.0,
                      config.report, tuple(_codec(config, choice.threads)))
-    job = _prepare(paint, Planner(info, grid, index, config, Path(paint.plan_dir), pkey),
-                   plan_segments(first, count, config.segment_frames), report)
-    stats = {s.number: finished(paint, s.number) for s in job.segments}
-    if job.to_paint:
-        scheduler = scheduler or None
-        if scheduler is None:
-            log.info("render: %s", choice.describe(grid.out_w, grid.out_h, config.preset))
-        pool = make_pool(choice.workers, scheduler)
-        bar = tqdm(total=sum(s.count for s in job.to_paint), desc="render", unit="frames",
-                   disable=None if progress else True, smoothing=0.1)
-        t = time.perf_counter()
-        try:
-            with bar:
-                stats.update(_render_segments(job, pool, bar))
-        finally:
-            pool.close()
-        report.render_seconds = time.perf_counter() - t
-        report.rendered = sum(s.count for s in job.to_paint)
-    if not report.plan_reused and read_manifest(Path(paint.plan_dir), pkey) is None:
-        job.planner.finish(job.segments)  # every chunk was there, only the manifest not
-    concat_and_mux([segment_path(work, s.number) for s in job.segments], out, info, audio,
-                   float(first / info.rate), float(count / info.rate), work)
-    _summarise(report, [stats[s.number] for s in job.segments], config, video, index.path)
-    report.seconds = time.perf_counter() - started
-    write_json(work / DONE, {"out": str(out.resolve()), "size": report.size,
-                             "active_share": report.active_share})
+    with file_lock(work / ".lock", f"the render job {key[:12]} ({video})"):
+        done = _read_json(work / DONE)
+        if done and out.is_file() and done.get("out") == str(out.resolve()) and \
+                done.get("size") == out.stat().st_size:
+            report.up_to_date, report.size = True, out.stat().st_size
+            report.active_share = done.get("active_share", 0.0)
+            return report
+        job = _prepare(paint, Planner(info, grid, index, config, Path(paint.plan_dir), pkey),
+                       plan_segments(first, count, config.segment_frames), report)
+        stats = {s.number: finished(paint, s.number) for s in job.segments}
+        if job.to_paint:
+            if not (scheduler or os.environ.get(SCHEDULER_ENV)):
+                log.info("render: %s", choice.describe(grid.out_w, grid.out_h, config.preset))
+            stats.update(_paint_missing(job, choice.workers, scheduler, progress, report))
+        segments = [segment_path(work, s.number) for s in job.segments]
+        ensure_free(out.parent, _output_bytes(segments, info, count, audio), f"writing {out}")
+        with file_lock(cache_dir / "locks" / f"{digest_text(str(out.resolve()))}.lock",
+                       f"the output {out}"):
+            concat_and_mux(segments, out, info, audio, float(first / info.rate),
+                           float(count / info.rate), work, container,
+                           check=lambda path: _check_joined(path, out, info, count, audio))
+            _summarise(report, [stats[s.number] for s in job.segments], config, video,
+                       index.path)
+            report.seconds = time.perf_counter() - started
+            write_json(work / DONE, {"out": str(out.resolve()), "size": report.size,
+                                     "active_share": report.active_share})
     return report
+
+
+def _paint_missing(job: _Job, workers: int, scheduler: str | None, progress: bool,
+                   report: RenderReport) -> dict[int, dict]:
+    """Plan and paint what is missing on a pool, with one progress bar over all frames."""
+    pool = make_pool(workers, scheduler)
+    bar = tqdm(total=sum(s.count for s in job.to_paint), desc="render", unit="frames",
+               disable=None if progress else True, smoothing=0.1)
+    t = time.perf_counter()
+    try:
+        with bar:
+            stats = _render_segments(job, pool, bar)
+    finally:
+        pool.close()
+    report.render_seconds = time.perf_counter() - t
+    report.rendered = sum(s.count for s in job.to_paint)
+    return stats
+
+
+def _output_bytes(segments: list[Path], info: VideoInfo, count: int,
+                  audio: AudioInfo | None) -> int:
+    """What the joined output needs on disk: the segments, plus the audio at up to
+    320 kb/s (its bitrate is not known before muxing)."""
+    video = sum(p.stat().st_size for p in segments)
+    return video + (int(count / info.rate * 40_000) if audio is not None else 0)
+
+
+def _check_joined(path: Path, out: Path, info: VideoInfo, count: int,
+                  audio: AudioInfo | None) -> None:
+    """Raise unless the joined file holds what was planned: the frame count, one video
+    stream (and one audio stream when the source had audio), the planned duration."""
+    try:
+        got = probe(path)
+    except VideoError as exc:
+        raise OutputError(f"{out}: the joined file is unreadable ({exc})") from None
+    wanted_audio = 1 if audio is not None else 0
+    duration = float(count / info.rate)
+    if got.frames != count or len(got.audio) != wanted_audio or \
+            abs(got.duration - duration) > 1.5 / float(info.rate):
+        raise OutputError(f"{out}: the joined file has {got.frames} frames, "
+                          f"{len(got.audio)} audio stream(s) and {got.duration:.2f} s where "
+                          f"{count} frames, {wanted_audio} and {duration:.2f} s were planned; "
+                          "it was not written (rerun to repair)")
 
 
 def _prepare(paint: PaintJob, planner: Planner, segments: list[Segment],
              report: RenderReport) -> _Job:
-    """What is left to plan and to paint, and say when a plan is reused or resumed."""
+    """What is left to paint; say when the plan is reused or resumed."""
     to_paint = [s for s in segments if finished(paint, s.number) is None]
     report.segments_cached = len(segments) - len(to_paint)
     if read_manifest(Path(paint.plan_dir), paint.plan_key) is not None:
         report.plan_reused = True
-        log.info("reusing the plan of these frames (%s): only painting", paint.plan_key[:12])
-        return _Job(planner, paint, segments, [], to_paint)
-    to_plan = planner.missing(segments) if to_paint else []
-    if 0 < len(to_plan) < len(segments):
-        log.info("resuming the plan at segment %d of %d", to_plan[0].number, len(segments))
-    return _Job(planner, paint, segments, to_plan, to_paint)
+        if to_paint:
+            log.info("reusing the plan of these frames (%s): only painting",
+                     paint.plan_key[:12])
+        return _Job(planner, paint, segments, True, to_paint)
+    if to_paint:
+        todo = planner.missing(segments)
+        if 0 < len(todo) < len(segments):
+            log.info("resuming the plan at segment %d of %d", todo[0].number, len(segments))
+    return _Job(planner, paint, segments, False, to_paint)
 
 
 def _codec(config: RenderConfig, threads: int) -> list[str]:
@@ -325,7 +362,8 @@ def _codec(config: RenderConfig, threads: int) -> list[str]:
 
 def _summarise(report: RenderReport, stats: list[dict], config: RenderConfig, video: str,
                index_path: Path) -> None:
-    """Active share and scores over all segments; the scores file next to the output."""
+    """Active share and scores over all segments; the scores file next to the output
+    (:func:`pipeline.output.scores_path`)."""
     out = report.out
     report.active_share = sum(s["active_cells"] for s in stats) / max(1, sum(
         s["cells"] for s in stats))
@@ -335,7 +373,7 @@ def _summarise(report: RenderReport, stats: list[dict], config: RenderConfig, vi
         for s in stats:
             total.add(Scores(**s["scores"]))
         report.scores = total.summary()
-        write_json(report_path(out), {"source": str(video), "index": str(index_path),
+        write_json(scores_path(out), {"source": str(video), "index": str(index_path),
                                       "matching": config.matching, "grid": list(report.grid),
                                       "output": str(out), "scores": report.scores})
 
