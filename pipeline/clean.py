@@ -128,7 +128,7 @@ def _unchanged(path: str, size: int, mtime_ns: int) -> bool:
 
 def clean_cache(cache: str | Path, older_than_s: float, dry_run: bool = False,
                 index_dirs: tuple[str | Path, ...] = ()) -> CleanReport:
-    """Remove stale shards, orphaned temporary files and old render jobs under ``cache``
+    """Remove stale shards, orphaned temporary files, old render jobs and plans under ``cache``
     (and in ``index_dirs``, indexes kept elsewhere); see the module docstring."""
     cache = Path(cache)
     report = CleanReport()
@@ -150,7 +150,11 @@ def clean_cache(cache: str | Path, older_than_s: float, dry_run: bool = False,
             elif free:
                 for tmp in job.rglob(TMP_GLOB):
                     _remove(report, tmp, "orphaned temporary file", dry_run)
-    locked_dirs = indexes | {p for p in cache.glob("render/*")}
+    for plan in sorted(p for p in cache.glob("plans/*") if p.is_dir()):
+        with _unlocked(plan, report) as free:
+            if free and now - _newest(plan) > older_than_s:
+                _remove(report, plan, "old render plan", dry_run)
+    locked_dirs = indexes | {p for p in cache.glob("render/*")} | {p for p in cache.glob("plans/*")}
     for tmp in sorted(cache.rglob(TMP_GLOB)) if cache.is_dir() else []:
         if not any(d == tmp.parent or d in tmp.parents for d in locked_dirs) and tmp.exists() \
                 and now - tmp.stat().st_mtime > UNLOCKED_TMP_AGE:

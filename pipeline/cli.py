@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "repairs them.")
     p.add_argument("index", nargs="?", metavar="INDEX", help="index directory (default: "
                    "$MOSAIC_CACHE/index)")
+    p.add_argument("--renders", action="store_true", help="instead, check every plan chunk "
+                   "and painted segment in $MOSAIC_CACHE; damaged ones are dropped, and the "
+                   "next run of their render redoes just them")
     p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
 
     p = sub.add_parser("clean", help="remove stale checkpoints, temporary files, old renders",
@@ -306,6 +309,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from pipeline.cache import file_lock
     from pipeline.index import LOCK, verify_index
 
+    if args.renders:
+        from pipeline.stages.render import verify_renders
+
+        problems = verify_renders(default_cache())
+        for path, problem in problems.items():
+            log.warning("damaged: %s: %s", path, problem)
+        if problems:
+            raise MosaicError(f"{default_cache()}: {len(problems)} damaged render file(s), "
+                              "dropped; rerun their renders to redo them")
+        log.info("%s: every plan chunk and painted segment matches its recorded digest",
+                 default_cache())
+        return 0
     index_dir = Path(args.index) if args.index else default_cache() / "index"
     if not index_dir.is_dir():
         raise MosaicError(f"{index_dir}: no such index directory")
@@ -333,7 +348,8 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     print(f"{verb} {format_bytes(report.total())}: "
           f"{report.count('stale decode checkpoint')} stale decode checkpoint(s), "
           f"{report.count('orphaned temporary file')} temporary file(s), "
-          f"{report.count('old render job')} old render job(s)"
+          f"{report.count('old render job')} old render job(s), "
+          f"{report.count('old render plan')} old plan(s)"
           + (" (dry run: nothing removed)" if args.dry_run else ""))
     return 0
 

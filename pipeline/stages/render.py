@@ -35,7 +35,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.cache import digest_file, digest_text, ensure_free, file_lock, write_json
+from pipeline.cache import (
+    artifact_problem,
+    digest_file,
+    digest_text,
+    ensure_free,
+    file_lock,
+    write_json,
+)
 from pipeline.config import RenderConfig
 from pipeline.errors import ConfigError, MosaicError, OutputError, VideoError
 from pipeline.execute import SCHEDULER_ENV, choose_workers, make_pool
@@ -238,8 +245,8 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     cache_dir = Path(cache_dir)
     default = out is None
     out = default_output(video, cache_dir) if default else Path(out)
-    container = container_for(out, config.encoder)
     check_output(out, create_parent=default)
+    container = container_for(out, config.encoder)
     index = load_index(index_dir)
     source = resolve_input(video, cache_dir, config.ytdlp_format)
     check_output(out, reads=[source, *(p for p in index.path.iterdir() if p.is_file())])
@@ -376,6 +383,32 @@ def _summarise(report: RenderReport, stats: list[dict], config: RenderConfig, vi
         write_json(scores_path(out), {"source": str(video), "index": str(index_path),
                                       "matching": config.matching, "grid": list(report.grid),
                                       "output": str(out), "scores": report.scores})
+
+
+def verify_renders(cache_dir: str | Path) -> dict[str, str]:
+    """Fully check every plan chunk and painted segment under ``cache_dir`` against the
+    whole-file digests recorded when they were written.
+
+    A damaged one loses its record (the plan's manifest, the segment's ``.json``), so the
+    next run of its render redoes just it. Returns ``{file path: problem}``.
+    """
+    cache_dir, problems = Path(cache_dir), {}
+    for manifest in sorted(cache_dir.glob("plans/*/manifest.json")):
+        plan = _read_json(manifest) or {}
+        for number, record in enumerate(plan.get("chunks", [])):
+            chunk = manifest.parent / f"chunk-{number:05d}.npz"
+            if (problem := artifact_problem(chunk, record, full=True)) is not None:
+                problems[str(chunk)] = problem
+                chunk.unlink(missing_ok=True)
+                manifest.unlink(missing_ok=True)
+    for record in sorted(cache_dir.glob("render/*/seg-*.json")):
+        video = record.with_suffix(".mp4")
+        stats = _read_json(record) or {}
+        if (problem := artifact_problem(video, stats.get("video"), full=True)) is not None:
+            problems[str(video)] = problem
+            record.unlink(missing_ok=True)
+            (record.parent / DONE).unlink(missing_ok=True)
+    return problems
 
 
 def _read_json(path: Path) -> dict | None:
