@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video", metavar="VIDEO", help="video file or URL")
     p.add_argument("--index", metavar="DIR", help="tile index (default: "
                    "$MOSAIC_CACHE/index, what `make index` builds)")
-    p.add_argument("--out", metavar="FILE", help="output .mp4 (default: "
-                   "$MOSAIC_CACHE/renders/<name>-mosaic.mp4)")
+    p.add_argument("--out", metavar="FILE", help="output .mp4, .mov, .mkv or .webm "
+                   "(default: $MOSAIC_CACHE/renders/<name>-<digest>-mosaic.mp4)")
     p.add_argument("--start", type=_SECONDS, default=0.0, metavar="SECONDS",
                    help="start this far into the video (preview a part)")
     p.add_argument("--duration", type=_POSITIVE, metavar="SECONDS", help="render this long")
