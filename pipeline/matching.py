@@ -186,12 +186,14 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
     """Exact k nearest tiles (L2 on ``features``) within each query's probed clusters.
 
     An inverted-file search: the tile clusters are the lists, ``probes`` says which
-    lists each query looks in. Work is grouped by list, so there is no per-query loop.
+    lists each query looks in. Work is grouped by list, so there is no per-query loop:
+    each (query, probed list) pair puts its k best into a slot of its own, and one
+    final pass keeps each query's k best of all its slots.
 
     Parameters
     ----------
     queries : ndarray (n, D), float32.
-    probes : ndarray (n, m), int, tile clusters to search for each query.
+    probes : ndarray (n, m), int, distinct tile clusters to search for each query.
     features : ndarray (N, D), float32, per-tile features (indexed by tile id).
     k : candidates to return.
 
@@ -200,27 +202,36 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
     ids : ndarray (n, k), int64, tile ids by increasing distance (-1 where fewer exist).
     dist : ndarray (n, k), float32, squared distances (inf where fewer exist).
     """
-    n = len(queries)
-    best_d = np.full((n, k), np.inf, np.float32)
-    best_i = np.full((n, k), -1, np.int64)
-    flat_q = np.repeat(np.arange(n), probes.shape[1])
-    flat_c = probes.ravel()
-    order = np.argsort(flat_c, kind="stable")
-    flat_q, flat_c = flat_q[order], flat_c[order]
+    n, m = probes.shape
+    slot_d = np.full((n, m * k), np.inf, np.float32)
+    slot_i = np.full((n, m * k), -1, np.int64)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    q_norms = (queries * queries).sum(1)
+    flat_q = np.repeat(np.arange(n), m)
+    flat_j = np.tile(np.arange(m), n)
+    order = np.argsort(probes.ravel(), kind="stable")
+    flat_q, flat_j, flat_c = flat_q[order], flat_j[order], probes.ravel()[order]
     bounds = np.flatnonzero(np.r_[True, flat_c[1:] != flat_c[:-1], True])
     for lo, hi in itertools.pairwise(bounds):
         c = flat_c[lo]
         members = tiles.members[tiles.offsets[c]:tiles.offsets[c] + tiles.sizes[c]]
-        member_features = features[members]
+        member_features = np.ascontiguousarray(features[members], dtype=np.float32)
+        m_norms = (member_features * member_features).sum(1)
+        kk = min(k, len(members))
         step = max(1, _BLOCK // max(1, len(members)))  # bounded distance matrices
         for start in range(lo, hi, step):
-            qi = flat_q[start:min(start + step, hi)]
-            cols, vals = smallest_k(_sq_dist(queries[qi], member_features), k)
-            cand_d = np.concatenate([best_d[qi], vals], axis=1)
-            cand_i = np.concatenate([best_i[qi], members[cols]], axis=1)
-            keep = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
-            best_d[qi] = np.take_along_axis(cand_d, keep, 1)
-            best_i[qi] = np.take_along_axis(cand_i, keep, 1)
+            qi, jj = flat_q[start:min(start + step, hi)], flat_j[start:min(start + step, hi)]
+            d = queries[qi] @ member_features.T
+            d *= -2
+            d += q_norms[qi, None]
+            d += m_norms[None, :]
+            np.maximum(d, 0, out=d)
+            cols, vals = smallest_k(d, kk)
+            slots = jj[:, None] * k + np.arange(kk)
+            slot_d[qi[:, None], slots] = vals
+            slot_i[qi[:, None], slots] = members[cols]
+    cols, best_d = smallest_k(slot_d, k)
+    best_i = np.take_along_axis(slot_i, cols, 1)
     return best_i, best_d
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from pipeline.cache import (
     artifact_problem,
@@ -292,7 +293,10 @@ class Planner:
         for, then its chunks are used). ``on_chunk`` is called for every segment whose
         chunk exists, as it lands; ``stop`` ends the pass early (without a manifest).
         """
-        with file_lock(self.plan_dir / ".lock", f"the plan {self.key[:12]}"):
+        # the search is many small matrix products: BLAS threads only add overhead there,
+        # and the plan shares the cores with the painters
+        with file_lock(self.plan_dir / ".lock", f"the plan {self.key[:12]}"), \
+                threadpool_limits(1, user_api="blas"):
             todo = self.missing(segments)
             for seg in segments[:len(segments) - len(todo)]:
                 on_chunk(seg)
