@@ -151,6 +151,9 @@ def load_index(path: str | Path) -> TileIndex:
     path = Path(path)
     manifest = load_manifest(path)
     rebuild = _rebuild_hint(path, manifest)
+    if manifest.get("format", 1) < 2:
+        raise TileIndexError(f"{path}: made by an older version of this tool (no digests "
+                             f"recorded); {rebuild}")
     problems = artifact_problems(path, manifest)
     if problems:
         name, problem = next(iter(problems.items()))
