@@ -296,6 +296,8 @@ def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
     lap("assemble")
     report.counts.update(_cluster(index_dir, config))
     lap("cluster")
+    report.counts["near_duplicate_groups"] = ix.write_groups(index_dir)["groups"]
+    lap("groups")
     _write_bad_report(index_dir, sel.bad)
     manifest = {
         "format": 1,

@@ -45,9 +45,9 @@ from pipeline.matching import (
     TileAssigner,
     TileClusters,
     cluster_centroids,
+    search_features,
     search_lists,
     top_clusters_by_l2,
-    with_mean,
 )
 from pipeline.metrics import SUB, FrameScorer, Scores
 from pipeline.video import (
@@ -182,10 +182,14 @@ class _SegmentRenderer:
         self.cluster = ClusterMatcher(self.tiles, config.cell_clusters)
         self._tail: tuple[int, dict] | None = None
         if config.matching != "cluster":
-            self.lab = with_mean(np.asarray(index.lab, dtype=np.float32), config.mean_weight)
+            self.lab = search_features(np.asarray(index.lab, dtype=np.float32),
+                                       config.mean_weight, config.recolour)
             self.lab_centroids = cluster_centroids(self.tiles, self.lab)
+            # variety rules per near-duplicate group (issue 10)
             self.assigner = TileAssigner(grid.rows, grid.cols, self.lab, config.hysteresis,
-                                         config.max_uses)
+                                         config.max_uses, groups=index.groups,
+                                         radius=config.repeat_radius, use_cap=config.use_cap,
+                                         unseen=config.unseen, joint=config.joint)
         self.bank = map_tiles(index.path)  # all resident from the start: flat memory
         # cluster mode is the reference's look: it never recolours
         self.recolour = config.recolour if config.matching != "cluster" else 0.0
@@ -258,7 +262,7 @@ class _SegmentRenderer:
             self.cluster.reset(segment_seed(cfg.seed, seg.number))
             tail = self._start_state(seg)
             canvas.reset(tail.get("ids"), tail.get("flips"), tail.get("shifts"))
-            scorer = FrameScorer(grid) if cfg.report else None
+            scorer = FrameScorer(grid, self.index.groups) if cfg.report else None
             if scorer is not None:
                 scorer.restore(tail)
             carried = "ids" in tail
@@ -357,8 +361,10 @@ class _SegmentRenderer:
                         np.split(cand_d, split), strict=True))
 
     def _queries(self, cell_views_bgr: np.ndarray) -> np.ndarray:
-        """Cells' search features: the 4x4 Lab grid, plus the weighted mean Lab colour."""
-        return with_mean(lab_grid_means(cell_views_bgr, self.lab_grid), self.config.mean_weight)
+        """Cells' search features: the 4x4 Lab grid as recolouring will leave it, plus the
+        weighted mean Lab colour (:func:`search_features`)."""
+        return search_features(lab_grid_means(cell_views_bgr, self.lab_grid),
+                               self.config.mean_weight, self.config.recolour)
 
     def _choose(self, cells: np.ndarray, plan, canvas: Canvas,
                 free: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
