@@ -63,7 +63,7 @@ class RenderConfig:
     unseen: float = 0.1
     joint: bool = True
     scene_cut: float = 0.6
-    recolour: float = 0.6
+    recolour: float = 0.9
     carry_tiles: bool = True
     report: bool = True
     activity_threshold: float = 16.0
