@@ -76,6 +76,40 @@ def install_peer() -> tuple[Path, Path, str]:
     return python, patched, diff
 
 
+SHIM = """#!{python}
+# ffprobe stand-in for the peer (this machine has only the project's bundled ffmpeg):
+# answers its one query, `-show_streams -show_format -print_format json FILE`, from the
+# project's own probe.
+import json, sys
+sys.path.insert(0, {root!r})
+from pipeline.video import probe
+i = probe(sys.argv[-1])
+rate = f"{{i.rate.numerator}}/{{i.rate.denominator}}"
+streams = [dict(codec_type="video", width=i.width, height=i.height, avg_frame_rate=rate,
+                r_frame_rate=rate, nb_frames=str(i.frames))]
+streams += [dict(codec_type="audio") for _ in i.audio]
+print(json.dumps(dict(streams=streams, format=dict(duration=str(i.duration)))))
+"""
+
+
+def tool_dir() -> Path:
+    """A PATH entry with ``ffmpeg`` (the project's) and an ``ffprobe`` stand-in, unless
+    the system has both."""
+    if shutil.which("ffmpeg") and shutil.which("ffprobe"):
+        return Path(shutil.which("ffprobe")).parent
+    from pipeline.video import ffmpeg_exe
+
+    bin_dir = PEER_DIR / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    link = bin_dir / "ffmpeg"
+    link.unlink(missing_ok=True)
+    link.symlink_to(ffmpeg_exe())
+    shim = bin_dir / "ffprobe"
+    shim.write_text(SHIM.format(python=sys.executable, root=str(ROOT)))
+    shim.chmod(0o755)
+    return bin_dir
+
+
 def cut_clip(video: str, frames: int, out: Path) -> Path:
     """The first ``frames`` frames, lossless (x264 qp 0, 4:4:4), no audio."""
     if not out.is_file():
@@ -121,6 +155,7 @@ def main() -> None:
     ap.add_argument("--preset", default="ultrafast", help="our x264 preset")
     ap.add_argument("--today", type=Path, help="an export of an earlier commit to compare")
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--skip-ours", action="store_true", help="the peer only")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-peers")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -131,7 +166,8 @@ def main() -> None:
         python, patched, diff = install_peer()
         print("patch applied to the peer:\n" + diff)
         out = args.work / "peer.mp4"
-        env = dict(os.environ, PYTHONPATH=str(patched))
+        env = dict(os.environ, PYTHONPATH=str(patched),
+                   PATH=f"{tool_dir()}{os.pathsep}{os.environ['PATH']}")
         cells = (info.width * 4 // 32) * (info.height * 4 // 32)
         secs = timed([str(python), "-m", "photomosaic_video", str(clip), "-t", args.corpus,
                       "-o", str(out), "--cells", str(cells), "--height",
@@ -139,13 +175,13 @@ def main() -> None:
         rows.append(("photomosaic-video (blend 0)", score(clip, out, args.work / "peer.json"),
                      args.frames / secs, {}))
     runs = [("ours: default", []), ("ours: cluster", ["render.matching=cluster"])]
-    for name, sets in runs:
+    for name, sets in [] if args.skip_ours else runs:
         out, secs, own = ours(name.split(": ")[1], clip, str(Path(args.index).resolve()),
                               args.work, args.frames,
                               args.preset, sets)
         rows.append((name, score(clip, out, args.work / f"{out.stem}.json"),
                      args.frames / secs, own))
-    if args.today:
+    if args.today and not args.skip_ours:
         out, secs, own = ours("today", clip, str(Path(args.index).resolve()), args.work,
                               args.frames, args.preset, [], src=args.today)
         rows.append(("today's default", score(clip, out, args.work / "today.json"),
