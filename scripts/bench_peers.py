@@ -136,6 +136,7 @@ def ours(name: str, clip: Path, index: str, work: Path, frames: int, preset: str
          sets: list[str], src: Path = ROOT) -> tuple[Path, float, dict]:
     out = work / f"{name}.mp4"
     cache = work / f"cache-{name}"
+    shutil.rmtree(cache, ignore_errors=True)  # a cached job would make the fps meaningless
     env = dict(os.environ, MOSAIC_CACHE=str(cache), PYTHONPATH=str(src))
     cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "pipeline", "render", str(clip),
            "--index", index, "--out", str(out), "--frames", str(frames), "--alpha", "0",
