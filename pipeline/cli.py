@@ -235,6 +235,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     index = load_index(args.index)
     out = write_contact_sheet(index, args.out, args.samples, args.max_rows, args.zoom)
     log.info("contact sheet of %d clusters written to %s", len(index.populations), out)
+    from pipeline.groups import group_summary
+
+    g = group_summary(index.groups)
+    largest = ", ".join(f"group {gid}: {size}" for gid, size in g["largest"]) or "none"
+    log.info("near-duplicate groups: %d tiles in %d groups; %d groups of 2 or more hold %d "
+             "tiles (largest: %s)", g["tiles"], g["groups"], g["groups_shared"],
+             g["tiles_in_shared"], largest)
     return 0
 
 
@@ -274,6 +281,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
                  "flicker %.2f, %.0f distinct tiles/frame, %.1f%% identical neighbours",
                  sc["delta_e_cell"], sc["delta_e_subgrid"], sc["ssim_view"], sc["churn"],
                  sc["flicker"], sc["distinct_tiles"], 100 * sc["identical_neighbours"])
+        log.info("variety (textured cells, %.0f%% of all): %.1f%% repeat within 2 cells "
+                 "(by id %.1f%%, by near-duplicate group %.1f%%), distinct share %.2f",
+                 100 * sc["textured_share"], 100 * sc["repeats_r2"],
+                 100 * sc.get("repeats_r2_id", 0), 100 * sc.get("repeats_r2_group", 0),
+                 sc["distinct_share"])
     return 0
 
 

@@ -56,12 +56,16 @@ class RenderConfig:
     cluster_batch_frames: int = 32
     refine_clusters: int = 3
     nprobe: int = 4
-    candidates: int = 6
+    candidates: int = 48
     mean_weight: float = 0.0
     hysteresis: float = 0.9
     max_uses: int = 0
+    repeat_radius: int = 2
+    use_cap: float = 1.0
+    unseen: float = 0.1
+    joint: bool = True
     scene_cut: float = 0.6
-    recolour: float = 0.6
+    recolour: float = 0.9
     carry_tiles: bool = True
     report: bool = True
     activity_threshold: float = 16.0
@@ -111,7 +115,10 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "render.segment_frames": (1, None),
     "render.refine_clusters": (1, None),
     "render.nprobe": (1, None),
-    "render.candidates": (5, 64),
+    "render.candidates": (5, 256),
+    "render.repeat_radius": (0, 8),
+    "render.use_cap": (0.0, 1000.0),
+    "render.unseen": (0.0, 100.0),
     "render.mean_weight": (0.0, 100.0),
     "render.hysteresis": (0.0, 1.0),
     "render.max_uses": (0, None),

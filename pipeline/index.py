@@ -7,6 +7,8 @@ An index directory holds (names in :data:`ARTIFACTS`):
 * ``clusters.npz``: ``centers`` (K_kept, bins**3) float32, ``labels`` (N,) int32 with
   the kept cluster of each tile or -1 when its cluster was pruned, ``populations``
   (K_kept,) int64, plus the unpruned ``all_centers`` and ``all_labels``;
+* ``groups.npz``: ``phash`` (N,) uint64 perceptual hash and ``groups`` (N,) int64
+  near-duplicate group of each tile (see :mod:`pipeline.groups`);
 * ``bad_files.tsv``: the corpus files that were skipped, and why;
 * ``manifest.json``: written last; sources, digests, parameters, versions, counts, and
   each artifact's size and digests (:func:`pipeline.cache.record_artifact`);
@@ -40,10 +42,11 @@ TILES = "tiles.npy"
 HIST = "features_hist.npy"
 LAB = "features_lab.npy"
 CLUSTERS = "clusters.npz"
+GROUPS = "groups.npz"  # perceptual hashes and near-duplicate groups
 BAD_FILES = "bad_files.tsv"
 SHARDS_DIR = "shards"
 LAST_RUN = "last_run.json"  # counts and step timings of the latest run (informational)
-ARTIFACTS = (TILES, HIST, LAB, CLUSTERS, BAD_FILES, MANIFEST)
+ARTIFACTS = (TILES, HIST, LAB, CLUSTERS, GROUPS, BAD_FILES, MANIFEST)
 RECORDED = ARTIFACTS[:-1]  # the artifacts whose size and digests the manifest records
 ARRAYS = (TILES, HIST, LAB)  # one row per tile each
 LOCK = ".lock"
@@ -121,6 +124,7 @@ class TileIndex:
     labels : ndarray (N,), int32, kept cluster per tile or -1 (pruned).
     populations : ndarray (K,), int64.
     manifest : the parsed manifest.
+    groups : ndarray (N,), int64, near-duplicate group per tile (see :func:`load_groups`).
     """
 
     path: Path
@@ -131,6 +135,7 @@ class TileIndex:
     labels: np.ndarray
     populations: np.ndarray
     manifest: dict
+    groups: np.ndarray | None = None
 
     @property
     def digest(self) -> str:
@@ -170,7 +175,35 @@ def load_index(path: str | Path) -> TileIndex:
     if not (tiles.shape[0] == hist.shape[0] == lab.shape[0] == labels.shape[0] == n):
         raise TileIndexError(f"{path}: artifacts disagree with {MANIFEST} on the tile count; "
                              f"{rebuild}")
-    return TileIndex(path, tiles, hist, lab, centers, labels, populations, manifest)
+    return TileIndex(path, tiles, hist, lab, centers, labels, populations, manifest,
+                     load_groups(path, tiles))
+
+
+def write_groups(path: str | Path) -> dict:
+    """Hash the tile bank of index ``path``, group near-duplicates, write :data:`GROUPS`."""
+    from pipeline.cache import write_npz
+    from pipeline.groups import group_summary, tile_groups
+
+    tiles = np.load(Path(path) / TILES, mmap_mode="r", allow_pickle=False)
+    hashes, groups = tile_groups(tiles)
+    write_npz(Path(path) / GROUPS, phash=hashes, groups=groups)
+    return group_summary(groups)
+
+
+def load_groups(path: str | Path, tiles: np.ndarray) -> np.ndarray:
+    """Near-duplicate group per tile, (N,) int64: from :data:`GROUPS`, or computed now
+    (an index built before groups existed; nothing is written into it)."""
+    try:
+        with np.load(Path(path) / GROUPS, allow_pickle=False) as z:
+            groups = z["groups"]
+        if len(groups) == len(tiles):
+            return groups.astype(np.int64)
+    except (OSError, ValueError, KeyError):
+        pass
+    from pipeline.groups import tile_groups
+
+    log.info("%s: no %s; grouping near-duplicate tiles now", path, GROUPS)
+    return tile_groups(tiles)[1]
 
 
 def _rebuild_hint(path: Path, manifest: dict) -> str:

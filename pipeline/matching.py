@@ -17,6 +17,11 @@ import numpy as np
 from scipy.spatial.distance import cdist
 from sklearn.cluster import MiniBatchKMeans
 
+from pipeline.assign import TileAssigner, rank_within_groups
+
+__all__ = ["ClusterMatcher", "TileAssigner", "TileClusters", "rank_within_groups",
+           "search_features", "search_lists"]
+
 
 @dataclass(frozen=True)
 class TileClusters:
@@ -50,17 +55,6 @@ class TileClusters:
 def nearest_by_cosine(queries: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Index of the nearest row of ``centers`` (K, D) for each query (n, D) by cosine."""
     return cdist(queries.astype(np.float64), centers, metric="cosine").argmin(axis=1)
-
-
-def rank_within_groups(groups: np.ndarray) -> np.ndarray:
-    """For each element, how many earlier elements share its group: (n,) int64."""
-    order = np.argsort(groups, kind="stable")
-    sorted_groups = groups[order]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    run_start = np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
-    ranks = np.empty(len(groups), dtype=np.int64)
-    ranks[order] = np.arange(len(groups)) - run_start
-    return ranks
 
 
 class ClusterMatcher:
@@ -156,6 +150,7 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 _BLOCK = 1 << 21  # distances computed at once in a search (8 MiB of float32)
+_ARGMIN_PASSES = 8  # up to this many candidates, repeated argmin beats argpartition
 
 
 def smallest_k(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +165,11 @@ def smallest_k(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     vals : ndarray (n, min(k, m)), the values.
     """
     k = min(k, d.shape[1])
+    if k > _ARGMIN_PASSES:  # many candidates: one partition, then sort those
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+        vals = np.take_along_axis(d, part, 1)
+        order = vals.argsort(axis=1, kind="stable")
+        return np.take_along_axis(part, order, 1), np.take_along_axis(vals, order, 1)
     rows = np.arange(d.shape[0])
     cols = np.empty((d.shape[0], k), np.int64)
     vals = np.empty((d.shape[0], k), d.dtype)
@@ -230,103 +230,29 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
             slots = jj[:, None] * k + np.arange(kk)
             slot_d[qi[:, None], slots] = vals
             slot_i[qi[:, None], slots] = members[cols]
-    cols, best_d = smallest_k(slot_d, k)
-    best_i = np.take_along_axis(slot_i, cols, 1)
-    return best_i, best_d
+    cols, _ = smallest_k(slot_d, k)
+    return exact_distances(queries, np.take_along_axis(slot_i, cols, 1), features)
 
 
-class TileAssigner:
-    """The per-frame choice among each cell's candidate tiles.
+_EXACT_ROWS = 2048  # queries whose candidate distances are recomputed at once
 
-    Rules, in order: *hysteresis* (a cell keeps its current tile unless the best
-    candidate's distance is under ``margin`` times the current tile's), the *neighbour
-    rule* (no tile equal to one of the cell's 4-neighbours: cells are decided in two
-    checkerboard passes, each against its neighbours' final tiles, taking the next best
-    candidate on a clash), and an optional *cap* on each tile's uses per frame.
 
-    Parameters
-    ----------
-    rows, cols : the cell grid.
-    features : ndarray (N, D), float32, per-tile features the distances are measured in.
-    margin : hysteresis ratio on distances (0.9: switch only for a clearly better tile).
-    max_uses : uses per frame of one tile (0: no cap).
+def exact_distances(queries: np.ndarray, ids: np.ndarray, features: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates re-measured one by one and re-sorted: (ids, squared distances), (n, k).
+
+    The search's matrix products round differently with the shape of a batch; these
+    sums do not, so a cell's candidates and distances do not depend on which other
+    cells shared its batch (the joint assignment would otherwise see the difference).
     """
-
-    def __init__(self, rows: int, cols: int, features: np.ndarray, margin: float = 0.9,
-                 max_uses: int = 0) -> None:
-        self.rows, self.cols, self.features = rows, cols, features
-        self.margin, self.max_uses = margin, max_uses
-        r, c = np.divmod(np.arange(rows * cols), cols)
-        self._colour = (r + c) % 2
-        nb = np.full((rows * cols, 4), -1, np.int64)
-        flat = np.arange(rows * cols)
-        nb[r > 0, 0] = flat[r > 0] - cols
-        nb[r < rows - 1, 1] = flat[r < rows - 1] + cols
-        nb[c > 0, 2] = flat[c > 0] - 1
-        nb[c < cols - 1, 3] = flat[c < cols - 1] + 1
-        self._neighbours = nb
-
-    def assign(self, cells: np.ndarray, queries: np.ndarray, cand_ids: np.ndarray,
-               cand_d: np.ndarray, current: np.ndarray, free: bool = False) -> np.ndarray:
-        """Choose tiles for ``cells`` given the grid's ``current`` tile ids.
-
-        Parameters
-        ----------
-        cells : ndarray (n,), int, flat cell indices to decide.
-        queries : ndarray (n, D), float32, the cells' features.
-        cand_ids, cand_d : ndarrays (n, k): candidates by increasing squared distance.
-        current : ndarray (rows * cols,), int64, tile per cell now (-1 = none).
-        free : True at a scene cut or a cold start: no hysteresis.
-
-        Returns
-        -------
-        ndarray (n,), int64, the chosen tile ids.
-        """
-        now = current.copy()
-        chosen = np.full(len(cells), -1, np.int64)
-        undecided = np.ones(len(cells), bool)
-        cur = current[cells]
-        if not free:
-            has = cur >= 0
-            cur_d = np.full(len(cells), np.inf, np.float32)
-            diff = queries[has] - self.features[cur[has]]
-            cur_d[has] = (diff * diff).sum(1)
-            keep = has & ~(cand_d[:, 0] < (self.margin**2) * cur_d)
-            chosen[keep] = cur[keep]
-            undecided &= ~keep
-        now[cells[undecided]] = -1  # cells being decided do not block their neighbours
-        usage = None
-        if self.max_uses:
-            placed = now[now >= 0]
-            usage = np.bincount(placed, minlength=len(self.features)).astype(np.int64)
-        for colour in (0, 1):
-            sel = np.flatnonzero(undecided & (self._colour[cells] == colour))
-            if len(sel):
-                picks = self._pick(cells[sel], cand_ids[sel], now, usage)
-                chosen[sel] = picks
-                now[cells[sel]] = picks
-        return chosen
-
-    def _pick(self, cells: np.ndarray, cands: np.ndarray, now: np.ndarray,
-              usage: np.ndarray | None) -> np.ndarray:
-        nb = self._neighbours[cells]
-        nb_ids = np.where(nb >= 0, now[np.maximum(nb, 0)], -2)
-        blocked = (cands[:, :, None] == nb_ids[:, None, :]).any(-1) | (cands < 0)
-        for _ in range(cands.shape[1]):
-            ok = ~blocked
-            col = np.where(ok.any(1), ok.argmax(1), 0)
-            picks = cands[np.arange(len(cells)), col]
-            if usage is None:
-                return picks
-            rank = rank_within_groups(picks)
-            over = usage[picks] + rank >= self.max_uses
-            over &= ok.sum(1) > 1  # a cell with no other candidate keeps its pick
-            if not over.any():
-                break
-            blocked[np.flatnonzero(over), col[over]] = True
-        if usage is not None:
-            np.add.at(usage, picks, 1)
-        return picks
+    dist = np.full(ids.shape, np.inf, np.float32)
+    for lo in range(0, len(ids), _EXACT_ROWS):
+        part = ids[lo:lo + _EXACT_ROWS]
+        diff = features[np.maximum(part, 0)] - queries[lo:lo + _EXACT_ROWS, None, :]
+        d = np.einsum("nkd,nkd->nk", diff, diff)
+        dist[lo:lo + len(part)] = np.where(part >= 0, d, np.inf)
+    order = np.lexsort((ids, dist), axis=1) if ids.size else np.zeros(ids.shape, np.int64)
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(dist, order, 1)
 
 
 def cluster_centroids(tiles: TileClusters, features: np.ndarray) -> np.ndarray:
@@ -346,3 +272,31 @@ def with_mean(lab_grid: np.ndarray, weight: float) -> np.ndarray:
         return np.ascontiguousarray(lab_grid, dtype=np.float32)
     mean = lab_grid.reshape(len(lab_grid), -1, 3).mean(1)
     return np.concatenate([lab_grid, weight * mean], axis=1).astype(np.float32)
+
+
+def recolour_aware(lab_grid: np.ndarray, recolour: float) -> np.ndarray:
+    """Grid Lab features as they will look after recolouring: (n, g*g*3) float32.
+
+    Recolouring moves a placed tile's mean colour the share ``recolour`` of the way to
+    its cell's. Subtracting ``recolour`` times each feature's own mean colour from every
+    sub-cell makes the squared L2 distance between a cell and a tile the error left
+    *after* that correction, ``|(q - t) - s (mean q - mean t)|^2``: with recolouring on,
+    tiles are chosen by structure, and a tile whose colour can be corrected competes.
+    """
+    lab_grid = np.ascontiguousarray(lab_grid, dtype=np.float32)
+    if recolour <= 0:
+        return lab_grid
+    cells = lab_grid.reshape(len(lab_grid), -1, 3)
+    return (cells - np.float32(recolour) * cells.mean(1, keepdims=True)).reshape(
+        len(lab_grid), -1)
+
+
+def search_features(lab_grid: np.ndarray, mean_weight: float, recolour: float) -> np.ndarray:
+    """The features nearest mode searches in, for tiles and cells alike: the grid made
+    :func:`recolour_aware`, then the weighted mean colour appended (:func:`with_mean`)."""
+    mean = np.ascontiguousarray(lab_grid, dtype=np.float32).reshape(
+        len(lab_grid), -1, 3).mean(1)
+    feats = recolour_aware(lab_grid, recolour)
+    if mean_weight <= 0:
+        return feats
+    return np.concatenate([feats, mean_weight * mean], axis=1).astype(np.float32)

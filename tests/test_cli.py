@@ -37,6 +37,7 @@ def test_index_then_inspect_contact_sheet(run_cli, corpus: Path, tmp_path: Path)
     assert code == 0, err
     sheet = cv2.imread(str(tmp_path / "sheet.png"))
     kept = int(err.split("contact sheet of ")[1].split()[0])
+    assert "near-duplicate groups: 120 tiles in" in err
     assert sheet.shape == (kept * 32, 150 + 16 * 32, 3)
     code, _, err = run_cli("index", "--corpus", corpus, "--index", index, "--clusters", "8")
     assert code == 0 and "is up to date" in err

@@ -78,12 +78,14 @@ def assigner_case(rows: int = 3, cols: int = 4):
     return assigner, cells, queries, cand, dist
 
 
-def test_neighbour_rule_no_identical_4_neighbours() -> None:
-    assigner, cells, queries, cand, dist = assigner_case()
+def test_neighbour_rule_no_identical_8_neighbours() -> None:
+    assigner, cells, queries, cand, dist = assigner_case()  # radius 1 by default
     ids = assigner.assign(cells, queries, cand, dist, np.full(12, -1), free=True)
     grid = ids.reshape(3, 4)
     assert not (grid[:, 1:] == grid[:, :-1]).any() and not (grid[1:] == grid[:-1]).any()
-    assert set(ids.tolist()) <= {7, 8, 9, 10, 11} and (ids == 7).sum() == 6  # checkerboard
+    assert not (grid[1:, 1:] == grid[:-1, :-1]).any() and not (grid[1:, :-1] == grid[:-1, 1:]).any()
+    # 2x2 blocks of distinct tiles: the nearest four, 7 in every other row and column
+    assert set(ids.tolist()) == {7, 8, 9, 10} and (ids == 7).sum() == 4
 
 
 def test_hysteresis_keeps_a_good_enough_tile() -> None:

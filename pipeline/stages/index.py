@@ -311,6 +311,8 @@ def _run_locked(corpus: str | Path, index_dir: Path, config: IndexConfig, progre
     else:
         report.counts.update(_cluster(index_dir, config))
     lap("cluster")
+    report.counts["near_duplicate_groups"] = ix.write_groups(index_dir)["groups"]
+    lap("groups")
     _write_bad_report(index_dir, sel.bad)
     _write_manifest(index_dir, corpus, config, sel, sources_digest, report)
     lap("write")

@@ -1,0 +1,239 @@
+"""The per-frame choice among each cell's candidate tiles, with the variety rules.
+
+Rules, in order of strength:
+
+1. *Hysteresis*: a cell keeps its current tile unless its best candidate's distance is
+   under ``margin`` times the current tile's (not at a scene cut or a cold start).
+2. *Repeat radius* ``r``: no cell takes a tile whose near-duplicate group is already
+   on a cell within Chebyshev distance ``r`` (the (2r+1)^2 window), counting cells
+   decided earlier in the frame and every cell already on the canvas.
+3. *Cap*: at most ``cap`` cells of the frame show one group (a soft rule: a cell whose
+   candidates are all at the cap takes the best of them; only the radius is stronger).
+4. *Unseen first*: a candidate's distance is multiplied by ``1 + unseen * uses`` where
+   ``uses`` is how many cells of the canvas already show its group.
+
+Cells are decided in (r+1)^2 interleaved passes (cell (y, x) in pass
+``(y mod (r+1), x mod (r+1))``): two cells of one pass are more than ``r`` apart, so each
+pass is one vectorised step that checks its cells against everything decided before.
+At a scene cut or the first frame (``free``) the whole frame is decided afresh and the
+passes start from a joint assignment: a min-cost matching of cells to candidate tiles in
+which each group is used at most ``cap`` times (``scipy``'s sparse bipartite matching),
+which the passes then only repair where the radius forbids a pick.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+log = logging.getLogger(__name__)
+
+_RADIUS_PENALTY = np.float32(1e12)  # a pick that breaks the radius: the last resort
+_CAP_PENALTY = np.float32(1e9)  # a pick over the cap: before breaking the radius
+_JOINT_MAX_CAP = 8  # the joint matching has one column per allowed use of a group
+_UNMATCHED = 1e7  # cost of a cell's private fallback column in the joint matching
+
+
+def rank_within_groups(groups: np.ndarray) -> np.ndarray:
+    """For each element, how many earlier elements share its group: (n,) int64."""
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
+    ranks = np.empty(len(groups), dtype=np.int64)
+    ranks[order] = np.arange(len(groups)) - run_start
+    return ranks
+
+
+def uses_cap(cells: int, groups: int, factor: float) -> int:
+    """Per-frame uses of one group: ``ceil(factor * cells / groups)``, at least 1."""
+    return max(1, math.ceil(factor * cells / max(1, groups)))
+
+
+class TileAssigner:
+    """Choose tiles for a frame's cells among their candidates (see the module doc).
+
+    Parameters
+    ----------
+    rows, cols : the cell grid.
+    features : ndarray (N, D), float32, per-tile features the distances are measured in.
+    margin : hysteresis ratio on distances (0.9: switch only for a clearly better tile).
+    max_uses : hard per-frame uses of one group (0: from ``use_cap``, or no cap).
+    groups : ndarray (N,), int, near-duplicate group per tile (None: each tile alone).
+    radius : repeat radius in cells (0: no rule; 1: the 8 neighbours).
+    use_cap : cap as a multiple of cells / groups (0 and no ``max_uses``: no cap).
+    unseen : distance penalty per use of a group already on the canvas.
+    joint : decide free frames by a capacitated min-cost assignment first.
+    """
+
+    def __init__(self, rows: int, cols: int, features: np.ndarray, margin: float = 0.9,
+                 max_uses: int = 0, groups: np.ndarray | None = None, radius: int = 1,
+                 use_cap: float = 0.0, unseen: float = 0.0, joint: bool = False) -> None:
+        self.rows, self.cols, self.features = rows, cols, features
+        self.margin, self.radius, self.unseen, self.joint = margin, radius, unseen, joint
+        n = len(features)
+        self.groups = np.arange(n, dtype=np.int64) if groups is None else np.asarray(
+            groups, np.int64)
+        self.n_groups = int(self.groups.max()) + 1 if n else 0
+        self.cap = max_uses or (uses_cap(rows * cols, self.n_groups, use_cap) if use_cap
+                                else 0)
+        y, x = np.divmod(np.arange(rows * cols), cols)
+        self._pass = (y % (radius + 1)) * (radius + 1) + x % (radius + 1)
+        width = cols + 2 * radius
+        self._pad_index = (y + radius) * width + x + radius
+        offsets = [dy * width + dx for dy in range(-radius, radius + 1)
+                   for dx in range(-radius, radius + 1) if (dy, dx) != (0, 0)]
+        self._window = np.array(offsets, np.int64)
+        self._pad_shape = (rows + 2 * radius, width)
+
+    def assign(self, cells: np.ndarray, queries: np.ndarray, cand_ids: np.ndarray,
+               cand_d: np.ndarray, current: np.ndarray, free: bool = False) -> np.ndarray:
+        """Choose tiles for ``cells`` given the grid's ``current`` tile ids.
+
+        Parameters
+        ----------
+        cells : ndarray (n,), int, flat cell indices to decide.
+        queries : ndarray (n, D), float32, the cells' features.
+        cand_ids, cand_d : ndarrays (n, k): candidates by increasing squared distance
+            (id -1 and distance inf where a cell has fewer).
+        current : ndarray (rows * cols,), int64, tile per cell now (-1 = none).
+        free : True at a scene cut or a cold start: no hysteresis, joint assignment.
+
+        Returns
+        -------
+        ndarray (n,), int64, the chosen tile ids.
+        """
+        cells = np.asarray(cells, np.int64)
+        chosen = np.full(len(cells), -1, np.int64)
+        undecided = np.ones(len(cells), bool)
+        cur = current[cells]
+        cand_g = np.where(cand_ids >= 0, self.groups[np.maximum(cand_ids, 0)], -2)
+        cost = np.where(cand_ids >= 0, cand_d, np.inf).astype(np.float32)
+        if not free:
+            keep = self._keep(cells, queries, cost, cand_g, current)
+            chosen[keep] = cur[keep]
+            undecided &= ~keep
+        now = current.copy()
+        now[cells[undecided]] = -1  # cells being decided do not block anything
+        gpad, usage = self._context(now)
+        prefer = None
+        if free and self.joint and 0 < self.cap <= _JOINT_MAX_CAP and undecided.sum() > 1:
+            prefer = np.full(len(cells), -1, np.int64)
+            prefer[undecided] = self._joint(cost[undecided], cand_g[undecided], usage)
+        for p in range((self.radius + 1) ** 2):
+            sel = np.flatnonzero(undecided & (self._pass[cells] == p))
+            if len(sel):
+                col = self._pick(cells[sel], cost[sel], cand_g[sel], gpad, usage,
+                                 None if prefer is None else prefer[sel])
+                picks = cand_ids[sel, col]
+                chosen[sel] = picks
+                gpad[self._pad_index[cells[sel]]] = self.groups[picks]
+                np.add.at(usage, self.groups[picks], 1)
+        return chosen
+
+    def _context(self, now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Padded group map (flat) and per-group uses of the tiles ``now`` on the grid."""
+        gpad = np.full(self._pad_shape, -1, np.int64).ravel()
+        placed = now >= 0
+        gpad[self._pad_index[placed]] = self.groups[now[placed]]
+        return gpad, np.bincount(self.groups[now[placed]], minlength=self.n_groups)
+
+    def _keep(self, cells: np.ndarray, queries: np.ndarray, cost: np.ndarray,
+              cand_g: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """Hysteresis: cells whose current tile stays, (n,) bool.
+
+        A cell keeps its tile unless the best candidate the rules allow, given every
+        other cell's current tile, costs under ``margin**2`` times what its own tile
+        costs (distances with the same unseen-first weighting as the choice itself).
+        So a still scene stays still: the tiles it shows were the best allowed.
+        """
+        cur = current[cells]
+        has = cur >= 0
+        cur_cost = np.full(len(cells), np.inf, np.float32)
+        diff = queries[has] - self.features[cur[has]]
+        cur_cost[has] = (diff * diff).sum(1)
+        if not has.any():
+            return has
+        gpad, usage = self._context(current)
+        own = np.where(has, self.groups[np.maximum(cur, 0)], -3)
+        others = usage[np.maximum(cand_g, 0)] - (cand_g == own[:, None])
+        alt = cost.copy()
+        if self.unseen:
+            alt *= 1 + np.float32(self.unseen) * others
+            cur_cost *= 1 + np.float32(self.unseen) * (usage[np.maximum(own, 0)] - 1)
+        blocked = cand_g == own[:, None]  # its own tile is not an alternative
+        if self.cap:
+            blocked |= others >= self.cap
+        if self.radius:
+            window = gpad[self._pad_index[cells][:, None] + self._window[None, :]]
+            blocked |= (cand_g[:, :, None] == window[:, None, :]).any(-1)
+        best = np.where(blocked, np.inf, alt).min(1)
+        return has & ~(best < (self.margin**2) * cur_cost)
+
+    def _pick(self, cells: np.ndarray, cost: np.ndarray, cand_g: np.ndarray,
+              gpad: np.ndarray, usage: np.ndarray, prefer: np.ndarray | None) -> np.ndarray:
+        """Column of each cell's pick in one pass (its cells are > radius apart)."""
+        n, k = cost.shape
+        cost = cost.copy()
+        if self.unseen:
+            cost *= 1 + np.float32(self.unseen) * usage[np.maximum(cand_g, 0)]
+        if self.radius:
+            window = gpad[self._pad_index[cells][:, None] + self._window[None, :]]
+            near = (cand_g[:, :, None] == window[:, None, :]).any(-1)
+            cost[near] += _RADIUS_PENALTY
+        rows = np.arange(n)
+        if prefer is not None:  # the joint matching's pick, where the rules allow it
+            ok = (prefer >= 0) & (cost[rows, np.maximum(prefer, 0)] < _CAP_PENALTY)
+            cost[rows[ok], prefer[ok]] = -1.0
+        for _ in range(k):
+            col = cost.argmin(1)
+            if not self.cap:
+                return col
+            g = cand_g[rows, col]
+            over = (usage[g] + rank_within_groups(g) >= self.cap) & (
+                cost[rows, col] < _CAP_PENALTY)
+            if not over.any():
+                break
+            cost[rows[over], col[over]] += _CAP_PENALTY
+        return col
+
+    def _joint(self, cost: np.ndarray, cand_g: np.ndarray, usage: np.ndarray) -> np.ndarray:
+        """Column per cell of a min-cost matching in which each group takes at most
+        ``cap - usage`` cells (one matrix column per allowed use), or -1 for a cell the
+        matching leaves on its private fallback column (the passes then decide it).
+
+        cost, cand_g : ndarrays (n, k) as in :meth:`_pick`.
+        """
+        n, _ = cost.shape
+        finite = np.isfinite(cost) & (cand_g >= 0)
+        rows_i, cols_k = np.nonzero(finite)
+        uniq, g_local = np.unique(cand_g[rows_i, cols_k], return_inverse=True)
+        room = np.clip(self.cap - usage[uniq], 0, self.cap)
+        slot_start = np.concatenate([[0], np.cumsum(room)[:-1]])
+        reps = room[g_local]
+        r, kk = np.repeat(rows_i, reps), np.repeat(cols_k, reps)
+        within = np.arange(len(r)) - np.repeat(np.cumsum(reps) - reps, reps)
+        slot = slot_start[np.repeat(g_local, reps)] + within
+        # later slots of a group cost a hair more: identical columns, one optimum
+        w = cost[r, kk].astype(np.float64) + 1.0 + within * 1e-6
+        total = int(room.sum())
+        # per (cell, slot) only the cheapest candidate column (a group may come twice)
+        order = np.lexsort((w, slot, r))
+        key = r[order] * total + slot[order]
+        first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
+        key, kk, w = key[first], kk[order][first], w[order][first]
+        r, slot = key // max(total, 1), key % max(total, 1)
+        fallback = np.arange(n)
+        graph = csr_matrix((np.r_[w, np.full(n, _UNMATCHED)],
+                            (np.r_[r, fallback], np.r_[slot, total + fallback])),
+                           shape=(n, total + n))
+        match = min_weight_full_bipartite_matching(graph)[1]
+        out = np.full(n, -1, np.int64)
+        real = match < total
+        at = np.searchsorted(key, np.flatnonzero(real) * total + match[real])
+        out[real] = kk[at]
+        return out
