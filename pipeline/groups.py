@@ -8,9 +8,13 @@ stage (content digests); this catches the near ones.
 
 The hash is the classic DCT pHash: the tile's luma resized to 32x32, its 2-D DCT, the
 8x8 lowest frequencies without the DC term compared with their median, 63 bits packed
-in a uint64. Tiles within :data:`HAMMING` bits are linked, and groups are the connected
-components of those links. Flat tiles (luma spread under :data:`FLAT_STD`) have no
-structure for a hash to see, and a repeat of a flat tile cannot be seen either: each
+in a uint64. Tiles within :data:`HAMMING` bits are candidates; a candidate pair is
+linked only when the tiles' 8x8 luma grids, each with its mean removed (brightness and
+recolouring do not hide a repeat), differ by at most :data:`THUMB_TOL` levels on
+average. Groups are the connected components of those links. The check matters: aligned
+faces share their low frequencies, so on a CelebA-like corpus hash links alone chain
+nearly every face into one group. Flat tiles (luma spread under :data:`FLAT_STD`) have
+no structure for a hash to see, and a repeat of a flat tile cannot be seen either: each
 is its own group.
 """
 
@@ -27,7 +31,9 @@ from scipy.sparse.csgraph import connected_components
 
 log = logging.getLogger(__name__)
 
-HAMMING = 6  # bits: hashes this close are near-duplicates
+VERSION = "2"  # of the grouping rule: recorded in the index's parameters
+HAMMING = 4  # bits: hashes this close are near-duplicate candidates
+THUMB_TOL = 4.0  # mean |difference| (0..255) of mean-removed 8x8 luma grids of a link
 FLAT_STD = 4.0  # luma standard deviation (0..255) below which a tile is flat
 _CHUNKS = HAMMING + 1  # pigeonhole: two hashes within HAMMING bits share one chunk
 _HASH_BATCH = 8192
@@ -43,8 +49,10 @@ def _luma32(tiles_bgr: np.ndarray) -> np.ndarray:
     return np.stack([cv2.resize(t, (32, 32), interpolation=cv2.INTER_AREA) for t in y])
 
 
-def perceptual_hashes(tiles_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """pHash and flatness of every tile.
+def perceptual_hashes(tiles_bgr: np.ndarray, thumbs: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """pHash and flatness of every tile (and, into ``thumbs`` (N, 64) float32 when given,
+    each tile's 8x8 luma grid with its mean removed).
 
     Parameters
     ----------
@@ -62,14 +70,19 @@ def perceptual_hashes(tiles_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for lo in range(0, n, _HASH_BATCH):
         y = _luma32(np.asarray(tiles_bgr[lo:lo + _HASH_BATCH]))
         flat[lo:lo + len(y)] = y.reshape(len(y), -1).std(1) < FLAT_STD
+        if thumbs is not None:
+            grid = y.reshape(len(y), 8, 4, 8, 4).mean((2, 4)).reshape(len(y), 64)
+            thumbs[lo:lo + len(y)] = grid - grid.mean(1, keepdims=True)
         low = dctn(y, type=2, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(y), 64)[:, 1:]
         bits = low > np.median(low, axis=1, keepdims=True)
         hashes[lo:lo + len(y)] = (bits.astype(np.uint64) * weights).sum(1, dtype=np.uint64)
     return hashes, flat
 
 
-def _close_pairs(hashes: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs among ``members`` (tile ids sharing one chunk value) within HAMMING bits."""
+def _close_pairs(hashes: np.ndarray, members: np.ndarray, thumbs: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs among ``members`` (tile ids sharing one chunk value) within HAMMING
+    bits, and, with ``thumbs``, whose mean-removed luma grids agree within THUMB_TOL."""
     m = len(members)
     ii, jj = [], []
     step = max(1, _PAIR_BLOCK // max(1, m))
@@ -79,13 +92,19 @@ def _close_pairs(hashes: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, n
         dist = np.bitwise_count(a[:, None] ^ h[None, :])
         r, c = np.nonzero(dist <= HAMMING)
         keep = c > r + lo
-        ii.append(members[r[keep] + lo])
-        jj.append(members[c[keep]])
+        a, b = members[r[keep] + lo], members[c[keep]]
+        if thumbs is not None and len(a):
+            same = np.abs(thumbs[a] - thumbs[b]).mean(1) <= THUMB_TOL
+            a, b = a[same], b[same]
+        ii.append(a)
+        jj.append(b)
     return np.concatenate(ii), np.concatenate(jj)
 
 
-def group_near_duplicates(hashes: np.ndarray, flat: np.ndarray) -> np.ndarray:
-    """Group id per tile: connected components of hashes within HAMMING bits.
+def group_near_duplicates(hashes: np.ndarray, flat: np.ndarray,
+                          thumbs: np.ndarray | None = None) -> np.ndarray:
+    """Group id per tile: connected components of hashes within HAMMING bits (and, with
+    ``thumbs`` (N, 64), mean-removed luma grids within THUMB_TOL).
 
     Flat tiles are never linked. Group ids are numbered by their smallest member, so
     a tile with no near-duplicate keeps a group of its own.
@@ -106,7 +125,7 @@ def group_near_duplicates(hashes: np.ndarray, flat: np.ndarray) -> np.ndarray:
         bounds = np.flatnonzero(np.r_[True, vals[1:] != vals[:-1], True])
         for lo, hi in itertools.pairwise(bounds):
             if hi - lo > 1:
-                a, b = _close_pairs(hashes, ids[lo:hi])
+                a, b = _close_pairs(hashes, ids[lo:hi], thumbs)
                 ii.append(a)
                 jj.append(b)
     i, j = np.concatenate(ii), np.concatenate(jj)
@@ -122,8 +141,9 @@ def group_near_duplicates(hashes: np.ndarray, flat: np.ndarray) -> np.ndarray:
 
 def tile_groups(tiles_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hashes and near-duplicate groups of a tile bank: ((N,) uint64, (N,) int64)."""
-    hashes, flat = perceptual_hashes(tiles_bgr)
-    groups = group_near_duplicates(hashes, flat)
+    thumbs = np.empty((len(tiles_bgr), 64), np.float32)
+    hashes, flat = perceptual_hashes(tiles_bgr, thumbs)
+    groups = group_near_duplicates(hashes, flat, thumbs)
     log.info("%d tiles in %d near-duplicate groups (%d tiles share a group)", len(groups),
              len(np.unique(groups)), int((np.bincount(groups)[groups] > 1).sum()))
     return hashes, groups

@@ -46,6 +46,7 @@ from pipeline.cache import (
 from pipeline.config import IndexConfig
 from pipeline.corpus import FileEntry, scan_corpus_report
 from pipeline.errors import CorpusError, TileIndexError
+from pipeline.groups import VERSION as GROUPS_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ def _result_params(config: IndexConfig) -> dict:
     params = dataclasses.asdict(config)
     params.pop("jobs")
     params.pop("shard_size")
+    params["groups_version"] = GROUPS_VERSION  # a new grouping rule regroups old indexes
     return params
 
 
