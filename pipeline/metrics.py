@@ -214,17 +214,28 @@ def repeats_within(same, rows: int, cols: int, radius: int = REPEAT_RADIUS) -> n
     return hit
 
 
+_PREFILTER = 6  # key values compared before whole keys (an exact filter)
+
+
 def pixel_repeats(keys: np.ndarray, tex: np.ndarray, radius: int = REPEAT_RADIUS
                   ) -> np.ndarray:
     """Textured cells whose mean-removed sub-grid (or its mirror) recurs on a textured
     cell within ``radius``: (rows, cols) bool."""
     mirror = _mirrored(keys)
 
+    head, head_m = keys[..., :_PREFILTER], mirror[..., :_PREFILTER]
+
+    def close(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.abs(x - y).max(-1) <= SHAPE_LEVELS
+
     def same(a: tuple, b: tuple) -> np.ndarray:
-        both = tex[a] & tex[b]
-        plain = np.abs(keys[a] - keys[b]).max(-1) <= SHAPE_LEVELS
-        flipped = np.abs(keys[a] - mirror[b]).max(-1) <= SHAPE_LEVELS
-        return both & (plain | flipped)
+        # within the tolerance on all values implies within it on the first few: compare
+        # those first, and whole keys only for the textured pairs that pass
+        cand = tex[a] & tex[b] & (close(head[a], head[b]) | close(head[a], head_m[b]))
+        out = np.zeros(cand.shape, bool)
+        ka = keys[a][cand]
+        out[cand] = close(ka, keys[b][cand]) | close(ka, mirror[b][cand])
+        return out
 
     return repeats_within(same, *tex.shape, radius)
 

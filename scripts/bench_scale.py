@@ -96,7 +96,7 @@ def plan_alone(video: str, index_dir: str, work: Path, frames: int, overrides: l
     planner = Planner(info, grid, index, config, plan_dir,
                       plan_key("bench", index.digest, config, first, count))
     t = time.perf_counter()
-    planner.run(segments, segments, lambda seg: None)
+    planner.run(segments, lambda seg: None)
     elapsed = time.perf_counter() - t
     size = sum(p.stat().st_size for p in plan_dir.glob("chunk-*.npz"))
     return count / elapsed, size, len(segments)
@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300, help="frames at preset ultrafast")
     ap.add_argument("--frames-default", type=int, default=100,
                     help="frames at the default preset (slow)")
+    ap.add_argument("--segment-frames", type=int, default=50,
+                    help="frames per segment in every run (enough segments to share)")
     ap.add_argument("--baseline-rev", default=BASELINE_REV)
     ap.add_argument("--skip-default", action="store_true", help="only preset ultrafast")
     args = ap.parse_args()
@@ -127,13 +129,15 @@ def main() -> None:
     default_preset = load_config().render.preset
     print(f"machine: {os.cpu_count()} cores; {args.video}: {info.width}x{info.height} "
           f"@ {float(info.rate):.3f} fps, scale {args.scale}; index {args.index}; "
-          f"today = {args.baseline_rev}")
-    scale = ["--scale", str(args.scale)]
+          f"today = {args.baseline_rev}; segments of {args.segment_frames} frames")
+    scale = ["--scale", str(args.scale), "--set",
+             f"render.segment_frames={args.segment_frames}"]
     with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
         work = Path(tmp)
         today = baseline_tree(args.baseline_rev, Path(tempfile.mkdtemp(dir=work)))
         fps, size, chunks = plan_alone(args.video, args.index, work, args.frames,
-                                       [f"render.scale={args.scale}"])
+                                       [f"render.scale={args.scale}",
+                                        f"render.segment_frames={args.segment_frames}"])
         print(f"plan alone: {fps:.1f} fps over {args.frames} frames; plan {size / 2**20:.2f} MiB "
               f"in {chunks} chunks = {size / args.frames / 1024:.1f} KiB/frame")
 
