@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -118,6 +119,42 @@ def test_two_renders_of_one_job_at_once(clip: Path, tile_index: Path, tmp_path: 
         assert frames_and_audio(out)[:2] == (30, 1)
         assert no_temporaries(tmp_path)
     assert waited >= 1
+
+
+def test_second_render_started_while_the_first_encodes(clip: Path, tile_index: Path,
+                                                       tmp_path: Path, env) -> None:
+    """The second run waits for the first's lock instead of writing over its segments;
+    both exit 0 and the output holds every frame."""
+    out, clip = tmp_path / "o.mp4", make_clip(tmp_path / "long.mp4", seconds=6)  # 150 frames
+    cmd = [sys.executable, "-m", "pipeline", "render", str(clip), "--index", str(tile_index),
+           "--out", str(out), "--scale", "4", "--preset", "medium",
+           "--set", "render.segment_frames=10"]
+    first = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "cache").glob("render/*/.seg-*.tmp")):  # first is encoding
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert second.returncode == 0 and "waiting for it to finish" in second.stderr
+    assert "is up to date" in second.stderr
+    assert frames_and_audio(out)[:2] == (150, 1) and no_temporaries(tmp_path)
+
+
+def test_a_joined_file_unlike_the_plan_is_never_taken_for_the_output(
+        clip: Path, tmp_path: Path) -> None:
+    from pipeline.errors import OutputError
+    from pipeline.stages.render import _check_joined
+    from pipeline.video import probe
+
+    info = probe(clip)  # 30 frames with audio
+    _check_joined(clip, tmp_path / "o.mp4", info, 30, info.audio[0])  # as planned: passes
+    short = make_clip(tmp_path / "short.mp4", seconds=0.6)
+    with pytest.raises(OutputError, match=r"15 frames, 1 audio stream.*30 frames"):
+        _check_joined(short, tmp_path / "o.mp4", info, 30, info.audio[0])
+    silent = make_clip(tmp_path / "silent.mp4", seconds=1.2, audio=False)
+    with pytest.raises(OutputError, match="0 audio stream"):
+        _check_joined(silent, tmp_path / "o.mp4", info, 30, info.audio[0])
 
 
 @pytest.mark.parametrize("damage", ["segment", "plan chunk", "plan chunk, manifest kept"])
