@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audio", action="store_true", help="leave out the audio track")
     p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
 
-    p = sub.add_parser("verify", help="fully check an index against its recorded digests",
+    p = sub.add_parser("verify", help="fully check an index (or, with --renders, the cached "
+                       "plans and segments) against their recorded digests",
                        description="Compare every artifact of INDEX and every decode "
                        "checkpoint shard with the size and whole-file digest recorded "
                        "when it was written (each run only checks sizes and samples). "
