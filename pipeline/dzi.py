@@ -9,8 +9,10 @@ source to OpenSeadragon as an inline object, so no ``.dzi`` request is made: it 
 opened straight from the filesystem (``file://``), with no server.
 
 Page flags, for tests and links: ``page.html?zoom=Z`` zooms to Z times the home view
-once the first tiles are drawn, then sets ``document.title`` to
-``zoomed:<level>:<tiles loaded>`` (the deepest pyramid level drawn).
+once the first tile is drawn. ``window.mosaicState`` (and ``document.title``) follow the
+loading: the deepest pyramid level loaded so far, the tiles loaded, whether the view
+was zoomed and whether everything it shows is loaded (``home:<level>:<tiles>[:done]``
+before the zoom, ``zoomed:...`` after it); ``window.mosaicViewer`` is the viewer.
 """
 
 from __future__ import annotations
@@ -148,25 +150,39 @@ _PAGE = """<!DOCTYPE html>
   }});
   var params = new URLSearchParams(window.location.search);
   var zoom = parseFloat(params.get("zoom") || "0");
-  var deepest = -1, loaded = 0, zoomed = false;
+  var state = {{deepest: -1, loaded: 0, zoomed: false, fullyLoaded: false, failed: null}};
+  window.mosaicViewer = viewer;
+  window.mosaicState = state;
+  function show() {{
+    document.title = (state.zoomed ? "zoomed:" : "home:") + state.deepest + ":" +
+      state.loaded + (state.fullyLoaded ? ":done" : "");
+  }}
   viewer.addHandler("tile-loaded", function (e) {{
-    loaded += 1;
-    deepest = Math.max(deepest, e.tile.level);
-    if (zoomed) {{ document.title = "zoomed:" + deepest + ":" + loaded; }}
+    state.loaded += 1;
+    state.deepest = Math.max(state.deepest, e.tile.level);
+    show();
   }});
   viewer.addHandler("tile-load-failed", function (e) {{
-    document.title = "tile-load-failed:" + e.tile.level + ":" + e.message;
+    state.failed = "level " + e.tile.level + ": " + e.message;
+    document.title = "tile-load-failed:" + state.failed;
   }});
   viewer.addHandler("open-failed", function (e) {{
+    state.failed = e.message;
     document.title = "open-failed:" + e.message;
   }});
+  viewer.addHandler("open", function () {{
+    viewer.world.getItemAt(0).addHandler("fully-loaded-change", function (e) {{
+      state.fullyLoaded = e.fullyLoaded && (state.zoomed || !(zoom > 0));
+      show();
+    }});
+  }});
   viewer.addOnceHandler("tile-loaded", function () {{
-    document.title = "loaded:" + loaded;
     if (zoom > 0) {{
       viewer.viewport.zoomTo(viewer.viewport.getHomeZoom() * zoom, null, true);
       viewer.viewport.applyConstraints(true);
-      zoomed = true;
-      document.title = "zooming";
+      state.zoomed = true;
+      state.fullyLoaded = false;
+      show();
     }}
   }});
 }})();
