@@ -52,6 +52,10 @@ photo: setup
 	@test -n "$(IMAGE)" || { echo "usage: make photo IMAGE=FILE [INDEX=DIR] [OUT=FILE] [ARGS=...]" >&2; exit 2; }
 	$(BIN)/mosaic photo "$(IMAGE)" --index "$(INDEX)" $(if $(OUT),--out "$(OUT)") $(ARGS)
 
+faces: setup
+	@test -n "$(SRC)" -a -n "$(OUT)" || { echo "usage: make faces SRC=DIR OUT=DIR [ARGS=...]" >&2; exit 2; }
+	$(BIN)/mosaic faces "$(SRC)" --out "$(OUT)" $(ARGS)
+
 demo: setup
 	$(BIN)/mosaic sample --out $(SAMPLE)/corpus
 	$(BIN)/mosaic index --corpus $(SAMPLE)/corpus --index $(SAMPLE)/index --config configs/sample.toml $(ARGS)

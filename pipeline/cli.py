@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
 
     _add_photo_parser(sub)
+    _add_faces_parser(sub)
 
     p = sub.add_parser("score", help="score a pure-mosaic video against its source",
                        description="Fidelity (cell and sub-grid CIELAB dE, viewing-scale "
@@ -263,6 +264,59 @@ def _cmd_photo(args: argparse.Namespace) -> int:
              time.perf_counter() - start, steps)
     if r.dzi:
         log.info("zoom page: %s (open it in a browser; no server needed)", r.dzi)
+    return 0
+
+
+def _add_faces_parser(sub) -> None:
+    from pipeline.faces import FaceOptions
+
+    d = FaceOptions()
+    p = sub.add_parser("faces", help="cut face tiles out of a photo folder (for an index)",
+                       description="Find frontal faces in every photo under SRC_DIR with "
+                       "OpenCV's Haar cascade, drop small ones and those without an eye "
+                       "(false positives), crop each with a margin at the tile aspect, drop "
+                       "duplicates by content, and write JPEG crops plus manifest.json "
+                       "(source and boxes) and bad_files.tsv into --out. Parallel and "
+                       "resumable; `mosaic index --corpus OUT` indexes the result.")
+    p.add_argument("src", metavar="SRC_DIR", help="folder of photos (searched recursively)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the face tiles "
+                   "(not inside SRC_DIR)")
+    p.add_argument("--size", default=f"{d.size[0]}x{d.size[1]}", metavar="WxH",
+                   help="crop size and aspect (default CelebA's 178x218)")
+    p.add_argument("--min-size", type=_COUNT, default=d.min_size, metavar="PX",
+                   help=f"drop faces smaller than PX source pixels (default {d.min_size})")
+    p.add_argument("--margin", type=_number(float, low=0), default=d.margin, metavar="M",
+                   help=f"margin around the face box, as a share of its width on each side "
+                   f"(default {d.margin})")
+    p.add_argument("--no-eye-check", action="store_true", help="keep detections without "
+                   "an eye (the false-positive filter is on by default)")
+    p.add_argument("--jobs", type=_number(int, low=0), default=0, metavar="N",
+                   help="processes (default 0 = all cores)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info lines")
+
+
+def _cmd_faces(args: argparse.Namespace) -> int:
+    from pipeline.config import parse_tile_size
+    from pipeline.faces import FaceOptions
+    from pipeline.stages.faces import run_faces
+
+    h, w = parse_tile_size(args.size, "--size")
+    if w < 8 or h < 8 or args.margin > 5:
+        raise MosaicError("--size must be at least 8x8 and --margin at most 5")
+    opts = FaceOptions(size=(w, h), min_size=args.min_size, margin=args.margin,
+                       eyes=not args.no_eye_check)
+    start = time.perf_counter()
+    r = run_faces(args.src, args.out, opts, args.jobs, progress=not args.quiet)
+    elapsed = time.perf_counter() - start
+    c = r.counts
+    log.info("%d photos (%d scanned this run, %.1f photos/s): %d faces detected; dropped "
+             "%d under %d px, %d without an eye (false positives), %d in duplicate photos "
+             "and %d duplicate faces; %d unreadable (see %s)", c["photos"], r.redone,
+             r.redone / max(elapsed, 1e-9), c["detected"], c["small"], args.min_size,
+             c["no_eyes"], c["duplicate_photos"], c["duplicate_faces"], c["bad"],
+             Path(args.out) / "bad_files.tsv")
+    log.info("%d face tiles of %dx%d in %s (manifest %s); index them with `mosaic index "
+             "--corpus %s`", c["faces"], w, h, args.out, r.manifest, args.out)
     return 0
 
 
@@ -435,7 +489,8 @@ def _cmd_clean(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"index": _cmd_index, "inspect": _cmd_inspect, "sample": _cmd_sample,
              "render": _cmd_render, "score": _cmd_score, "sample-clip": _cmd_sample_clip,
-             "verify": _cmd_verify, "clean": _cmd_clean, "photo": _cmd_photo}
+             "verify": _cmd_verify, "clean": _cmd_clean, "photo": _cmd_photo,
+             "faces": _cmd_faces}
 
 
 def main(argv: list[str] | None = None) -> int:
