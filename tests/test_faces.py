@@ -37,7 +37,7 @@ def test_finds_the_astronauts_face_and_frames_it_like_celeba() -> None:
     assert abs(cw / ch - 178 / 218) < 0.01  # CelebA's aspect
     assert cx <= x and cy <= y and cx + cw >= x + w and cy + ch >= y + h  # face inside
     assert cw >= 1.6 * w  # with a margin on each side
-    assert 0 <= cx and 0 <= cy and cx + cw <= 512 and cy + ch <= 512
+    assert cx >= 0 and cy >= 0 and cx + cw <= 512 and cy + ch <= 512
     tile = cut(image, faces[0], (178, 218))
     assert tile.shape == (218, 178, 3)
     other, _ = find_faces(image, FaceOptions(size=(64, 64), margin=0.2))
