@@ -56,7 +56,8 @@ def save_image(image, out: Path, fmt: str, quality: int = 90) -> None:
     tmp = out.absolute().parent / f".{out.name}.{os.getpid()}.tmp{out.suffix}"
     try:
         if fmt == "jpeg":
-            image.jpegsave(str(tmp), Q=quality, optimize_coding=True)
+            # no optimize_coding: libjpeg would then hold every coefficient of the picture
+            image.jpegsave(str(tmp), Q=quality)
         elif fmt == "png":
             image.pngsave(str(tmp), compression=6)
         else:
