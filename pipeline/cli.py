@@ -284,7 +284,8 @@ def _add_faces_parser(sub) -> None:
     p.add_argument("--size", default=f"{d.size[0]}x{d.size[1]}", metavar="WxH",
                    help="crop size and aspect (default CelebA's 178x218)")
     p.add_argument("--min-size", type=_COUNT, default=d.min_size, metavar="PX",
-                   help=f"drop faces smaller than PX source pixels (default {d.min_size})")
+                   help=f"ignore faces smaller than PX source pixels (default {d.min_size}; "
+                   "smaller is slower)")
     p.add_argument("--margin", type=_number(float, low=0), default=d.margin, metavar="M",
                    help=f"margin around the face box, as a share of its width on each side "
                    f"(default {d.margin})")
@@ -309,11 +310,11 @@ def _cmd_faces(args: argparse.Namespace) -> int:
     r = run_faces(args.src, args.out, opts, args.jobs, progress=not args.quiet)
     elapsed = time.perf_counter() - start
     c = r.counts
-    log.info("%d photos (%d scanned this run, %.1f photos/s): %d faces detected; dropped "
-             "%d under %d px, %d without an eye (false positives), %d in duplicate photos "
+    log.info("%d photos (%d scanned this run, %.1f photos/s): %d faces of %d px or more "
+             "detected; dropped %d without an eye (false positives), %d in duplicate photos "
              "and %d duplicate faces; %d unreadable (see %s)", c["photos"], r.redone,
-             r.redone / max(elapsed, 1e-9), c["detected"], c["small"], args.min_size,
-             c["no_eyes"], c["duplicate_photos"], c["duplicate_faces"], c["bad"],
+             r.redone / max(elapsed, 1e-9), c["detected"], args.min_size, c["no_eyes"],
+             c["duplicate_photos"], c["duplicate_faces"], c["bad"],
              Path(args.out) / "bad_files.tsv")
     log.info("%d face tiles of %dx%d in %s (manifest %s); index them with `mosaic index "
              "--corpus %s`", c["faces"], w, h, args.out, r.manifest, args.out)

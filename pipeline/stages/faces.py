@@ -172,7 +172,7 @@ def _process(todo: list[list[FileEntry]], out: Path, opts: fc.FaceOptions, jobs:
 
 def _finish(out: Path, records: list[dict], opts: fc.FaceOptions) -> FacesReport:
     """Deduplicate, prune stale crops, write bad_files.tsv and the manifest (last)."""
-    counts = dict.fromkeys(("photos", "bad", "detected", "small", "no_eyes",
+    counts = dict.fromkeys(("photos", "bad", "detected", "no_eyes",
                             "duplicate_photos", "duplicate_faces", "faces"), 0)
     seen_sources: set[str] = set()
     seen_hashes: set[str] = set()
@@ -183,7 +183,6 @@ def _finish(out: Path, records: list[dict], opts: fc.FaceOptions) -> FacesReport
             bad.append((source["path"], source["bad"]))
             continue
         counts["detected"] += source["found"]
-        counts["small"] += source["small"]
         counts["no_eyes"] += source["no_eyes"]
         if source["digest"] in seen_sources:
             counts["duplicate_photos"] += 1
