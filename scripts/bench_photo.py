@@ -59,7 +59,7 @@ def main() -> None:
         summary = [line for line in err.splitlines() if line.startswith("mosaic of")]
         print(f"command: {' '.join(cmd[1:])}")
         print(summary[-1] if summary else err.strip()[-300:])
-        print(f"poster: {out.stat().st_size / 2**20:,.1f} MiB JPEG, "
+        print(f"poster: {out.stat().st_size / 2**20:,.1f} MiB {out.suffix[1:].upper()}, "
               f"{img.shape[1] * 8}x{img.shape[0] * 8} px (approx., from a 1/8 decode)")
         print(f"time: {elapsed:.1f} s end to end; peak RSS of the process tree: {mib(peak)}")
 
