@@ -127,7 +127,10 @@ def check_size(grid: Grid) -> None:
 
 
 def check_feasible(grid: Grid, groups: np.ndarray, opts: PhotoOptions) -> None:
-    """Refuse an index too small for the hard rules (one line naming what is needed)."""
+    """Refuse an index too small for the hard rules (one line naming what is needed).
+
+    ``groups`` (n,) int: the near-duplicate group of every tile that can be chosen.
+    """
     n_groups = len(np.unique(groups))
     window = (2 * opts.radius + 1) ** 2
     if opts.radius and n_groups < window:

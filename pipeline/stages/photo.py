@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from pipeline import photo as ph
 from pipeline.dzi import load_raw, save_dzi, save_image
 from pipeline.errors import OutputError
@@ -60,7 +62,8 @@ def run_photo(image_path: str | Path, index_dir: str | Path, out: str | Path | N
     image = ph.read_image(image_path)
     index = load_index(index_dir)
     grid = ph.photo_grid(*image.shape[:2], index.tiles.shape[1:3], opts)
-    ph.check_feasible(grid, index.groups, opts)
+    # only the kept (unpruned) tiles are ever candidates
+    ph.check_feasible(grid, index.groups[np.asarray(index.labels) >= 0], opts)
     timings = {"load": time.perf_counter() - t0}
     log.info("%s: %dx%d px -> %dx%d cells of %dx%d px = %dx%d px", image_path,
              image.shape[1], image.shape[0], grid.cols, grid.rows, grid.tile_w, grid.tile_h,
