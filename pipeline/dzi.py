@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 from pipeline.cache import atomic_output
 from pipeline.errors import OutputError
@@ -114,7 +115,7 @@ def save_dzi(image, base: Path, quality: int = 85) -> dict:
 def tile_source(name: str, width: int, height: int) -> dict:
     """OpenSeadragon's inline Deep Zoom tile source for the pyramid ``name``."""
     return {"Image": {"xmlns": "http://schemas.microsoft.com/deepzoom/2008",
-                      "Url": f"{name}_files/", "Format": "jpg", "Overlap": str(DZ_OVERLAP),
+                      "Url": f"{quote(name)}_files/", "Format": "jpg", "Overlap": str(DZ_OVERLAP),
                       "TileSize": str(DZ_TILE),
                       "Size": {"Width": str(width), "Height": str(height)}}}
 
