@@ -3,6 +3,8 @@
 #   make test                      install, then run the tests (not the slow ones)
 #   make index CORPUS=DIR [INDEX=DIR] [ARGS="--set index.clusters=300"]
 #   make render VIDEO=path-or-URL [INDEX=DIR] [OUT=FILE] [ARGS="--set render.alpha=0"]
+#   make photo IMAGE=FILE [INDEX=DIR] [OUT=FILE] [ARGS="--cells 200 --tile-px 64 --dzi"]
+#   make faces SRC=DIR OUT=DIR [ARGS="--min-size 48"]   face-tile corpus, then make index CORPUS=DIR
 #   make bench-index [BENCH_ARGS="--count 20000"]
 #   make clean-cache [ARGS="--older-than 2d --dry-run"]   stale checkpoints, temp files, old renders
 
@@ -13,6 +15,8 @@ CACHE  ?= .cache
 INDEX  ?= $(CACHE)/index
 CORPUS ?=
 VIDEO  ?=
+IMAGE  ?=
+SRC    ?=
 OUT    ?=
 ARGS   ?=
 BENCH_ARGS ?=
@@ -21,7 +25,7 @@ SAMPLE := $(CACHE)/sample
 
 export MOSAIC_CACHE := $(CACHE)
 
-.PHONY: setup test lint index render demo bench-index bench-render clean clean-cache
+.PHONY: setup test lint index render photo faces demo bench-index bench-render clean clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,13 +48,23 @@ render: setup
 	@test -n "$(VIDEO)" || { echo "usage: make render VIDEO=path-or-URL [INDEX=DIR] [OUT=FILE] [ARGS=...]" >&2; exit 2; }
 	$(BIN)/mosaic render "$(VIDEO)" --index "$(INDEX)" $(if $(OUT),--out "$(OUT)") $(ARGS)
 
+photo: setup
+	@test -n "$(IMAGE)" || { echo "usage: make photo IMAGE=FILE [INDEX=DIR] [OUT=FILE] [ARGS=...]" >&2; exit 2; }
+	$(BIN)/mosaic photo "$(IMAGE)" --index "$(INDEX)" $(if $(OUT),--out "$(OUT)") $(ARGS)
+
+faces: setup
+	@test -n "$(SRC)" -a -n "$(OUT)" || { echo "usage: make faces SRC=DIR OUT=DIR [ARGS=...]" >&2; exit 2; }
+	$(BIN)/mosaic faces "$(SRC)" --out "$(OUT)" $(ARGS)
+
 demo: setup
 	$(BIN)/mosaic sample --out $(SAMPLE)/corpus
 	$(BIN)/mosaic index --corpus $(SAMPLE)/corpus --index $(SAMPLE)/index --config configs/sample.toml $(ARGS)
 	$(BIN)/mosaic inspect $(SAMPLE)/index --out $(SAMPLE)/clusters.png --zoom 2
 	$(BIN)/mosaic sample-clip --out $(SAMPLE)/clip.mp4
 	$(BIN)/mosaic render $(SAMPLE)/clip.mp4 --index $(SAMPLE)/index --out $(SAMPLE)/demo-mosaic.mp4 --preset veryfast
+	$(BIN)/mosaic photo $(SAMPLE)/corpus/sample_0000.png --index $(SAMPLE)/index --out $(SAMPLE)/demo-photo.jpg --cells 48 --dzi
 	@echo "demo: mosaic video $(SAMPLE)/demo-mosaic.mp4 (index $(SAMPLE)/index, contact sheet $(SAMPLE)/clusters.png)"
+	@echo "demo: still mosaic $(SAMPLE)/demo-photo.jpg, zoom page $(SAMPLE)/demo-photo.html"
 
 bench-index: setup
 	$(BIN)/python scripts/bench_index.py $(BENCH_ARGS)

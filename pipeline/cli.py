@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline import __version__
+from pipeline.cli_stills import add_faces_parser, add_photo_parser, cmd_faces, cmd_photo
 from pipeline.config import load_config
 from pipeline.errors import MosaicError
 from pipeline.execute import SCHEDULER_ENV
@@ -148,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "processes (render.workers; 0 = fit the cores and the memory)")
     _add_scheduler_arg(p, "paint segments")
     _add_config_args(p)
+
+    add_photo_parser(sub)
+    add_faces_parser(sub)
 
     p = sub.add_parser("score", help="score a pure-mosaic video against its source",
                        description="Fidelity (cell and sub-grid CIELAB dE, viewing-scale "
@@ -369,7 +373,8 @@ def _cmd_clean(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"index": _cmd_index, "inspect": _cmd_inspect, "sample": _cmd_sample,
              "render": _cmd_render, "score": _cmd_score, "sample-clip": _cmd_sample_clip,
-             "verify": _cmd_verify, "clean": _cmd_clean}
+             "verify": _cmd_verify, "clean": _cmd_clean, "photo": cmd_photo,
+             "faces": cmd_faces}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,316 @@
+"""Still photomosaics: one image -> a poster-size mosaic of the index's tiles.
+
+The matching is the video render's ``nearest`` mode, reused as is: each cell's 4x4 CIELAB
+grid (:func:`~pipeline.features.lab_grid_means` on :func:`~pipeline.grid.cell_views`),
+made recolour-aware (:func:`~pipeline.matching.search_features`), probes the nearest tile
+clusters (:func:`~pipeline.matching.top_clusters_by_l2`) and takes the exact nearest
+tiles in them (:func:`~pipeline.matching.search_lists`); the
+:class:`~pipeline.assign.TileAssigner` then picks one per cell with the neighbour rule,
+the repeat radius, the unseen-first preference and the per-tile cap, as for a fresh
+frame (``free``). Two rules are hard for a still, where a repeat stays on the wall:
+
+* no tile (nor a near-duplicate of it) twice within ``radius`` cells (Chebyshev);
+* with ``max_uses``, no tile group more than that many times in the picture.
+
+Cells whose pick breaks one of them (the assigner treats both as last resorts) are
+searched again with more candidates until none does. The image is then painted one row
+of cells at a time (tiles recoloured as :mod:`pipeline.paint` does, resized from the
+index's tile bank when the output cells are larger, optionally blended with the source)
+into a raw file, which libvips converts to JPEG, PNG or TIFF: memory stays bounded by a
+strip, whatever the poster size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from pipeline.assign import TileAssigner
+from pipeline.cache import ensure_free
+from pipeline.compose import blend, recolour
+from pipeline.errors import MosaicError, OutputError
+from pipeline.features import block_means, lab_grid_means
+from pipeline.grid import Grid, cell_views
+from pipeline.index import TileIndex
+from pipeline.matching import (
+    TileClusters,
+    cluster_centroids,
+    search_features,
+    search_lists,
+    top_clusters_by_l2,
+)
+from pipeline.paint import shifts
+from pipeline.plan import DIFF_SCALE
+
+log = logging.getLogger(__name__)
+
+MAX_SIDE = 65_535  # pixels per side: JPEG's own limit, and ours for every format
+MAX_MEGAPIXELS = 1_000  # pixels in all, in millions (a 1-gigapixel poster)
+FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".tif": "tiff", ".tiff": "tiff"}
+_SEARCH_ROWS = 4096  # cells searched at once: bounded candidate buffers
+_REPAIR_ROUNDS = 6  # times the candidates double for cells that break a hard rule
+
+
+class ImageError(MosaicError):
+    """An input image is missing, unreadable or not an image."""
+
+
+@dataclass(frozen=True)
+class PhotoOptions:
+    """Options of ``mosaic photo`` (defaults as the video's ``nearest`` mode).
+
+    cols : cells across (with ``cell_size`` 0); rows follow the image's aspect.
+    cell_size : source pixels per cell across (0: from ``cols``).
+    tile_px : output pixels per cell across (0: the index's tile width); the height
+        keeps the tile's aspect.
+    radius : no repeat of a tile group within this Chebyshev distance (0: off).
+    max_uses : uses of one tile group in the whole picture at most (0: no cap).
+    alpha : weight of the source blended over the mosaic (0 pure mosaic, 1 the source).
+    recolour : share of the way each tile's mean colour moves to its cell's.
+    """
+
+    cols: int = 100
+    cell_size: int = 0
+    tile_px: int = 0
+    radius: int = 3
+    max_uses: int = 0
+    alpha: float = 0.0
+    recolour: float = 0.9
+    nprobe: int = 4
+    candidates: int = 48
+    unseen: float = 0.1
+    quality: int = 90
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """The image at ``path`` as BGR uint8 (H, W, 3); :class:`ImageError` in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such image file")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise ImageError(f"{path}: not a readable image (corrupt, truncated or not an "
+                         "image format OpenCV decodes)")
+    return image
+
+
+def photo_grid(src_h: int, src_w: int, tile_hw: tuple[int, int], opts: PhotoOptions) -> Grid:
+    """Cells of the output: ``cols`` across (or one per ``cell_size`` source pixels),
+    rows from the image's aspect, each ``tile_px`` wide with the tile's aspect."""
+    th, tw = tile_hw
+    cols = max(1, round(src_w / opts.cell_size)) if opts.cell_size else opts.cols
+    out_tw = opts.tile_px or tw
+    out_th = max(1, round(out_tw * th / tw))
+    rows = max(1, round(cols * out_tw * src_h / src_w / out_th))
+    grid = Grid(src_h, src_w, rows, cols, out_th, out_tw)
+    check_size(grid)
+    return grid
+
+
+def check_size(grid: Grid) -> None:
+    """Refuse outputs over :data:`MAX_SIDE` per side or :data:`MAX_MEGAPIXELS` in all."""
+    w, h = grid.out_w, grid.out_h
+    if w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_MEGAPIXELS * 1_000_000:
+        raise OutputError(f"output of {w}x{h} pixels ({grid.cols}x{grid.rows} cells of "
+                          f"{grid.tile_w}x{grid.tile_h}) is over the limit of {MAX_SIDE} "
+                          f"pixels per side and {MAX_MEGAPIXELS} megapixels; use fewer "
+                          "--cells or a smaller --tile-px")
+
+
+def check_feasible(grid: Grid, groups: np.ndarray, opts: PhotoOptions) -> None:
+    """Refuse an index too small for the hard rules (one line naming what is needed).
+
+    ``groups`` (n,) int: the near-duplicate group of every tile that can be chosen.
+    """
+    n_groups = len(np.unique(groups))
+    window = (2 * opts.radius + 1) ** 2
+    if opts.radius and n_groups < window:
+        raise MosaicError(f"the index has {n_groups} distinct tiles (near-duplicates "
+                          f"counted once); --radius {opts.radius} needs at least {window} "
+                          "(no repeat in a window of "
+                          f"{2 * opts.radius + 1}x{2 * opts.radius + 1} cells); "
+                          "lower --radius or index more images")
+    if opts.max_uses and n_groups * opts.max_uses < grid.cells:
+        raise MosaicError(f"{grid.cells} cells but {n_groups} distinct tiles used at most "
+                          f"{opts.max_uses} times each; raise --max-uses, use fewer "
+                          "--cells or index more images")
+
+
+def violations(ids: np.ndarray, groups: np.ndarray, radius: int, max_uses: int
+               ) -> np.ndarray:
+    """Cells breaking a hard rule, (m,) int64 flat indices.
+
+    ``ids`` (rows, cols) int64: a cell breaks the radius when a cell before it (row-major)
+    within ``radius`` shows the same group; the cap when its group was already shown
+    ``max_uses`` times before it.
+    """
+    g = groups[ids]
+    rows, cols = g.shape
+    bad = np.zeros(g.shape, bool)
+    for dy in range(radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy == 0 and dx <= 0:
+                continue  # each pair once: the later cell is the one that breaks it
+            a = g[:rows - dy, max(0, -dx):cols - max(0, dx)]
+            b = g[dy:, max(0, dx):cols + min(0, dx)]
+            bad[dy:, max(0, dx):cols + min(0, dx)] |= a == b
+    if max_uses:
+        flat = g.ravel()
+        order = np.argsort(flat, kind="stable")
+        sorted_g = flat[order]
+        start = np.flatnonzero(np.r_[True, sorted_g[1:] != sorted_g[:-1]])
+        rank = np.arange(len(flat)) - np.repeat(start, np.diff(np.r_[start, len(flat)]))
+        over = np.zeros(len(flat), bool)
+        over[order] = rank >= max_uses
+        bad |= over.reshape(g.shape)
+    return np.flatnonzero(bad.ravel())
+
+
+class PhotoMatcher:
+    """The video's nearest-mode search and assignment, for the cells of one still."""
+
+    def __init__(self, index: TileIndex, grid: Grid, opts: PhotoOptions) -> None:
+        self.grid, self.opts = grid, opts
+        self.tiles = TileClusters.from_labels(index.centers, np.asarray(index.labels))
+        self.lab_grid = int(index.manifest["params"]["lab_grid"])
+        self.lab = search_features(np.asarray(index.lab, np.float32), 0.0, opts.recolour)
+        self.centroids = cluster_centroids(self.tiles, self.lab)
+        self.groups = np.asarray(index.groups, np.int64)
+        self.kept = len(self.tiles.members)
+        self.k = min(self.kept, max(opts.candidates, 2 * (2 * opts.radius + 1) ** 2))
+        self.assigner = TileAssigner(grid.rows, grid.cols, self.lab, groups=self.groups,
+                                     radius=opts.radius, max_uses=opts.max_uses,
+                                     unseen=opts.unseen, joint=False)
+
+    def queries(self, views: np.ndarray) -> np.ndarray:
+        """Search features of cells (n, s, s, 3) uint8: (n, D) float32."""
+        return search_features(lab_grid_means(views, self.lab_grid), 0.0, self.opts.recolour)
+
+    def candidates(self, queries: np.ndarray, k: int, nprobe: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's ``k`` nearest tiles in its ``nprobe`` nearest clusters, (n, k)."""
+        ids, dist = [], []
+        nprobe = min(nprobe, len(self.tiles.sizes))
+        for lo in range(0, len(queries), _SEARCH_ROWS):
+            q = queries[lo:lo + _SEARCH_ROWS]
+            probes = top_clusters_by_l2(q, self.centroids, nprobe)
+            i, d = search_lists(q, probes, self.tiles, self.lab, k)
+            ids.append(i)
+            dist.append(d)
+        return np.concatenate(ids), np.concatenate(dist)
+
+    def match(self, views: np.ndarray) -> np.ndarray:
+        """Tile id per cell, (rows, cols) int64, with no hard rule broken."""
+        with threadpool_limits(1, user_api="blas"):
+            queries = self.queries(views)
+            cand_ids, cand_d = self.candidates(queries, self.k, self.opts.nprobe)
+            cells = np.arange(self.grid.cells)
+            current = np.full(self.grid.cells, -1, np.int64)
+            current[:] = self.assigner.assign(cells, queries, cand_ids, cand_d, current,
+                                              free=True)
+            k, nprobe = self.k, self.opts.nprobe
+            for _ in range(_REPAIR_ROUNDS):
+                bad = self._violations(current)
+                if not len(bad):
+                    break
+                k, nprobe = min(self.kept, 2 * k), 2 * nprobe
+                log.info("%d cells break the repeat radius or the cap; searching them "
+                         "again among %d candidates", len(bad), k)
+                current[bad] = -1
+                ids, dist = self.candidates(queries[bad], k, nprobe)
+                current[bad] = self.assigner.assign(bad, queries[bad], ids, dist, current)
+            bad = self._violations(current)
+            if len(bad):
+                raise MosaicError(f"{len(bad)} cells cannot be given a tile without a repeat "
+                                  f"within --radius {self.opts.radius} or over --max-uses "
+                                  f"{self.opts.max_uses}; relax them or index more images")
+        return current.reshape(self.grid.rows, self.grid.cols)
+
+    def _violations(self, current: np.ndarray) -> np.ndarray:
+        return violations(current.reshape(self.grid.rows, self.grid.cols), self.groups,
+                          self.opts.radius, self.opts.max_uses)
+
+
+def cell_shifts(views: np.ndarray, ids: np.ndarray, bank: np.ndarray, strength: float
+                ) -> np.ndarray | None:
+    """Recolouring shifts, (n, 3) int16, as the video's plan and painters compute them:
+    cell mean minus tile mean in 1/:data:`DIFF_SCALE` levels, times ``strength``."""
+    if strength <= 0:
+        return None
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    tile_means = block_means(np.ascontiguousarray(bank[uniq]), 1).reshape(-1, 3) * 255
+    cell_means = views.reshape(len(views), -1, 3).mean(1)
+    diffs = np.rint((cell_means - tile_means[inverse]) * DIFF_SCALE)
+    diffs = np.clip(diffs, -255 * DIFF_SCALE, 255 * DIFF_SCALE).astype(np.int16)
+    return shifts(diffs, strength)
+
+
+def paint_row(bank: np.ndarray, ids: np.ndarray, shift: np.ndarray | None, grid: Grid
+              ) -> np.ndarray:
+    """One row of cells as pixels, (tile_h, cols * tile_w, 3) uint8 BGR.
+
+    ``ids`` (cols,) int64; ``shift`` (cols, 3) int16 or None. Tiles come from ``bank``
+    (N, th, tw, 3) and are resized (bilinear; area when smaller) to the grid's cells.
+    """
+    tiles = np.ascontiguousarray(bank[ids])
+    if shift is not None:
+        recolour(tiles, shift)
+    th, tw = tiles.shape[1:3]
+    if (th, tw) != (grid.tile_h, grid.tile_w):
+        interp = cv2.INTER_AREA if grid.tile_w < tw else cv2.INTER_LINEAR
+        tiles = np.stack([cv2.resize(t, (grid.tile_w, grid.tile_h), interpolation=interp)
+                          for t in tiles])
+    return np.ascontiguousarray(tiles.swapaxes(0, 1).reshape(grid.tile_h, -1, 3))
+
+
+def source_strip(image: np.ndarray, grid: Grid, row: int) -> np.ndarray:
+    """Rows ``row`` of cells of the source scaled to the output size (bilinear, the
+    pixel-centre mapping of ``cv2.resize``): (tile_h, out_w, 3) uint8, no full upscale."""
+    h, w = image.shape[:2]
+    y = np.arange(row * grid.tile_h, (row + 1) * grid.tile_h, dtype=np.float32)
+    x = np.arange(grid.out_w, dtype=np.float32)
+    map_y = (y + 0.5) * np.float32(h / grid.out_h) - 0.5
+    map_x = (x + 0.5) * np.float32(w / grid.out_w) - 0.5
+    mx, my = np.meshgrid(np.clip(map_x, 0, w - 1), np.clip(map_y, 0, h - 1))
+    return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+@contextlib.contextmanager
+def raw_canvas(out: Path, grid: Grid):
+    """A temporary raw RGB file beside ``out`` (removed afterwards), opened for appending
+    rows; yields ``(file, path)``."""
+    ensure_free(out.absolute().parent, 2 * grid.out_w * grid.out_h * 3, f"{out}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".raw", dir=out.absolute().parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f, Path(tmp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def paint_photo(image: np.ndarray, ids: np.ndarray, index: TileIndex, grid: Grid,
+                opts: PhotoOptions, raw, progress: bool = False) -> None:
+    """Paint the mosaic row by row into the open raw file ``raw`` (RGB, row-major).
+
+    ``ids`` (rows, cols) int64. Memory: one row of cells and one source strip.
+    """
+    views = cell_views(image, grid)
+    for r in tqdm(range(grid.rows), desc="paint", unit="row", disable=not progress,
+                  leave=False):
+        row_ids = ids[r]
+        cols = slice(r * grid.cols, (r + 1) * grid.cols)
+        shift = cell_shifts(views[cols], row_ids, index.tiles, opts.recolour)
+        strip = paint_row(index.tiles, row_ids, shift, grid)
+        if opts.alpha > 0:
+            blend(strip, source_strip(image, grid, r), opts.alpha, out=strip)
+        raw.write(cv2.cvtColor(strip, cv2.COLOR_BGR2RGB).tobytes())
