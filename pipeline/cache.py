@@ -81,7 +81,7 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; finished files are ordinary
+        os.chmod(tmp, umask_mode())  # mkstemp makes 0600; finished files are ordinary
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -90,7 +90,7 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
-def _umask_mode() -> int:
+def umask_mode() -> int:
     """The mode a plainly created file gets (0o666 less the umask)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -130,7 +130,7 @@ def atomic_memmap(path: str | Path, shape: tuple[int, ...], dtype: np.dtype | ty
         del array
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):

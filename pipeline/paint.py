@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import artifact_problem, record_artifact, write_json
+from pipeline.cache import artifact_problem, record_artifact, umask_mode, write_json
 from pipeline.compose import Canvas, blend
 from pipeline.grid import Grid
 from pipeline.index import TILES, load_groups
@@ -240,6 +240,7 @@ class _Encoder:
         self._thread.join()
         self._check()
         self.writer.close()
+        os.chmod(self.tmp, umask_mode())
         os.replace(self.tmp, dest)
 
     def abort(self) -> None:

@@ -472,7 +472,7 @@ def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo, audio: Au
     handed to ``check`` (which raises if it is not what was planned), and only then
     renamed over ``out``.
     """
-    from pipeline.cache import atomic_output
+    from pipeline.cache import atomic_output, umask_mode
     from pipeline.output import audio_args, mux_args
 
     listing = work / "concat.txt"
@@ -497,6 +497,7 @@ def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo, audio: Au
         run_ffmpeg([*args, str(tmp)], f"writing {out}")
         if check is not None:
             check(tmp)
+        os.chmod(tmp, umask_mode())  # mkstemp makes 0600; the output is an ordinary file
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -77,6 +77,9 @@ def test_container_follows_the_extension_and_scores_files_are_distinct(
         assert run.returncode == 0, run.stderr
         frames, audio, container = frames_and_audio(tmp_path / name)
         assert frames == 30 and audio == 1 and muxer in container
+        mask = os.umask(0)
+        os.umask(mask)
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask  # ordinary mode
         assert (tmp_path / f"{name}.scores.json").is_file()
 
 
