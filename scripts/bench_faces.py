@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from benchutil import TreeRss, mib
+from benchutil import mib, run_sampled
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIMAGE = ("astronaut", "coffee", "chelsea", "rocket", "camera", "retina", "hubble_deep_field",
@@ -77,14 +75,9 @@ def main() -> None:
                  for p in sorted(src.iterdir())[:2000]]
         cmd = [sys.executable, "-m", "pipeline", "faces", str(src), "--out", str(out),
                "--jobs", str(args.jobs)]
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        rss = TreeRss(proc.pid)
-        _, err = proc.communicate()
-        elapsed = time.perf_counter() - start
-        peak = rss.stop()
-        if proc.returncode != 0:
-            sys.exit(f"mosaic faces failed ({proc.returncode}): {err.strip()[-500:]}")
+        elapsed, peak, err, code = run_sampled(cmd)
+        if code != 0:
+            sys.exit(f"mosaic faces failed ({code}): {err.strip()[-500:]}")
         print(f"folder: {n} real photos (median {np.median(sizes) / 1e6:.2f} Mpx)")
         print(f"command: mosaic faces PHOTOS --out FACES --jobs {args.jobs}")
         for line in err.splitlines():

@@ -13,15 +13,13 @@ cropped to 4:3 (a real photo from a registry package); any --image works.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from benchutil import TreeRss, mib
+from benchutil import mib, run_sampled
 
 
 def default_image(path: Path) -> Path:
@@ -47,14 +45,9 @@ def main() -> None:
         cmd = [sys.executable, "-m", "pipeline", "photo", str(image), "--index",
                str(args.index), "--out", str(out), "--cells", str(args.cells), "--tile-px",
                str(args.tile_px), *(["--dzi"] if args.dzi else [])]
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        rss = TreeRss(proc.pid)
-        _, err = proc.communicate()
-        elapsed = time.perf_counter() - start
-        peak = rss.stop()
-        if proc.returncode != 0:
-            sys.exit(f"mosaic photo failed ({proc.returncode}): {err.strip()[-500:]}")
+        elapsed, peak, err, code = run_sampled(cmd)
+        if code != 0:
+            sys.exit(f"mosaic photo failed ({code}): {err.strip()[-500:]}")
         img = cv2.imread(str(out), cv2.IMREAD_REDUCED_COLOR_8)
         summary = [line for line in err.splitlines() if line.startswith("mosaic of")]
         print(f"command: {' '.join(cmd[1:])}")

@@ -97,3 +97,18 @@ class TreeRss:
 def mib(n: float) -> str:
     """Format a byte count in MiB."""
     return f"{n / 2**20:,.1f} MiB"
+
+
+def run_sampled(cmd: list[str], **popen) -> tuple[float, int, str, int]:
+    """Run ``cmd`` to completion while sampling its process tree's RSS.
+
+    Returns (seconds, peak RSS in bytes, stderr text, exit code).
+    """
+    import subprocess
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, **popen)
+    rss = TreeRss(proc.pid)
+    _, err = proc.communicate()
+    elapsed = time.perf_counter() - start
+    return elapsed, rss.stop(), err, proc.returncode
