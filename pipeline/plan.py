@@ -50,7 +50,7 @@ from pipeline.cache import (
 from pipeline.config import RenderConfig
 from pipeline.features import block_means, colour_histogram, lab_grid_means
 from pipeline.grid import ActivityTracker, Grid, cell_views
-from pipeline.index import TileIndex
+from pipeline.index import TILES, TileIndex
 from pipeline.matching import (
     ClusterMatcher,
     TileAssigner,
@@ -275,9 +275,9 @@ class Planner:
                                          config.max_uses, groups=index.groups,
                                          radius=config.repeat_radius, use_cap=config.use_cap,
                                          unseen=config.unseen, joint=config.joint)
-        self.bank = index.tiles  # memory-mapped: only placed tiles are ever read
+        self.bank_path = Path(index.path) / TILES  # tiles are read only for their means
         self.recolour = recolours(config)
-        self._tile_means = np.full((len(self.bank), 3), np.nan, np.float32)
+        self._tile_means = np.full((len(index.tiles), 3), np.nan, np.float32)
 
     # -- resuming -------------------------------------------------------------------
     def missing(self, segments: list[Segment]) -> list[Segment]:
@@ -381,7 +381,11 @@ class Planner:
         """Mean BGR colour (0..255) of tiles ``ids``, (k, 3) float32 (computed on first use)."""
         missing = np.unique(ids[np.isnan(self._tile_means[ids, 0])])
         if len(missing):
-            self._tile_means[missing] = block_means(self.bank[missing], 1).reshape(-1, 3) * 255
+            # a map that lives for this read only: the pages of the tiles read do not stay
+            # resident, so the plan's memory does not grow with the tiles it has used
+            bank = np.load(self.bank_path, mmap_mode="r", allow_pickle=False)
+            self._tile_means[missing] = block_means(bank[missing], 1).reshape(-1, 3) * 255
+            del bank
         return self._tile_means[ids]
 
     def _plan_batch(self, views: list[np.ndarray], active: list[np.ndarray]) -> list:
