@@ -19,6 +19,7 @@ at 5120x2880 whatever its thread count, so memory, not cores, often sets the lim
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import uuid
@@ -75,6 +76,31 @@ class WorkerPlan:
                 f"{self.cores} cores, {self.available / 2**30:.1f} GiB available, about "
                 f"{self.bytes_per_worker / 2**30:.1f} GiB per worker at {width}x{height}, "
                 f"preset {preset}")
+
+
+def trim_heap() -> None:
+    """Hand freed heap memory back to the system (glibc ``malloc_trim``); else no-op.
+
+    Called between segments, in the planner and in each painter.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def steady_heap() -> None:
+    """Make glibc return large freed blocks to the system at once (this process).
+
+    Frames and tile batches are megabytes each and are allocated and freed on several
+    threads; with glibc's adaptive mmap threshold they end up in growing heap arenas, and
+    the resident size creeps up with the video's length. A fixed 8 MiB threshold and two
+    arenas keep it flat. No-op where glibc's ``mallopt`` is not available.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 8 << 20)  # M_MMAP_THRESHOLD: fixed, no adaptive growth
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def available_memory() -> int:

@@ -32,6 +32,7 @@ import numpy as np
 
 from pipeline.cache import artifact_problem, record_artifact, umask_mode, write_json
 from pipeline.compose import Canvas, blend
+from pipeline.execute import steady_heap, trim_heap
 from pipeline.grid import Grid
 from pipeline.index import TILES, load_groups
 from pipeline.metrics import SUB, FrameScorer
@@ -106,6 +107,7 @@ def paint_segment(job: PaintJob, seg: Segment) -> dict:
     """
     if (done := finished(job, seg.number)) is not None:
         return done
+    steady_heap()  # a long-lived worker paints many segments: keep its memory flat
     chunk = read_chunk(chunk_path(job.plan_dir, seg.number), job.plan_key)
     if chunk is None:
         raise RuntimeError(f"plan chunk {seg.number} is missing or damaged")
@@ -113,6 +115,7 @@ def paint_segment(job: PaintJob, seg: Segment) -> dict:
     stats.update({"key": job.key, "video": record_artifact(segment_path(job.work, seg.number))})
     write_json(stats_path(job.work, seg.number), stats)
     progress_path(job.work, seg.number).unlink(missing_ok=True)
+    trim_heap()
     return stats
 
 

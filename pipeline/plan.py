@@ -48,6 +48,7 @@ from pipeline.cache import (
     write_json,
 )
 from pipeline.config import RenderConfig
+from pipeline.execute import trim_heap
 from pipeline.features import block_means, colour_histogram, lab_grid_means
 from pipeline.grid import ActivityTracker, Grid, cell_views
 from pipeline.index import TILES, TileIndex
@@ -318,6 +319,7 @@ class Planner:
                 if not self.config.carry_tiles:
                     state, src_lab = CanvasState.empty(self.grid), None
                 state, src_lab = self.plan_segment(seg, state, src_lab)
+                trim_heap()  # between segments: fragmentation must not add up
                 on_chunk(seg)
             self.finish(segments)
 

@@ -45,7 +45,7 @@ from pipeline.cache import (
 )
 from pipeline.config import RenderConfig
 from pipeline.errors import ConfigError, MosaicError, OutputError, VideoError
-from pipeline.execute import SCHEDULER_ENV, choose_workers, make_pool
+from pipeline.execute import SCHEDULER_ENV, choose_workers, make_pool, steady_heap
 from pipeline.grid import make_grid
 from pipeline.index import load_index
 from pipeline.metrics import Scores
@@ -242,6 +242,7 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     been verified against the plan (frames, streams, duration).
     """
     started = time.perf_counter()
+    steady_heap()
     cache_dir = Path(cache_dir)
     default = out is None
     out = default_output(video, cache_dir) if default else Path(out)
