@@ -160,6 +160,7 @@ class _Job:
     segments: list[Segment]
     plan_reused: bool
     to_paint: list[Segment]
+    done: dict[int, dict]  # statistics of the segments already painted
 
 
 def _render_segments(job: _Job, pool, bar: tqdm) -> dict[int, dict]:
@@ -279,7 +280,7 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
             return report
         job = _prepare(paint, Planner(info, grid, index, config, Path(paint.plan_dir), pkey),
                        plan_segments(first, count, config.segment_frames), report)
-        stats = {s.number: finished(paint, s.number) for s in job.segments}
+        stats = dict(job.done)
         if job.to_paint:
             if not (scheduler or os.environ.get(SCHEDULER_ENV)):
                 log.info("render: %s", choice.describe(grid.out_w, grid.out_h, config.preset))
@@ -345,19 +346,20 @@ def _check_joined(path: Path, out: Path, info: VideoInfo, count: int,
 def _prepare(paint: PaintJob, planner: Planner, segments: list[Segment],
              report: RenderReport) -> _Job:
     """What is left to paint; say when the plan is reused or resumed."""
-    to_paint = [s for s in segments if finished(paint, s.number) is None]
-    report.segments_cached = len(segments) - len(to_paint)
+    done = {s.number: stats for s in segments if (stats := finished(paint, s.number))}
+    to_paint = [s for s in segments if s.number not in done]
+    report.segments_cached = len(done)
     if read_manifest(Path(paint.plan_dir), paint.plan_key) is not None:
         report.plan_reused = True
         if to_paint:
             log.info("reusing the plan of these frames (%s): only painting",
                      paint.plan_key[:12])
-        return _Job(planner, paint, segments, True, to_paint)
+        return _Job(planner, paint, segments, True, to_paint, done)
     if to_paint:
         todo = planner.missing(segments)
         if 0 < len(todo) < len(segments):
             log.info("resuming the plan at segment %d of %d", todo[0].number, len(segments))
-    return _Job(planner, paint, segments, False, to_paint)
+    return _Job(planner, paint, segments, False, to_paint, done)
 
 
 def _codec(config: RenderConfig, threads: int) -> list[str]:
