@@ -52,6 +52,10 @@ def add_photo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recolour", type=_number(float, low=0), default=d.recolour,
                    metavar="S", help=f"move each tile's mean colour this share of the way "
                    f"to its cell's, 0..1 (default {d.recolour})")
+    p.add_argument("--tone", type=_number(float, low=0), default=d.tone, metavar="T",
+                   help="scale each tile's contrast towards the gain that makes it look "
+                   f"most like its cell from a distance, 0..1 (default {d.tone}; 0 = off; "
+                   "with --recolour above 0 only)")
     p.add_argument("--quality", type=_number(int, low=1), default=d.quality, metavar="Q",
                    help=f"JPEG quality 1..100 (default {d.quality})")
     p.add_argument("--dzi", action="store_true", help="also write a Deep Zoom pyramid "
@@ -66,12 +70,13 @@ def cmd_photo(args: argparse.Namespace) -> int:
     from pipeline.photo import PhotoOptions
     from pipeline.stages.photo import run_photo
 
-    if args.alpha > 1 or args.recolour > 1 or args.quality > 100:
-        raise MosaicError("--alpha and --recolour must be within 0..1, --quality 1..100")
+    if args.alpha > 1 or args.recolour > 1 or args.tone > 1 or args.quality > 100:
+        raise MosaicError("--alpha, --recolour and --tone must be within 0..1, "
+                          "--quality 1..100")
     opts = PhotoOptions(cols=args.cells, cell_size=args.cell_size or 0,
                         tile_px=args.tile_px or 0, radius=args.radius,
                         max_uses=args.max_uses, alpha=args.alpha, recolour=args.recolour,
-                        quality=args.quality)
+                        tone=args.tone, quality=args.quality)
     index_dir = Path(args.index) if args.index else default_cache() / "index"
     start = time.perf_counter()
     r = run_photo(args.image, index_dir, args.out, opts, default_cache(), dzi=args.dzi,

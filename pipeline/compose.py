@@ -48,7 +48,8 @@ class Canvas:
             self.sub_lab = np.zeros_like(self.sub)
 
     def place(self, cells: np.ndarray, ids: np.ndarray, flips: np.ndarray,
-              shift: np.ndarray | None = None, measure: bool = False) -> np.ndarray | None:
+              shift: np.ndarray | None = None, measure: bool = False,
+              gain: np.ndarray | None = None) -> np.ndarray | None:
         """Put tile ``ids[i]`` (mirrored where ``flips[i]``) into flat cell ``cells[i]``.
 
         Parameters
@@ -59,6 +60,8 @@ class Canvas:
         shift : optional ndarray (k, 3), int16: added to each tile's pixels, saturating
             at 0 and 255 (recolouring).
         measure : also return each placed cell's mean absolute pixel change.
+        gain : optional ndarray (k,), float32: each tile's contrast is scaled by it
+            around the tile's mean colour (:func:`retone`) before the shift.
 
         Returns
         -------
@@ -68,19 +71,20 @@ class Canvas:
         for lo in range(0, len(cells), _CHUNK):  # bounded temporaries at any grid size
             hi = lo + _CHUNK
             part = self._place(cells[lo:hi], ids[lo:hi], flips[lo:hi],
-                               None if shift is None else shift[lo:hi], measure)
+                               None if shift is None else shift[lo:hi], measure,
+                               None if gain is None else gain[lo:hi])
             if measure:
                 change[lo:hi] = part
         return change if measure else None
 
     def _place(self, cells: np.ndarray, ids: np.ndarray, flips: np.ndarray,
-               shift: np.ndarray | None, measure: bool) -> np.ndarray | None:
+               shift: np.ndarray | None, measure: bool,
+               gain: np.ndarray | None = None) -> np.ndarray | None:
         rows = ids if self.bank_ids is None else np.searchsorted(self.bank_ids, ids)
         tiles = self.bank[rows]
         if flips.any():
             tiles[flips] = tiles[flips][:, :, ::-1]
-        if shift is not None:
-            recolour(tiles, shift)
+        adjust(tiles, shift, gain)
         r, c = np.divmod(cells, self.grid.cols)
         change = None
         if measure:
@@ -97,16 +101,59 @@ class Canvas:
         return change
 
     def reset(self, ids: np.ndarray | None = None, flips: np.ndarray | None = None,
-              shifts: np.ndarray | None = None) -> None:
+              shifts: np.ndarray | None = None, gains: np.ndarray | None = None) -> None:
         """Clear the canvas, or rebuild it exactly from per-cell ``ids``, ``flips``
-        (rows, cols) and recolouring ``shifts`` (rows, cols, 3) int16."""
+        (rows, cols), recolouring ``shifts`` (rows, cols, 3) int16 and contrast ``gains``
+        (rows, cols) float32."""
         self.ids[:] = -1
         self.flips[:] = False
         self.image[:] = 0
         if ids is not None and flips is not None:
             cells = np.flatnonzero(ids.ravel() >= 0)
             shift = None if shifts is None else shifts.reshape(-1, 3)[cells]
-            self.place(cells, ids.ravel()[cells], flips.ravel()[cells], shift)
+            gain = None if gains is None else gains.ravel()[cells]
+            self.place(cells, ids.ravel()[cells], flips.ravel()[cells], shift, gain=gain)
+
+
+def adjust(tiles: np.ndarray, shift: np.ndarray | None, gain: np.ndarray | None) -> None:
+    """Recolour tiles (k, h, w, 3) uint8 in place: contrast ``gain`` (k,) float32 where it
+    is not 1 (:func:`retone`), then ``shift`` (k, 3) int16 (:func:`recolour`)."""
+    if gain is None or not (scaled := gain != 1).any():
+        if shift is not None:
+            recolour(tiles, shift)
+        return
+    if scaled.all():
+        retone(tiles, gain, shift)
+        return
+    plain = ~scaled
+    if shift is not None:
+        part = tiles[plain]
+        tiles[plain] = recolour(part, shift[plain])
+    part = tiles[scaled]
+    tiles[scaled] = retone(part, gain[scaled], None if shift is None else shift[scaled])
+
+
+def retone(tiles: np.ndarray, gain: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+    """Scale each tile's contrast around its mean colour, then shift it, in place.
+
+    ``p' = round(g (p - m) + m + s)``, clipped to 0..255, per tile: ``tiles`` (k, h, w,
+    3) uint8, ``gain`` g (k,) float32, tile means m exact from integer sums, ``shift`` s
+    (k, 3) int16 or None. Exactly :func:`recolour` where g is 1.
+    """
+    k = len(tiles)
+    flat = tiles.reshape(k, -1, 3)
+    n = flat.shape[1]
+    means = (flat.sum(1, dtype=np.int64) / n).astype(np.float32)  # (k, 3), exact sums
+    g = gain.astype(np.float32)[:, None]
+    offset = means * (1 - g) + np.float32(0.5)
+    if shift is not None:
+        offset += shift.astype(np.float32)
+    work = flat.astype(np.float32)
+    work *= g[:, :, None]
+    work += offset[:, None, :]
+    np.clip(work, 0, 255, out=work)
+    flat[:] = work  # truncation after + 0.5: rounding
+    return tiles
 
 
 def recolour(tiles: np.ndarray, shift: np.ndarray) -> np.ndarray:

@@ -66,6 +66,7 @@ class RenderConfig:
     joint: bool = True
     scene_cut: float = 0.6
     recolour: float = 0.9
+    tone: float = 1.0
     carry_tiles: bool = True
     report: bool = True
     activity_threshold: float = 16.0
@@ -124,6 +125,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "render.max_uses": (0, None),
     "render.scene_cut": (0.0, 1.0),
     "render.recolour": (0.0, 1.0),
+    "render.tone": (0.0, 1.0),
     "render.seed": (0, 2**32 - 1),
     "render.crf": (0, 63),
     "render.workers": (0, 1024),

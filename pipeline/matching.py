@@ -274,6 +274,11 @@ def with_mean(lab_grid: np.ndarray, weight: float) -> np.ndarray:
     return np.concatenate([lab_grid, weight * mean], axis=1).astype(np.float32)
 
 
+CHROMA_STRUCTURE = np.float32(0.5)  # weight of a*, b* against L* in a recoloured tile's
+# structure: the eye reads structure mostly in lightness (measured: viewing-scale SSIM
+# 0.692 -> 0.699 on 48 real frames, cell ΔE 4.69 -> 4.61, sub-cell ΔE 5.88 -> 5.92)
+
+
 def recolour_aware(lab_grid: np.ndarray, recolour: float) -> np.ndarray:
     """Grid Lab features as they will look after recolouring: (n, g*g*3) float32.
 
@@ -282,13 +287,16 @@ def recolour_aware(lab_grid: np.ndarray, recolour: float) -> np.ndarray:
     sub-cell makes the squared L2 distance between a cell and a tile the error left
     *after* that correction, ``|(q - t) - s (mean q - mean t)|^2``: with recolouring on,
     tiles are chosen by structure, and a tile whose colour can be corrected competes.
+    The structure's chroma counts :data:`CHROMA_STRUCTURE` as much as its lightness.
     """
     lab_grid = np.ascontiguousarray(lab_grid, dtype=np.float32)
     if recolour <= 0:
         return lab_grid
     cells = lab_grid.reshape(len(lab_grid), -1, 3)
-    return (cells - np.float32(recolour) * cells.mean(1, keepdims=True)).reshape(
-        len(lab_grid), -1)
+    mean = cells.mean(1, keepdims=True)
+    structure = cells - mean
+    structure[:, :, 1:] *= CHROMA_STRUCTURE
+    return (structure + np.float32(1 - recolour) * mean).reshape(len(lab_grid), -1)
 
 
 def search_features(lab_grid: np.ndarray, mean_weight: float, recolour: float) -> np.ndarray:

@@ -36,7 +36,7 @@ from pipeline.execute import steady_heap, trim_heap
 from pipeline.grid import Grid
 from pipeline.index import TILES, load_groups
 from pipeline.metrics import SUB, FrameScorer
-from pipeline.plan import DIFF_SCALE, PlanChunk, Segment, chunk_path, read_chunk
+from pipeline.plan import DIFF_SCALE, RATIO_SCALE, PlanChunk, Segment, chunk_path, read_chunk
 from pipeline.video import FrameWriter, VideoInfo, prefetch_frames
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,9 @@ class PaintJob:
     where the painter runs: the shared-storage contract).
 
     ``key`` names the render job (plan + paint options), ``plan_key`` its plan.
-    ``recolour`` is the paint-time recolour strength (0 in cluster mode); ``codec`` the
-    encoder's ffmpeg output options.
+    ``recolour`` is the paint-time recolour strength (0 in cluster mode), ``tone`` the
+    contrast-matching strength (:func:`gains`); ``codec`` the encoder's ffmpeg output
+    options.
     """
 
     key: str
@@ -66,6 +67,7 @@ class PaintJob:
     recolour: float
     report: bool
     codec: tuple[str, ...]
+    tone: float = 0.0
 
 
 def segment_path(work: str | Path, number: int) -> Path:
@@ -138,13 +140,29 @@ def shifts(diffs: np.ndarray, strength: float) -> np.ndarray | None:
     return np.rint(diffs * np.float32(strength / DIFF_SCALE)).astype(np.int16)
 
 
+GAIN_RANGE = (0.25, 2.0)  # contrast gains are kept within these: every tile stays a photo
+GAIN_STEP = 64  # gains are quantised to 1/64
+
+
+def gains(ratios: np.ndarray, tone: float) -> np.ndarray | None:
+    """Contrast gains, float32 like ``ratios``, from the plan's contrast ratios (uint8 in
+    1/:data:`RATIO_SCALE`) at strength ``tone`` (0: none, 1: the cell's contrast), kept
+    within :data:`GAIN_RANGE`; None when ``tone`` is 0."""
+    if tone <= 0:
+        return None
+    g = np.power(ratios.astype(np.float32) / RATIO_SCALE, np.float32(tone))
+    g = np.clip(g, *GAIN_RANGE)
+    return (np.rint(g * GAIN_STEP) / GAIN_STEP).astype(np.float32)
+
+
 def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
     grid = job.grid
     bank_ids = chunk.tile_ids()
     canvas = Canvas(grid, load_tiles(job.index_dir, bank_ids), track=SUB if job.report else 0,
                     bank_ids=bank_ids)
     start = chunk.start_state
-    canvas.reset(start.ids, start.flips, shifts(start.diffs, job.recolour))
+    canvas.reset(start.ids, start.flips, shifts(start.diffs, job.recolour),
+                 gains(start.ratios, job.tone))
     scorer = FrameScorer(grid, _groups(job.index_dir)) if job.report else None
     if scorer is not None and chunk.start_src_lab is not None:
         scorer.restore({"prev_src_lab": chunk.start_src_lab,
@@ -155,9 +173,9 @@ def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
     try:
         for i in range(seg.count):
             frame = next(source) if source is not None else None
-            cells, ids, flips, diffs = chunk.frame(i)
+            cells, ids, flips, diffs, ratios = chunk.frame(i)
             change = canvas.place(cells, ids, flips, shifts(diffs, job.recolour),
-                                  measure=scorer is not None)
+                                  measure=scorer is not None, gain=gains(ratios, job.tone))
             if scorer is not None:
                 per_cell = np.zeros(grid.cells, np.float32)
                 per_cell[cells] = change

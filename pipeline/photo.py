@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from pipeline.assign import TileAssigner
 from pipeline.cache import ensure_free
-from pipeline.compose import blend, recolour
+from pipeline.compose import adjust, blend
 from pipeline.errors import MosaicError, OutputError
 from pipeline.features import block_means, lab_grid_means
 from pipeline.grid import Grid, cell_views
@@ -48,8 +48,8 @@ from pipeline.matching import (
     search_lists,
     top_clusters_by_l2,
 )
-from pipeline.paint import shifts
-from pipeline.plan import DIFF_SCALE
+from pipeline.paint import gains, shifts
+from pipeline.plan import DIFF_SCALE, contrast_ratios, luma_grid
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class PhotoOptions:
     max_uses : uses of one tile group in the whole picture at most (0: no cap).
     alpha : weight of the source blended over the mosaic (0 pure mosaic, 1 the source).
     recolour : share of the way each tile's mean colour moves to its cell's.
+    tone : strength of the contrast matching (as the video's ``render.tone``; with
+        recolouring on only).
     """
 
     cols: int = 100
@@ -85,6 +87,7 @@ class PhotoOptions:
     max_uses: int = 0
     alpha: float = 0.0
     recolour: float = 0.9
+    tone: float = 1.0
     nprobe: int = 4
     candidates: int = 48
     unseen: float = 0.1
@@ -240,30 +243,38 @@ class PhotoMatcher:
                           self.opts.radius, self.opts.max_uses)
 
 
-def cell_shifts(views: np.ndarray, ids: np.ndarray, bank: np.ndarray, strength: float
-                ) -> np.ndarray | None:
-    """Recolouring shifts, (n, 3) int16, as the video's plan and painters compute them:
-    cell mean minus tile mean in 1/:data:`DIFF_SCALE` levels, times ``strength``."""
+def cell_shifts(views: np.ndarray, ids: np.ndarray, bank: np.ndarray, strength: float,
+                tone: float = 0.0) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Recolouring shifts, (n, 3) int16, and contrast gains, (n,) float32, as the video's
+    plan and painters compute them: cell mean minus tile mean in 1/:data:`DIFF_SCALE`
+    levels times ``strength``, and the gain of :func:`pipeline.plan.contrast_ratios` at
+    ``tone``. Both None with ``strength`` 0; the gains None with ``tone`` 0."""
     if strength <= 0:
-        return None
+        return None, None
     uniq, inverse = np.unique(ids, return_inverse=True)
-    tile_means = block_means(np.ascontiguousarray(bank[uniq]), 1).reshape(-1, 3) * 255
+    tiles = np.ascontiguousarray(bank[uniq])
+    tile_means = block_means(tiles, 1).reshape(-1, 3) * 255
     cell_means = views.reshape(len(views), -1, 3).mean(1)
     diffs = np.rint((cell_means - tile_means[inverse]) * DIFF_SCALE)
     diffs = np.clip(diffs, -255 * DIFF_SCALE, 255 * DIFF_SCALE).astype(np.int16)
-    return shifts(diffs, strength)
+    gain = None
+    if tone > 0:
+        ratios = contrast_ratios(luma_grid(views), luma_grid(tiles)[inverse],
+                                 np.zeros(len(ids), bool))
+        gain = gains(ratios, tone)
+    return shifts(diffs, strength), gain
 
 
-def paint_row(bank: np.ndarray, ids: np.ndarray, shift: np.ndarray | None, grid: Grid
-              ) -> np.ndarray:
+def paint_row(bank: np.ndarray, ids: np.ndarray, shift: np.ndarray | None, grid: Grid,
+              gain: np.ndarray | None = None) -> np.ndarray:
     """One row of cells as pixels, (tile_h, cols * tile_w, 3) uint8 BGR.
 
-    ``ids`` (cols,) int64; ``shift`` (cols, 3) int16 or None. Tiles come from ``bank``
-    (N, th, tw, 3) and are resized (bilinear; area when smaller) to the grid's cells.
+    ``ids`` (cols,) int64; ``shift`` (cols, 3) int16 or None; ``gain`` (cols,) float32 or
+    None. Tiles come from ``bank`` (N, th, tw, 3) and are resized (bilinear; area when
+    smaller) to the grid's cells.
     """
     tiles = np.ascontiguousarray(bank[ids])
-    if shift is not None:
-        recolour(tiles, shift)
+    adjust(tiles, shift, gain)
     th, tw = tiles.shape[1:3]
     if (th, tw) != (grid.tile_h, grid.tile_w):
         interp = cv2.INTER_AREA if grid.tile_w < tw else cv2.INTER_LINEAR
@@ -309,8 +320,8 @@ def paint_photo(image: np.ndarray, ids: np.ndarray, index: TileIndex, grid: Grid
                   leave=False):
         row_ids = ids[r]
         cols = slice(r * grid.cols, (r + 1) * grid.cols)
-        shift = cell_shifts(views[cols], row_ids, index.tiles, opts.recolour)
-        strip = paint_row(index.tiles, row_ids, shift, grid)
+        shift, gain = cell_shifts(views[cols], row_ids, index.tiles, opts.recolour, opts.tone)
+        strip = paint_row(index.tiles, row_ids, shift, grid, gain)
         if opts.alpha > 0:
             blend(strip, source_strip(image, grid, r), opts.alpha, out=strip)
         raw.write(cv2.cvtColor(strip, cv2.COLOR_BGR2RGB).tobytes())

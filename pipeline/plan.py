@@ -3,7 +3,8 @@
 Everything that carries state from frame to frame happens here, sequentially: the
 activity mask, scene cuts, matching (cluster, refined or nearest), hysteresis, the
 neighbour rule, the usage cap and the recolour differences. The result is compact: for
-each frame, which cells change and to what (tile id, mirror flag, recolour difference).
+each frame, which cells change and to what (tile id, mirror flag, recolour difference,
+contrast ratio).
 Painting the frames from it is then a pure function of a chunk (:mod:`pipeline.paint`)
 and runs anywhere, in any order.
 
@@ -12,7 +13,7 @@ Artifacts, in ``<cache>/plans/<plan key>/``:
 * ``chunk-NNNNN.npz``: the plan of segment N (compressed, written atomically). It holds
   the canvas at the segment's start (``start_*``: what the previous segment ended on,
   so a still scene does not reshuffle at a boundary), the per-frame changes (``cells``,
-  ``ids``, ``flips``, ``diffs``, sliced by ``offsets``), each frame's active-cell count,
+  ``ids``, ``flips``, ``diffs``, ``ratios``, sliced by ``offsets``), each frame's active-cell count,
   and the state at its end (``end_*``), from which a killed plan resumes.
 * ``manifest.json``: written last, once every chunk is there: the key, the frame range
   and each chunk's size and digest.
@@ -66,14 +67,15 @@ from pipeline.video import VideoInfo, prefetch_frames
 
 log = logging.getLogger(__name__)
 
-PLAN_VERSION = "1"  # bump when planning changes: invalidates cached plans
+PLAN_VERSION = "2"  # bump when planning changes: invalidates cached plans
 MANIFEST = "manifest.json"
 DIFF_SCALE = 16  # recolour differences are stored in 1/16 of a colour level, int16
+RATIO_SCALE = 64  # contrast ratios (cell over tile) are stored in 1/64, uint8 (0..3.98)
 # options that act only when painting: changing them reuses the plan (not the recolour
 # strength: the search chooses tiles by the error left after recolouring)
 PAINT_ONLY = frozenset({"alpha", "report", "encoder", "crf", "preset",
                         "encoder_options", "encoder_threads", "workers", "audio_stream",
-                        "ytdlp_format"})
+                        "ytdlp_format", "tone"})
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ def chunk_path(plan_dir: Path, number: int) -> Path:
 
 @dataclass
 class CanvasState:
-    """What every cell shows: tile id (-1 = none), mirror flag, recolour difference.
+    """What every cell shows: tile id (-1 = none), mirror flag, recolour difference,
+    contrast ratio.
 
     Attributes
     ----------
@@ -124,21 +127,27 @@ class CanvasState:
     flips : ndarray (rows, cols), bool.
     diffs : ndarray (rows, cols, 3), int16, cell mean minus tile mean (BGR) in
         1/:data:`DIFF_SCALE` levels; a painter adds ``recolour`` times it to the tile.
+    ratios : ndarray (rows, cols), uint8, the cell's contrast over the tile's (spread of
+        the 4x4 luma sub-grid) in 1/:data:`RATIO_SCALE`; a painter scales the tile's
+        contrast by it to the power ``tone`` (:func:`pipeline.paint.gains`).
     """
 
     ids: np.ndarray
     flips: np.ndarray
     diffs: np.ndarray
+    ratios: np.ndarray
 
     @classmethod
     def empty(cls, grid: Grid) -> CanvasState:
         """A blank canvas: no tile anywhere."""
         return cls(np.full((grid.rows, grid.cols), -1, np.int64),
                    np.zeros((grid.rows, grid.cols), bool),
-                   np.zeros((grid.rows, grid.cols, 3), np.int16))
+                   np.zeros((grid.rows, grid.cols, 3), np.int16),
+                   np.full((grid.rows, grid.cols), RATIO_SCALE, np.uint8))
 
     def copy(self) -> CanvasState:
-        return CanvasState(self.ids.copy(), self.flips.copy(), self.diffs.copy())
+        return CanvasState(self.ids.copy(), self.flips.copy(), self.diffs.copy(),
+                           self.ratios.copy())
 
     @property
     def placed(self) -> bool:
@@ -162,18 +171,19 @@ class PlanChunk:
     ids: np.ndarray
     flips: np.ndarray
     diffs: np.ndarray
+    ratios: np.ndarray
     active: np.ndarray
     start_state: CanvasState
     end_state: CanvasState
     start_src_lab: np.ndarray | None
     end_src_lab: np.ndarray
 
-    def frame(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def frame(self, i: int) -> tuple[np.ndarray, ...]:
         """Frame ``i``'s changes: cells (k,) int64, ids (k,) int64, flips (k,) bool,
-        diffs (k, 3) int16."""
+        diffs (k, 3) int16, ratios (k,) uint8."""
         lo, hi = self.offsets[i], self.offsets[i + 1]
         return (self.cells[lo:hi].astype(np.int64), self.ids[lo:hi].astype(np.int64),
-                self.flips[lo:hi], self.diffs[lo:hi])
+                self.flips[lo:hi], self.diffs[lo:hi], self.ratios[lo:hi])
 
     def tile_ids(self) -> np.ndarray:
         """Every tile id the segment shows, sorted and unique: (m,) int64."""
@@ -184,7 +194,8 @@ class PlanChunk:
 def write_chunk(path: Path, key: str, seg: Segment, frames: list[tuple], active: list[int],
                 start: CanvasState, end: CanvasState, start_src_lab: np.ndarray | None,
                 end_src_lab: np.ndarray) -> None:
-    """Write one segment's plan atomically (``frames``: per frame (cells, ids, flips, diffs))."""
+    """Write one segment's plan atomically (``frames``: per frame (cells, ids, flips, diffs,
+    ratios))."""
     sizes = [len(f[0]) for f in frames]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
@@ -195,11 +206,12 @@ def write_chunk(path: Path, key: str, seg: Segment, frames: list[tuple], active:
     arrays = {
         "key": np.array(key), "meta": np.array([seg.number, seg.start, seg.count], np.int64),
         "offsets": offsets, "cells": cat(0, np.int32), "ids": cat(1, np.int32),
-        "flips": cat(2, bool), "diffs": cat(3, np.int16, (3,)),
+        "flips": cat(2, bool), "diffs": cat(3, np.int16, (3,)), "ratios": cat(4, np.uint8),
         "active": np.asarray(active, np.int32),
         "start_ids": start.ids.astype(np.int32), "start_flips": start.flips,
-        "start_diffs": start.diffs, "end_ids": end.ids.astype(np.int32),
-        "end_flips": end.flips, "end_diffs": end.diffs, "end_src_lab": end_src_lab,
+        "start_diffs": start.diffs, "start_ratios": start.ratios,
+        "end_ids": end.ids.astype(np.int32), "end_flips": end.flips, "end_diffs": end.diffs,
+        "end_ratios": end.ratios, "end_src_lab": end_src_lab,
         "start_src_lab": (start_src_lab if start_src_lab is not None
                           else np.zeros((0,), np.float32)),
     }
@@ -217,10 +229,11 @@ def read_chunk(path: Path, key: str | None = None) -> PlanChunk | None:
             lab = z["start_src_lab"]
             return PlanChunk(
                 number, start, count, z["offsets"], z["cells"], z["ids"], z["flips"],
-                z["diffs"], z["active"],
+                z["diffs"], z["ratios"], z["active"],
                 CanvasState(z["start_ids"].astype(np.int64), z["start_flips"],
-                            z["start_diffs"]),
-                CanvasState(z["end_ids"].astype(np.int64), z["end_flips"], z["end_diffs"]),
+                            z["start_diffs"], z["start_ratios"]),
+                CanvasState(z["end_ids"].astype(np.int64), z["end_flips"], z["end_diffs"],
+                            z["end_ratios"]),
                 lab if lab.size else None, z["end_src_lab"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         log.debug("plan chunk %s unusable: %s", path, exc)
@@ -245,6 +258,44 @@ def read_manifest(plan_dir: Path, key: str, full: bool = False) -> dict | None:
             (Path(plan_dir) / MANIFEST).unlink(missing_ok=True)
             return None
     return manifest
+
+
+def luma_grid(cells_bgr: np.ndarray) -> np.ndarray:
+    """Each cell's or tile's 4x4 sub-grid of luma (0..255), as the eye sees it from a
+    distance: ``cells_bgr`` (k, h, w, 3) uint8 -> (k, 16) float32."""
+    if len(cells_bgr) == 0:
+        return np.zeros((0, 16), np.float32)
+    return (block_means(cells_bgr, 4).reshape(len(cells_bgr), 16, 3) @ _LUMA) * 255
+
+
+_LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights (Rec. 601)
+_SSIM_C2 = (0.03 * 255) ** 2  # SSIM's contrast constant, in squared levels
+
+
+def contrast_ratios(cell_grid: np.ndarray, tile_grid: np.ndarray, flips: np.ndarray
+                    ) -> np.ndarray:
+    """The contrast gain that makes each placed tile look most like its cell from a
+    distance, (k,) uint8 in 1/:data:`RATIO_SCALE` (0..3.98).
+
+    With the cell's 4x4 luma spread a and its correlation rho with the tile's (mirrored
+    where ``flips``), the tile's spread x that maximises SSIM's contrast-structure term
+    ``(2 a x rho + C2) / (a^2 + x^2 + C2)`` is the positive root of
+    ``a rho x^2 + C2 x - a rho (a^2 + C2) = 0`` (x = a when the two correlate perfectly,
+    smaller as they correlate less, 0 when they do not); the gain is x over the tile's
+    spread. ``cell_grid``, ``tile_grid`` (k, 16) float32 luma.
+    """
+    t = tile_grid.reshape(-1, 4, 4)
+    t = np.where(flips[:, None, None], t[:, :, ::-1], t).reshape(-1, 16)
+    q = cell_grid - cell_grid.mean(1, keepdims=True)
+    t = t - t.mean(1, keepdims=True)
+    a = np.sqrt((q * q).mean(1))
+    b = np.sqrt((t * t).mean(1))
+    rho = (q * t).mean(1) / np.maximum(a * b, 1e-6)
+    ar = a * np.maximum(rho, 0)
+    disc = _SSIM_C2 ** 2 + 4 * ar * ar * (a * a + _SSIM_C2)
+    x = np.where(ar > 1e-6, (np.sqrt(disc) - _SSIM_C2) / np.maximum(2 * ar, 1e-6), 0)
+    ratio = x / np.maximum(b, 0.5)
+    return np.clip(np.rint(ratio * RATIO_SCALE), 0, 255).astype(np.uint8)
 
 
 class Planner:
@@ -279,6 +330,7 @@ class Planner:
         self.bank_path = Path(index.path) / TILES  # tiles are read only for their means
         self.recolour = recolours(config)
         self._tile_means = np.full((len(index.tiles), 3), np.nan, np.float32)
+        self._tile_grids = np.zeros((len(index.tiles), 16), np.float32)
 
     # -- resuming -------------------------------------------------------------------
     def missing(self, segments: list[Segment]) -> list[Segment]:
@@ -361,14 +413,18 @@ class Planner:
                         not first and len(cells) > cfg.scene_cut * grid.cells)
                     placed, ids, flips = self._choose(cells, plans[i], state, free)
                     diffs = np.zeros((len(placed), 3), np.int16)
+                    ratios = np.full(len(placed), RATIO_SCALE, np.uint8)
                     if self.recolour and len(placed):  # every active cell is re-placed
+                        means, grids = self._tile_stats(ids)
                         cell_mean = views[i].reshape(len(placed), -1, 3).mean(1)
-                        diffs = np.rint((cell_mean - self._means_of(ids)) * DIFF_SCALE)
+                        diffs = np.rint((cell_mean - means) * DIFF_SCALE)
                         diffs = np.clip(diffs, -255 * DIFF_SCALE, 255 * DIFF_SCALE)
                         diffs = diffs.astype(np.int16)
+                        ratios = contrast_ratios(luma_grid(views[i]), grids, flips)
                     r, c = np.divmod(placed, grid.cols)
                     state.ids[r, c], state.flips[r, c], state.diffs[r, c] = ids, flips, diffs
-                    changes.append((placed, ids, flips, diffs))
+                    state.ratios[r, c] = ratios
+                    changes.append((placed, ids, flips, diffs, ratios))
                     active_counts.append(len(cells))
                 last_frame = frames[-1]
         finally:
@@ -379,16 +435,19 @@ class Planner:
                     end_src_lab)
         return state, end_src_lab
 
-    def _means_of(self, ids: np.ndarray) -> np.ndarray:
-        """Mean BGR colour (0..255) of tiles ``ids``, (k, 3) float32 (computed on first use)."""
+    def _tile_stats(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean BGR colour (0..255), (k, 3) float32, and 4x4 luma grid (:func:`luma_grid`),
+        (k, 16) float32, of tiles ``ids`` (computed on first use)."""
         missing = np.unique(ids[np.isnan(self._tile_means[ids, 0])])
         if len(missing):
             # a map that lives for this read only: the pages of the tiles read do not stay
             # resident, so the plan's memory does not grow with the tiles it has used
             bank = np.load(self.bank_path, mmap_mode="r", allow_pickle=False)
-            self._tile_means[missing] = block_means(bank[missing], 1).reshape(-1, 3) * 255
+            tiles = np.asarray(bank[missing])
             del bank
-        return self._tile_means[ids]
+            self._tile_means[missing] = block_means(tiles, 1).reshape(-1, 3) * 255
+            self._tile_grids[missing] = luma_grid(tiles)
+        return self._tile_means[ids], self._tile_grids[ids]
 
     def _plan_batch(self, views: list[np.ndarray], active: list[np.ndarray]) -> list:
         """Batch-level matching, all frames of a batch at once: cluster mode's tiles, or

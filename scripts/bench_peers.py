@@ -155,7 +155,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--preset", default="ultrafast", help="our x264 preset")
     ap.add_argument("--today", type=Path, help="an export of an earlier commit to compare")
-    ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--skip-peer", action="store_true",
+                    help="do not run the peer (its row from an earlier run is shown if saved)")
     ap.add_argument("--skip-ours", action="store_true", help="the peer only")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-peers")
     args = ap.parse_args()
@@ -175,6 +176,12 @@ def main() -> None:
                       str(info.height * 4)], env=env)
         rows.append(("photomosaic-video (blend 0)", score(clip, out, args.work / "peer.json"),
                      args.frames / secs, {}))
+        (args.work / f"peer-run-{args.frames}.json").write_text(json.dumps(
+            {"seconds": secs, "frames": args.frames, "scores": rows[-1][1]}))
+    elif (saved := args.work / f"peer-run-{args.frames}.json").is_file():
+        run = json.loads(saved.read_text())  # the peer's row from an earlier invocation
+        rows.append(("photomosaic-video (earlier run)", run["scores"],
+                     args.frames / run["seconds"], {}))
     runs = [("ours: default", []), ("ours: cluster", ["render.matching=cluster"])]
     for name, sets in [] if args.skip_ours else runs:
         out, secs, own = ours(name.split(": ")[1], clip, str(Path(args.index).resolve()),

@@ -137,6 +137,7 @@ def job_key(plan: str, config: RenderConfig) -> str:
     """The digest naming a render job: its plan and the options that change the pixels
     or the encoding (not the worker or thread counts)."""
     paint = {"alpha": config.alpha, "recolour": config.recolour if recolours(config) else 0,
+             "tone": config.tone if recolours(config) else 0,
              "report": config.report, "encoder": config.encoder, "crf": config.crf,
              "preset": config.preset, "encoder_options": config.encoder_options}
     return digest_text(RENDER_VERSION, plan, json.dumps(paint, sort_keys=True))
@@ -270,7 +271,8 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     report.workers, report.threads = choice.workers, choice.threads
     paint = PaintJob(key, pkey, info, grid, str(index.path), str(cache_dir / "plans" / pkey),
                      str(work), config.alpha, config.recolour if recolours(config) else 0.0,
-                     config.report, tuple(_codec(config, choice.threads)))
+                     config.report, tuple(_codec(config, choice.threads)),
+                     config.tone if recolours(config) else 0.0)
     with file_lock(work / ".lock", f"the render job {key[:12]} ({video})"):
         done = _read_json(work / DONE)
         if done and out.is_file() and done.get("out") == str(out.resolve()) and \
