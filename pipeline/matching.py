@@ -181,6 +181,16 @@ def smallest_k(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return cols, vals
 
 
+def _k_smallest(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` smallest values of each row of ``d`` (n, m) in no particular order:
+    (cols (n, min(k, m)) int64, values). For a candidate set that is re-sorted later."""
+    if k >= d.shape[1]:
+        cols = np.broadcast_to(np.arange(d.shape[1]), d.shape)
+        return cols, d
+    cols = np.argpartition(d, k - 1, axis=1)[:, :k]
+    return cols, np.take_along_axis(d, cols, 1)
+
+
 def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
                  features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest tiles (L2 on ``features``) within each query's probed clusters.
@@ -226,11 +236,11 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
             d += q_norms[qi, None]
             d += m_norms[None, :]
             np.maximum(d, 0, out=d)
-            cols, vals = smallest_k(d, kk)
+            cols, vals = _k_smallest(d, kk)  # unsorted: the final pass sorts
             slots = jj[:, None] * k + np.arange(kk)
             slot_d[qi[:, None], slots] = vals
             slot_i[qi[:, None], slots] = members[cols]
-    cols, _ = smallest_k(slot_d, k)
+    cols, _ = _k_smallest(slot_d, k)  # exact_distances sorts them
     return exact_distances(queries, np.take_along_axis(slot_i, cols, 1), features)
 
 
