@@ -27,8 +27,6 @@ import logging
 import math
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +209,9 @@ class TileAssigner:
 
         cost, cand_g : ndarrays (n, k) as in :meth:`_pick`.
         """
+        from scipy.sparse import csr_matrix  # imported here: painters never need it
+        from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
         n, _ = cost.shape
         finite = np.isfinite(cost) & (cand_g >= 0)
         rows_i, cols_k = np.nonzero(finite)

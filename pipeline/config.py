@@ -65,11 +65,12 @@ class RenderConfig:
     unseen: float = 0.1
     joint: bool = True
     scene_cut: float = 0.6
+    settle: int = 16
     recolour: float = 0.9
     tone: float = 1.0
     carry_tiles: bool = True
     report: bool = True
-    activity_threshold: float = 16.0
+    activity_threshold: float = 10.0
     active_fraction: float = 0.5
     segment_frames: int = 256
     seed: int = 0
@@ -124,6 +125,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "render.hysteresis": (0.0, 1.0),
     "render.max_uses": (0, None),
     "render.scene_cut": (0.0, 1.0),
+    "render.settle": (0, 10000),
     "render.recolour": (0.0, 1.0),
     "render.tone": (0.0, 1.0),
     "render.seed": (0, 2**32 - 1),

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.cluster import MiniBatchKMeans
 
 from pipeline.cache import artifact_problem
 from pipeline.errors import TileIndexError
@@ -67,6 +66,8 @@ def fit_clusters(features: np.ndarray, clusters: int, seed: int, batch_size: int
     """
     if features.shape[0] < clusters:
         raise ValueError(f"{features.shape[0]} samples are fewer than {clusters} clusters")
+    from sklearn.cluster import MiniBatchKMeans  # heavy: imported where it is used
+
     km = MiniBatchKMeans(n_clusters=clusters, random_state=seed, n_init=1,
                          batch_size=min(batch_size, features.shape[0]), max_iter=max_iter)
     km.fit(features)

@@ -14,8 +14,6 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.distance import cdist
-from sklearn.cluster import MiniBatchKMeans
 
 from pipeline.assign import TileAssigner, rank_within_groups
 
@@ -54,6 +52,8 @@ class TileClusters:
 
 def nearest_by_cosine(queries: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Index of the nearest row of ``centers`` (K, D) for each query (n, D) by cosine."""
+    from scipy.spatial.distance import cdist  # heavy: only the cluster modes need it
+
     return cdist(queries.astype(np.float64), centers, metric="cosine").argmin(axis=1)
 
 
@@ -74,7 +74,7 @@ class ClusterMatcher:
     def reset(self, seed: int) -> None:
         """Start afresh (a new segment): no model, no scene-change threshold."""
         self._rng = np.random.default_rng(seed)
-        self._model: MiniBatchKMeans | None = None
+        self._model = None  # a MiniBatchKMeans, made on first use
         self._reset_above: float | None = None
 
     def _fit(self, hists: np.ndarray) -> np.ndarray:
@@ -85,6 +85,8 @@ class ClusterMatcher:
         elif n > self._reset_above:  # the reference's scene-change rule
             self._model = None
         if self._model is None:
+            from sklearn.cluster import MiniBatchKMeans  # heavy: only cluster mode needs it
+
             self._model = MiniBatchKMeans(n_clusters=min(self.n_clusters, n), n_init=1,
                                           random_state=int(self._rng.integers(2**31)))
         self._model.partial_fit(hists)
@@ -124,6 +126,8 @@ class ClusterMatcher:
 
 def top_clusters_by_cosine(queries: np.ndarray, centers: np.ndarray, m: int) -> np.ndarray:
     """The ``m`` nearest rows of ``centers`` (K, D) by cosine for each query: (n, m) int."""
+    from scipy.spatial.distance import cdist
+
     d = cdist(queries.astype(np.float64), centers, metric="cosine")
     m = min(m, centers.shape[0])
     part = np.argpartition(d, m - 1, axis=1)[:, :m] if m < centers.shape[0] else np.tile(

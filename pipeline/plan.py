@@ -50,7 +50,13 @@ from pipeline.cache import (
 )
 from pipeline.config import RenderConfig
 from pipeline.execute import trim_heap
-from pipeline.features import block_means, colour_histogram, lab_grid_means
+from pipeline.features import (
+    area_means,
+    block_means,
+    colour_histogram,
+    lab_grid_means,
+    srgb_to_lab,
+)
 from pipeline.grid import ActivityTracker, Grid, cell_views
 from pipeline.index import TILES, TileIndex
 from pipeline.matching import (
@@ -70,6 +76,8 @@ log = logging.getLogger(__name__)
 PLAN_VERSION = "2"  # bump when planning changes: invalidates cached plans
 MANIFEST = "manifest.json"
 DIFF_SCALE = 16  # recolour differences are stored in 1/16 of a colour level, int16
+MOTION_DELTA_E = 2.0  # a cell's source moves: its mean colour by this much in one frame
+# (the scores' threshold for a static cell)
 RATIO_SCALE = 64  # contrast ratios (cell over tile) are stored in 1/64, uint8 (0..3.98)
 # options that act only when painting: changing them reuses the plan (not the recolour
 # strength: the search chooses tiles by the error left after recolouring)
@@ -298,6 +306,48 @@ def contrast_ratios(cell_grid: np.ndarray, tile_grid: np.ndarray, flips: np.ndar
     return np.clip(np.rint(ratio * RATIO_SCALE), 0, 255).astype(np.uint8)
 
 
+def cell_lab(frame_bgr: np.ndarray, grid: Grid) -> np.ndarray:
+    """CIELAB of each cell's mean colour, (rows * cols, 3) float32, row-major."""
+    return srgb_to_lab(area_means(frame_bgr, grid.cols, grid.rows)).reshape(-1, 3)
+
+
+class Settler:
+    """Changes wait for motion: a cell the activity mask marks is decided in a frame
+    where its own source moves (its mean colour by :data:`MOTION_DELTA_E` or more since
+    the previous frame), or once it has waited ``frames`` frames.
+
+    A change in a still region is seen as flicker; one made while that region moves is
+    masked by the motion. ``frames`` 0 decides every marked cell at once (the
+    reference's behaviour). Segment-local, like the activity mask: it starts empty, and
+    from ``prev_lab`` (rows * cols, 3), the Lab cell colours of the frame before, if any.
+    """
+
+    def __init__(self, cells: int, frames: int, prev_lab: np.ndarray | None) -> None:
+        self.frames = frames
+        self.pending = np.zeros(cells, bool)
+        self.waited = np.zeros(cells, np.int32)
+        self.prev = None if prev_lab is None else np.asarray(prev_lab, np.float32).reshape(
+            -1, 3)
+
+    def decide(self, changed: np.ndarray, lab: np.ndarray, now: bool) -> np.ndarray:
+        """The cells to decide in this frame, (k,) int64, from the activity mask's
+        ``changed`` (cells,) bool and the frame's cell colours ``lab`` (cells, 3);
+        ``now`` (scene cut, first frame) decides every marked and waiting cell."""
+        prev, self.prev = self.prev, lab
+        if self.frames <= 0:
+            return np.flatnonzero(changed)
+        self.pending |= changed
+        if now or prev is None:
+            decide = self.pending.copy()
+        else:
+            moving = np.linalg.norm(lab - prev, axis=1) >= MOTION_DELTA_E
+            self.waited[self.pending] += 1
+            decide = self.pending & (moving | (self.waited >= self.frames))
+        self.pending &= ~decide
+        self.waited[decide] = 0
+        return np.flatnonzero(decide)
+
+
 class Planner:
     """Plans the segments of one render job, one after the other.
 
@@ -399,19 +449,22 @@ class Planner:
         last_frame = None
         frames_iter = prefetch_frames(self.info, seg.start, seg.count)
         try:
+            settle = Settler(grid.cells, cfg.settle, start_src_lab if carried else None)
             for b0 in range(0, seg.count, cfg.cluster_batch_frames):
-                frames, active = [], []
+                frames, active, frees = [], [], []
                 for _ in range(min(cfg.cluster_batch_frames, seg.count - b0)):
                     frame = next(frames_iter)
                     frames.append(frame)
-                    active.append(np.flatnonzero(tracker.update(frame).ravel()))
+                    changed = tracker.update(frame).ravel()
+                    first = b0 == 0 and len(frames) == 1
+                    free = (first and not carried) or (
+                        not first and changed.sum() > cfg.scene_cut * grid.cells)
+                    frees.append(free)
+                    active.append(settle.decide(changed, cell_lab(frame, grid), free or first))
                 views = [cell_views(f, grid)[a] for f, a in zip(frames, active, strict=True)]
                 plans = self._plan_batch(views, active)
                 for i, cells in enumerate(active):
-                    first = b0 == 0 and i == 0
-                    free = (first and not carried) or (
-                        not first and len(cells) > cfg.scene_cut * grid.cells)
-                    placed, ids, flips = self._choose(cells, plans[i], state, free)
+                    placed, ids, flips = self._choose(cells, plans[i], state, frees[i])
                     diffs = np.zeros((len(placed), 3), np.int16)
                     ratios = np.full(len(placed), RATIO_SCALE, np.uint8)
                     if self.recolour and len(placed):  # every active cell is re-placed

@@ -142,7 +142,9 @@ def ours(name: str, clip: Path, index: str, work: Path, frames: int, preset: str
            "--index", index, "--out", str(out), "--frames", str(frames), "--alpha", "0",
            "--preset", preset, "-q"] + [a for s in sets for a in ("--set", s)]
     seconds = timed(cmd, cwd=src, env=env)
-    report = out.with_name(out.stem + ".scores.json")
+    report = out.with_name(out.name + ".scores.json")  # OUT.scores.json
+    if not report.is_file():
+        report = out.with_name(out.stem + ".scores.json")  # older revisions ("today")
     own = json.loads(report.read_text())["scores"] if report.is_file() else {}
     return out, seconds, own
 
@@ -182,7 +184,9 @@ def main() -> None:
         run = json.loads(saved.read_text())  # the peer's row from an earlier invocation
         rows.append(("photomosaic-video (earlier run)", run["scores"],
                      args.frames / run["seconds"], {}))
-    runs = [("ours: default", []), ("ours: cluster", ["render.matching=cluster"])]
+    # cluster mode as the reference runs it (its activity threshold 16)
+    runs = [("ours: default", []), ("ours: cluster", ["render.matching=cluster",
+                                                    "render.activity_threshold=16"])]
     for name, sets in [] if args.skip_ours else runs:
         out, secs, own = ours(name.split(": ")[1], clip, str(Path(args.index).resolve()),
                               args.work, args.frames,
