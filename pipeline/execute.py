@@ -164,6 +164,11 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
                       cores, available)
 
 
+def _warm_up() -> None:
+    """A worker's first task: import the painting code."""
+    import pipeline.paint  # noqa: F401
+
+
 class LocalPool:
     """Worker processes on this machine (joblib's loky executor)."""
 
@@ -172,6 +177,10 @@ class LocalPool:
 
         self.workers = workers
         self._executor = get_reusable_executor(max_workers=workers, timeout=120)
+        # start the workers now, so that they spawn and import while the plan begins
+        # (loky starts them on the first task; the first segment's plan takes a while)
+        for _ in range(workers):
+            self._executor.submit(_warm_up)
 
     def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Future:
         """Run ``fn(*args)`` in a worker process."""
