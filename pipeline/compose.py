@@ -43,6 +43,7 @@ class Canvas:
         self.image = np.zeros((grid.out_h, grid.out_w, 3), dtype=np.uint8)
         self._cells = self.image.reshape(grid.rows, grid.tile_h, grid.cols, grid.tile_w, 3)
         self.track = track
+        self._bank_means: np.ndarray | None = None
         if track:  # the mosaic's sub-grid mean colours, kept up to date for the metrics
             self.sub = np.zeros((grid.rows, grid.cols, track, track, 3), np.float32)
             self.sub_lab = np.zeros_like(self.sub)
@@ -84,7 +85,7 @@ class Canvas:
         tiles = self.bank[rows]
         if flips.any():
             tiles[flips] = tiles[flips][:, :, ::-1]
-        adjust(tiles, shift, gain)
+        adjust(tiles, shift, gain, None if gain is None else self._means()[rows])
         r, c = np.divmod(cells, self.grid.cols)
         change = None
         if measure:
@@ -99,6 +100,14 @@ class Canvas:
             self.sub[r, c] = means
             self.sub_lab[r, c] = srgb_to_lab(means)
         return change
+
+    def _means(self) -> np.ndarray:
+        """Mean colour of every tile of the bank, (M, 3) float32 (exact, computed once)."""
+        if self._bank_means is None:
+            self._bank_means = np.concatenate(
+                [tile_means(self.bank[lo:lo + 4096]) for lo in range(0, len(self.bank), 4096)]
+            ) if len(self.bank) else np.zeros((0, 3), np.float32)
+        return self._bank_means
 
     def reset(self, ids: np.ndarray | None = None, flips: np.ndarray | None = None,
               shifts: np.ndarray | None = None, gains: np.ndarray | None = None) -> None:
@@ -115,44 +124,57 @@ class Canvas:
             self.place(cells, ids.ravel()[cells], flips.ravel()[cells], shift, gain=gain)
 
 
-def adjust(tiles: np.ndarray, shift: np.ndarray | None, gain: np.ndarray | None) -> None:
+def tile_means(tiles: np.ndarray) -> np.ndarray:
+    """Exact mean colour of each tile (k, h, w, 3) uint8: (k, 3) float32 (OpenCV's integer
+    sums, ~8x faster than numpy's widening sum)."""
+    k = len(tiles)
+    flat = np.ascontiguousarray(tiles).reshape(k, -1, 3)
+    sums = cv2.reduce(flat, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).reshape(k, 3)
+    return (sums / flat.shape[1]).astype(np.float32)
+
+
+def adjust(tiles: np.ndarray, shift: np.ndarray | None, gain: np.ndarray | None,
+           means: np.ndarray | None = None) -> None:
     """Recolour tiles (k, h, w, 3) uint8 in place: contrast ``gain`` (k,) float32 where it
-    is not 1 (:func:`retone`), then ``shift`` (k, 3) int16 (:func:`recolour`)."""
+    is not 1 (:func:`retone`), then ``shift`` (k, 3) int16 (:func:`recolour`). ``means``
+    (k, 3) float32: the tiles' mean colours if known (else measured)."""
     if gain is None or not (scaled := gain != 1).any():
         if shift is not None:
             recolour(tiles, shift)
         return
     if scaled.all():
-        retone(tiles, gain, shift)
+        retone(tiles, gain, shift, means)
         return
     plain = ~scaled
     if shift is not None:
         part = tiles[plain]
         tiles[plain] = recolour(part, shift[plain])
     part = tiles[scaled]
-    tiles[scaled] = retone(part, gain[scaled], None if shift is None else shift[scaled])
+    tiles[scaled] = retone(part, gain[scaled], None if shift is None else shift[scaled],
+                           None if means is None else means[scaled])
 
 
-def retone(tiles: np.ndarray, gain: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+def retone(tiles: np.ndarray, gain: np.ndarray, shift: np.ndarray | None,
+           means: np.ndarray | None = None) -> np.ndarray:
     """Scale each tile's contrast around its mean colour, then shift it, in place.
 
     ``p' = round(g (p - m) + m + s)``, clipped to 0..255, per tile: ``tiles`` (k, h, w,
     3) uint8, ``gain`` g (k,) float32, tile means m exact from integer sums, ``shift`` s
-    (k, 3) int16 or None. Exactly :func:`recolour` where g is 1.
+    (k, 3) int16 or None; ``means`` (k, 3) float32 as :func:`tile_means` gives them, if
+    known. Exactly :func:`recolour` where g is 1.
     """
     k = len(tiles)
     flat = tiles.reshape(k, -1, 3)
-    n = flat.shape[1]
-    # exact integer sums (OpenCV's are ~8x faster than numpy's widening sum): (k, 3)
-    sums = cv2.reduce(flat, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).reshape(k, 3)
-    means = (sums / n).astype(np.float32)
+    if means is None:
+        means = tile_means(tiles)
     g = gain.astype(np.float32)[:, None]
     offset = means * (1 - g) + np.float32(0.5)
     if shift is not None:
         offset += shift.astype(np.float32)
     work = flat.astype(np.float32)
     work *= g[:, :, None]
-    work += offset[:, None, :]
+    for c in range(3):  # channel by channel: 3x faster than broadcasting (k, 1, 3)
+        work[:, :, c] += offset[:, c, None]
     np.clip(work, 0, 255, out=work)
     flat[:] = work  # truncation after + 0.5: rounding
     return tiles

@@ -222,16 +222,24 @@ def pixel_repeats(keys: np.ndarray, tex: np.ndarray, radius: int = REPEAT_RADIUS
     """Textured cells whose mean-removed sub-grid (or its mirror) recurs on a textured
     cell within ``radius``: (rows, cols) bool."""
     mirror = _mirrored(keys)
-
-    head, head_m = keys[..., :_PREFILTER], mirror[..., :_PREFILTER]
+    # the first few values of each key, plane by plane (P, rows, cols): the prefilter's
+    # reductions then run over whole planes, not over a short last axis
+    head = np.ascontiguousarray(np.moveaxis(keys[..., :_PREFILTER], -1, 0))
+    head_m = np.ascontiguousarray(np.moveaxis(mirror[..., :_PREFILTER], -1, 0))
 
     def close(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.abs(x - y).max(-1) <= SHAPE_LEVELS
 
+    def close_planes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        d = np.abs(x - y)
+        return np.maximum.reduce(d, axis=0) <= SHAPE_LEVELS
+
     def same(a: tuple, b: tuple) -> np.ndarray:
         # within the tolerance on all values implies within it on the first few: compare
         # those first, and whole keys only for the textured pairs that pass
-        cand = tex[a] & tex[b] & (close(head[a], head[b]) | close(head[a], head_m[b]))
+        ha = head[(slice(None), *a)]
+        cand = tex[a] & tex[b] & (close_planes(ha, head[(slice(None), *b)])
+                                  | close_planes(ha, head_m[(slice(None), *b)]))
         out = np.zeros(cand.shape, bool)
         ka = keys[a][cand]
         out[cand] = close(ka, keys[b][cand]) | close(ka, mirror[b][cand])
