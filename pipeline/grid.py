@@ -89,6 +89,24 @@ class ActivityTracker:
         """Forget the reference image: the next frame is all active."""
         self._ref = None
 
+    @property
+    def reference(self) -> np.ndarray | None:
+        """The reference image (H, W, 3) uint8 the next frame is compared with, or None."""
+        return self._ref
+
+    def restore(self, reference: np.ndarray) -> None:
+        """Continue from a saved :attr:`reference` (a copy is kept)."""
+        self._ref = np.array(reference, dtype=np.uint8, copy=True)
+        self._allocate(self._ref)
+
+    def _allocate(self, frame_bgr: np.ndarray) -> None:
+        h, w = frame_bgr.shape[:2]
+        self._buffers = {"diff": np.empty_like(frame_bgr),
+                         "sq": np.empty((h, w, 3), np.float32),
+                         "dist": np.empty((h, w), np.float32),
+                         "changed": np.empty((h, w), np.uint8),
+                         "share": np.empty((h, w), np.float32)}
+
     def update(self, frame_bgr: np.ndarray) -> np.ndarray:
         """Mark the active cells of ``frame_bgr`` (H, W, 3) uint8.
 
@@ -99,12 +117,7 @@ class ActivityTracker:
         g = self.grid
         if self._ref is None:
             self._ref = frame_bgr.copy()
-            h, w = frame_bgr.shape[:2]
-            self._buffers = {"diff": np.empty_like(frame_bgr),
-                             "sq": np.empty((h, w, 3), np.float32),
-                             "dist": np.empty((h, w), np.float32),
-                             "changed": np.empty((h, w), np.uint8),
-                             "share": np.empty((h, w), np.float32)}
+            self._allocate(frame_bgr)
             return np.ones((g.rows, g.cols), dtype=bool)
         b = self._buffers
         cv2.absdiff(frame_bgr, self._ref, dst=b["diff"])

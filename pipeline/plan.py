@@ -73,7 +73,7 @@ from pipeline.video import VideoInfo, prefetch_frames
 
 log = logging.getLogger(__name__)
 
-PLAN_VERSION = "2"  # bump when planning changes: invalidates cached plans
+PLAN_VERSION = "3"  # bump when planning changes: invalidates cached plans
 MANIFEST = "manifest.json"
 DIFF_SCALE = 16  # recolour differences are stored in 1/16 of a colour level, int16
 MOTION_DELTA_E = 2.0  # a cell's source moves: its mean colour by this much in one frame
@@ -164,6 +164,25 @@ class CanvasState:
 
 
 @dataclass
+class Tracking:
+    """Where the activity mask and the settling stand after a frame, so that the next
+    segment continues them (its first frame is then not all active).
+
+    Attributes
+    ----------
+    reference : ndarray (H, W, 3), uint8, the activity mask's reference image.
+    pending, waited : ndarrays (cells,), bool and int32: cells marked and waiting for
+        motion, and for how many frames.
+    lab : ndarray (cells, 3), float32, Lab cell colours of the last frame.
+    """
+
+    reference: np.ndarray
+    pending: np.ndarray
+    waited: np.ndarray
+    lab: np.ndarray
+
+
+@dataclass
 class PlanChunk:
     """One segment's plan, as read back from ``chunk-NNNNN.npz`` (see the module doc).
 
@@ -185,6 +204,7 @@ class PlanChunk:
     end_state: CanvasState
     start_src_lab: np.ndarray | None
     end_src_lab: np.ndarray
+    end_tracking: Tracking | None = None
 
     def frame(self, i: int) -> tuple[np.ndarray, ...]:
         """Frame ``i``'s changes: cells (k,) int64, ids (k,) int64, flips (k,) bool,
@@ -201,7 +221,7 @@ class PlanChunk:
 
 def write_chunk(path: Path, key: str, seg: Segment, frames: list[tuple], active: list[int],
                 start: CanvasState, end: CanvasState, start_src_lab: np.ndarray | None,
-                end_src_lab: np.ndarray) -> None:
+                end_src_lab: np.ndarray, tracking: Tracking) -> None:
     """Write one segment's plan atomically (``frames``: per frame (cells, ids, flips, diffs,
     ratios))."""
     sizes = [len(f[0]) for f in frames]
@@ -220,6 +240,8 @@ def write_chunk(path: Path, key: str, seg: Segment, frames: list[tuple], active:
         "start_diffs": start.diffs, "start_ratios": start.ratios,
         "end_ids": end.ids.astype(np.int32), "end_flips": end.flips, "end_diffs": end.diffs,
         "end_ratios": end.ratios, "end_src_lab": end_src_lab,
+        "end_reference": tracking.reference, "end_pending": tracking.pending,
+        "end_waited": tracking.waited, "end_cell_lab": tracking.lab,
         "start_src_lab": (start_src_lab if start_src_lab is not None
                           else np.zeros((0,), np.float32)),
     }
@@ -242,7 +264,9 @@ def read_chunk(path: Path, key: str | None = None) -> PlanChunk | None:
                             z["start_diffs"], z["start_ratios"]),
                 CanvasState(z["end_ids"].astype(np.int64), z["end_flips"], z["end_diffs"],
                             z["end_ratios"]),
-                lab if lab.size else None, z["end_src_lab"])
+                lab if lab.size else None, z["end_src_lab"],
+                Tracking(z["end_reference"], z["end_pending"], z["end_waited"],
+                         z["end_cell_lab"]))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         log.debug("plan chunk %s unusable: %s", path, exc)
         return None
@@ -318,16 +342,23 @@ class Settler:
 
     A change in a still region is seen as flicker; one made while that region moves is
     masked by the motion. ``frames`` 0 decides every marked cell at once (the
-    reference's behaviour). Segment-local, like the activity mask: it starts empty, and
-    from ``prev_lab`` (rows * cols, 3), the Lab cell colours of the frame before, if any.
+    reference's behaviour). It continues where ``tracking`` (the previous segment's
+    :class:`Tracking`) left it, or starts empty; ``tracking`` may also be just the Lab
+    cell colours (cells, 3) of the frame before.
     """
 
-    def __init__(self, cells: int, frames: int, prev_lab: np.ndarray | None) -> None:
+    def __init__(self, cells: int, frames: int,
+                 tracking: Tracking | np.ndarray | None) -> None:
         self.frames = frames
         self.pending = np.zeros(cells, bool)
         self.waited = np.zeros(cells, np.int32)
-        self.prev = None if prev_lab is None else np.asarray(prev_lab, np.float32).reshape(
-            -1, 3)
+        self.prev = None
+        if isinstance(tracking, Tracking):
+            self.pending[:] = tracking.pending
+            self.waited[:] = tracking.waited
+            tracking = tracking.lab
+        if tracking is not None:
+            self.prev = np.asarray(tracking, np.float32).reshape(-1, 3)
 
     def decide(self, changed: np.ndarray, lab: np.ndarray, now: bool) -> np.ndarray:
         """The cells to decide in this frame, (k,) int64, from the activity mask's
@@ -409,18 +440,18 @@ class Planner:
             todo = self.missing(segments)
             for seg in segments[:len(segments) - len(todo)]:
                 on_chunk(seg)
-            state, src_lab = CanvasState.empty(self.grid), None
+            state, src_lab, tracking = CanvasState.empty(self.grid), None, None
             if todo and todo[0].number > 0 and self.config.carry_tiles:
                 prev = read_chunk(chunk_path(self.plan_dir, todo[0].number - 1), self.key)
                 if prev is None:
                     raise RuntimeError(f"plan chunk {todo[0].number - 1} vanished")
-                state, src_lab = prev.end_state, prev.end_src_lab
+                state, src_lab, tracking = prev.end_state, prev.end_src_lab, prev.end_tracking
             for seg in todo:
                 if stop is not None and stop.is_set():
                     return
                 if not self.config.carry_tiles:
-                    state, src_lab = CanvasState.empty(self.grid), None
-                state, src_lab = self.plan_segment(seg, state, src_lab)
+                    state, src_lab, tracking = CanvasState.empty(self.grid), None, None
+                state, src_lab, tracking = self.plan_segment(seg, state, src_lab, tracking)
                 trim_heap()  # between segments: fragmentation must not add up
                 on_chunk(seg)
             self.finish(segments)
@@ -435,21 +466,27 @@ class Planner:
         return manifest
 
     # -- one segment ----------------------------------------------------------------
-    def plan_segment(self, seg: Segment, start: CanvasState, start_src_lab: np.ndarray | None
-                     ) -> tuple[CanvasState, np.ndarray]:
-        """Plan one segment from ``start``; writes its chunk and returns its end state and
-        the Lab cell colours of its last source frame."""
+    def plan_segment(self, seg: Segment, start: CanvasState, start_src_lab: np.ndarray | None,
+                     tracking: Tracking | None = None
+                     ) -> tuple[CanvasState, np.ndarray, Tracking]:
+        """Plan one segment from ``start`` (and, carried over, the activity mask and the
+        settling where ``tracking`` left them); writes its chunk and returns its end
+        state, the Lab cell colours of its last source frame and its tracking."""
         cfg, grid = self.config, self.grid
         tracker = ActivityTracker(grid, cfg.activity_threshold, cfg.active_fraction)
+        carried = start.placed
+        if not carried:
+            tracking = None
+        if tracking is not None:  # the mask goes on: the first frame is not all active
+            tracker.restore(tracking.reference)
         self.cluster.reset(segment_seed(cfg.seed, seg.number))
         state = start.copy()
-        carried = start.placed
         changes: list[tuple] = []
         active_counts: list[int] = []
         last_frame = None
         frames_iter = prefetch_frames(self.info, seg.start, seg.count)
         try:
-            settle = Settler(grid.cells, cfg.settle, start_src_lab if carried else None)
+            settle = Settler(grid.cells, cfg.settle, tracking)
             for b0 in range(0, seg.count, cfg.cluster_batch_frames):
                 frames, active, frees = [], [], []
                 for _ in range(min(cfg.cluster_batch_frames, seg.count - b0)):
@@ -458,9 +495,12 @@ class Planner:
                     changed = tracker.update(frame).ravel()
                     first = b0 == 0 and len(frames) == 1
                     free = (first and not carried) or (
-                        not first and changed.sum() > cfg.scene_cut * grid.cells)
+                        (not first or tracking is not None)
+                        and changed.sum() > cfg.scene_cut * grid.cells)
                     frees.append(free)
-                    active.append(settle.decide(changed, cell_lab(frame, grid), free or first))
+                    # a new mask (first frame of all, or after a reset) decides at once
+                    active.append(settle.decide(changed, cell_lab(frame, grid),
+                                                free or (first and tracking is None)))
                 views = [cell_views(f, grid)[a] for f, a in zip(frames, active, strict=True)]
                 plans = self._plan_batch(views, active)
                 for i, cells in enumerate(active):
@@ -483,10 +523,12 @@ class Planner:
         finally:
             frames_iter.close()
         end_src_lab = source_cells(last_frame, grid)[1]
+        end_tracking = Tracking(tracker.reference.copy(), settle.pending.copy(),
+                                settle.waited.copy(), settle.prev.copy())
         write_chunk(chunk_path(self.plan_dir, seg.number), self.key, seg, changes,
                     active_counts, start, state, start_src_lab if carried else None,
-                    end_src_lab)
-        return state, end_src_lab
+                    end_src_lab, end_tracking)
+        return state, end_src_lab, end_tracking
 
     def _tile_stats(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean BGR colour (0..255), (k, 3) float32, and 4x4 luma grid (:func:`luma_grid`),
@@ -506,6 +548,10 @@ class Planner:
         """Batch-level matching, all frames of a batch at once: cluster mode's tiles, or
         the other modes' queries and candidate tiles (the per-frame choice comes later)."""
         cfg = self.config
+        if not any(len(a) for a in active):  # a still stretch: nothing to match
+            none = np.zeros(0, np.int64)
+            return [(none, np.zeros(0, bool)) if cfg.matching == "cluster" else
+                    (None, none, none) for _ in active]
         split = np.cumsum([len(a) for a in active])[:-1]
         if cfg.matching != "nearest":
             hists = np.concatenate([colour_histogram(v, self.bins) for v in views])

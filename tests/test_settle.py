@@ -14,7 +14,7 @@ def _lab(values: list[float]) -> np.ndarray:
 
 
 def test_marked_cells_wait_for_their_own_motion() -> None:
-    s = Settler(3, frames=4, prev_lab=_lab([50, 50, 50]))
+    s = Settler(3, 4, _lab([50, 50, 50]))
     # all three marked; only cell 1 moves in this frame
     got = s.decide(np.array([True, True, True]), _lab([50, 50 + MOTION_DELTA_E, 50.5]), False)
     assert got.tolist() == [1]
@@ -28,7 +28,7 @@ def test_marked_cells_wait_for_their_own_motion() -> None:
 
 
 def test_scene_cuts_first_frames_and_zero_decide_at_once() -> None:
-    s = Settler(3, frames=8, prev_lab=_lab([50, 50, 50]))
+    s = Settler(3, 8, _lab([50, 50, 50]))
     assert s.decide(np.array([True, False, True]), _lab([50, 50, 50]), False).tolist() == []
     # a scene cut (or a segment's first frame) decides everything marked or waiting
     assert s.decide(np.array([False, True, False]), _lab([50, 50, 50]), True).tolist() == [0, 1, 2]
@@ -38,3 +38,13 @@ def test_scene_cuts_first_frames_and_zero_decide_at_once() -> None:
     # settle 0 is the reference: every marked cell at once
     off = Settler(3, 0, _lab([50, 50, 50]))
     assert off.decide(np.array([True, False, True]), _lab([50, 50, 50]), False).tolist() == [0, 2]
+
+
+def test_settling_continues_from_a_saved_tracking() -> None:
+    from pipeline.plan import Tracking
+
+    t = Tracking(np.zeros((2, 2, 3), np.uint8), np.array([True, False, True]),
+                 np.array([3, 0, 1], np.int32), _lab([50, 50, 50]))
+    s = Settler(3, 4, t)
+    # cell 0 had waited 3 frames: this one is its 4th; cell 2 waits on
+    assert s.decide(np.zeros(3, bool), _lab([50, 50, 50]), False).tolist() == [0]
