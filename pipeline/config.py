@@ -55,8 +55,8 @@ class RenderConfig:
     cell_clusters: int = 150
     cluster_batch_frames: int = 32
     refine_clusters: int = 3
-    nprobe: int = 4
-    candidates: int = 48
+    nprobe: int = 3
+    candidates: int = 32
     mean_weight: float = 0.0
     hysteresis: float = 0.9
     max_uses: int = 0
