@@ -379,6 +379,9 @@ class Settler:
         return np.flatnonzero(decide)
 
 
+_SEARCH_BLOCK = 8192  # queries searched at once (about 10 MB of scratch)
+
+
 class Planner:
     """Plans the segments of one render job, one after the other.
 
@@ -560,11 +563,21 @@ class Planner:
             return list(zip(np.split(ids, split), np.split(flips, split), strict=True))
         queries = search_features(lab_grid_means(np.concatenate(views), self.lab_grid),
                                   cfg.mean_weight, cfg.recolour)
-        if cfg.matching == "refined":
-            probes = self.cluster.coarse(hists, cfg.refine_clusters)
-        else:
-            probes = top_clusters_by_l2(queries, self.lab_centroids, cfg.nprobe)
-        cand_ids, cand_d = search_lists(queries, probes, self.tiles, self.lab, cfg.candidates)
+        coarse = (self.cluster.coarse(hists, cfg.refine_clusters)
+                  if cfg.matching == "refined" else None)
+
+        def search(lo: int) -> tuple[np.ndarray, np.ndarray]:
+            q = queries[lo:lo + _SEARCH_BLOCK]
+            probes = (coarse[lo:lo + _SEARCH_BLOCK] if coarse is not None else
+                      top_clusters_by_l2(q, self.lab_centroids, cfg.nprobe))
+            return search_lists(q, probes, self.tiles, self.lab, cfg.candidates)
+
+        # in blocks of queries: the distances to the centroids and the search's scratch (a
+        # slot per query, probe and candidate) stay bounded however many cells a batch of
+        # frames has active (a scene cut at 5120x2880 is 14,400 of them per frame)
+        parts = [search(lo) for lo in range(0, len(queries), _SEARCH_BLOCK)]
+        cand_ids = np.concatenate([p[0] for p in parts])
+        cand_d = np.concatenate([p[1] for p in parts])
         return list(zip(np.split(queries, split), np.split(cand_ids, split),
                         np.split(cand_d, split), strict=True))
 
