@@ -37,11 +37,11 @@ from pipeline.grid import Grid
 from pipeline.index import TILES, load_groups
 from pipeline.metrics import SUB, FrameScorer
 from pipeline.plan import DIFF_SCALE, RATIO_SCALE, PlanChunk, Segment, chunk_path, read_chunk
-from pipeline.video import FrameWriter, VideoInfo, prefetch_frames
+from pipeline.video import FrameWriter, VideoInfo, bgr_to_i420, prefetch_frames
 
 log = logging.getLogger(__name__)
 
-_OUT_BUFFERS = 3  # painted frames waiting for the encoder
+_OUT_BUFFERS = 3  # painted frames (I420) waiting for the encoder
 _PROGRESS_EVERY = 8  # frames between progress-file updates
 
 
@@ -182,8 +182,12 @@ def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
                 scorer.update(frame, None, canvas.ids, canvas.flips,
                               per_cell.reshape(grid.rows, grid.cols), canvas.sub,
                               canvas.sub_lab)
+            # the blend (if any) into the scratch frame, then straight to I420 (half the
+            # bytes of BGR: the buffers queued for the encoder are I420)
+            shown = canvas.image if job.alpha <= 0 else blend(
+                canvas.image, frame, job.alpha, encoder.scratch, encoder.scratch)
             out = encoder.buffer()
-            blend(canvas.image, frame, job.alpha, out, encoder.scratch)
+            bgr_to_i420(shown, out)
             encoder.put(out)
             if (i + 1) % _PROGRESS_EVERY == 0:
                 _note_progress(job, seg, i + 1)
@@ -205,8 +209,8 @@ def _note_progress(job: PaintJob, seg: Segment, frames: int) -> None:
 
 
 class _Encoder:
-    """An ffmpeg encoder fed from a thread (I420 conversion and the pipe write overlap
-    the painting of the next frame), with a small pool of reusable frame buffers."""
+    """An ffmpeg encoder fed from a thread (the pipe write overlaps the painting of the
+    next frame), with a small pool of reusable I420 frame buffers."""
 
     def __init__(self, job: PaintJob, seg: Segment, grid: Grid) -> None:
         work = Path(job.work)
@@ -219,7 +223,7 @@ class _Encoder:
         self.scratch = np.empty((grid.out_h, grid.out_w, 3), np.uint8)
         self._free: queue.Queue = queue.Queue()
         for _ in range(_OUT_BUFFERS + 1):
-            self._free.put(np.empty((grid.out_h, grid.out_w, 3), np.uint8))
+            self._free.put(np.empty((grid.out_h * 3 // 2, grid.out_w), np.uint8))
         self._todo: queue.Queue = queue.Queue(_OUT_BUFFERS)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="mosaic-encode")
@@ -228,7 +232,7 @@ class _Encoder:
     def _run(self) -> None:
         try:
             while (frame := self._todo.get()) is not None:
-                self.writer.write(frame)
+                self.writer.write_i420(frame)
                 self._free.put(frame)
         except BaseException as exc:  # handed to the painter
             self._error = exc

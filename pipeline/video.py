@@ -366,15 +366,22 @@ class FrameWriter(_Piped):
                              "be even (use an even tile size)")
         self.path = Path(path)
         self.frames = 0
-        self._i420 = np.empty((height * 3 // 2, width), np.uint8)  # reused every frame
+        self._i420: np.ndarray | None = None  # made on the first BGR frame, then reused
+        self._shape = (height * 3 // 2, width)
         super().__init__(encode_command(self.path, width, height, rate, codec_args,
                                         faststart=faststart), stdin=subprocess.PIPE)
 
     def write(self, frame_bgr: np.ndarray) -> None:
         """Send one frame, (H, W, 3) uint8 BGR."""
+        if self._i420 is None:
+            self._i420 = np.empty(self._shape, np.uint8)
+        self.write_i420(bgr_to_i420(frame_bgr, self._i420))
+
+    def write_i420(self, frame_i420: np.ndarray) -> None:
+        """Send one frame already in I420, (H * 3 / 2, W) uint8 (:func:`bgr_to_i420`)."""
         assert self._proc.stdin is not None
         try:
-            self._proc.stdin.write(memoryview(bgr_to_i420(frame_bgr, self._i420)).cast("B"))
+            self._proc.stdin.write(memoryview(np.ascontiguousarray(frame_i420)).cast("B"))
         except BrokenPipeError:
             raise FFmpegError(f"encoding {self.path}", self._finish()[1]) from None
         self.frames += 1
