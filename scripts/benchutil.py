@@ -57,7 +57,9 @@ class TreeRss:
             total = root = 0
             for p in self._tree():
                 try:
-                    if p not in self._encoder:
+                    if not self._encoder.get(p):
+                        # read again until it is an encoder: a child caught between fork
+                        # and exec still shows its parent's command line
                         with open(f"/proc/{p}/cmdline", "rb") as f:
                             argv = f.read().decode(errors="replace").split("\0")
                         self._encoder[p] = is_encoder(argv)
