@@ -154,35 +154,6 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 _BLOCK = 1 << 21  # distances computed at once in a search (8 MiB of float32)
-_ARGMIN_PASSES = 8  # up to this many candidates, repeated argmin beats argpartition
-
-
-def smallest_k(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` smallest values of each row of ``d`` (n, m), in increasing order.
-
-    For the few candidates needed here, k passes of ``argmin`` beat ``argpartition``
-    about threefold. ``d`` is used as scratch (its taken values become inf).
-
-    Returns
-    -------
-    cols : ndarray (n, min(k, m)), int64, column indices.
-    vals : ndarray (n, min(k, m)), the values.
-    """
-    k = min(k, d.shape[1])
-    if k > _ARGMIN_PASSES:  # many candidates: one partition, then sort those
-        part = np.argpartition(d, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(d, part, 1)
-        order = vals.argsort(axis=1, kind="stable")
-        return np.take_along_axis(part, order, 1), np.take_along_axis(vals, order, 1)
-    rows = np.arange(d.shape[0])
-    cols = np.empty((d.shape[0], k), np.int64)
-    vals = np.empty((d.shape[0], k), d.dtype)
-    for j in range(k):
-        col = d.argmin(axis=1)
-        cols[:, j] = col
-        vals[:, j] = d[rows, col]
-        d[rows, col] = np.inf
-    return cols, vals
 
 
 def _k_smallest(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

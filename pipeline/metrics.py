@@ -100,7 +100,8 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float((num / den).mean())
 
 
-def _luma(bgr01: np.ndarray) -> np.ndarray:
+def luma(bgr01: np.ndarray) -> np.ndarray:
+    """Luma (Rec. 601, 0..255) of BGR colours in 0..1, any leading shape (..., 3)."""
     return (bgr01 @ np.array([0.114, 0.587, 0.299], np.float32)) * 255.0
 
 
@@ -324,7 +325,7 @@ class FrameScorer:
         mos_lab = to_lab(mos_cell)
         s.delta_e_cell += float(_lab_distance(src_lab, mos_lab).mean())
         s.delta_e_subgrid += float(_lab_distance(to_lab(src_sub), mos_sub_lab).mean())
-        s.ssim_view += ssim(_luma(src_sub), _luma(mos_sub))
+        s.ssim_view += ssim(luma(src_sub), luma(mos_sub))
         if ids is not None:
             key = ids.astype(np.int64) * 2 + (flips.astype(np.int64) if flips is not None else 0)
             s.distinct_tiles += len(np.unique(ids))

@@ -68,7 +68,7 @@ from pipeline.matching import (
     search_lists,
     top_clusters_by_l2,
 )
-from pipeline.metrics import source_cells
+from pipeline.metrics import STATIC_DELTA_E, luma, source_cells
 from pipeline.video import VideoInfo, prefetch_frames
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,9 @@ log = logging.getLogger(__name__)
 PLAN_VERSION = "3"  # bump when planning changes: invalidates cached plans
 MANIFEST = "manifest.json"
 DIFF_SCALE = 16  # recolour differences are stored in 1/16 of a colour level, int16
-MOTION_DELTA_E = 2.0  # a cell's source moves: its mean colour by this much in one frame
-# (the scores' threshold for a static cell)
+# a cell's source moves: its mean colour by this much in one frame (the scores' own line
+# between a static cell and a moving one)
+MOTION_DELTA_E = STATIC_DELTA_E
 RATIO_SCALE = 64  # contrast ratios (cell over tile) are stored in 1/64, uint8 (0..3.98)
 # options that act only when painting: changing them reuses the plan (not the recolour
 # strength: the search chooses tiles by the error left after recolouring)
@@ -297,10 +298,9 @@ def luma_grid(cells_bgr: np.ndarray) -> np.ndarray:
     distance: ``cells_bgr`` (k, h, w, 3) uint8 -> (k, 16) float32."""
     if len(cells_bgr) == 0:
         return np.zeros((0, 16), np.float32)
-    return (block_means(cells_bgr, 4).reshape(len(cells_bgr), 16, 3) @ _LUMA) * 255
+    return luma(block_means(cells_bgr, 4).reshape(len(cells_bgr), 16, 3))
 
 
-_LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights (Rec. 601)
 _SSIM_C2 = (0.03 * 255) ** 2  # SSIM's contrast constant, in squared levels
 
 

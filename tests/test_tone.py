@@ -7,7 +7,7 @@ import numpy as np
 
 from pipeline.compose import Canvas, adjust, recolour, retone
 from pipeline.grid import make_grid
-from pipeline.metrics import _luma, ssim, sub_means
+from pipeline.metrics import luma, ssim, sub_means
 from pipeline.paint import GAIN_RANGE, gains
 from pipeline.plan import RATIO_SCALE, contrast_ratios, luma_grid
 
@@ -97,7 +97,7 @@ def test_gain_raises_viewing_scale_ssim_of_a_placed_tile() -> None:
                             np.zeros(4, bool))
 
     def view_ssim(img: np.ndarray) -> float:  # as the scores measure it
-        return ssim(_luma(sub_means(source, grid)), _luma(sub_means(img, grid)))
+        return ssim(luma(sub_means(source, grid)), luma(sub_means(img, grid)))
 
     canvas.place(cells, np.zeros(4, np.int64), np.zeros(4, bool))
     plain = view_ssim(canvas.image)
