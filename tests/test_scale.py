@@ -138,9 +138,13 @@ def _command(clip: Path, index: Path, out: Path) -> list[str]:
 
 
 def _snapshot(cache: Path) -> dict[str, tuple[int, int]]:
-    """Finished plan chunks and segments: path -> (inode, mtime) (rewrites show)."""
+    """Finished plan chunks and segments: path -> (inode, mtime) (rewrites show).
+
+    A segment is finished once its record (seg-N.json, written last) exists: a video
+    renamed into place just before a kill, without its record, was still in flight.
+    """
     files = [*cache.glob("plans/*/chunk-*.npz"), *cache.glob("render/*/seg-*.json"),
-             *cache.glob("render/*/seg-*.mp4")]
+             *(p for p in cache.glob("render/*/seg-*.mp4") if p.with_suffix(".json").exists())]
     return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
 
 
