@@ -36,16 +36,26 @@ CONNECT_TIMEOUT = "20s"  # to reach a Dask scheduler
 MEMORY_SHARE = 0.6  # the share of the available memory the workers may plan to use
 
 # Peak memory of one x264 encoder per output pixel at one thread (bytes/pixel), and what
-# each further thread adds; measured with 5120x2880 frames (BENCHMARKS.md): lookahead
-# and reference frames grow with the preset.
+# each further thread adds; measured with 5120x2880 frames at the preset's own lookahead
+# (BENCHMARKS.md): lookahead and reference frames grow with the preset.
 _X264_BYTES_PER_PIXEL = {"ultrafast": 40, "superfast": 45, "veryfast": 60, "faster": 90,
-                         "fast": 130, "medium": 150, "slow": 185, "slower": 200,
-                         "veryslow": 210, "placebo": 220}
+                         "fast": 130, "medium": 170, "slow": 230, "slower": 250,
+                         "veryslow": 260, "placebo": 270}
 _X264_THREAD_BYTES_PER_PIXEL = 6
+# x264's own lookahead (rc-lookahead, frames) per preset, and what one lookahead frame
+# holds per output pixel (measured at 5120x2880, preset slow: 50 -> 20 frames, 3.74 ->
+# 2.38 GB, the same PSNR and SSIM within 0.002 dB and 0.0003, a 1.5% smaller file)
+_X264_LOOKAHEAD = {"ultrafast": 0, "superfast": 0, "veryfast": 10, "faster": 20, "fast": 30,
+                   "medium": 40, "slow": 50, "slower": 60, "veryslow": 60, "placebo": 60}
+_LOOKAHEAD_BYTES_PER_PIXEL = 3.1
+LOOKAHEAD_BUDGET = 1 << 30  # bytes of lookahead frames one x264 encoder may hold
+_MIN_LOOKAHEAD = 10
 # x264 threads per encoder: fast presets leave the CPU to painting (one worker per core),
-# slow presets are mostly encoding, which x264's own threads share at less memory
+# slow presets are mostly encoding, which x264's own threads share at less memory; up to
+# 1.5 threads per core, as x264 itself takes (its frame threads wait on each other)
 _X264_THREADS = {"ultrafast": 1, "superfast": 1, "veryfast": 1, "faster": 2, "fast": 2,
                  "medium": 2, "slow": 4, "slower": 4, "veryslow": 4, "placebo": 4}
+_THREADS_PER_CORE = 1.5
 _PAINTER_BYTES_PER_PIXEL = 30  # canvas, frame buffers, scratch, I420 conversion
 _PAINTER_BASE = 250 << 20  # interpreter, libraries, the segment's tiles
 
@@ -69,13 +79,15 @@ class WorkerPlan:
     bytes_per_worker: int
     cores: int
     available: int
+    lookahead: int | None = None  # x264's rc-lookahead where shortened, else None
 
     def describe(self, width: int, height: int, preset: str) -> str:
         """One info line naming the choice and why."""
         return (f"{self.workers} worker(s) x {self.threads} encoder thread(s): "
                 f"{self.cores} cores, {self.available / 2**30:.1f} GiB available, about "
                 f"{self.bytes_per_worker / 2**30:.1f} GiB per worker at {width}x{height}, "
-                f"preset {preset}")
+                f"preset {preset}"
+                + (f", x264 lookahead {self.lookahead} frames" if self.lookahead else ""))
 
 
 def trim_heap() -> None:
@@ -127,12 +139,28 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def worker_bytes(pixels: int, encoder: str, preset: str, threads: int) -> int:
-    """Estimated peak memory of one painter and its encoder for frames of ``pixels``."""
+def x264_lookahead(pixels: int, preset: str) -> int | None:
+    """The rc-lookahead x264 gets for frames of ``pixels`` at ``preset``: None for the
+    preset's own, or fewer frames where the preset's would hold more than
+    :data:`LOOKAHEAD_BUDGET` (at 5120x2880 and preset slow: 23 frames, not 50; about
+    1.3 GB less per encoder at the same quality, see BENCHMARKS.md)."""
+    own = _X264_LOOKAHEAD.get(preset)
+    if own is None or pixels <= 0:
+        return None
+    cap = max(_MIN_LOOKAHEAD, int(LOOKAHEAD_BUDGET / (_LOOKAHEAD_BYTES_PER_PIXEL * pixels)))
+    return cap if cap < own else None
+
+
+def worker_bytes(pixels: int, encoder: str, preset: str, threads: int,
+                 lookahead: int | None = None) -> int:
+    """Estimated peak memory of one painter and its encoder for frames of ``pixels``
+    (x264 with ``lookahead`` frames, or the preset's own where None)."""
     painter = _PAINTER_BASE + _PAINTER_BYTES_PER_PIXEL * pixels
     if encoder in ("libx264", "libx265"):
-        per_px = _X264_BYTES_PER_PIXEL.get(preset, 185)
-        return painter + pixels * (per_px + _X264_THREAD_BYTES_PER_PIXEL * (threads - 1))
+        per_px = _X264_BYTES_PER_PIXEL.get(preset, 230)
+        if lookahead is not None and preset in _X264_LOOKAHEAD:
+            per_px -= _LOOKAHEAD_BYTES_PER_PIXEL * max(0, _X264_LOOKAHEAD[preset] - lookahead)
+        return int(painter + pixels * (per_px + _X264_THREAD_BYTES_PER_PIXEL * (threads - 1)))
     return painter + (300 << 20)  # hardware encoders keep their frames on the device
 
 
@@ -143,25 +171,38 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
 
     Threads per encoder follow the preset (1 for the fast ones, up to 4 for the slow
     ones), workers fill the cores with them, then as many are dropped as needed for all
-    of them to fit :data:`MEMORY_SHARE` of the available memory (at least one), and
-    cores left idle go to the encoders' threads while the memory allows.
+    of them to fit :data:`MEMORY_SHARE` of the available memory (at least one). Cores
+    left idle go to the encoders' threads while the memory allows, and at the slow
+    presets the encoders get up to 1.5 threads per core, as x264 takes by itself. x264's
+    lookahead is shortened where the frames are very large (:func:`x264_lookahead`).
     """
     cores = cores or usable_cores()
     available = available or available_memory()
-    if threads <= 0:
-        wanted = _X264_THREADS.get(preset, 2) if encoder in ("libx264", "libx265") else 1
+    lookahead = x264_lookahead(pixels, preset) if encoder == "libx264" else None
+    auto_threads = threads <= 0
+    wanted = _X264_THREADS.get(preset, 2) if encoder in ("libx264", "libx265") else 1
+    if auto_threads:
         threads = max(1, min(wanted, cores // max(workers, 1) if workers else wanted, cores))
+
+    def size(t: int) -> int:
+        return worker_bytes(pixels, encoder, preset, t, lookahead)
+
+    budget = MEMORY_SHARE * available
     if workers <= 0:
         workers = max(1, cores // threads)
-        budget = MEMORY_SHARE * available
-        while workers > 1 and workers * worker_bytes(pixels, encoder, preset, threads) > budget:
+        while workers > 1 and workers * size(threads) > budget:
             workers -= 1
+    if auto_threads:
         # cores left idle by the memory limit go to the encoders, while memory allows
-        while workers * (threads + 1) <= cores and \
-                workers * worker_bytes(pixels, encoder, preset, threads + 1) <= budget:
+        while workers * (threads + 1) <= cores and workers * size(threads + 1) <= budget:
             threads += 1
-    return WorkerPlan(workers, threads, worker_bytes(pixels, encoder, preset, threads),
-                      cores, available)
+        # encoding-bound presets: x264's frame threads wait on each other's rows, so it
+        # runs more of them than cores (measured on 2 cores at preset slow: 3 threads
+        # render 6% faster than 2)
+        while threads < wanted and workers * (threads + 1) <= _THREADS_PER_CORE * cores \
+                and workers * size(threads + 1) <= budget:
+            threads += 1
+    return WorkerPlan(workers, threads, size(threads), cores, available, lookahead)
 
 
 def _warm_up() -> None:

@@ -66,7 +66,7 @@ from pipeline.video import (
 
 log = logging.getLogger(__name__)
 
-RENDER_VERSION = "2"  # bump when painting changes: invalidates cached segments
+RENDER_VERSION = "3"  # bump when painting changes: invalidates cached segments
 DONE = "done.json"
 _POLL = 0.2  # seconds between looks at the workers
 
@@ -271,7 +271,7 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     report.workers, report.threads = choice.workers, choice.threads
     paint = PaintJob(key, pkey, info, grid, str(index.path), str(cache_dir / "plans" / pkey),
                      str(work), config.alpha, config.recolour if recolours(config) else 0.0,
-                     config.report, tuple(_codec(config, choice.threads)),
+                     config.report, tuple(_codec(config, choice.threads, choice.lookahead)),
                      config.tone if recolours(config) else 0.0)
     with file_lock(work / ".lock", f"the render job {key[:12]} ({video})"):
         done = _read_json(work / DONE)
@@ -364,11 +364,14 @@ def _prepare(paint: PaintJob, planner: Planner, segments: list[Segment],
     return _Job(planner, paint, segments, False, to_paint, done)
 
 
-def _codec(config: RenderConfig, threads: int) -> list[str]:
-    """The encoder's options, with its thread count for x264/x265."""
+def _codec(config: RenderConfig, threads: int, lookahead: int | None = None) -> list[str]:
+    """The encoder's options, with its thread count for x264/x265 and x264's shortened
+    lookahead (:func:`pipeline.execute.x264_lookahead`) unless the options set them."""
     args = encoder_args(config.encoder, config.crf, config.preset, config.encoder_options)
     if config.encoder in ("libx264", "libx265") and "-threads" not in args:
         args += ["-threads", str(threads)]
+    if config.encoder == "libx264" and lookahead and "rc-lookahead" not in config.encoder_options:
+        args += ["-rc-lookahead", str(lookahead)]
     return args
 
 
