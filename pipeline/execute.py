@@ -205,9 +205,21 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
     return WorkerPlan(workers, threads, size(threads), cores, available, lookahead)
 
 
+PAINTER_NICE = 5  # local painters yield the CPU to the plan, which they all wait for
+
+
 def _warm_up() -> None:
     """A worker's first task: import the painting code."""
     import pipeline.paint  # noqa: F401
+
+
+def _start_painter() -> None:
+    """A local worker's initialiser: run (and start its encoders and decoders) at a lower
+    priority than the planning process. The plan is sequential and every painter waits
+    for its chunks: at equal priority the painters and their encoders take most of the
+    cores and the plan falls behind, then they idle while it catches up."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(PAINTER_NICE)
 
 
 class LocalPool:
@@ -217,7 +229,8 @@ class LocalPool:
         from joblib.externals.loky import get_reusable_executor
 
         self.workers = workers
-        self._executor = get_reusable_executor(max_workers=workers, timeout=120)
+        self._executor = get_reusable_executor(max_workers=workers, timeout=120,
+                                                initializer=_start_painter)
         # start the workers now, so that they spawn and import while the plan begins
         # (loky starts them on the first task; the first segment's plan takes a while)
         for _ in range(workers):
