@@ -38,6 +38,13 @@ from pipeline.stages.render import frame_range  # noqa: E402
 from pipeline.video import probe  # noqa: E402
 
 BASELINE_REV = "64333b3"  # today's single stream: the render before plan/paint
+# today's matching and activity settings (64333b3's defaults): no variety rules, no
+# contrast matching, no waiting for motion; isolates the cost of the quality work done
+# since then from that of the plan/paint architecture
+TODAYS_SETTINGS = ["render.nprobe=4", "render.candidates=6", "render.recolour=0.6",
+                   "render.activity_threshold=16", "render.settle=0", "render.tone=0",
+                   "render.repeat_radius=0", "render.use_cap=0", "render.unseen=0",
+                   "render.joint=false"]
 
 
 @dataclass
@@ -150,9 +157,13 @@ def main() -> None:
                                    "render.encoder_threads=1"])
         auto = render("ultrafast, default workers", ROOT, args.video, args.index, work,
                       args.frames, fast)
+        same = render("ultrafast, 2 workers, today's settings", ROOT, args.video, args.index,
+                      work, args.frames, [*fast, "--workers", "2", "--set",
+                                          "render.encoder_threads=1",
+                                          *(x for o in TODAYS_SETTINGS for x in ("--set", o))])
         old = render("ultrafast, today's single stream", today, args.video, args.index, work,
                      args.frames, fast)
-        for run in (one, two, auto, old):
+        for run in (one, two, auto, same, old):
             print(run.line())
         floor, _ = encode_floor(two.out, work, load_config(None, [], {
             "render.preset": "ultrafast"}).render)
@@ -163,6 +174,8 @@ def main() -> None:
         print(f"  own CPU per frame, ours / today's = {two.own_cpu / old.own_cpu:.2f} "
               f"({1000 * two.own_cpu / two.frames:.1f} against "
               f"{1000 * old.own_cpu / old.frames:.1f} ms)")
+        print(f"  own CPU per frame with today's settings, ours / today's = "
+              f"{same.own_cpu / same.frames / (old.own_cpu / old.frames):.2f}")
         print(f"  whole job / encode-only: ours {auto.fps / floor:.2f}, today's "
               f"{old.fps / floor:.2f}")
         seg_bytes = sum(p.stat().st_size for p in work.glob("cache-*2_workers*/render/*/seg-*.mp4"))
