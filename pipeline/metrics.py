@@ -196,6 +196,17 @@ def shape_keys(mos_sub: np.ndarray, grid: Grid) -> np.ndarray:
     return key.reshape(grid.rows, grid.cols, -1)
 
 
+def cell_keys(per_cell_sub: np.ndarray) -> np.ndarray:
+    """:func:`shape_keys` of cells given by their sub-grids, (..., S, S, 3) float32 BGR in
+    0..1 -> (..., S*S*3) float32 levels; the same values cell by cell as for a whole
+    grid, so that keys can be kept up to date for the cells that change."""
+    lead = per_cell_sub.shape[:-3]
+    key = (per_cell_sub * np.float32(255)).reshape(*lead, SUB * SUB, 3)
+    mean = np.add.reduce(key, axis=-2, keepdims=True)
+    key -= mean / np.float32(SUB * SUB)
+    return key.reshape(*lead, SUB * SUB * 3)
+
+
 def textured(keys: np.ndarray) -> np.ndarray:
     """Cells whose mean-removed sub-grid has an RMS of at least TEXTURE_LEVELS: (rows, cols)."""
     return np.sqrt((keys * keys).mean(-1)) >= TEXTURE_LEVELS
@@ -206,6 +217,19 @@ def _mirrored(keys: np.ndarray) -> np.ndarray:
     return keys.reshape(rows, cols, SUB, SUB, 3)[:, :, :, ::-1].reshape(rows, cols, -1)
 
 
+def pair_windows(rows: int, cols: int, radius: int = REPEAT_RADIUS) -> list[tuple]:
+    """Every offset within ``radius`` (Chebyshev), once: pairs of (slice, slice) windows
+    of a (rows, cols) grid, the second shifted against the first."""
+    out = []
+    for dy in range(radius + 1):
+        for dx in range(-radius, radius + 1):
+            if (dy == 0 and dx <= 0) or dy >= rows or abs(dx) >= cols:
+                continue
+            out.append(((slice(0, rows - dy), slice(max(0, -dx), cols - max(0, dx))),
+                        (slice(dy, rows), slice(max(0, dx), cols - max(0, -dx)))))
+    return out
+
+
 def repeats_within(same, rows: int, cols: int, radius: int = REPEAT_RADIUS) -> np.ndarray:
     """Cells with a partner within ``radius`` (Chebyshev) for which ``same(a, b)`` holds.
 
@@ -213,15 +237,10 @@ def repeats_within(same, rows: int, cols: int, radius: int = REPEAT_RADIUS) -> n
     and returns the boolean map of equal pairs. Returns (rows, cols) bool.
     """
     hit = np.zeros((rows, cols), bool)
-    for dy in range(radius + 1):
-        for dx in range(-radius, radius + 1):
-            if (dy == 0 and dx <= 0) or dy >= rows or abs(dx) >= cols:
-                continue
-            a = (slice(0, rows - dy), slice(max(0, -dx), cols - max(0, dx)))
-            b = (slice(dy, rows), slice(max(0, dx), cols - max(0, -dx)))
-            eq = same(a, b)
-            hit[a] |= eq
-            hit[b] |= eq
+    for a, b in pair_windows(rows, cols, radius):
+        eq = same(a, b)
+        hit[a] |= eq
+        hit[b] |= eq
     return hit
 
 
@@ -232,31 +251,98 @@ def pixel_repeats(keys: np.ndarray, tex: np.ndarray, radius: int = REPEAT_RADIUS
                   ) -> np.ndarray:
     """Textured cells whose mean-removed sub-grid (or its mirror) recurs on a textured
     cell within ``radius``: (rows, cols) bool."""
-    mirror = _mirrored(keys)
+    rows, cols = tex.shape
+    hit = np.zeros((rows, cols), bool)
+    windows = pair_windows(rows, cols, radius)
+    for (a, b), eq in zip(windows, _same_pairs(keys, _mirrored(keys), tex, windows),
+                          strict=True):
+        hit[a] |= eq
+        hit[b] |= eq
+    return hit
+
+
+def _same_pairs(keys: np.ndarray, mirror: np.ndarray, tex: np.ndarray, windows: list
+                ) -> list[np.ndarray]:
+    """For each pair of windows (:func:`pair_windows`), which pairs of textured cells
+    have the same key, mirrored or not (window-shaped bool maps)."""
     # the first few values of each key, plane by plane (P, rows, cols): the prefilter's
     # reductions then run over whole planes, not over a short last axis
     head = np.ascontiguousarray(np.moveaxis(keys[..., :_PREFILTER], -1, 0))
     head_m = np.ascontiguousarray(np.moveaxis(mirror[..., :_PREFILTER], -1, 0))
 
-    def close(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return np.abs(x - y).max(-1) <= SHAPE_LEVELS
-
     def close_planes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         d = np.abs(x - y)
         return np.maximum.reduce(d, axis=0) <= SHAPE_LEVELS
 
-    def same(a: tuple, b: tuple) -> np.ndarray:
+    out = []
+    for a, b in windows:
         # within the tolerance on all values implies within it on the first few: compare
         # those first, and whole keys only for the textured pairs that pass
         ha = head[(slice(None), *a)]
         cand = tex[a] & tex[b] & (close_planes(ha, head[(slice(None), *b)])
                                   | close_planes(ha, head_m[(slice(None), *b)]))
-        out = np.zeros(cand.shape, bool)
+        eq = np.zeros(cand.shape, bool)
         ka = keys[a][cand]
-        out[cand] = close(ka, keys[b][cand]) | close(ka, mirror[b][cand])
-        return out
+        eq[cand] = _close(ka, keys[b][cand]) | _close(ka, mirror[b][cand])
+        out.append(eq)
+    return out
 
-    return repeats_within(same, *tex.shape, radius)
+
+def _close(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.abs(x - y).max(-1) <= SHAPE_LEVELS
+
+
+class PixelRepeats:
+    """:func:`pixel_repeats` of a mosaic that changes a few cells at a time, kept up to
+    date: the keys, texture flags and the result of every pair of cells within the
+    radius are stored, and only pairs with a changed cell are compared again. The
+    result is exactly that of :func:`pixel_repeats` on the same keys: a repetitive
+    mosaic (the reference's cluster mode repeats tiles everywhere) costs no more than a
+    varied one, and a still one almost nothing.
+    """
+
+    def __init__(self, rows: int, cols: int, radius: int = REPEAT_RADIUS) -> None:
+        self.rows, self.cols = rows, cols
+        self.windows = pair_windows(rows, cols, radius)
+        self.keys: np.ndarray | None = None
+        self._mirror = self._tex = None
+        self._same: list[np.ndarray] = []
+
+    def update(self, sub: np.ndarray, changed: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The mosaic's per-cell sub-grids ``sub`` (rows, cols, S, S, 3) float32, of which
+        only the cells ``changed`` (rows, cols) bool differ from the previous call (None:
+        any may differ). Returns (keys (rows, cols, 48), textured (rows, cols) bool,
+        repeats (rows, cols) bool); the arrays are this object's, valid until the next
+        call."""
+        if self.keys is None or changed is None:
+            self.keys = cell_keys(sub)
+            self._mirror = _mirrored(self.keys)
+            self._tex = textured(self.keys)
+            self._same = _same_pairs(self.keys, self._mirror, self._tex, self.windows)
+        elif changed.any():
+            r, c = np.nonzero(changed)
+            self.keys[r, c] = cell_keys(sub[r, c])
+            self._mirror[r, c] = _mirrored(self.keys[r, c][None])[0]
+            self._tex[r, c] = textured(self.keys[r, c])
+            for same, (a, b) in zip(self._same, self.windows, strict=True):
+                need = changed[a] | changed[b]
+                if need.any():
+                    same[need] = self._pairs_at(need, a, b)
+        hit = np.zeros((self.rows, self.cols), bool)
+        for same, (a, b) in zip(self._same, self.windows, strict=True):
+            hit[a] |= same
+            hit[b] |= same
+        return self.keys, self._tex, hit
+
+    def _pairs_at(self, need: np.ndarray, a: tuple, b: tuple) -> np.ndarray:
+        """The pairs of windows ``a``, ``b`` where ``need`` (a window-shaped mask) holds."""
+        r, c = np.nonzero(need)
+        ra, ca = r + a[0].start, c + a[1].start
+        rb, cb = r + b[0].start, c + b[1].start
+        ok = self._tex[ra, ca] & self._tex[rb, cb]
+        ka = self.keys[ra, ca]
+        return ok & (_close(ka, self.keys[rb, cb]) | _close(ka, self._mirror[rb, cb]))
 
 
 def id_repeats(labels: np.ndarray, tex: np.ndarray, radius: int = REPEAT_RADIUS
@@ -281,10 +367,12 @@ class FrameScorer:
         self._prev_src_lab: np.ndarray | None = None
         self._prev_key: np.ndarray | None = None
         self._prev_mosaic: np.ndarray | None = None
+        self._repeats = PixelRepeats(grid.rows, grid.cols)
 
     def reset(self) -> None:
         """Forget the previous frame (stability restarts)."""
         self._prev_src_lab = self._prev_key = self._prev_mosaic = None
+        self._repeats = PixelRepeats(self.grid.rows, self.grid.cols)
 
     def state(self) -> dict[str, np.ndarray]:
         """What stability needs of the last frame (tile-id scoring), to carry it over."""
@@ -300,7 +388,8 @@ class FrameScorer:
     def update(self, source_bgr: np.ndarray, mosaic_bgr: np.ndarray | None = None,
                ids: np.ndarray | None = None, flips: np.ndarray | None = None,
                cell_change: np.ndarray | None = None, mosaic_sub: np.ndarray | None = None,
-               mosaic_sub_lab: np.ndarray | None = None) -> None:
+               mosaic_sub_lab: np.ndarray | None = None, changed: np.ndarray | None = None
+               ) -> None:
         """Add one frame.
 
         Parameters
@@ -312,12 +401,17 @@ class FrameScorer:
         ids, flips : optional ndarrays (rows, cols): tile id and mirror flag per cell.
         cell_change : optional ndarray (rows, cols), float: mean absolute pixel change of
             each mosaic cell since the previous frame (needs ``mosaic_bgr`` if absent).
+        changed : optional ndarray (rows, cols), bool: the only cells of ``mosaic_sub``
+            that may differ from the previous call's (the variety scores are then kept up
+            to date for them alone, :class:`PixelRepeats`); None: any may.
         """
         g, s = self.grid, self.scores
         src_sub, src_lab = source_cells(source_bgr, g)
         if mosaic_sub is None:
             mos_sub = sub_means(mosaic_bgr, g)
             mos_sub_lab = to_lab(mos_sub)
+            mosaic_sub = mos_sub.reshape(g.rows, SUB, g.cols, SUB, 3).swapaxes(1, 2)
+            changed = None
         else:
             mos_sub = _image_layout(mosaic_sub)
             mos_sub_lab = _image_layout(mosaic_sub_lab)
@@ -337,7 +431,7 @@ class FrameScorer:
             same_d = np.abs(key[1:, :] - key[:-1, :]).max(-1) <= SAME_LEVELS
             s.distinct_tiles += _distinct_by_pixels(key)
         s.identical_neighbours += identical_neighbour_share(same_r, same_d)
-        self._variety(mos_sub, ids)
+        self._variety(mosaic_sub, ids, changed)
         if cell_change is None:
             cell_change = self._pixel_change(mosaic_bgr)
         if self._prev_src_lab is not None:
@@ -349,15 +443,15 @@ class FrameScorer:
         s.frames += 1
         self._prev_src_lab, self._prev_key = src_lab, key
 
-    def _variety(self, mos_sub: np.ndarray, ids: np.ndarray | None) -> None:
+    def _variety(self, per_cell_sub: np.ndarray, ids: np.ndarray | None,
+                 changed: np.ndarray | None) -> None:
         """Repeats within the radius and distinct tiles, over the textured cells."""
         s = self.scores
-        keys = shape_keys(mos_sub, self.grid)
-        tex = textured(keys)
+        keys, tex, repeats = self._repeats.update(per_cell_sub, changed)
         n_tex = int(tex.sum())
         s.cells += tex.size
         s.textured_cells += n_tex
-        s.repeat_pixels += int(pixel_repeats(keys, tex).sum())
+        s.repeat_pixels += int(repeats.sum())
         if ids is not None:
             s.by_id = True
             s.repeat_id += int(id_repeats(ids, tex).sum())

@@ -179,9 +179,11 @@ def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
             if scorer is not None:
                 per_cell = np.zeros(grid.cells, np.float32)
                 per_cell[cells] = change
+                placed = np.zeros(grid.cells, bool)
+                placed[cells] = True
                 scorer.update(frame, None, canvas.ids, canvas.flips,
                               per_cell.reshape(grid.rows, grid.cols), canvas.sub,
-                              canvas.sub_lab)
+                              canvas.sub_lab, changed=placed.reshape(grid.rows, grid.cols))
             # the blend (if any) into the scratch frame, then straight to I420 (half the
             # bytes of BGR: the buffers queued for the encoder are I420)
             shown = canvas.image if job.alpha <= 0 else blend(

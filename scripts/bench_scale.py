@@ -178,7 +178,8 @@ def main() -> None:
               f"{same.own_cpu / same.frames / (old.own_cpu / old.frames):.2f}")
         print(f"  whole job / encode-only: ours {auto.fps / floor:.2f}, today's "
               f"{old.fps / floor:.2f}")
-        seg_bytes = sum(p.stat().st_size for p in work.glob("cache-*2_workers*/render/*/seg-*.mp4"))
+        seg_bytes = sum(p.stat().st_size
+                        for p in work.glob(f"cache-{two.out.stem}/render/*/seg-*.mp4"))
         print(f"  segment files: {seg_bytes / args.frames / 1024:.1f} KiB/frame; paint CPU "
               f"{1000 * (one.own_cpu / one.frames):.1f} ms/frame on 1 worker incl. plan")
         if args.skip_default:

@@ -201,3 +201,54 @@ def test_pixel_repeats_see_through_recolouring() -> None:
     other = mosaic_of([t, textured_tile(2)], 1, 2)
     keys = shape_keys(sub_means(other, grid), grid)
     assert not pixel_repeats(keys, textured(keys)).any()
+
+
+def test_pixel_repeats_kept_up_to_date_equal_a_full_recount() -> None:
+    """PixelRepeats, told which cells changed, gives exactly pixel_repeats' answer on
+    every frame of a repetitive mosaic that changes a few cells at a time."""
+    from pipeline.metrics import PixelRepeats, cell_keys
+
+    rng = np.random.default_rng(3)
+    rows, cols, sub = 9, 13, 4
+    palette = rng.random((6, sub, sub, 3), dtype=np.float32)  # few tiles: many repeats
+    palette[0] = 0.5  # and a flat one
+    pick = rng.integers(0, 6, (rows, cols))
+    cells = palette[pick] + rng.integers(-20, 21, (rows, cols, 1, 1, 3)) / 255  # recoloured
+    cells = cells.astype(np.float32)
+    kept = PixelRepeats(rows, cols)
+    for frame in range(25):
+        changed = None
+        if frame:
+            changed = rng.random((rows, cols)) < 0.15
+            n = int(changed.sum())
+            new = palette[rng.integers(0, 6, n)]
+            cells[changed] = np.where(rng.random((n, 1, 1, 1)) < 0.5, new, new[:, :, ::-1])
+        keys, tex, hit = kept.update(cells, changed)
+        full_keys = cell_keys(cells)
+        assert np.array_equal(keys, full_keys)
+        assert np.array_equal(tex, textured(full_keys))
+        assert np.array_equal(hit, pixel_repeats(full_keys, textured(full_keys)))
+    assert hit.any() and not hit.all()
+
+
+def test_scorer_told_the_changed_cells_scores_as_without() -> None:
+    grid = make_grid(48, 64, (8, 8), 1)
+    rng = np.random.default_rng(5)
+    tiles = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    from pipeline.compose import Canvas
+
+    canvas = Canvas(grid, tiles, track=4)
+    canvas.place(np.arange(grid.cells), rng.integers(0, 12, grid.cells),
+                 np.zeros(grid.cells, bool))
+    a, b = FrameScorer(grid), FrameScorer(grid)
+    for _ in range(12):
+        source = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        cells = rng.choice(grid.cells, 7, replace=False)
+        canvas.place(cells, rng.integers(0, 12, 7), rng.random(7) < 0.5)
+        changed = np.zeros(grid.cells, bool)
+        changed[cells] = True
+        change = np.zeros((grid.rows, grid.cols), np.float32)
+        for scorer, told in ((a, changed.reshape(grid.rows, grid.cols)), (b, None)):
+            scorer.update(source, None, canvas.ids, canvas.flips, change, canvas.sub,
+                          canvas.sub_lab, changed=told)
+    assert a.scores.summary() == b.scores.summary()
