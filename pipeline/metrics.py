@@ -292,6 +292,11 @@ def _close(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.abs(x - y).max(-1) <= SHAPE_LEVELS
 
 
+_INCREMENTAL_SHARE = 0.08  # above this share of changed cells a full recount is faster
+# (measured on 4,800 cells: at 5% changed 1.5 ms against 2.8-6.8 for a recount, at 20%
+# 5 ms against 2.3-6.7, at 46% 24 ms against 2.2-8.3)
+
+
 class PixelRepeats:
     """:func:`pixel_repeats` of a mosaic that changes a few cells at a time, kept up to
     date: the keys, texture flags and the result of every pair of cells within the
@@ -315,7 +320,8 @@ class PixelRepeats:
         any may differ). Returns (keys (rows, cols, 48), textured (rows, cols) bool,
         repeats (rows, cols) bool); the arrays are this object's, valid until the next
         call."""
-        if self.keys is None or changed is None:
+        if self.keys is None or changed is None or \
+                changed.sum() > _INCREMENTAL_SHARE * changed.size:
             self.keys = cell_keys(sub)
             self._mirror = _mirrored(self.keys)
             self._tex = textured(self.keys)
