@@ -188,12 +188,7 @@ def identical_neighbour_share(same_right: np.ndarray, same_down: np.ndarray) -> 
 def shape_keys(mos_sub: np.ndarray, grid: Grid) -> np.ndarray:
     """Each cell's sub-grid with its mean colour removed: (rows, cols, S*S*3) float32 in
     levels (0..255 scale), from image-layout sub means (rows*S, cols*S, 3) in 0..1."""
-    key = np.ascontiguousarray(
-        (mos_sub * 255).reshape(grid.rows, SUB, grid.cols, SUB, 3).swapaxes(1, 2)
-    ).reshape(grid.rows, grid.cols, SUB * SUB, 3)
-    mean = np.add.reduce(key, axis=2, keepdims=True)  # a contiguous reduction: fast
-    key -= mean / np.float32(SUB * SUB)
-    return key.reshape(grid.rows, grid.cols, -1)
+    return cell_keys(_cell_layout(mos_sub, grid))
 
 
 def cell_keys(per_cell_sub: np.ndarray) -> np.ndarray:
@@ -416,7 +411,7 @@ class FrameScorer:
         if mosaic_sub is None:
             mos_sub = sub_means(mosaic_bgr, g)
             mos_sub_lab = to_lab(mos_sub)
-            mosaic_sub = mos_sub.reshape(g.rows, SUB, g.cols, SUB, 3).swapaxes(1, 2)
+            mosaic_sub = _cell_layout(mos_sub, g)
             changed = None
         else:
             mos_sub = _image_layout(mosaic_sub)
@@ -477,6 +472,12 @@ class FrameScorer:
             return np.zeros((g.rows, g.cols), np.float32)
         diff = cv2.absdiff(mosaic_bgr, prev).astype(np.float32).mean(axis=-1)
         return cv2.resize(diff, (g.cols, g.rows), interpolation=cv2.INTER_AREA)
+
+
+def _cell_layout(image: np.ndarray, grid: Grid) -> np.ndarray:
+    """(rows * S, cols * S, 3) image layout -> (rows, cols, S, S, 3) per-cell sub-grids
+    (a view): the inverse of :func:`_image_layout`."""
+    return image.reshape(grid.rows, SUB, grid.cols, SUB, 3).swapaxes(1, 2)
 
 
 def _image_layout(per_cell: np.ndarray) -> np.ndarray:
