@@ -156,12 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score a pure-mosaic video against its source",
                        description="Fidelity (cell and sub-grid CIELAB dE, viewing-scale "
                        "SSIM), stability (churn, flicker in static cells) and variety of "
-                       "MOSAIC, a pure mosaic (no blend) of SOURCE made by any tool.")
+                       "MOSAIC, a pure mosaic (no blend) of SOURCE made by any tool; with "
+                       "--index, also photo visibility (each cell's tile identified from "
+                       "its pixels: its contrast as a share of its own).")
     p.add_argument("source", metavar="SOURCE", help="the source video")
     p.add_argument("mosaic", metavar="MOSAIC", help="the pure-mosaic video")
     p.add_argument("--scale", type=_POSITIVE, default=4.0, help="upscaling used (default 4)")
     p.add_argument("--tile", default="32x32", metavar="WxH", help="tile size (default 32x32)")
     p.add_argument("--frames", type=_COUNT, metavar="N", help="score at most N frames")
+    p.add_argument("--index", metavar="DIR", help="the tile index whose photos MOSAIC shows "
+                   "(its tiles are identified in each cell for the photo visibility score)")
     p.add_argument("--out", metavar="JSON", help="also write the scores here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -291,6 +295,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
                  100 * sc["textured_share"], 100 * sc["repeats_r2"],
                  100 * sc.get("repeats_r2_id", 0), 100 * sc.get("repeats_r2_group", 0),
                  sc["distinct_share"])
+        if "visibility_median" in sc:
+            log.info("photo visibility (contrast kept, median / 10th percentile / share "
+                     "below half): pure mosaic %.2f / %.2f / %.1f%%, output as written "
+                     "%.2f / %.2f / %.1f%%", sc["visibility_median"], sc["visibility_p10"],
+                     100 * sc["visibility_below_half"], sc["visibility_output_median"],
+                     sc["visibility_output_p10"], 100 * sc["visibility_output_below_half"])
     return 0
 
 
@@ -303,9 +313,17 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     if args.scale <= 0 or (args.frames is not None and args.frames < 1):
         raise MosaicError("--scale must be positive and --frames at least 1")
-    scores = score_videos(args.source, args.mosaic, args.scale,
-                          parse_tile_size(args.tile, "--tile"), args.frames,
-                          progress=not args.quiet)
+    tile_hw = parse_tile_size(args.tile, "--tile")
+    bank = None
+    if args.index:
+        from pipeline.index import load_index
+
+        bank = load_index(args.index).tiles
+        if bank.shape[1:3] != tile_hw:
+            raise MosaicError(f"{args.index}: its tiles are {bank.shape[2]}x{bank.shape[1]}, "
+                              f"not the --tile {args.tile} of the mosaic")
+    scores = score_videos(args.source, args.mosaic, args.scale, tile_hw, args.frames,
+                          progress=not args.quiet, bank=bank)
     print(json.dumps(scores, indent=1))
     if args.out:
         write_json(args.out, {"source": args.source, "mosaic": args.mosaic, "scores": scores})

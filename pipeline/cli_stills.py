@@ -54,8 +54,9 @@ def add_photo_parser(sub: argparse._SubParsersAction) -> None:
                    f"to its cell's, 0..1 (default {d.recolour})")
     p.add_argument("--tone", type=_number(float, low=0), default=d.tone, metavar="T",
                    help="scale each tile's contrast towards the gain that makes it look "
-                   f"most like its cell from a distance, 0..1 (default {d.tone}; 0 = off; "
-                   "with --recolour above 0 only)")
+                   f"most like its cell from a distance, 0..1 (default {d.tone}: every "
+                   "photo at its own contrast; gains stay within 0.8..1.25; with "
+                   "--recolour above 0 only)")
     p.add_argument("--quality", type=_number(int, low=1), default=d.quality, metavar="Q",
                    help=f"JPEG quality 1..100 (default {d.quality})")
     p.add_argument("--dzi", action="store_true", help="also write a Deep Zoom pyramid "
