@@ -78,7 +78,6 @@ def labelled_sets(media: Path, names: list[str]) -> dict[str, list]:
     (photos without faces)."""
     import face_eval as fe
 
-    sys.path.insert(0, str(ROOT / "scripts"))
     if not (media / "faces-labelled" / "dlib" / "testing.xml").is_file():
         from fetch_faces import fetch_dlib_faces
 
@@ -114,8 +113,9 @@ def run_eval(media: Path, names: list[str]) -> None:
                 r = fe.evaluate(det, photos, min_size)
                 faces = r.matched + r.missed
                 rec = f"{r.recall:.2f}" if faces else "-"
+                prec = f"{r.precision:.2f}" if faces else "-"
                 print(f"| {dname} | {min_size} | {sname} | {r.photos} | {faces} | "
-                      f"{r.matched} | {rec} | {r.false} | {r.precision:.2f} | "
+                      f"{r.matched} | {rec} | {r.false} | {prec} | "
                       f"{1000 * r.seconds / r.photos:.0f} |")
 
 
