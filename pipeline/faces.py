@@ -80,7 +80,9 @@ class FaceOptions:
 
 @dataclass(frozen=True)
 class Face:
-    """One detection: the face box and the crop box, both (x, y, w, h) in source pixels."""
+    """One detection: the face box and the crop box, both (x, y, w, h) in source pixels
+    (the square face box of a face at the picture's edge may reach past it; the crop is
+    always inside)."""
 
     box: tuple[int, int, int, int]
     crop: tuple[int, int, int, int]
