@@ -38,7 +38,7 @@ from pipeline.groups import perceptual_hashes
 
 log = logging.getLogger(__name__)
 
-VERSION = "1"  # bump when detection or cropping changes: invalidates the records
+VERSION = "2"  # bump when detection or cropping changes: invalidates the records (2: YuNet)
 STATE = ".faces"
 MANIFEST = "manifest.json"
 BAD_FILES = "bad_files.tsv"
