@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_FLOAT, help="upscaling before cutting cells "
                    "(render.scale)")
     p.add_argument("--alpha", type=_FLOAT, help="weight of the source blended over the "
-                   "mosaic, 0 = pure mosaic (render.alpha)")
+                   "mosaic: 0 = pure mosaic, 0.5 = the reference's 50/50 look (render.alpha, "
+                   "default 0.2)")
     p.add_argument("--preset", help="encoder speed preset (render.preset)")
     p.add_argument("--workers", type=int, metavar="N", help="painters at once, local "
                    "processes (render.workers; 0 = fit the cores and the memory)")

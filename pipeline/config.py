@@ -51,7 +51,7 @@ class RenderConfig:
     """Options of the ``render`` stage (grid, matching, activity, encoding, audio)."""
 
     scale: float = 4.0
-    alpha: float = 0.5
+    alpha: float = 0.2
     matching: str = "nearest"
     cell_clusters: int = 150
     cluster_batch_frames: int = 32
