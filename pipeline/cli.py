@@ -299,9 +299,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
         if "visibility_median" in sc:
             log.info("photo visibility (contrast kept, median / 10th percentile / share "
                      "below half): pure mosaic %.2f / %.2f / %.1f%%, output as written "
-                     "%.2f / %.2f / %.1f%%", sc["visibility_median"], sc["visibility_p10"],
+                     "%.2f / %.2f / %.1f%%; %.0f%% of the cells show a photo with something "
+                     "to see", sc["visibility_median"], sc["visibility_p10"],
                      100 * sc["visibility_below_half"], sc["visibility_output_median"],
-                     sc["visibility_output_p10"], 100 * sc["visibility_output_below_half"])
+                     sc["visibility_output_p10"], 100 * sc["visibility_output_below_half"],
+                     100 * sc["visible_share"])
     return 0
 
 

@@ -68,7 +68,7 @@ class RenderConfig:
     unseen: float = 0.1
     joint: bool = True
     scene_cut: float = 0.6
-    settle: int = 16
+    settle: int = 4
     recolour: float = 0.9
     tone: float = 0.0
     carry_tiles: bool = True
