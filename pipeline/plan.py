@@ -628,7 +628,7 @@ class Planner:
         """Which quiet cells may switch tiles this frame, (j,) positions into ``cells``:
         those whose tile has gone clearly stale (a candidate past the hysteresis margin,
         with at least :data:`QUIET_GAIN` less error per sub-cell), at most
-        :data:`QUIET_SHARE` of the grid's cells a frame, stalest first. The others only
+        :data:`QUIET_SHARE` of the grid's cells a frame, the largest gains first. The others only
         get their colour refreshed: a still cell never flickers, however long it waits,
         and a slowly changing one catches up."""
         pos = np.flatnonzero(quiet & (current[cells] >= 0))
@@ -639,9 +639,8 @@ class Planner:
         per_sub = np.float32(self.lab_grid * self.lab_grid)
         gain = np.sqrt(own / per_sub) - np.sqrt(np.minimum(other, own) / per_sub)
         ok = (other < np.float32(self.config.hysteresis) ** 2 * own) & (gain >= QUIET_GAIN)
-        pos, ratio = pos[ok], other[ok] / np.maximum(own[ok], 1e-6)
         budget = max(1, int(QUIET_SHARE * self.grid.cells))
-        return pos[np.argsort(ratio, kind="stable")[:budget]]
+        return pos[ok][np.argsort(-gain[ok], kind="stable")[:budget]]
 
     def _choose(self, cells: np.ndarray, plan, state: CanvasState,
                 decision: Decision) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
