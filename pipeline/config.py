@@ -64,7 +64,7 @@ class RenderConfig:
     max_uses: int = 0
     repeat_radius: int = 2
     use_cap: float = 1.0
-    flat_spread: float = 8.0
+    flat_spread: float = 4.0
     unseen: float = 0.1
     joint: bool = True
     scene_cut: float = 0.6

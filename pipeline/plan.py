@@ -394,9 +394,8 @@ class Orientations:
 
 
 def flat_tiles(index: TileIndex, spread: float) -> np.ndarray | None:
-    """Featureless tiles, (N,) bool: a luma spread under ``spread`` (``render.flat_spread``,
-    by default the visibility score's :data:`pipeline.visibility.MIN_SPREAD`: nothing to
-    see in them, nothing to repeat; the use cap spares them,
+    """Blank tiles, (N,) bool: a luma spread under ``spread`` (``render.flat_spread``:
+    nothing to see in them, nothing to repeat; the use cap spares them,
     :class:`pipeline.assign.TileAssigner`); None for 0. Read from the bank in blocks
     (about 0.5 s for 42,000 tiles)."""
     return bank_spread(index.tiles) < spread if spread > 0 else None
