@@ -399,11 +399,12 @@ def clean_cache(cache: str | Path, older_than_s: float, dry_run: bool = False,
     Raises :class:`CleanError` before removing anything when ``cache`` or one of
     ``index_dirs`` is not a folder of this tool.
     """
+    refuse_unsafe(cache, "--cache")  # before Path(), which makes "" the current folder
     cache = Path(cache)
     report = CleanReport()
     indexes = []
-    for index_dir in map(Path, index_dirs):
-        refuse_unsafe(index_dir, "--index")
+    for raw in index_dirs:
+        index_dir = refuse_unsafe(raw, "--index")
         if owned_kind(index_dir) != "index" and not _proves(index_dir, "index"):
             raise CleanError(f"{index_dir}: not a tile index of this tool (no {MARKER} "
                              "marker, no manifest and tile bank); nothing removed")

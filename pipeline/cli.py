@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -47,11 +48,27 @@ class _Formatter(logging.Formatter):
         return text
 
 
+def one_line(text: str) -> str:
+    """``text`` with every control and line-breaking character escaped (a file name may
+    hold a newline): an error message stays one line."""
+    return "".join(c if c == "\t" or unicodedata.category(c) not in ("Cc", "Zl", "Zp")
+                   else c.encode("unicode_escape").decode() for c in text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors on one line (``error: mosaic render: ...``)."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, one_line(f"error: {self.prog}: {message} (see {self.prog} --help)") + "\n")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]):
+        # argparse drops a lone "--" given as an option's value (``--out=--``) and hands
+        # back an empty list; it is the value
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
 
 
 def _number(kind: type, low: float | None = None, above: float | None = None):
@@ -283,6 +300,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise MosaicError(f"--count must be at least 1, got {args.count}")
+    from pipeline.output import managed_place
+
+    if (place := managed_place(Path(args.out) / "x", default_cache())) is not None:
+        raise MosaicError(f"{args.out}: is inside {place}; choose another --out")
     paths = make_sample_corpus(Path(args.out), args.count)
     log.info("sample corpus: %d images in %s", len(paths), args.out)
     return 0
@@ -346,7 +367,7 @@ def _check_score_args(args: argparse.Namespace) -> tuple[str, str]:
     are paths; regular files only), the frame size the scale gives, and --out (a .json
     that is no input, in no working folder of the tool); the two input paths."""
     from pipeline.config import parse_tile_size
-    from pipeline.grid import check_frame_size, make_grid
+    from pipeline.grid import check_frame_size, check_source_size, make_grid
     from pipeline.output import check_output
     from pipeline.video import check_regular, ffmpeg_exe, local_path, probe
 
@@ -355,11 +376,12 @@ def _check_score_args(args: argparse.Namespace) -> tuple[str, str]:
     for path in (source, mosaic):
         check_regular(path, "video")
     if args.out:
-        if Path(args.out).suffix.lower() != ".json":
-            raise MosaicError(f"{args.out}: the scores are JSON; give a .json name")
         check_output(args.out, [source, mosaic], kind="json", force=args.force,
                      cache_dir=default_cache())
+        if Path(args.out).suffix.lower() != ".json":
+            raise MosaicError(f"{args.out}: the scores are JSON; give a .json name")
     info = probe(source)
+    check_source_size(info.width, info.height, source)
     check_frame_size(make_grid(info.height, info.width, parse_tile_size(args.tile, "--tile"),
                                args.scale))
     return source, mosaic
@@ -370,8 +392,12 @@ def _cmd_sample_clip(args: argparse.Namespace) -> int:
 
     if args.seconds <= 0:
         raise MosaicError(f"--seconds must be positive, got {args.seconds}")
+    from pipeline.output import check_output
     from pipeline.video import ffmpeg_exe
 
+    check_output(args.out, create_parent=True, kind="video", cache_dir=default_cache())
+    if Path(args.out).suffix.lower() != ".mp4":
+        raise MosaicError(f"{args.out}: the sample clip is an mp4; give a .mp4 name")
     ffmpeg_exe()  # missing or broken: said before any work
     path = make_sample_clip(args.out, args.seconds, audio=not args.no_audio)
     log.info("sample clip: %s", path)
@@ -412,7 +438,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     from pipeline.cache import format_bytes
     from pipeline.clean import clean_cache, parse_duration
 
-    cache = Path(args.cache) if args.cache is not None else default_cache()
+    cache = args.cache if args.cache is not None else default_cache()
     report = clean_cache(cache, parse_duration(args.older_than), args.dry_run,
                          tuple(args.index))
     for busy in report.busy:
@@ -471,20 +497,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with logging_redirect_tqdm(loggers=[log]), _signals_interrupt():
             return _COMMANDS[args.command](args)
-    except MosaicError as exc:
+    except (MosaicError, OSError) as exc:
         if os.environ.get("MOSAIC_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        if os.environ.get("MOSAIC_DEBUG"):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(one_line(f"error: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        from pipeline.execute import descendants, stop_trees
+        from pipeline.execute import stop_children
 
-        stop_trees(descendants([os.getpid()]))  # workers and ffmpeg: nothing left running
+        stop_children()  # workers and ffmpeg: nothing left running
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         print(f"interrupted ({signal.Signals(signum).name}); rerun the same command to "
               "resume", file=sys.stderr)

@@ -84,12 +84,12 @@ def write_contact_sheet(index: TileIndex, out: str | Path, samples: int = 16,
     from pipeline.output import check_output
 
     out = Path(out)
+    check_output(out, [p for p in Path(index.path).glob("*") if p.is_file()], kind="image",
+                 force=force)
     ext = FORMATS.get(out.suffix.lower())
     if ext is None:
         raise OutputError(f"{out}: a contact sheet is written as .png or .jpg, not "
                           f"{out.suffix or '(no extension)'!r}")
-    check_output(out, [p for p in Path(index.path).glob("*") if p.is_file()], kind="image",
-                 force=force)
     sheet = contact_sheet(index, samples, max_rows, zoom)
     ok, buf = cv2.imencode(ext, sheet)
     if not ok:

@@ -309,6 +309,20 @@ def stop_trees(roots: list[int] | tuple[int, ...], wait: float = 5.0) -> None:
             time.sleep(0.05)
 
 
+def stop_children(wait: float = 5.0) -> None:
+    """Stop everything this process started (:func:`stop_trees`) but the resource
+    trackers of multiprocessing and loky, which ignore interrupts and exit on their own
+    as soon as this process does (killing them makes their clients warn)."""
+    def tracker(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return b"resource_tracker" in f.read()
+        except OSError:
+            return False
+
+    stop_trees([pid for pid in descendants([os.getpid()]) if not tracker(pid)], wait)
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not count)."""
     try:

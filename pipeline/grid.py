@@ -26,6 +26,7 @@ CELL_SAMPLE = 8  # cell features are computed on a CELL_SAMPLE x CELL_SAMPLE vie
 # the largest output frame: H.264's largest (level 6.2, 139,264 macroblocks, such as
 # 8192x4352); a painter and its encoder hold several gigabytes at that size already
 MAX_FRAME_PIXELS = 139_264 * 256
+MIN_SOURCE_SIDE = 16  # pixels: smaller sources make no mosaic (and confuse OpenCV's ops)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,13 @@ def check_frame_size(grid: Grid) -> None:
         raise ConfigError(f"render: {grid.out_w}x{grid.out_h} output frames are over the "
                           f"largest H.264 frame ({MAX_FRAME_PIXELS / 1e6:.1f} megapixels, "
                           "level 6.2); lower --scale or set render.max_width")
+
+
+def check_source_size(width: int, height: int, name: str) -> None:
+    """Refuse a source of under :data:`MIN_SOURCE_SIDE` pixels a side, in one line."""
+    if width < MIN_SOURCE_SIDE or height < MIN_SOURCE_SIDE:
+        raise ConfigError(f"{name}: {width}x{height} frames are too small to make a mosaic "
+                          f"of (at least {MIN_SOURCE_SIDE}x{MIN_SOURCE_SIDE} pixels)")
 
 
 class ActivityTracker:

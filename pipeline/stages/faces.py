@@ -176,11 +176,11 @@ def run_faces(src: str | Path, out: str | Path, opts: fc.FaceOptions, jobs: int 
               progress: bool = False, force: bool = False) -> FacesReport:
     """Build the face-tile folder ``out`` from the photos under ``src`` (module doc)."""
     src, out = Path(src), Path(out)
+    _check_dirs(src, out, force)  # before the scan: cheap checks first
     entries = scan_corpus_report(src)[0]
     if not entries:
         raise CorpusError(f"{src}: no image files found (looked for jpg, jpeg, png, webp, "
                           "bmp, tif)")
-    _check_dirs(src, out, force)
     (out / STATE).mkdir(parents=True, exist_ok=True)
     with file_lock(out / STATE / ".lock", f"the face folder {out}"):
         mark_owned(out, "faces")

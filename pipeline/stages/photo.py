@@ -68,10 +68,10 @@ def run_photo(image_path: str | Path, index_dir: str | Path, out: str | Path | N
     cache = open_cache(cache_dir)
     given = out is not None
     out = Path(out) if out else default_output(str(image_path), cache, ".jpg")
-    fmt = output_format(out)
     reads = [image_path, *(p for p in index_dir.glob("*") if p.is_file())]
     check_output(out, reads, create_parent=not given, kind="image", force=force,
                  cache_dir=cache)
+    fmt = output_format(out)
     if dzi:
         check_dzi_targets(out.with_suffix(""), [image_path, index_dir], force)
     tmp_dir = mark_owned(cache / "tmp", "tmp")

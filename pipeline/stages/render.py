@@ -65,7 +65,7 @@ from pipeline.errors import (
     VideoError,
 )
 from pipeline.execute import SCHEDULER_ENV, WorkerPlan, choose_workers, make_pool, steady_heap
-from pipeline.grid import check_frame_size, make_grid
+from pipeline.grid import check_frame_size, check_source_size, make_grid
 from pipeline.index import check_pin, load_index, pin_index
 from pipeline.metrics import Scores
 from pipeline.output import (
@@ -368,6 +368,7 @@ def _set_up(target: _Target, source: Path, index, span: tuple
     the job, choose the workers, pin the index; the painters' job and the segments."""
     config = target.config
     info = probe(source)
+    check_source_size(info.width, info.height, str(source))
     grid = make_grid(info.height, info.width, index.tiles.shape[1:3], config.scale,
                      config.max_width, config.max_height)
     check_frame_size(grid)
