@@ -219,6 +219,9 @@ def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
         for attempt in range(3):
             try:
                 return _run_locked(corpus, index_dir, config, progress, full_check, scheduler)
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: no temporary file stays
+                _remove_orphans(index_dir)
+                raise
             except sh.DamagedShard as exc:
                 log.warning("%s: damaged decode checkpoint (%s); its images will be decoded "
                             "again", exc.path, exc.reason)

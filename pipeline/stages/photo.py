@@ -67,6 +67,8 @@ def run_photo(image_path: str | Path, index_dir: str | Path, out: str | Path | N
     image_path, index_dir = Path(local_path(str(image_path))), Path(index_dir)
     cache = open_cache(cache_dir)
     given = out is not None
+    if not given:
+        mark_owned(cache / "renders", "renders")
     out = Path(out) if out else default_output(str(image_path), cache, ".jpg")
     reads = [image_path, *(p for p in index_dir.glob("*") if p.is_file())]
     check_output(out, reads, create_parent=not given, kind="image", force=force,

@@ -335,6 +335,8 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     ffmpeg_exe()  # a missing or broken ffmpeg is said now, before any work
     cache_dir = open_cache(cache_dir)
     default = out is None
+    if default:
+        mark_owned(cache_dir / "renders", "renders")
     out = default_output(video, cache_dir) if default else Path(out)
     check_output(out, create_parent=default, kind="video", force=force, cache_dir=cache_dir)
     target = _Target(video, out, container_for(out, config.encoder), cache_dir, config,
