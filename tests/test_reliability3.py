@@ -143,14 +143,17 @@ def test_finding_1_clean_refuses_folders_that_are_not_a_cache(tmp_path: Path) ->
 
 def test_finding_1_clean_of_a_real_cache_keeps_what_is_not_its_own(
         tmp_path: Path, clip: Path, tile_index: Path) -> None:
-    """Finding 1 (in a real cache): only the files the tool writes, in the folders it
-    marked, are removed; a user's file put into a render job's folder, and a folder of
+    """Finding 1 (in a real cache, made before markers existed): the cache and its job
+    and plan are adopted (their records name their keys), and only the files the tool
+    writes are removed; a user's file put into a render job's folder, and a folder of
     the user's inside the cache's `render/`, stay byte-identical."""
     cache = tmp_path / "cache"
     run = mosaic("render", clip, "--index", tile_index, "--out", tmp_path / "o.mp4", *FAST,
                  "-q", env=env_with(MOSAIC_CACHE=str(cache)))
     assert run.returncode == 0, run.stderr
     job = next(p for p in (cache / "render").iterdir())
+    for marker in cache.rglob(".mosaic-owned"):  # as a cache made before markers existed
+        marker.unlink()
     before = user_folder(tmp_path / "mine", {"notes.txt": b"my notes on this render"})
     shutil.copy(tmp_path / "mine" / "notes.txt", job / "notes.txt")
     user_folder(cache / "render" / "my-project", {"scene.blend": b"not the tool's"},
@@ -163,6 +166,7 @@ def test_finding_1_clean_of_a_real_cache_keeps_what_is_not_its_own(
     assert (job / "notes.txt").read_bytes() == before["notes.txt"]
     assert snapshot(cache / "render" / "my-project") == theirs
     assert f"kept {job}" in run.stderr and "left " in run.stderr
+    assert f"adopting {cache} (a cache made before markers existed)" in run.stderr
 
 
 # -- 2 -----------------------------------------------------------------------------------
