@@ -334,14 +334,15 @@ def _alive(pid: int) -> bool:
 
 
 class LocalPool:
-    """Worker processes on this machine (joblib's loky executor)."""
+    """Worker processes on this machine: a loky executor of this run's own (not the
+    process-wide one joblib shares, so a run's painters never outlive it or meet
+    joblib's index decoders in one process)."""
 
     def __init__(self, workers: int) -> None:
-        from joblib.externals.loky import get_reusable_executor
+        from joblib.externals.loky import ProcessPoolExecutor
 
         self.workers = workers
-        self._executor = get_reusable_executor(max_workers=workers, timeout=120,
-                                                initializer=_start_painter)
+        self._executor = ProcessPoolExecutor(max_workers=workers, initializer=_start_painter)
         # start the workers now, so that they spawn and import while the plan begins
         # (loky starts them on the first task; the first segment's plan takes a while)
         for _ in range(workers):
@@ -352,14 +353,13 @@ class LocalPool:
         return self._executor.submit(fn, *args)
 
     def close(self, abort: bool = False) -> None:
-        """Nothing to do after a run (idle workers exit on their own after a while); after
-        a failure or an interrupt (``abort``), stop the workers and everything they
-        started, at once."""
+        """Let the idle workers exit; after a failure or an interrupt (``abort``), stop the
+        workers and everything they started, at once."""
         if abort:
             workers = list(getattr(self._executor, "_processes", {}) or {})
             stop_trees(workers)
-            with contextlib.suppress(Exception):
-                self._executor.shutdown(wait=False, kill_workers=True)
+        with contextlib.suppress(Exception):
+            self._executor.shutdown(wait=not abort, kill_workers=abort)
 
 
 class DaskPool:

@@ -435,6 +435,14 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _parent(pid: int) -> int:
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return 0
+    return int(stat_line[stat_line.rindex(b")") + 2:].split()[1])
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()[:300]
@@ -471,10 +479,10 @@ def test_finding_8_workers_are_capped_and_ctrl_c_stops_them(tmp_path: Path,
     env = env_with(MOSAIC_CACHE=str(tmp_path / "cache"))
     proc = _start(["render", clip, "--index", tile_index, "--out", tmp_path / "o.mp4",
                    *FAST, "--workers", "12"], env)
-    peak = 0  # worker processes alive at once
-    while proc.poll() is None:
-        peak = max(peak, len([p for p in _descendants(proc.pid)
-                              if b"LokyProcess" in _cmdline(p)]))
+    peak = 0  # worker processes alive at once (its children: a worker's own child is a
+    while proc.poll() is None:  # copy of it between its fork and its exec of ffmpeg)
+        peak = max(peak, len([p for p in _descendants(proc.pid) if _parent(p) == proc.pid
+                              and b"LokyProcess" in _cmdline(p)]))
         time.sleep(0.05)
     _, err = proc.communicate()
     assert proc.returncode == 0, err
