@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from pipeline import faces as fc
 from pipeline.cache import (
+    MARKER,
     atomic_output,
     digest_bytes,
     digest_text,
@@ -163,13 +164,22 @@ def _check_dirs(src: Path, out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: is a file, not a folder; choose another --out")
     kind = owned_kind(out) if out.is_dir() else "faces"
-    legacy = (out / STATE).is_dir() and (out / MANIFEST).is_file()  # made before markers
-    if kind is None and not legacy and not force and any(out.iterdir()):
+    # a folder holding only what this command writes: made before markers existed, or
+    # being made by a run right now
+    ours = kind is not None or all(_written_here(p.name) for p in out.iterdir())
+    if not ours and not force:
         raise OutputError(f"{out}: exists and holds files this command did not write; "
                           "choose a new or empty folder, or add --force to write the face "
                           "tiles among them (they are left alone)")
     if kind not in (None, "faces"):
         raise OutputError(f"{out}: is a {kind} folder of this tool; choose another --out")
+
+
+def _written_here(name: str) -> bool:
+    """Whether ``name`` is one this command writes at the top of its folder (or a
+    temporary file of one)."""
+    final = temp_final_name(name) or name
+    return final in (STATE, MARKER, MANIFEST, BAD_FILES) or bool(CROP.fullmatch(final))
 
 
 def run_faces(src: str | Path, out: str | Path, opts: fc.FaceOptions, jobs: int = 0,

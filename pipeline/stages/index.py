@@ -250,9 +250,9 @@ def check_index_dir(index_dir: Path) -> None:
     if kind not in (None, "index"):
         raise OutputError(f"{index_dir}: is a {kind} folder of this tool, not an index; "
                           "choose another --index")
-    others = [p.name for p in index_dir.iterdir() if p.name not in _INDEX_NAMES
-              and not (temp_final_name(p.name) or "").startswith(ix.ARTIFACTS)] \
-        if kind is None else []
+    others = [p.name for p in index_dir.iterdir()
+              if (temp_final_name(p.name) or p.name) not in _INDEX_NAMES] \
+        if kind is None else []  # (temporaries: of a run writing this index right now)
     if others:
         raise OutputError(f"{index_dir}: exists and holds files that are not a tile index's "
                           f"(such as {sorted(others)[0]!r}); choose a new or empty folder for "
