@@ -1,5 +1,5 @@
-"""Video I/O: finding ffmpeg, probing, decoding and encoding through pipes, muxing audio,
-and downloading URLs with yt-dlp.
+"""Video I/O: finding ffmpeg, probing, decoding and encoding through pipes, muxing audio
+(URLs are downloaded by :mod:`pipeline.download`).
 
 Frames cross process boundaries as raw ``bgr24`` over pipes: ffmpeg decodes (applying
 rotation metadata and normalising to a constant frame rate) and ffmpeg encodes. PyAV,
@@ -488,82 +488,6 @@ def output_size_ok(width: int, height: int) -> bool:
 def is_url(text: str) -> bool:
     """Whether ``text`` looks like a URL for yt-dlp rather than a local path."""
     return "://" in text and text.split("://", 1)[0].lower() in ("http", "https", "ftp")
-
-
-class _YtdlpLog:
-    """Route yt-dlp's messages into our logger; keep its last error."""
-
-    def __init__(self) -> None:
-        self.last_error = ""
-
-    def debug(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", msg)
-
-    def info(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", msg)
-
-    def warning(self, msg: str) -> None:
-        log.debug("yt-dlp warning: %s", msg)
-
-    def error(self, msg: str) -> None:
-        self.last_error = msg.replace("ERROR: ", "").strip()
-
-
-def download_folder(cache_dir: str | Path, url: str) -> Path:
-    """The folder ``url`` is downloaded into: ``cache_dir/<digest of url>/``."""
-    from pipeline.cache import digest_text
-
-    return Path(cache_dir) / digest_text(url)
-
-
-def download(url: str, cache_dir: str | Path, fmt: str) -> Path:
-    """Download ``url`` with yt-dlp into :func:`download_folder` once.
-
-    A finished download is recorded in ``done.json`` (written last) and reused; the
-    folder is marked as the tool's, and locked while downloading (a second run waits,
-    then reuses it). yt-dlp merges separate video and audio with the same ffmpeg the
-    pipeline uses.
-    """
-    from pipeline.cache import file_lock, mark_owned
-
-    folder = download_folder(cache_dir, url)
-    with file_lock(folder / ".lock", f"the download of {url}"):
-        mark_owned(folder, "download")
-        return _download_locked(url, folder, fmt)
-
-
-def _download_locked(url: str, folder: Path, fmt: str) -> Path:
-    import yt_dlp
-
-    from pipeline.cache import write_json
-
-    done = folder / "done.json"
-    if done.is_file():
-        import json
-
-        path = folder / json.loads(done.read_text())["file"]
-        if path.is_file():
-            log.info("using the cached download of %s", url)
-            return path
-    folder.mkdir(parents=True, exist_ok=True)
-    logger = _YtdlpLog()
-    opts = {"format": fmt, "outtmpl": str(folder / "video.%(ext)s"), "quiet": True,
-            "noprogress": True, "no_warnings": True, "logger": logger,
-            "ffmpeg_location": ffmpeg_exe(), "merge_output_format": "mp4",
-            "noplaylist": True, "retries": 3, "socket_timeout": 30}
-    try:
-        with yt_dlp.YoutubeDL(opts) as ydl:
-            info = ydl.extract_info(url, download=True)
-            path = Path(ydl.prepare_filename(info))
-    except yt_dlp.utils.DownloadError as exc:
-        reason = logger.last_error or str(exc).replace("ERROR: ", "")
-        raise VideoError(f"{url}: download failed: {reason}") from None
-    merged = path.with_suffix(".mp4")
-    path = merged if merged.is_file() else path
-    if not path.is_file():
-        raise VideoError(f"{url}: yt-dlp reported success but wrote no file")
-    write_json(done, {"url": url, "file": path.name})
-    return path
 
 
 def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo, audio: AudioInfo | None,

@@ -56,6 +56,7 @@ from pipeline.cache import (
 )
 from pipeline.clean import JOB_FILES, PLAN_FILES, remove_temporaries
 from pipeline.config import RenderConfig
+from pipeline.download import download, download_folder
 from pipeline.errors import (
     ConfigError,
     IndexChangedError,
@@ -93,8 +94,6 @@ from pipeline.video import (
     VideoInfo,
     check_regular,
     concat_and_mux,
-    download,
-    download_folder,
     encoder_args,
     ffmpeg_exe,
     is_url,
