@@ -333,16 +333,34 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] not in (b"Z", b"X")
 
 
+_PAINTERS: Any = None  # this process's painters, kept for its next render
+
+
+def _painters(workers: int) -> Any:
+    """A loky executor of ``workers`` painters: this process's own (not the process-wide
+    one that joblib's index decoders share, which it would break), kept between renders;
+    idle painters exit after two minutes."""
+    global _PAINTERS
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    executor = _PAINTERS
+    flags = getattr(executor, "_flags", None)
+    if executor is None or flags is None or flags.broken or flags.shutdown or \
+            getattr(executor, "_max_workers", None) != workers:
+        if executor is not None:
+            with contextlib.suppress(Exception):
+                executor.shutdown(wait=False)
+        executor = _PAINTERS = ProcessPoolExecutor(max_workers=workers, timeout=120,
+                                                   initializer=_start_painter)
+    return executor
+
+
 class LocalPool:
-    """Worker processes on this machine: a loky executor of this run's own (not the
-    process-wide one joblib shares, so a run's painters never outlive it or meet
-    joblib's index decoders in one process)."""
+    """Worker processes on this machine (a loky executor, :func:`_painters`)."""
 
     def __init__(self, workers: int) -> None:
-        from joblib.externals.loky import ProcessPoolExecutor
-
         self.workers = workers
-        self._executor = ProcessPoolExecutor(max_workers=workers, initializer=_start_painter)
+        self._executor = _painters(workers)
         # start the workers now, so that they spawn and import while the plan begins
         # (loky starts them on the first task; the first segment's plan takes a while)
         for _ in range(workers):
@@ -353,13 +371,16 @@ class LocalPool:
         return self._executor.submit(fn, *args)
 
     def close(self, abort: bool = False) -> None:
-        """Let the idle workers exit; after a failure or an interrupt (``abort``), stop the
-        workers and everything they started, at once."""
+        """Nothing to do after a run (the idle workers wait for the next one, or exit);
+        after a failure or an interrupt (``abort``), stop the workers and everything they
+        started, at once."""
+        global _PAINTERS
         if abort:
-            workers = list(getattr(self._executor, "_processes", {}) or {})
-            stop_trees(workers)
-        with contextlib.suppress(Exception):
-            self._executor.shutdown(wait=not abort, kill_workers=abort)
+            stop_trees(list(getattr(self._executor, "_processes", {}) or {}))
+            with contextlib.suppress(Exception):
+                self._executor.shutdown(wait=False, kill_workers=True)
+            if _PAINTERS is self._executor:
+                _PAINTERS = None
 
 
 class DaskPool:
