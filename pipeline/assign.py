@@ -66,11 +66,15 @@ class TileAssigner:
     use_cap : cap as a multiple of cells / groups (0 and no ``max_uses``: no cap).
     unseen : distance penalty per use of a group already on the canvas.
     joint : decide free frames by a capacitated min-cost assignment first.
+    flat : ndarray (N,), bool, optional: featureless tiles, exempt from the cap (a flat
+        patch shown twice is not a repeat to the eye, and flat regions need many of them;
+        the radius rule still holds).
     """
 
     def __init__(self, rows: int, cols: int, features: np.ndarray, margin: float = 0.9,
                  max_uses: int = 0, groups: np.ndarray | None = None, radius: int = 1,
-                 use_cap: float = 0.0, unseen: float = 0.0, joint: bool = False) -> None:
+                 use_cap: float = 0.0, unseen: float = 0.0, joint: bool = False,
+                 flat: np.ndarray | None = None) -> None:
         self.rows, self.cols, self.features = rows, cols, features
         self.margin, self.radius, self.unseen, self.joint = margin, radius, unseen, joint
         n = len(features)
@@ -79,6 +83,12 @@ class TileAssigner:
         self.n_groups = int(self.groups.max()) + 1 if n else 0
         self.cap = max_uses or (uses_cap(rows * cols, self.n_groups, use_cap) if use_cap
                                 else 0)
+        # each group's cap: flat groups (all of whose tiles are flat) take any number
+        self.caps = np.full(self.n_groups, self.cap, np.int64)
+        if flat is not None and self.cap and n:
+            textured = np.bincount(self.groups, weights=~np.asarray(flat, bool),
+                                   minlength=self.n_groups)
+            self.caps[textured == 0] = rows * cols
         y, x = np.divmod(np.arange(rows * cols), cols)
         self._pass = (y % (radius + 1)) * (radius + 1) + x % (radius + 1)
         width = cols + 2 * radius
@@ -89,7 +99,8 @@ class TileAssigner:
         self._pad_shape = (rows + 2 * radius, width)
 
     def assign(self, cells: np.ndarray, queries: np.ndarray, cand_ids: np.ndarray,
-               cand_d: np.ndarray, current: np.ndarray, free: bool = False) -> np.ndarray:
+               cand_d: np.ndarray, current: np.ndarray, free: bool | np.ndarray = False,
+               margin: np.ndarray | None = None) -> np.ndarray:
         """Choose tiles for ``cells`` given the grid's ``current`` tile ids.
 
         Parameters
@@ -99,29 +110,34 @@ class TileAssigner:
         cand_ids, cand_d : ndarrays (n, k): candidates by increasing squared distance
             (id -1 and distance inf where a cell has fewer).
         current : ndarray (rows * cols,), int64, tile per cell now (-1 = none).
-        free : True at a scene cut or a cold start: no hysteresis, joint assignment.
+        free : True (or (n,) bool, per cell) at a scene cut or a cold start: no
+            hysteresis, joint assignment.
+        margin : optional ndarray (n,), float32: each cell's hysteresis ratio instead of
+            the assigner's ``margin`` (a quiet cell switches only for a clearly better tile).
 
         Returns
         -------
         ndarray (n,), int64, the chosen tile ids.
         """
         cells = np.asarray(cells, np.int64)
+        free = np.broadcast_to(np.asarray(free, bool), cells.shape)
         chosen = np.full(len(cells), -1, np.int64)
         undecided = np.ones(len(cells), bool)
         cur = current[cells]
         cand_g = np.where(cand_ids >= 0, self.groups[np.maximum(cand_ids, 0)], -2)
         cost = np.where(cand_ids >= 0, cand_d, np.inf).astype(np.float32)
-        if not free:
-            keep = self._keep(cells, queries, cost, cand_g, current)
+        if not free.all():
+            keep = self._keep(cells, queries, cost, cand_g, current, margin) & ~free
             chosen[keep] = cur[keep]
             undecided &= ~keep
         now = current.copy()
         now[cells[undecided]] = -1  # cells being decided do not block anything
         gpad, usage = self._context(now)
         prefer = None
-        if free and self.joint and 0 < self.cap <= _JOINT_MAX_CAP and undecided.sum() > 1:
+        joint = undecided & free
+        if self.joint and 0 < self.cap <= _JOINT_MAX_CAP and joint.sum() > 1:
             prefer = np.full(len(cells), -1, np.int64)
-            prefer[undecided] = self._joint(cost[undecided], cand_g[undecided], usage)
+            prefer[joint] = self._joint(cost[joint], cand_g[joint], usage)
         for p in range((self.radius + 1) ** 2):
             sel = np.flatnonzero(undecided & (self._pass[cells] == p))
             if len(sel):
@@ -141,7 +157,8 @@ class TileAssigner:
         return gpad, np.bincount(self.groups[now[placed]], minlength=self.n_groups)
 
     def _keep(self, cells: np.ndarray, queries: np.ndarray, cost: np.ndarray,
-              cand_g: np.ndarray, current: np.ndarray) -> np.ndarray:
+              cand_g: np.ndarray, current: np.ndarray, margin: np.ndarray | None = None
+              ) -> np.ndarray:
         """Hysteresis: cells whose current tile stays, (n,) bool.
 
         A cell keeps its tile unless the best candidate the rules allow, given every
@@ -165,12 +182,13 @@ class TileAssigner:
             cur_cost *= 1 + np.float32(self.unseen) * (usage[np.maximum(own, 0)] - 1)
         blocked = cand_g == own[:, None]  # its own tile is not an alternative
         if self.cap:
-            blocked |= others >= self.cap
+            blocked |= others >= self.caps[np.maximum(cand_g, 0)]
         if self.radius:
             window = gpad[self._pad_index[cells][:, None] + self._window[None, :]]
             blocked |= (cand_g[:, :, None] == window[:, None, :]).any(-1)
         best = np.where(blocked, np.inf, alt).min(1)
-        return has & ~(best < (self.margin**2) * cur_cost)
+        ratio = np.float32(self.margin) if margin is None else np.asarray(margin, np.float32)
+        return has & ~(best < ratio**2 * cur_cost)
 
     def _pick(self, cells: np.ndarray, cost: np.ndarray, cand_g: np.ndarray,
               gpad: np.ndarray, usage: np.ndarray, prefer: np.ndarray | None) -> np.ndarray:
@@ -188,14 +206,15 @@ class TileAssigner:
             ok = (prefer >= 0) & (cost[rows, np.maximum(prefer, 0)] < _CAP_PENALTY)
             cost[rows[ok], prefer[ok]] = -1.0
         if self.cap:  # groups already at the cap on the canvas: all at once, not pick by pick
-            full = (cand_g >= 0) & (usage[np.maximum(cand_g, 0)] >= self.cap)
+            gc = np.maximum(cand_g, 0)
+            full = (cand_g >= 0) & (usage[gc] >= self.caps[gc])
             cost[full & (cost < _CAP_PENALTY)] += _CAP_PENALTY
         for _ in range(k):
             col = cost.argmin(1)
             if not self.cap:
                 return col
             g = cand_g[rows, col]
-            over = (usage[g] + rank_within_groups(g) >= self.cap) & (
+            over = (usage[g] + rank_within_groups(g) >= self.caps[g]) & (
                 cost[rows, col] < _CAP_PENALTY)
             if not over.any():
                 break
@@ -216,7 +235,8 @@ class TileAssigner:
         finite = np.isfinite(cost) & (cand_g >= 0)
         rows_i, cols_k = np.nonzero(finite)
         uniq, g_local = np.unique(cand_g[rows_i, cols_k], return_inverse=True)
-        room = np.clip(self.cap - usage[uniq], 0, self.cap)
+        cap = np.minimum(self.caps[uniq], _JOINT_MAX_CAP)
+        room = np.clip(cap - usage[uniq], 0, cap)
         slot_start = np.concatenate([[0], np.cumsum(room)[:-1]])
         reps = room[g_local]
         r, kk = np.repeat(rows_i, reps), np.repeat(cols_k, reps)

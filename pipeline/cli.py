@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_FLOAT, help="upscaling before cutting cells "
                    "(render.scale)")
     p.add_argument("--alpha", type=_FLOAT, help="weight of the source blended over the "
-                   "mosaic, 0 = pure mosaic (render.alpha)")
+                   "mosaic: 0 = pure mosaic, 0.5 = the reference's 50/50 look (render.alpha, "
+                   "default 0.2)")
     p.add_argument("--preset", help="encoder speed preset (render.preset)")
     p.add_argument("--workers", type=int, metavar="N", help="painters at once, local "
                    "processes (render.workers; 0 = fit the cores and the memory; more than "
@@ -192,12 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score a pure-mosaic video against its source",
                        description="Fidelity (cell and sub-grid CIELAB dE, viewing-scale "
                        "SSIM), stability (churn, flicker in static cells) and variety of "
-                       "MOSAIC, a pure mosaic (no blend) of SOURCE made by any tool.")
+                       "MOSAIC, a pure mosaic (no blend) of SOURCE made by any tool; with "
+                       "--index, also photo visibility (each cell's tile identified from "
+                       "its pixels: its contrast as a share of its own).")
     p.add_argument("source", metavar="SOURCE", help="the source video")
     p.add_argument("mosaic", metavar="MOSAIC", help="the pure-mosaic video")
     p.add_argument("--scale", type=_POSITIVE, default=4.0, help="upscaling used (default 4)")
     p.add_argument("--tile", default="32x32", metavar="WxH", help="tile size (default 32x32)")
     p.add_argument("--frames", type=_COUNT, metavar="N", help="score at most N frames")
+    p.add_argument("--index", metavar="DIR", help="the tile index whose photos MOSAIC shows "
+                   "(its tiles are identified in each cell for the photo visibility score)")
     p.add_argument("--out", metavar="JSON", help="also write the scores here (.json)")
     _add_force_arg(p, "OUT")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -310,6 +315,14 @@ def _cmd_render(args: argparse.Namespace) -> int:
                  100 * sc["textured_share"], 100 * sc["repeats_r2"],
                  100 * sc.get("repeats_r2_id", 0), 100 * sc.get("repeats_r2_group", 0),
                  sc["distinct_share"])
+        if "visibility_median" in sc:
+            log.info("photo visibility (contrast kept, median / 10th percentile / share "
+                     "below half): pure mosaic %.2f / %.2f / %.1f%%, output as written "
+                     "%.2f / %.2f / %.1f%%; %.0f%% of the cells show a photo with something "
+                     "to see", sc["visibility_median"], sc["visibility_p10"],
+                     100 * sc["visibility_below_half"], sc["visibility_output_median"],
+                     sc["visibility_output_p10"], 100 * sc["visibility_output_below_half"],
+                     100 * sc["visible_share"])
     return 0
 
 
@@ -323,9 +336,17 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.scale <= 0 or (args.frames is not None and args.frames < 1):
         raise MosaicError("--scale must be positive and --frames at least 1")
     args.source, args.mosaic = _check_score_args(args)
-    scores = score_videos(args.source, args.mosaic, args.scale,
-                          parse_tile_size(args.tile, "--tile"), args.frames,
-                          progress=not args.quiet)
+    tile_hw = parse_tile_size(args.tile, "--tile")
+    bank = None
+    if args.index:
+        from pipeline.index import load_index
+
+        bank = load_index(args.index).tiles
+        if bank.shape[1:3] != tile_hw:
+            raise MosaicError(f"{args.index}: its tiles are {bank.shape[2]}x{bank.shape[1]}, "
+                              f"not the --tile {args.tile} of the mosaic")
+    scores = score_videos(args.source, args.mosaic, args.scale, tile_hw, args.frames,
+                          progress=not args.quiet, bank=bank)
     print(json.dumps(scores, indent=1))
     if args.out:
         write_json(args.out, {"source": args.source, "mosaic": args.mosaic, "scores": scores})
@@ -346,7 +367,8 @@ def _check_score_args(args: argparse.Namespace) -> tuple[str, str]:
     for path in (source, mosaic):
         check_regular(path, "video")
     if args.out:
-        check_output(args.out, [source, mosaic], kind="json", force=args.force,
+        index_files = [p for p in Path(args.index).glob("*")] if args.index else []
+        check_output(args.out, [source, mosaic, *index_files], kind="json", force=args.force,
                      cache_dir=default_cache())
         if Path(args.out).suffix.lower() != ".json":
             raise MosaicError(f"{args.out}: the scores are JSON; give a .json name")

@@ -54,8 +54,9 @@ def add_photo_parser(sub: argparse._SubParsersAction) -> None:
                    f"to its cell's, 0..1 (default {d.recolour})")
     p.add_argument("--tone", type=_number(float, low=0), default=d.tone, metavar="T",
                    help="scale each tile's contrast towards the gain that makes it look "
-                   f"most like its cell from a distance, 0..1 (default {d.tone}; 0 = off; "
-                   "with --recolour above 0 only)")
+                   f"most like its cell from a distance, 0..1 (default {d.tone}: every "
+                   "photo at its own contrast; gains stay within 0.8..1.25; with "
+                   "--recolour above 0 only)")
     p.add_argument("--quality", type=_number(int, low=1), default=d.quality, metavar="Q",
                    help=f"JPEG quality 1..100 (default {d.quality})")
     p.add_argument("--dzi", action="store_true", help="also write a Deep Zoom pyramid "
@@ -101,9 +102,10 @@ def add_faces_parser(sub: argparse._SubParsersAction) -> None:
 
     d = FaceOptions()
     p = sub.add_parser("faces", help="cut face tiles out of a photo folder (for an index)",
-                       description="Find frontal faces in every photo under SRC_DIR with "
-                       "OpenCV's Haar cascade, drop small ones and those without an eye "
-                       "(false positives), crop each with a margin at the tile aspect, drop "
+                       description="Find faces in every photo under SRC_DIR with OpenCV's "
+                       "YuNet detector, drop small ones and those that OpenCV's frontal-face "
+                       "cascade does not confirm (false positives: animal faces, backs of "
+                       "heads), crop each with a margin at the tile aspect, drop "
                        "duplicates by content, and write JPEG crops plus manifest.json "
                        "(source and boxes) and bad_files.tsv into --out. Parallel and "
                        "resumable; `mosaic index --corpus OUT` indexes the result.")
@@ -121,8 +123,9 @@ def add_faces_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=_number(float, low=0), default=d.margin, metavar="M",
                    help=f"margin around the face box, as a share of its width on each side "
                    f"(default {d.margin})")
-    p.add_argument("--no-eye-check", action="store_true", help="keep detections without "
-                   "an eye (the false-positive filter is on by default)")
+    p.add_argument("--no-eye-check", action="store_true", help="keep the detections that "
+                   "the frontal-face cascade does not confirm (this false-positive filter, "
+                   "once an eye check, is on by default)")
     p.add_argument("--jobs", type=_number(int, low=0), default=0, metavar="N",
                    help="processes (default 0 = all cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info lines")
@@ -145,7 +148,7 @@ def cmd_faces(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     c = r.counts
     log.info("%d photos (%d scanned this run, %.1f photos/s): %d faces of %d px or more "
-             "detected; dropped %d without an eye (false positives), %d in duplicate photos "
+             "detected; dropped %d unconfirmed (false positives), %d in duplicate photos "
              "and %d duplicate faces; %d unreadable (see %s)", c["photos"], r.redone,
              r.redone / max(elapsed, 1e-9), c["detected"], args.min_size, c["no_eyes"],
              c["duplicate_photos"], c["duplicate_faces"], c["bad"],

@@ -1,6 +1,6 @@
 """Composing: tile ids -> mosaic frame, then blending with the upscaled source.
 
-The canvas keeps the tile id and flip of every cell and the mosaic image itself;
+The canvas keeps the tile id and orientation of every cell and the mosaic image itself;
 placing tiles touches only the cells that change (inactive cells keep their tile).
 Tiles are gathered from the memory-mapped tile bank in one indexing operation.
 """
@@ -12,6 +12,7 @@ import numpy as np
 
 from pipeline.features import block_means, srgb_to_lab
 from pipeline.grid import Grid
+from pipeline.visibility import bank_spread, luma_spread, orient
 
 _CHUNK = 512  # cells placed at a time: small transient buffers at any grid size
 
@@ -26,9 +27,13 @@ class Canvas:
     Attributes
     ----------
     ids : ndarray (rows, cols), int64, tile id per cell (-1 before the first placement).
-    flips : ndarray (rows, cols), bool.
+    orients : ndarray (rows, cols), uint8, orientation code per cell
+        (:func:`pipeline.visibility.orient`: 0 as is, 1 mirrored, ...).
     sub, sub_lab : with ``track`` = S, ndarrays (rows, cols, S, S, 3), float32: each
         cell's S x S sub-grid mean colours (BGR 0..1) and their CIELAB values.
+    spread, own : with ``track``, ndarrays (rows, cols), float32: the luma spread of each
+        painted cell and that of its tile in the bank (0 where no tile), for the photo
+        visibility score (:mod:`pipeline.visibility`).
     image : ndarray (rows * tile_h, cols * tile_w, 3), uint8 BGR.
     """
 
@@ -39,25 +44,28 @@ class Canvas:
                              f"{(grid.tile_h, grid.tile_w)}")
         self.grid, self.bank, self.bank_ids = grid, bank, bank_ids
         self.ids = np.full((grid.rows, grid.cols), -1, dtype=np.int64)
-        self.flips = np.zeros((grid.rows, grid.cols), dtype=bool)
+        self.orients = np.zeros((grid.rows, grid.cols), dtype=np.uint8)
         self.image = np.zeros((grid.out_h, grid.out_w, 3), dtype=np.uint8)
         self._cells = self.image.reshape(grid.rows, grid.tile_h, grid.cols, grid.tile_w, 3)
         self.track = track
         self._bank_means: np.ndarray | None = None
+        self._bank_spread: np.ndarray | None = None
         if track:  # the mosaic's sub-grid mean colours, kept up to date for the metrics
             self.sub = np.zeros((grid.rows, grid.cols, track, track, 3), np.float32)
             self.sub_lab = np.zeros_like(self.sub)
+            self.spread = np.zeros((grid.rows, grid.cols), np.float32)
+            self.own = np.zeros((grid.rows, grid.cols), np.float32)
 
-    def place(self, cells: np.ndarray, ids: np.ndarray, flips: np.ndarray,
+    def place(self, cells: np.ndarray, ids: np.ndarray, orients: np.ndarray,
               shift: np.ndarray | None = None, measure: bool = False,
               gain: np.ndarray | None = None) -> np.ndarray | None:
-        """Put tile ``ids[i]`` (mirrored where ``flips[i]``) into flat cell ``cells[i]``.
+        """Put tile ``ids[i]`` in orientation ``orients[i]`` into flat cell ``cells[i]``.
 
         Parameters
         ----------
         cells : ndarray (k,), int, row-major cell indices.
         ids : ndarray (k,), int, tile ids.
-        flips : ndarray (k,), bool.
+        orients : ndarray (k,), uint8 orientation codes (bool: mirrored or not).
         shift : optional ndarray (k, 3), int16: added to each tile's pixels, saturating
             at 0 and 255 (recolouring).
         measure : also return each placed cell's mean absolute pixel change.
@@ -71,20 +79,22 @@ class Canvas:
         change = np.zeros(len(cells), np.float32)
         for lo in range(0, len(cells), _CHUNK):  # bounded temporaries at any grid size
             hi = lo + _CHUNK
-            part = self._place(cells[lo:hi], ids[lo:hi], flips[lo:hi],
+            part = self._place(cells[lo:hi], ids[lo:hi], orients[lo:hi],
                                None if shift is None else shift[lo:hi], measure,
                                None if gain is None else gain[lo:hi])
             if measure:
                 change[lo:hi] = part
         return change if measure else None
 
-    def _place(self, cells: np.ndarray, ids: np.ndarray, flips: np.ndarray,
+    def _place(self, cells: np.ndarray, ids: np.ndarray, orients: np.ndarray,
                shift: np.ndarray | None, measure: bool,
                gain: np.ndarray | None = None) -> np.ndarray | None:
         rows = ids if self.bank_ids is None else np.searchsorted(self.bank_ids, ids)
         tiles = self.bank[rows]
-        if flips.any():
-            tiles[flips] = tiles[flips][:, :, ::-1]
+        orients = np.asarray(orients, np.uint8)
+        for code in np.unique(orients[orients > 0]):
+            sel = orients == code
+            tiles[sel] = orient(tiles[sel], int(code))
         adjust(tiles, shift, gain, None if gain is None else self._means()[rows])
         r, c = np.divmod(cells, self.grid.cols)
         change = None
@@ -94,11 +104,15 @@ class Canvas:
             change = diff.mean(1, dtype=np.float32)
         self._cells[r, :, c, :] = tiles
         self.ids[r, c] = ids
-        self.flips[r, c] = flips
+        self.orients[r, c] = orients
         if self.track:
             means = block_means(tiles, self.track)
             self.sub[r, c] = means
             self.sub_lab[r, c] = srgb_to_lab(means)
+            self.spread[r, c] = luma_spread(tiles)
+            if self._bank_spread is None:
+                self._bank_spread = bank_spread(self.bank)
+            self.own[r, c] = self._bank_spread[rows]
         return change
 
     def _means(self) -> np.ndarray:
@@ -109,19 +123,22 @@ class Canvas:
             ) if len(self.bank) else np.zeros((0, 3), np.float32)
         return self._bank_means
 
-    def reset(self, ids: np.ndarray | None = None, flips: np.ndarray | None = None,
+    def reset(self, ids: np.ndarray | None = None, orients: np.ndarray | None = None,
               shifts: np.ndarray | None = None, gains: np.ndarray | None = None) -> None:
-        """Clear the canvas, or rebuild it exactly from per-cell ``ids``, ``flips``
+        """Clear the canvas, or rebuild it exactly from per-cell ``ids``, ``orients``
         (rows, cols), recolouring ``shifts`` (rows, cols, 3) int16 and contrast ``gains``
         (rows, cols) float32."""
         self.ids[:] = -1
-        self.flips[:] = False
+        self.orients[:] = 0
         self.image[:] = 0
-        if ids is not None and flips is not None:
+        if self.track:
+            self.spread[:] = 0
+            self.own[:] = 0
+        if ids is not None and orients is not None:
             cells = np.flatnonzero(ids.ravel() >= 0)
             shift = None if shifts is None else shifts.reshape(-1, 3)[cells]
             gain = None if gains is None else gains.ravel()[cells]
-            self.place(cells, ids.ravel()[cells], flips.ravel()[cells], shift, gain=gain)
+            self.place(cells, ids.ravel()[cells], orients.ravel()[cells], shift, gain=gain)
 
 
 def tile_means(tiles: np.ndarray) -> np.ndarray:

@@ -43,6 +43,7 @@ class IndexConfig:
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                 "slower", "veryslow", "placebo")
 MATCHING_MODES = ("cluster", "refined", "nearest")
+ORIENTATIONS = ("none", "mirror", "all")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class RenderConfig:
     """Options of the ``render`` stage (grid, matching, activity, encoding, audio)."""
 
     scale: float = 4.0
-    alpha: float = 0.5
+    alpha: float = 0.2
     matching: str = "nearest"
     cell_clusters: int = 150
     cluster_batch_frames: int = 32
@@ -58,16 +59,18 @@ class RenderConfig:
     nprobe: int = 3
     candidates: int = 32
     mean_weight: float = 0.0
+    orientations: str = "mirror"
     hysteresis: float = 0.9
     max_uses: int = 0
     repeat_radius: int = 2
     use_cap: float = 1.0
+    flat_spread: float = 8.0
     unseen: float = 0.1
     joint: bool = True
     scene_cut: float = 0.6
-    settle: int = 16
+    settle: int = 4
     recolour: float = 0.9
-    tone: float = 1.0
+    tone: float = 0.0
     carry_tiles: bool = True
     report: bool = True
     activity_threshold: float = 10.0
@@ -120,6 +123,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "render.candidates": (5, 256),
     "render.repeat_radius": (0, 8),
     "render.use_cap": (0.0, 1000.0),
+    "render.flat_spread": (0.0, 255.0),
     "render.unseen": (0.0, 100.0),
     "render.mean_weight": (0.0, 100.0),
     "render.hysteresis": (0.0, 1.0),
@@ -136,7 +140,8 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "render.max_height": (0, None),
     "render.audio_stream": (0, None),
 }
-_CHOICES: dict[str, tuple[str, ...]] = {"render.matching": MATCHING_MODES}
+_CHOICES: dict[str, tuple[str, ...]] = {"render.matching": MATCHING_MODES,
+                                        "render.orientations": ORIENTATIONS}
 
 
 def parse_tile_size(value: str | int, key: str = "tile_size") -> tuple[int, int]:

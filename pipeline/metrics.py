@@ -13,7 +13,7 @@ Per frame, with the cell grid of the mosaic:
   distance. Source colours are area averages over each cell's footprint in the source.
 * **Stability**: among *static* cells (the source cell's mean colour moved by less
   than ΔE 2 since the previous frame), ``churn`` is the share whose mosaic cell
-  changed (another tile or flip; from pixels: mean absolute change above 3 levels), and
+  changed (another tile or orientation; from pixels: mean absolute change above 3 levels), and
   ``flicker`` the mean absolute pixel change there (0..255).
 * **Variety**: ``distinct_tiles`` per frame, and ``identical_neighbours``, the share of
   cells with an identical tile (same id; from pixels: 4x4 means within 2 levels) among
@@ -36,11 +36,12 @@ Per frame, with the cell grid of the mosaic:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from pipeline import visibility
 from pipeline.features import area_means, srgb_to_lab
 from pipeline.grid import Grid
 
@@ -125,6 +126,11 @@ class Scores:
     repeat_group: int = 0
     distinct_share: float = 0.0
     by_id: bool = False
+    # photo visibility: histograms of the contrast shares (pipeline.visibility) of the
+    # pure mosaic and of the output as written (blend included)
+    visibility: list[int] = field(default_factory=list)
+    visibility_output: list[int] = field(default_factory=list)
+    identified_cells: int = -1  # scoring from pixels: cells whose tile was identified
 
     def add(self, other: Scores) -> None:
         """Accumulate another run of frames (e.g. another segment)."""
@@ -134,6 +140,24 @@ class Scores:
                      "distinct_share"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.by_id = self.by_id or other.by_id
+        for name in ("visibility", "visibility_output"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if theirs:
+                setattr(self, name, (np.asarray(mine or np.zeros(len(theirs), np.int64))
+                                     + theirs).tolist())
+        if other.identified_cells >= 0:
+            self.identified_cells = max(self.identified_cells, 0) + other.identified_cells
+
+    def add_visibility(self, own: np.ndarray, painted: np.ndarray,
+                       shown: np.ndarray | None = None) -> None:
+        """Count one frame's contrast shares: ``own`` (rows, cols) the luma spread of each
+        cell's tile in the bank (0: none or unknown), ``painted`` that of the cell in the
+        pure mosaic, ``shown`` in the output as written (None: the pure mosaic is shown)."""
+        pure = visibility.share_histogram(painted, own)
+        out = pure if shown is None else visibility.share_histogram(shown, own)
+        for name, hist in (("visibility", pure), ("visibility_output", out)):
+            mine = getattr(self, name)
+            setattr(self, name, (hist + mine).tolist() if mine else hist.tolist())
 
     def summary(self) -> dict[str, float]:
         """Per-frame means (fidelity, variety) and static-cell shares (stability)."""
@@ -149,7 +173,22 @@ class Scores:
             "distinct_tiles": self.distinct_tiles / n,
             "identical_neighbours": self.identical_neighbours / n,
             **self._variety(),
+            **self._visibility(),
         }
+
+    def _visibility(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.visibility:
+            out.update(visibility.summarise(self.visibility, "visibility"))
+            out.update(visibility.summarise(self.visibility_output, "visibility_output"))
+            # cells showing a photo with something to see (not a featureless tile)
+            out["visible_share"] = sum(self.visibility) / max(self.cells, 1)
+            out["visibility_note"] = (
+                f"painted luma spread over the tile's own, cells whose tile has a spread of "
+                f"{visibility.MIN_SPREAD:g} levels or more")
+        if self.identified_cells >= 0:
+            out["identified_share"] = self.identified_cells / max(self.cells, 1)
+        return out
 
     def _variety(self) -> dict[str, float | str]:
         t = max(self.textured_cells, 1)
@@ -168,6 +207,13 @@ class Scores:
     def to_json(self) -> dict:
         """The raw sums, for caching per segment."""
         return dict(self.__dict__)
+
+
+def tile_keys(ids: np.ndarray, orients: np.ndarray | None) -> np.ndarray:
+    """One integer per (tile id, orientation code): what churn by id compares, any
+    shape, int64."""
+    key = ids.astype(np.int64) * 8
+    return key + orients.astype(np.int64) if orients is not None else key
 
 
 def identical_neighbour_share(same_right: np.ndarray, same_down: np.ndarray) -> float:
@@ -358,17 +404,23 @@ class FrameScorer:
     """Score a sequence of (source, mosaic) frames one pair at a time.
 
     ``groups`` (N,) int, optional: near-duplicate group per tile id, for
-    ``repeats_r2_group`` (without it each tile is its own group).
+    ``repeats_r2_group`` (without it each tile is its own group). ``identifier``,
+    optional, scoring from pixels: the tile bank's :class:`~pipeline.visibility.
+    TileIdentifier`, which tells each cell's tile for the photo visibility score (a
+    render's painters count it themselves, from the tiles they place).
     """
 
-    def __init__(self, grid: Grid, groups: np.ndarray | None = None) -> None:
+    def __init__(self, grid: Grid, groups: np.ndarray | None = None,
+                 identifier: visibility.TileIdentifier | None = None) -> None:
         self.grid = grid
         self.groups = groups
+        self.identifier = identifier
         self.scores = Scores()
         self._prev_src_lab: np.ndarray | None = None
         self._prev_key: np.ndarray | None = None
         self._prev_mosaic: np.ndarray | None = None
         self._repeats = PixelRepeats(grid.rows, grid.cols)
+        self._own = np.zeros((grid.rows, grid.cols), np.float32)  # identified tiles' spread
 
     def reset(self) -> None:
         """Forget the previous frame (stability restarts)."""
@@ -387,7 +439,7 @@ class FrameScorer:
             self._prev_src_lab, self._prev_key = state["prev_src_lab"], state["prev_key"]
 
     def update(self, source_bgr: np.ndarray, mosaic_bgr: np.ndarray | None = None,
-               ids: np.ndarray | None = None, flips: np.ndarray | None = None,
+               ids: np.ndarray | None = None, orients: np.ndarray | None = None,
                cell_change: np.ndarray | None = None, mosaic_sub: np.ndarray | None = None,
                mosaic_sub_lab: np.ndarray | None = None, changed: np.ndarray | None = None
                ) -> None:
@@ -399,7 +451,7 @@ class FrameScorer:
         mosaic_bgr : ndarray (rows * tile_h, cols * tile_w, 3), uint8, the pure mosaic;
             or, instead, its per-cell sub-grid means ``mosaic_sub`` and their Lab values
             ``mosaic_sub_lab``, ndarrays (rows, cols, 4, 4, 3) float32 (BGR in 0..1).
-        ids, flips : optional ndarrays (rows, cols): tile id and mirror flag per cell.
+        ids, orients : optional ndarrays (rows, cols): tile id and orientation code per cell.
         cell_change : optional ndarray (rows, cols), float: mean absolute pixel change of
             each mosaic cell since the previous frame (needs ``mosaic_bgr`` if absent).
         changed : optional ndarray (rows, cols), bool: the only cells of ``mosaic_sub``
@@ -422,7 +474,7 @@ class FrameScorer:
         s.delta_e_subgrid += float(_lab_distance(to_lab(src_sub), mos_sub_lab).mean())
         s.ssim_view += ssim(luma(src_sub), luma(mos_sub))
         if ids is not None:
-            key = ids.astype(np.int64) * 2 + (flips.astype(np.int64) if flips is not None else 0)
+            key = tile_keys(ids, orients)
             s.distinct_tiles += len(np.unique(ids))
             same_r, same_d = ids[:, 1:] == ids[:, :-1], ids[1:, :] == ids[:-1, :]
         else:
@@ -434,7 +486,11 @@ class FrameScorer:
         s.identical_neighbours += identical_neighbour_share(same_r, same_d)
         self._variety(mosaic_sub, ids, changed)
         if cell_change is None:
+            first = self._prev_mosaic is None
             cell_change = self._pixel_change(mosaic_bgr)
+            if self.identifier is not None:
+                self._identified_visibility(mosaic_bgr, None if first else
+                                            cell_change > CHANGED_LEVELS)
         if self._prev_src_lab is not None:
             static = np.linalg.norm(src_lab - self._prev_src_lab, axis=-1) < STATIC_DELTA_E
             changed = key != self._prev_key if ids is not None else cell_change > CHANGED_LEVELS
@@ -463,6 +519,23 @@ class FrameScorer:
             q = np.round(keys[tex] / (2 * SHAPE_LEVELS)).astype(np.int32)
             distinct = len(np.unique(q, axis=0)) if n_tex else 0
         s.distinct_share += distinct / n_tex if n_tex else 1.0
+
+    def _identified_visibility(self, mosaic_bgr: np.ndarray, changed: np.ndarray | None
+                               ) -> None:
+        """Photo visibility from pixels: each cell's tile identified (again only where the
+        cell ``changed``, (rows, cols) bool; None: every cell), its bank spread against
+        the cell's own."""
+        g = self.grid
+        cells = mosaic_bgr.reshape(g.rows, g.tile_h, g.cols, g.tile_w, 3).swapaxes(1, 2)
+        where = np.ones((g.rows, g.cols), bool) if changed is None else changed
+        r, c = np.nonzero(where)
+        ids, _ = self.identifier.identify(np.ascontiguousarray(cells[r, c]))
+        self._own[r, c] = np.where(ids >= 0, self.identifier.spread[np.maximum(ids, 0)], 0)
+        painted = visibility.luma_spread(cells.reshape(-1, g.tile_h, g.tile_w, 3)).reshape(
+            g.rows, g.cols)
+        self.scores.add_visibility(self._own, painted)
+        self.scores.identified_cells = max(self.scores.identified_cells, 0) + int(
+            (self._own > 0).sum())
 
     def _pixel_change(self, mosaic_bgr: np.ndarray) -> np.ndarray:
         """Per-cell mean absolute change against the previous mosaic frame."""
@@ -493,11 +566,14 @@ def _distinct_by_pixels(key: np.ndarray) -> int:
 
 
 def score_videos(source: str, mosaic: str, scale: float, tile_hw: tuple[int, int],
-                 max_frames: int | None = None, progress: bool = False) -> dict[str, float]:
+                 max_frames: int | None = None, progress: bool = False,
+                 bank: np.ndarray | None = None) -> dict[str, float]:
     """Score a pure-mosaic video against its source video, frame by frame.
 
     The cell grid is the one a render with ``scale`` and tiles of ``tile_hw`` (h, w) makes
-    of the source; the mosaic must have that size. Tile identity comes from the pixels.
+    of the source; the mosaic must have that size. Tile identity comes from the pixels;
+    with ``bank`` (N, h, w, 3) uint8, an index's tiles, each cell's tile is identified in
+    it for the photo visibility score.
     """
     from tqdm import tqdm
 
@@ -512,7 +588,8 @@ def score_videos(source: str, mosaic: str, scale: float, tile_hw: tuple[int, int
                          f"{grid.out_w}x{grid.out_h} mosaic of {source} at scale {scale} "
                          f"with {tile_hw[1]}x{tile_hw[0]} tiles")
     count = min(src_info.frames, mos_info.frames, max_frames or src_info.frames)
-    scorer = FrameScorer(grid)
+    identifier = visibility.TileIdentifier(bank) if bank is not None else None
+    scorer = FrameScorer(grid, identifier=identifier)
     frames = zip(FrameReader(src_info, 0, count, slack=2), FrameReader(mos_info, 0, count,
                                                                        slack=2), strict=True)
     for src, mos in tqdm(frames, total=count, desc="score", unit="frames",

@@ -35,9 +35,10 @@ from pipeline.compose import Canvas, blend
 from pipeline.execute import steady_heap, trim_heap
 from pipeline.grid import Grid
 from pipeline.index import TILES, IndexPin, load_groups, pinned_bank
-from pipeline.metrics import SUB, FrameScorer
+from pipeline.metrics import SUB, FrameScorer, tile_keys
 from pipeline.plan import DIFF_SCALE, RATIO_SCALE, PlanChunk, Segment, chunk_path, read_chunk
 from pipeline.video import FrameWriter, VideoInfo, bgr_to_i420, prefetch_frames
+from pipeline.visibility import y_plane_spread
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,9 @@ def shifts(diffs: np.ndarray, strength: float) -> np.ndarray | None:
     return np.rint(diffs * np.float32(strength / DIFF_SCALE)).astype(np.int16)
 
 
-GAIN_RANGE = (0.25, 2.0)  # contrast gains are kept within these: every tile stays a photo
+# contrast gains are kept within these: a photo keeps (nearly) its own contrast (a gain
+# under 1 fades it towards a flat patch, which raises SSIM and hides the photo)
+GAIN_RANGE = (0.8, 1.25)
 GAIN_STEP = 64  # gains are quantised to 1/64
 
 
@@ -152,8 +155,8 @@ def gains(ratios: np.ndarray, tone: float) -> np.ndarray | None:
     if tone <= 0:
         return None
     g = np.power(ratios.astype(np.float32) / RATIO_SCALE, np.float32(tone))
-    g = np.clip(g, *GAIN_RANGE)
-    return (np.rint(g * GAIN_STEP) / GAIN_STEP).astype(np.float32)
+    g = np.rint(g * GAIN_STEP) / GAIN_STEP
+    return np.clip(g, *GAIN_RANGE).astype(np.float32)
 
 
 def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
@@ -164,27 +167,27 @@ def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
                     track=SUB if job.report else 0, bank_ids=bank_ids)
     del bank
     start = chunk.start_state
-    canvas.reset(start.ids, start.flips, shifts(start.diffs, job.recolour),
+    canvas.reset(start.ids, start.orients, shifts(start.diffs, job.recolour),
                  gains(start.ratios, job.tone))
     scorer = FrameScorer(grid, groups) if job.report else None
     if scorer is not None and chunk.start_src_lab is not None:
         scorer.restore({"prev_src_lab": chunk.start_src_lab,
-                        "prev_key": start.ids * 2 + start.flips})
+                        "prev_key": tile_keys(start.ids, start.orients)})
     need_source = job.alpha > 0 or job.report
     source = prefetch_frames(job.info, seg.start, seg.count) if need_source else None
     encoder = _Encoder(job, seg, grid)
     try:
         for i in range(seg.count):
             frame = next(source) if source is not None else None
-            cells, ids, flips, diffs, ratios = chunk.frame(i)
-            change = canvas.place(cells, ids, flips, shifts(diffs, job.recolour),
+            cells, ids, orients, diffs, ratios = chunk.frame(i)
+            change = canvas.place(cells, ids, orients, shifts(diffs, job.recolour),
                                   measure=scorer is not None, gain=gains(ratios, job.tone))
             if scorer is not None:
                 per_cell = np.zeros(grid.cells, np.float32)
                 per_cell[cells] = change
                 placed = np.zeros(grid.cells, bool)
                 placed[cells] = True
-                scorer.update(frame, None, canvas.ids, canvas.flips,
+                scorer.update(frame, None, canvas.ids, canvas.orients,
                               per_cell.reshape(grid.rows, grid.cols), canvas.sub,
                               canvas.sub_lab, changed=placed.reshape(grid.rows, grid.cols))
             # the blend (if any) into the scratch frame, then straight to I420 (half the
@@ -193,6 +196,10 @@ def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
                 canvas.image, frame, job.alpha, encoder.scratch, encoder.scratch)
             out = encoder.buffer()
             bgr_to_i420(shown, out)
+            if scorer is not None:  # the photos' contrast, painted and as written
+                scorer.scores.add_visibility(canvas.own, canvas.spread, None if job.alpha <= 0
+                                             else y_plane_spread(out[:grid.out_h], grid.rows,
+                                                                 grid.cols))
             encoder.put(out)
             if (i + 1) % _PROGRESS_EVERY == 0:
                 _note_progress(job, seg, i + 1)

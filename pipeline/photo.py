@@ -91,7 +91,7 @@ class PhotoOptions:
     max_uses: int = 0
     alpha: float = 0.0
     recolour: float = 0.9
-    tone: float = 1.0
+    tone: float = 0.0
     nprobe: int = 4
     candidates: int = 48
     unseen: float = 0.1

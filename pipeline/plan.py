@@ -13,8 +13,8 @@ Artifacts, in ``<cache>/plans/<plan key>/``:
 * ``chunk-NNNNN.npz``: the plan of segment N (compressed, written atomically). It holds
   the canvas at the segment's start (``start_*``: what the previous segment ended on,
   so a still scene does not reshuffle at a boundary), the per-frame changes (``cells``,
-  ``ids``, ``flips``, ``diffs``, ``ratios``, sliced by ``offsets``), each frame's active-cell count,
-  and the state at its end (``end_*``), from which a killed plan resumes.
+  ``ids``, ``orients``, ``diffs``, ``ratios``, sliced by ``offsets``), each frame's
+  active-cell count, and the state at its end (``end_*``), from which a killed plan resumes.
 * ``manifest.json``: written last, once every chunk is there: the key, the frame range
   and each chunk's size and digest.
 
@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from pipeline.activity import QUIET_GAIN, QUIET_SHARE, Decision, Settler
 from pipeline.cache import (
     artifact_problem,
     atomic_output,
@@ -68,17 +69,15 @@ from pipeline.matching import (
     search_lists,
     top_clusters_by_l2,
 )
-from pipeline.metrics import STATIC_DELTA_E, luma, source_cells
+from pipeline.metrics import luma, source_cells
 from pipeline.video import VideoInfo, prefetch_frames
+from pipeline.visibility import bank_spread, orient, orient_grids, orientations
 
 log = logging.getLogger(__name__)
 
-PLAN_VERSION = "3"  # bump when planning changes: invalidates cached plans
+PLAN_VERSION = "4"  # bump when planning changes: invalidates cached plans
 MANIFEST = "manifest.json"
 DIFF_SCALE = 16  # recolour differences are stored in 1/16 of a colour level, int16
-# a cell's source moves: its mean colour by this much in one frame (the scores' own line
-# between a static cell and a moving one)
-MOTION_DELTA_E = STATIC_DELTA_E
 RATIO_SCALE = 64  # contrast ratios (cell over tile) are stored in 1/64, uint8 (0..3.98)
 # options that act only when painting: changing them reuses the plan (not the recolour
 # strength: the search chooses tiles by the error left after recolouring)
@@ -133,7 +132,8 @@ class CanvasState:
     Attributes
     ----------
     ids : ndarray (rows, cols), int64.
-    flips : ndarray (rows, cols), bool.
+    orients : ndarray (rows, cols), uint8, orientation codes
+        (:func:`pipeline.visibility.orient`: 0 as is, 1 mirrored, ...).
     diffs : ndarray (rows, cols, 3), int16, cell mean minus tile mean (BGR) in
         1/:data:`DIFF_SCALE` levels; a painter adds ``recolour`` times it to the tile.
     ratios : ndarray (rows, cols), uint8, the cell's contrast over the tile's (spread of
@@ -142,7 +142,7 @@ class CanvasState:
     """
 
     ids: np.ndarray
-    flips: np.ndarray
+    orients: np.ndarray
     diffs: np.ndarray
     ratios: np.ndarray
 
@@ -150,12 +150,12 @@ class CanvasState:
     def empty(cls, grid: Grid) -> CanvasState:
         """A blank canvas: no tile anywhere."""
         return cls(np.full((grid.rows, grid.cols), -1, np.int64),
-                   np.zeros((grid.rows, grid.cols), bool),
+                   np.zeros((grid.rows, grid.cols), np.uint8),
                    np.zeros((grid.rows, grid.cols, 3), np.int16),
                    np.full((grid.rows, grid.cols), RATIO_SCALE, np.uint8))
 
     def copy(self) -> CanvasState:
-        return CanvasState(self.ids.copy(), self.flips.copy(), self.diffs.copy(),
+        return CanvasState(self.ids.copy(), self.orients.copy(), self.diffs.copy(),
                            self.ratios.copy())
 
     @property
@@ -197,7 +197,7 @@ class PlanChunk:
     offsets: np.ndarray
     cells: np.ndarray
     ids: np.ndarray
-    flips: np.ndarray
+    orients: np.ndarray
     diffs: np.ndarray
     ratios: np.ndarray
     active: np.ndarray
@@ -208,11 +208,11 @@ class PlanChunk:
     end_tracking: Tracking | None = None
 
     def frame(self, i: int) -> tuple[np.ndarray, ...]:
-        """Frame ``i``'s changes: cells (k,) int64, ids (k,) int64, flips (k,) bool,
+        """Frame ``i``'s changes: cells (k,) int64, ids (k,) int64, orients (k,) uint8,
         diffs (k, 3) int16, ratios (k,) uint8."""
         lo, hi = self.offsets[i], self.offsets[i + 1]
         return (self.cells[lo:hi].astype(np.int64), self.ids[lo:hi].astype(np.int64),
-                self.flips[lo:hi], self.diffs[lo:hi], self.ratios[lo:hi])
+                self.orients[lo:hi], self.diffs[lo:hi], self.ratios[lo:hi])
 
     def tile_ids(self) -> np.ndarray:
         """Every tile id the segment shows, sorted and unique: (m,) int64."""
@@ -223,7 +223,7 @@ class PlanChunk:
 def write_chunk(path: Path, key: str, seg: Segment, frames: list[tuple], active: list[int],
                 start: CanvasState, end: CanvasState, start_src_lab: np.ndarray | None,
                 end_src_lab: np.ndarray, tracking: Tracking) -> None:
-    """Write one segment's plan atomically (``frames``: per frame (cells, ids, flips, diffs,
+    """Write one segment's plan atomically (``frames``: per frame (cells, ids, orients, diffs,
     ratios))."""
     sizes = [len(f[0]) for f in frames]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -235,11 +235,11 @@ def write_chunk(path: Path, key: str, seg: Segment, frames: list[tuple], active:
     arrays = {
         "key": np.array(key), "meta": np.array([seg.number, seg.start, seg.count], np.int64),
         "offsets": offsets, "cells": cat(0, np.int32), "ids": cat(1, np.int32),
-        "flips": cat(2, bool), "diffs": cat(3, np.int16, (3,)), "ratios": cat(4, np.uint8),
+        "orients": cat(2, np.uint8), "diffs": cat(3, np.int16, (3,)), "ratios": cat(4, np.uint8),
         "active": np.asarray(active, np.int32),
-        "start_ids": start.ids.astype(np.int32), "start_flips": start.flips,
+        "start_ids": start.ids.astype(np.int32), "start_orients": start.orients,
         "start_diffs": start.diffs, "start_ratios": start.ratios,
-        "end_ids": end.ids.astype(np.int32), "end_flips": end.flips, "end_diffs": end.diffs,
+        "end_ids": end.ids.astype(np.int32), "end_orients": end.orients, "end_diffs": end.diffs,
         "end_ratios": end.ratios, "end_src_lab": end_src_lab,
         "end_reference": tracking.reference, "end_pending": tracking.pending,
         "end_waited": tracking.waited, "end_cell_lab": tracking.lab,
@@ -271,11 +271,11 @@ def read_chunk(path: Path, key: str | None = None) -> PlanChunk | None:
             number, start, count = (int(v) for v in z["meta"])
             lab = z["start_src_lab"]
             return PlanChunk(
-                number, start, count, z["offsets"], z["cells"], z["ids"], z["flips"],
+                number, start, count, z["offsets"], z["cells"], z["ids"], z["orients"],
                 z["diffs"], z["ratios"], z["active"],
-                CanvasState(z["start_ids"].astype(np.int64), z["start_flips"],
+                CanvasState(z["start_ids"].astype(np.int64), z["start_orients"],
                             z["start_diffs"], z["start_ratios"]),
-                CanvasState(z["end_ids"].astype(np.int64), z["end_flips"], z["end_diffs"],
+                CanvasState(z["end_ids"].astype(np.int64), z["end_orients"], z["end_diffs"],
                             z["end_ratios"]),
                 lab if lab.size else None, z["end_src_lab"],
                 Tracking(z["end_reference"], z["end_pending"], z["end_waited"],
@@ -316,20 +316,19 @@ def luma_grid(cells_bgr: np.ndarray) -> np.ndarray:
 _SSIM_C2 = (0.03 * 255) ** 2  # SSIM's contrast constant, in squared levels
 
 
-def contrast_ratios(cell_grid: np.ndarray, tile_grid: np.ndarray, flips: np.ndarray
+def contrast_ratios(cell_grid: np.ndarray, tile_grid: np.ndarray, orients: np.ndarray
                     ) -> np.ndarray:
     """The contrast gain that makes each placed tile look most like its cell from a
     distance, (k,) uint8 in 1/:data:`RATIO_SCALE` (0..3.98).
 
-    With the cell's 4x4 luma spread a and its correlation rho with the tile's (mirrored
-    where ``flips``), the tile's spread x that maximises SSIM's contrast-structure term
-    ``(2 a x rho + C2) / (a^2 + x^2 + C2)`` is the positive root of
+    With the cell's 4x4 luma spread a and its correlation rho with the tile's (in its
+    orientation ``orients``, (k,) codes or bools), the tile's spread x that maximises
+    SSIM's contrast-structure term ``(2 a x rho + C2) / (a^2 + x^2 + C2)`` is the positive root of
     ``a rho x^2 + C2 x - a rho (a^2 + C2) = 0`` (x = a when the two correlate perfectly,
     smaller as they correlate less, 0 when they do not); the gain is x over the tile's
     spread. ``cell_grid``, ``tile_grid`` (k, 16) float32 luma.
     """
-    t = tile_grid.reshape(-1, 4, 4)
-    t = np.where(flips[:, None, None], t[:, :, ::-1], t).reshape(-1, 16)
+    t = orient_grids(tile_grid.reshape(-1, 4, 4), orients).reshape(-1, 16)
     q = cell_grid - cell_grid.mean(1, keepdims=True)
     t = t - t.mean(1, keepdims=True)
     a = np.sqrt((q * q).mean(1))
@@ -347,48 +346,60 @@ def cell_lab(frame_bgr: np.ndarray, grid: Grid) -> np.ndarray:
     return srgb_to_lab(area_means(frame_bgr, grid.cols, grid.rows)).reshape(-1, 3)
 
 
-class Settler:
-    """Changes wait for motion: a cell the activity mask marks is decided in a frame
-    where its own source moves (its mean colour by :data:`MOTION_DELTA_E` or more since
-    the previous frame), or once it has waited ``frames`` frames.
+class Orientations:
+    """The orientations a cell may take its tile in (:func:`pipeline.visibility.
+    orientations`), on the search features (a ``g x g`` grid of 3 values per sub-cell,
+    then any extra values, which no orientation moves)."""
 
-    A change in a still region is seen as flicker; one made while that region moves is
-    masked by the motion. ``frames`` 0 decides every marked cell at once (the
-    reference's behaviour). It continues where ``tracking`` (the previous segment's
-    :class:`Tracking`) left it, or starts empty; ``tracking`` may also be just the Lab
-    cell colours (cells, 3) of the frame before.
-    """
+    def __init__(self, codes: tuple[int, ...], grid: int) -> None:
+        self.codes, self.grid = codes, grid
+        perms = [orient(np.arange(grid * grid).reshape(1, grid, grid), c).reshape(-1)
+                 for c in range(8)]
+        # the grid seen in orientation c, turned back: its inverse permutation
+        self._back = np.stack([np.argsort(p) for p in perms])
 
-    def __init__(self, cells: int, frames: int,
-                 tracking: Tracking | np.ndarray | None) -> None:
-        self.frames = frames
-        self.pending = np.zeros(cells, bool)
-        self.waited = np.zeros(cells, np.int32)
-        self.prev = None
-        if isinstance(tracking, Tracking):
-            self.pending[:] = tracking.pending
-            self.waited[:] = tracking.waited
-            tracking = tracking.lab
-        if tracking is not None:
-            self.prev = np.asarray(tracking, np.float32).reshape(-1, 3)
+    def unturn(self, queries: np.ndarray, code: int | np.ndarray) -> np.ndarray:
+        """Cell features (n, D) float32 turned back from orientation ``code`` (one code, or
+        (n,) codes): a tile in that orientation is as far from the cell as the tile
+        itself is from the result."""
+        if np.isscalar(code) and code == 0:
+            return queries
+        n, g2 = len(queries), self.grid * self.grid
+        cells = queries[:, :3 * g2].reshape(n, g2, 3)
+        back = self._back[np.broadcast_to(np.asarray(code), (n,))]
+        out = np.take_along_axis(cells, back[:, :, None], 1).reshape(n, 3 * g2)
+        return np.concatenate([out, queries[:, 3 * g2:]], 1) if queries.shape[1] > 3 * g2 \
+            else out
 
-    def decide(self, changed: np.ndarray, lab: np.ndarray, now: bool) -> np.ndarray:
-        """The cells to decide in this frame, (k,) int64, from the activity mask's
-        ``changed`` (cells,) bool and the frame's cell colours ``lab`` (cells, 3);
-        ``now`` (scene cut, first frame) decides every marked and waiting cell."""
-        prev, self.prev = self.prev, lab
-        if self.frames <= 0:
-            return np.flatnonzero(changed)
-        self.pending |= changed
-        if now or prev is None:
-            decide = self.pending.copy()
-        else:
-            moving = np.linalg.norm(lab - prev, axis=1) >= MOTION_DELTA_E
-            self.waited[self.pending] += 1
-            decide = self.pending & (moving | (self.waited >= self.frames))
-        self.pending &= ~decide
-        self.waited[decide] = 0
-        return np.flatnonzero(decide)
+    def merge(self, found: list[tuple[np.ndarray, np.ndarray]], k: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each orientation's candidates (ids, squared distances), (n, k) each, in the
+        order of :attr:`codes`, merged: every tile once, in its best orientation, the
+        ``k`` nearest by distance, then id: (ids, distances, codes), (n, k)."""
+        if len(found) == 1:
+            ids, dist = found[0]
+            return ids, dist, np.full(ids.shape, self.codes[0], np.uint8)
+        ids = np.concatenate([f[0] for f in found], 1)
+        dist = np.concatenate([f[1] for f in found], 1)
+        codes = np.repeat(np.asarray(self.codes, np.uint8), found[0][0].shape[1])
+        codes = np.broadcast_to(codes, ids.shape)
+        order = np.lexsort((dist, ids), axis=1)  # by tile, nearest orientation first
+        ids, dist, codes = (np.take_along_axis(a, order, 1) for a in (ids, dist, codes))
+        again = np.zeros(ids.shape, bool)
+        again[:, 1:] = ids[:, 1:] == ids[:, :-1]
+        dist = np.where(again | (ids < 0), np.inf, dist)
+        order = np.lexsort((ids, dist), axis=1)[:, :k]
+        ids, dist, codes = (np.take_along_axis(a, order, 1) for a in (ids, dist, codes))
+        return np.where(np.isfinite(dist), ids, -1), dist, codes
+
+
+def flat_tiles(index: TileIndex, spread: float) -> np.ndarray | None:
+    """Featureless tiles, (N,) bool: a luma spread under ``spread`` (``render.flat_spread``,
+    by default the visibility score's :data:`pipeline.visibility.MIN_SPREAD`: nothing to
+    see in them, nothing to repeat; the use cap spares them,
+    :class:`pipeline.assign.TileAssigner`); None for 0. Read from the bank in blocks
+    (about 0.5 s for 42,000 tiles)."""
+    return bank_spread(index.tiles) < spread if spread > 0 else None
 
 
 _SEARCH_BLOCK = 8192  # queries searched at once (about 10 MB of scratch)
@@ -413,6 +424,9 @@ class Planner:
         self.bins = int(index.manifest["params"]["hist_bins"])
         self.lab_grid = int(index.manifest["params"]["lab_grid"])
         self.cluster = ClusterMatcher(self.tiles, config.cell_clusters)
+        th, tw = index.tiles.shape[1:3]
+        self.orients = Orientations(orientations(config.orientations, th == tw),
+                                    self.lab_grid)
         if config.matching != "cluster":
             # the search measures the error left after recolouring (by structure)
             self.lab = search_features(np.asarray(index.lab, dtype=np.float32),
@@ -422,7 +436,8 @@ class Planner:
             self.assigner = TileAssigner(grid.rows, grid.cols, self.lab, config.hysteresis,
                                          config.max_uses, groups=index.groups,
                                          radius=config.repeat_radius, use_cap=config.use_cap,
-                                         unseen=config.unseen, joint=config.joint)
+                                         unseen=config.unseen, joint=config.joint,
+                                         flat=flat_tiles(index, config.flat_spread))
         self.bank_path = Path(index.path) / TILES  # tiles are read only for their means
         self.recolour = recolours(config)
         self._tile_means = np.full((len(index.tiles), 3), np.nan, np.float32)
@@ -501,25 +516,24 @@ class Planner:
         last_frame = None
         frames_iter = prefetch_frames(self.info, seg.start, seg.count)
         try:
-            settle = Settler(grid.cells, cfg.settle, tracking)
+            settle = Settler(grid.cells, cfg.settle, tracking, cfg.scene_cut)
             for b0 in range(0, seg.count, cfg.cluster_batch_frames):
-                frames, active, frees = [], [], []
+                frames, decisions = [], []
                 for _ in range(min(cfg.cluster_batch_frames, seg.count - b0)):
                     frame = next(frames_iter)
                     frames.append(frame)
                     changed = tracker.update(frame).ravel()
                     first = b0 == 0 and len(frames) == 1
-                    free = (first and not carried) or (
-                        (not first or tracking is not None)
-                        and changed.sum() > cfg.scene_cut * grid.cells)
-                    frees.append(free)
-                    # a new mask (first frame of all, or after a reset) decides at once
-                    active.append(settle.decide(changed, cell_lab(frame, grid),
-                                                free or (first and tracking is None)))
+                    # a new mask (first frame of all, or after a reset) decides at once;
+                    # a canvas with no tile yet is chosen afresh
+                    decision = settle.decide(changed, cell_lab(frame, grid),
+                                             first and tracking is None)
+                    decisions.append(self._gate(decision, first and not carried))
+                active = [d.cells for d in decisions]
                 views = [cell_views(f, grid)[a] for f, a in zip(frames, active, strict=True)]
                 plans = self._plan_batch(views, active)
                 for i, cells in enumerate(active):
-                    placed, ids, flips = self._choose(cells, plans[i], state, frees[i])
+                    placed, ids, orients = self._choose(cells, plans[i], state, decisions[i])
                     diffs = np.zeros((len(placed), 3), np.int16)
                     ratios = np.full(len(placed), RATIO_SCALE, np.uint8)
                     if self.recolour and len(placed):  # every active cell is re-placed
@@ -528,11 +542,11 @@ class Planner:
                         diffs = np.rint((cell_mean - means) * DIFF_SCALE)
                         diffs = np.clip(diffs, -255 * DIFF_SCALE, 255 * DIFF_SCALE)
                         diffs = diffs.astype(np.int16)
-                        ratios = contrast_ratios(luma_grid(views[i]), grids, flips)
+                        ratios = contrast_ratios(luma_grid(views[i]), grids, orients)
                     r, c = np.divmod(placed, grid.cols)
-                    state.ids[r, c], state.flips[r, c], state.diffs[r, c] = ids, flips, diffs
+                    state.ids[r, c], state.orients[r, c], state.diffs[r, c] = ids, orients, diffs
                     state.ratios[r, c] = ratios
-                    changes.append((placed, ids, flips, diffs, ratios))
+                    changes.append((placed, ids, orients, diffs, ratios))
                     active_counts.append(len(cells))
                 last_frame = frames[-1]
         finally:
@@ -565,21 +579,24 @@ class Planner:
         cfg = self.config
         if not any(len(a) for a in active):  # a still stretch: nothing to match
             none = np.zeros(0, np.int64)
-            return [(none, np.zeros(0, bool)) if cfg.matching == "cluster" else
-                    (None, none, none) for _ in active]
+            return [(none, np.zeros(0, np.uint8)) if cfg.matching == "cluster" else
+                    (None, none, none, none) for _ in active]
         split = np.cumsum([len(a) for a in active])[:-1]
         if cfg.matching != "nearest":
             hists = np.concatenate([colour_histogram(v, self.bins) for v in views])
         if cfg.matching == "cluster":
-            ids, flips = self.cluster.match(hists)
-            return list(zip(np.split(ids, split), np.split(flips, split), strict=True))
+            ids, flips = self.cluster.match(hists)  # mirrored or not: codes 1 and 0
+            return list(zip(np.split(ids, split), np.split(flips.astype(np.uint8), split),
+                            strict=True))
         queries = search_features(lab_grid_means(np.concatenate(views), self.lab_grid),
                                   cfg.mean_weight, cfg.recolour)
         coarse = (self.cluster.coarse(hists, cfg.refine_clusters)
                   if cfg.matching == "refined" else None)
 
-        def search(lo: int) -> tuple[np.ndarray, np.ndarray]:
-            q = queries[lo:lo + _SEARCH_BLOCK]
+        def search(lo: int, code: int) -> tuple[np.ndarray, np.ndarray]:
+            # a tile in orientation ``code`` against the cell is the tile as it is against
+            # the cell turned back: the same distance, searched in the tiles' own features
+            q = self.orients.unturn(queries[lo:lo + _SEARCH_BLOCK], code)
             probes = (coarse[lo:lo + _SEARCH_BLOCK] if coarse is not None else
                       top_clusters_by_l2(q, self.lab_centroids, cfg.nprobe))
             return search_lists(q, probes, self.tiles, self.lab, cfg.candidates)
@@ -587,23 +604,69 @@ class Planner:
         # in blocks of queries: the distances to the centroids and the search's scratch (a
         # slot per query, probe and candidate) stay bounded however many cells a batch of
         # frames has active (a scene cut at 5120x2880 is 14,400 of them per frame)
-        parts = [search(lo) for lo in range(0, len(queries), _SEARCH_BLOCK)]
-        cand_ids = np.concatenate([p[0] for p in parts])
-        cand_d = np.concatenate([p[1] for p in parts])
-        return list(zip(np.split(queries, split), np.split(cand_ids, split),
-                        np.split(cand_d, split), strict=True))
+        parts = [self.orients.merge([search(lo, c) for c in self.orients.codes],
+                                    cfg.candidates)
+                 for lo in range(0, len(queries), _SEARCH_BLOCK)]
+        cand = [np.concatenate([p[i] for p in parts]) for i in range(3)]
+        return list(zip(np.split(queries, split), *(np.split(c, split) for c in cand),
+                        strict=True))
+
+    def _gate(self, decision: Decision, cold: bool) -> Decision:
+        """The decision as this matching mode can carry it out: on a ``cold`` canvas (no
+        tile yet) every cell is chosen afresh; cluster mode, which cannot tell a clearly
+        better tile, leaves quiet cells as they are."""
+        if cold:
+            return Decision(decision.cells, np.zeros(len(decision.cells), bool), True)
+        if self.config.matching == "cluster" and decision.quiet.any():
+            loud = ~decision.quiet
+            return Decision(decision.cells[loud], decision.quiet[loud], decision.cut)
+        return decision
+
+    def _stalest(self, cells: np.ndarray, quiet: np.ndarray, seen: np.ndarray,
+                 cand_ids: np.ndarray, cand_d: np.ndarray, current: np.ndarray
+                 ) -> np.ndarray:
+        """Which quiet cells may switch tiles this frame, (j,) positions into ``cells``:
+        those whose tile has gone clearly stale (a candidate past the hysteresis margin,
+        with at least :data:`QUIET_GAIN` less error per sub-cell), at most
+        :data:`QUIET_SHARE` of the grid's cells a frame, the largest gains first. The others only
+        get their colour refreshed: a still cell never flickers, however long it waits,
+        and a slowly changing one catches up."""
+        pos = np.flatnonzero(quiet & (current[cells] >= 0))
+        cur = current[cells[pos]]
+        diff = seen[pos] - self.lab[cur]
+        own = (diff * diff).sum(1)
+        other = np.where(cand_ids[pos] == cur[:, None], np.inf, cand_d[pos]).min(1)
+        per_sub = np.float32(self.lab_grid * self.lab_grid)
+        gain = np.sqrt(own / per_sub) - np.sqrt(np.minimum(other, own) / per_sub)
+        ok = (other < np.float32(self.config.hysteresis) ** 2 * own) & (gain >= QUIET_GAIN)
+        budget = max(1, int(QUIET_SHARE * self.grid.cells))
+        return pos[ok][np.argsort(-gain[ok], kind="stable")[:budget]]
 
     def _choose(self, cells: np.ndarray, plan, state: CanvasState,
-                free: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                decision: Decision) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tiles for one frame's active cells; returns the cells to (re)place with them."""
         if self.config.matching == "cluster":
             return cells, plan[0], plan[1]
         if len(cells) == 0:
-            return cells, np.zeros(0, np.int64), np.zeros(0, bool)
-        queries, cand_ids, cand_d = plan
+            return cells, np.zeros(0, np.int64), np.zeros(0, np.uint8)
+        queries, cand_ids, cand_d, cand_codes = plan
         current = state.ids.ravel()
-        ids = self.assigner.assign(cells, queries, cand_ids, cand_d, current, free)
+        held = state.orients.ravel()[cells]
+        # the cells as their current tiles see them (hysteresis weighs those tiles' costs)
+        seen = self.orients.unturn(queries, held)
+        quiet = decision.quiet
+        margin = None
+        if quiet.any():
+            margin = np.where(quiet, np.float32(0), np.float32(self.config.hysteresis))
+            margin[self._stalest(cells, quiet, seen, cand_ids, cand_d, current)] = \
+                self.config.hysteresis
+        ids = self.assigner.assign(cells, seen, cand_ids, cand_d, current,
+                                   decision.cut & ~quiet, margin)
+        # a kept tile keeps its orientation; a new one takes its candidate's
+        hit = cand_ids == ids[:, None]
+        codes = np.where(ids == current[cells], held,
+                         cand_codes[np.arange(len(ids)), hit.argmax(1)]).astype(np.uint8)
         if not self.recolour:  # unchanged tiles need no placing
-            moved = ids != current[cells]
-            cells, ids = cells[moved], ids[moved]
-        return cells, ids, np.zeros(len(cells), bool)
+            moved = (ids != current[cells]) | (codes != held)
+            cells, ids, codes = cells[moved], ids[moved], codes[moved]
+        return cells, ids, codes

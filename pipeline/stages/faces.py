@@ -56,7 +56,7 @@ from pipeline.imagesize import pixel_problem
 
 log = logging.getLogger(__name__)
 
-VERSION = "1"  # bump when detection or cropping changes: invalidates the records
+VERSION = "2"  # bump when detection or cropping changes: invalidates the records (2: YuNet)
 STATE = ".faces"
 MANIFEST = "manifest.json"
 BAD_FILES = "bad_files.tsv"

@@ -105,7 +105,7 @@ from pipeline.video import (
 
 log = logging.getLogger(__name__)
 
-RENDER_VERSION = "3"  # bump when painting changes: invalidates cached segments
+RENDER_VERSION = "4"  # bump when painting changes: invalidates cached segments
 DONE = "done.json"
 _POLL = 0.2  # seconds between looks at the workers
 

@@ -1,0 +1,105 @@
+"""When a cell may change its tile (pipeline.activity): settling and the scene-cut rule."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.activity import CUT_DELTA_E, MOTION_DELTA_E, Settler
+from pipeline.plan import Tracking
+
+
+def _lab(values: list[float]) -> np.ndarray:
+    lab = np.zeros((len(values), 3), np.float32)
+    lab[:, 0] = values
+    return lab
+
+
+def test_marked_cells_wait_for_their_own_motion_then_are_decided_quietly() -> None:
+    s = Settler(3, 4, _lab([50, 50, 50]))
+    # all three marked; only cell 1 moves in this frame: decided, not quietly
+    d = s.decide(np.array([True, True, True]), _lab([50, 50 + MOTION_DELTA_E, 50.5]))
+    assert d.cells.tolist() == [1] and d.quiet.tolist() == [False] and not d.cut
+    # nothing newly marked; cell 2 moves now and is decided, cell 0 keeps waiting
+    d = s.decide(np.zeros(3, bool), _lab([50, 52, 53]))
+    assert d.cells.tolist() == [2] and d.quiet.tolist() == [False]
+    assert s.decide(np.zeros(3, bool), _lab([50, 52, 53])).cells.tolist() == []
+    # cell 0 has waited 4 frames without moving: decided quietly (colour, and a tile
+    # switch only for a clearly better one)
+    d = s.decide(np.zeros(3, bool), _lab([50, 52, 53]))
+    assert d.cells.tolist() == [0] and d.quiet.tolist() == [True]
+    assert s.decide(np.zeros(3, bool), _lab([50, 52, 53])).cells.tolist() == []
+
+
+def test_noise_marks_every_cell_but_moves_none_and_is_no_cut() -> None:
+    rng = np.random.default_rng(0)
+    s = Settler(100, 8, _lab([50] * 100), scene_cut=0.6)
+    loud = 0
+    for _ in range(40):
+        lab = _lab(list(50 + rng.normal(0, 0.4, 100)))  # sensor noise on the cell means
+        d = s.decide(np.ones(100, bool), lab)
+        assert not d.cut
+        loud += int((~d.quiet).sum())
+    # (almost) nothing decided as moving: no tile switches by the usual margin
+    assert loud <= 0.01 * 100 * 40
+
+
+def test_a_scene_cut_is_a_frame_where_most_cells_change_a_lot() -> None:
+    s = Settler(10, 8, _lab([50] * 10), scene_cut=0.6)
+    step = [50 + CUT_DELTA_E] * 7 + [50] * 3  # 70% of the cells jumped
+    d = s.decide(np.array([True] * 7 + [False] * 3), _lab(step))
+    assert d.cut and d.cells.tolist() == list(range(7)) and not d.quiet.any()
+    small = [v + MOTION_DELTA_E for v in step]  # everything moves a little: no cut
+    assert not s.decide(np.ones(10, bool), _lab(small)).cut
+
+
+def test_fresh_masks_and_settle_zero_decide_at_once() -> None:
+    fresh = Settler(2, 8, None)  # no previous frame: nothing to wait for
+    assert fresh.decide(np.array([True, True]), _lab([1, 2])).cells.tolist() == [0, 1]
+    s = Settler(3, 8, _lab([50, 50, 50]))
+    assert s.decide(np.array([True, False, True]), _lab([50, 50, 50])).cells.tolist() == []
+    # a fresh mask (a segment's first frame after a reset) decides everything marked or
+    # waiting
+    d = s.decide(np.array([False, True, False]), _lab([50, 50, 50]), fresh=True)
+    assert d.cells.tolist() == [0, 1, 2]
+    off = Settler(3, 0, _lab([50, 50, 50]))  # settle 0 is the reference: at once
+    assert off.decide(np.array([True, False, True]), _lab([50, 50, 50])).cells.tolist() == [0, 2]
+
+
+def test_settling_continues_from_a_saved_tracking() -> None:
+    t = Tracking(np.zeros((2, 2, 3), np.uint8), np.array([True, False, True]),
+                 np.array([3, 0, 1], np.int32), _lab([50, 50, 50]))
+    s = Settler(3, 4, t)
+    # cell 0 had waited 3 frames: this one is its 4th; cell 2 waits on
+    d = s.decide(np.zeros(3, bool), _lab([50, 50, 50]))
+    assert d.cells.tolist() == [0] and d.quiet.tolist() == [True]
+
+
+def test_quiet_switches_are_the_stalest_within_the_budget() -> None:
+    """Quiet cells may switch tiles only where a candidate is clearly better, stalest
+    first, at most QUIET_SHARE of the grid's cells in a frame."""
+    from types import SimpleNamespace
+
+    from pipeline.activity import QUIET_SHARE
+    from pipeline.plan import Planner
+
+    cells_in_grid = 400
+    budget = int(QUIET_SHARE * cells_in_grid)
+    lab = np.zeros((50, 48), np.float32)  # tile t: every value t
+    lab += np.arange(50, dtype=np.float32)[:, None]
+    fake = SimpleNamespace(lab=lab, lab_grid=4, grid=SimpleNamespace(cells=cells_in_grid),
+                           config=SimpleNamespace(hysteresis=0.9))
+    n = 10
+    cells = np.arange(n)
+    current = np.full(cells_in_grid, 0, np.int64)
+    current[:n] = np.arange(n) + 1  # cell i shows tile i + 1
+    seen = np.zeros((n, 48), np.float32)  # every cell now looks like tile 0
+    seen[7] = lab[8] + 0.2  # ... but cell 7 still looks like its own tile (8): not stale
+    cand_ids = np.tile(np.arange(5), (n, 1))  # tile 0 (exact) first
+    cand_d = ((lab[cand_ids] - seen[:, None]) ** 2).sum(-1)
+    quiet = np.ones(n, bool)
+    quiet[3] = False  # decided as moving: not the quiet rule's business
+    got = Planner._stalest(fake, cells, quiet, seen, cand_ids, cand_d, current)
+    assert len(got) == budget
+    # the stalest first: the cells whose tiles are furthest from what they now show
+    assert got.tolist() == [9, 8, 6, 5][:budget]
+    assert 3 not in got and 7 not in got
