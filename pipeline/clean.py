@@ -42,16 +42,17 @@ import numpy as np
 
 from pipeline.cache import (
     CACHE_ENTRIES,
-    HOLD,
     MARKER,
+    READ_ERRORS,
     digest_text,
-    file_lock,
     mark_owned,
     owned_kind,
     temp_final_name,
 )
 from pipeline.errors import LockedError, MosaicError
-from pipeline.shards import READ_ERRORS, SHARD_FILES
+from pipeline.locks import HOLD, file_lock
+from pipeline.planfile import PLAN_FILES, chunk_key
+from pipeline.shards import SHARD_FILES
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _KEY = re.compile(r"[0-9a-f]{32}")
 # the files the tool writes in each kind of folder: all it ever deletes there
 JOB_FILES = re.compile(r"seg-\d{5}\.(mp4|json|progress)|done\.json|concat\.txt")
-PLAN_FILES = re.compile(r"chunk-\d{5}\.npz|manifest\.json")
 DOWNLOAD_FILES = re.compile(r"video(\..+)?|done\.json")
 INDEX_FILES = re.compile(r"tiles\.npy|features_(hist|lab)\.npy|(clusters|groups)\.npz|"
                          r"bad_files\.tsv|(manifest|last_run)\.json")
@@ -216,17 +216,9 @@ def _proves(folder: Path, kind: str) -> bool:
         return False
     if kind == "plan":
         return _read_json(folder / "manifest.json").get("key") == folder.name or any(
-            _chunk_key(c) == folder.name for c in sorted(folder.glob("chunk-*.npz"))[:1])
+            chunk_key(c) == folder.name for c in sorted(folder.glob("chunk-*.npz"))[:1])
     return any(_read_json(r).get("key") == folder.name
                for r in sorted(folder.glob("seg-[0-9][0-9][0-9][0-9][0-9].json"))[:3])
-
-
-def _chunk_key(path: Path) -> str | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return str(z["key"])
-    except READ_ERRORS:
-        return None
 
 
 def _owned(folder: Path, kind: str, dry_run: bool) -> bool:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.activity import CUT_DELTA_E, MOTION_DELTA_E, Settler
-from pipeline.plan import Tracking
+from pipeline.activity import CUT_DELTA_E, MOTION_DELTA_E, Settler, Tracking
 
 
 def _lab(values: list[float]) -> np.ndarray:
@@ -80,7 +79,7 @@ def test_quiet_switches_are_the_stalest_within_the_budget() -> None:
     from types import SimpleNamespace
 
     from pipeline.activity import QUIET_SHARE
-    from pipeline.plan import Planner
+    from pipeline.modes import NearestMode
 
     cells_in_grid = 400
     budget = int(QUIET_SHARE * cells_in_grid)
@@ -98,7 +97,7 @@ def test_quiet_switches_are_the_stalest_within_the_budget() -> None:
     cand_d = ((lab[cand_ids] - seen[:, None]) ** 2).sum(-1)
     quiet = np.ones(n, bool)
     quiet[3] = False  # decided as moving: not the quiet rule's business
-    got = Planner._stalest(fake, cells, quiet, seen, cand_ids, cand_d, current)
+    got = NearestMode.stalest(fake, cells, quiet, seen, cand_ids, cand_d, current)
     assert len(got) == budget
     # the stalest first: the cells whose tiles are furthest from what they now show
     assert got.tolist() == [9, 8, 6, 5][:budget]

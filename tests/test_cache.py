@@ -18,12 +18,12 @@ from pipeline.cache import (
     atomic_memmap,
     check_artifact,
     ensure_free,
-    file_lock,
     free_bytes,
     record_artifact,
     write_npz,
 )
 from pipeline.errors import DiskFullError, LockedError, MosaicError
+from pipeline.locks import file_lock
 
 
 def test_record_and_check_artifact(tmp_path: Path) -> None:

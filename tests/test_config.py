@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import default_toml_values, load_config, parse_tile_size
+from pipeline.config import load_config
+from pipeline.config_docs import default_toml_values
 from pipeline.errors import ConfigError
+from pipeline.sizes import parse_tile_size
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.grid import ActivityTracker, cell_views, make_grid
+from pipeline.activity import ActivityTracker
+from pipeline.grid import cell_views, make_grid
 
 
 def test_grid_rounds_up_to_whole_cells() -> None:

@@ -15,22 +15,17 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.cache import (
-    file_lock,
-    mark_owned,
-    open_cache,
-    owned_ancestor,
-    owned_kind,
-    temp_final_name,
-)
+from pipeline.cache import mark_owned, open_cache, owned_ancestor, owned_kind, temp_final_name
 from pipeline.clean import CleanError, clean_cache, refuse_unsafe
 from pipeline.cli import one_line
+from pipeline.config import PhotoOptions
 from pipeline.errors import OutputError
 from pipeline.execute import choose_workers
 from pipeline.grid import Grid
 from pipeline.imagesize import image_size, pixel_problem
+from pipeline.locks import file_lock
 from pipeline.output import check_output, existing_problem, managed_place
-from pipeline.photo import PhotoOptions, check_feasible, violations
+from pipeline.photo import check_feasible, violations
 
 
 def test_markers_name_the_kind_and_are_found_from_below(tmp_path: Path) -> None:
@@ -158,7 +153,7 @@ def test_clean_waits_for_nothing_and_leaves_held_folders(tmp_path: Path) -> None
     import os
 
     os.utime(plan / "chunk-00000.npz", (old, old))
-    from pipeline.cache import hold
+    from pipeline.locks import hold
 
     with hold(plan, "the plan"):
         report = clean_cache(cache, 0)

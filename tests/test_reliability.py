@@ -14,8 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import make_clip
-from test_index_stage import assert_same_index
+from helpers import assert_same_index, make_clip, mosaic, no_temporaries
 
 from pipeline.cache import mark_owned
 from pipeline.config import IndexConfig
@@ -27,20 +26,8 @@ SMALL_ARGS = ("--clusters", "8", "--jobs", "1", "--set", "index.shard_size=40")
 SMALL = IndexConfig(clusters=8, jobs=1, shard_size=40)
 
 
-def mosaic(*args: object, check_one_line: bool = True, **popen) -> subprocess.CompletedProcess:
-    """Run ``python -m pipeline ARGS`` as a user would; never a traceback, and a failure
-    is exactly one ``error:`` line."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, **popen)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    if proc.returncode != 0 and check_one_line:
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
-        assert len(errors) == 1 and proc.stderr.rstrip().endswith(errors[0]), proc.stderr
-    return proc
 
 
-def no_temporaries(root: Path) -> bool:
-    return not [p for p in root.rglob("*.tmp")]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_clip
+from helpers import make_clip
 
 from pipeline.config import RenderConfig, load_config
 from pipeline.execute import choose_workers
@@ -249,7 +249,8 @@ def test_worker_choice_fits_cores_and_memory(preset: str, cores: int, avail_gib:
 
 
 def test_x264_lookahead_is_shortened_only_for_very_large_frames() -> None:
-    from pipeline.execute import worker_bytes, x264_lookahead
+    from pipeline.encode import x264_lookahead
+    from pipeline.execute import worker_bytes
     from pipeline.stages.render import _codec
 
     assert x264_lookahead(2560 * 1920, "slow") is None  # the preset's own 50 fit
