@@ -61,6 +61,10 @@ class SchedulerError(MosaicError):
     """The Dask scheduler given cannot be used (Dask missing, or unreachable)."""
 
 
+class CleanError(MosaicError):
+    """The folder given to ``mosaic clean`` is not one it may clean."""
+
+
 class DiskFullError(MosaicError):
     """A write failed because its filesystem is full (or a size limit was hit)."""
 

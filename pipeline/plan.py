@@ -163,4 +163,5 @@ class PlanEngine:
         r, c = np.divmod(placed, self.grid.cols)
         canvas.ids[r, c], canvas.orients[r, c], canvas.diffs[r, c] = ids, orients, diffs
         canvas.ratios[r, c] = ratios
-        return FrameChange(placed, ids, orients, diffs, ratios, len(decision.cells))
+        return FrameChange(placed, ids, orients, diffs, ratios, len(decision.cells),
+                           decision.cut)

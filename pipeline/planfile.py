@@ -125,7 +125,8 @@ class CanvasState:
 class FrameChange(NamedTuple):
     """One frame's changes: the cells (re)placed (k,) int, their tile ids (k,) int,
     orientation codes (k,) uint8, recolour differences (k, 3) int16 and contrast ratios
-    (k,) uint8; and how many cells the frame decided (``active``)."""
+    (k,) uint8; how many cells the frame decided (``active``), and whether it was a
+    scene cut (``cut``: its moving cells chosen afresh; not stored in a chunk)."""
 
     cells: np.ndarray
     ids: np.ndarray
@@ -133,6 +134,7 @@ class FrameChange(NamedTuple):
     diffs: np.ndarray
     ratios: np.ndarray
     active: int = 0
+    cut: bool = False
 
 
 @dataclass

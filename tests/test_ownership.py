@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from pipeline.cache import mark_owned, open_cache, owned_ancestor, owned_kind, temp_final_name
-from pipeline.clean import CleanError, clean_cache, refuse_unsafe
+from pipeline.clean import clean_cache, refuse_unsafe
 from pipeline.cli import one_line
 from pipeline.config import PhotoOptions
-from pipeline.errors import OutputError
+from pipeline.errors import CleanError, OutputError
 from pipeline.execute import choose_workers
 from pipeline.grid import Grid
 from pipeline.imagesize import image_size, pixel_problem
