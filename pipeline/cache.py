@@ -1,5 +1,5 @@
-"""Content digests, atomic writes, artifact checks, free space and locks: the rules that
-keep cached work trustworthy.
+"""Content digests, atomic writes, artifact checks, free space and folder markers: the
+rules that keep cached work trustworthy.
 
 Every artifact is written to a temporary file with a unique name in the same directory,
 flushed, fsynced and renamed over its final name, so a reader sees either the old file or

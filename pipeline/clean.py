@@ -45,7 +45,7 @@ from pipeline.cache import (
     owned_kind,
     temp_final_name,
 )
-from pipeline.errors import CleanError, LockedError, MosaicError
+from pipeline.errors import CleanError, LockedError
 from pipeline.locks import HOLD, file_lock
 from pipeline.ownership import open_for_cleaning, owned, proves, read_json, refuse_unsafe
 from pipeline.planfile import PLAN_FILES
@@ -71,7 +71,7 @@ def parse_duration(text: str) -> float:
     """``"30m"``, ``"12h"``, ``"7d"``, ``"2w"``, ``"90s"`` or ``"0"`` -> seconds."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
     if not m or (not m.group(2) and float(m.group(1)) != 0):
-        raise MosaicError(f"--older-than: expected a duration such as 30m, 12h, 7d or 2w, "
+        raise CleanError(f"--older-than: expected a duration such as 30m, 12h, 7d or 2w, "
                           f"got {text!r}")
     return float(m.group(1)) * _UNITS.get(m.group(2), 1)
 

@@ -104,7 +104,8 @@ def _yunet() -> cv2.FaceDetectorYN:
 def _cascade(name: str) -> cv2.CascadeClassifier:
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
     if cascade.empty():
-        raise RuntimeError(f"OpenCV's {name} is missing from the opencv wheel")
+        raise ToolError(f"OpenCV's {name} is missing from the opencv wheel; reinstall it "
+                        "(make setup)")
     return cascade
 
 

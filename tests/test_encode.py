@@ -77,7 +77,7 @@ def test_frame_writer_refuses_odd_sizes_and_reports_ffmpeg_failures(tmp_path: Pa
     with pytest.raises(VideoError, match="both sides must be even"):
         FrameWriter(tmp_path / "odd.mp4", 63, 48, Fraction(25), ["-c:v", "libx264"])
     writer = FrameWriter(tmp_path / "bad.mp4", 64, 48, Fraction(25), ["-c:v", "no-such-codec"])
-    with pytest.raises(FFmpegError, match="bad.mp4"):
+    with pytest.raises(FFmpegError, match=r"bad\.mp4"):
         for f in _frames(50):
             writer.write(f)
         writer.close()

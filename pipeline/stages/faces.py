@@ -118,7 +118,7 @@ def faces_of(path: str, out_dir: Path, opts: fc.FaceOptions, journal=None) -> di
         name = f"face-{digest[:16]}-{n}.jpg"
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, opts.quality])
         if not ok:
-            raise RuntimeError(f"{path}: JPEG encoding of a crop failed")
+            raise OutputError(f"{path}: JPEG encoding of a crop failed")
         if journal is not None:
             journal.write(name + "\n")
             journal.flush()
