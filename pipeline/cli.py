@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import time
@@ -17,17 +16,19 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline import __version__
+from pipeline.cli_args import COUNT as _COUNT
+from pipeline.cli_args import FLOAT as _FLOAT
+from pipeline.cli_args import POSITIVE as _POSITIVE
+from pipeline.cli_args import SECONDS as _SECONDS
+from pipeline.cli_args import default_cache
+from pipeline.cli_args import number as _number
 from pipeline.cli_stills import add_faces_parser, add_photo_parser, cmd_faces, cmd_photo
+from pipeline.cli_zoom import add_zoom_parser, cmd_zoom
 from pipeline.config import load_config
 from pipeline.errors import MosaicError
 from pipeline.execute import SCHEDULER_ENV
 
 log = logging.getLogger("pipeline")
-
-
-def default_cache() -> Path:
-    """The project's cache directory: ``$MOSAIC_CACHE`` or ``./.cache``."""
-    return Path(os.environ.get("MOSAIC_CACHE", ".cache"))
 
 
 class _Formatter(logging.Formatter):
@@ -43,32 +44,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def _number(kind: type, low: float | None = None, above: float | None = None):
-    """An argparse type: an int or finite float, at least ``low`` / more than ``above``."""
-    noun = "an integer" if kind is int else "a number"
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if (low is not None and value < low) or (above is not None and value <= above):
-            bound = f"at least {low}" if low is not None else f"more than {above}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-_FLOAT = _number(float)  # any finite number (the config checks its range)
-_SECONDS = _number(float, low=0)
-_POSITIVE = _number(float, above=0)
-_COUNT = _number(int, low=1)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -152,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_photo_parser(sub)
     add_faces_parser(sub)
+    add_zoom_parser(sub)
 
     p = sub.add_parser("score", help="score a pure-mosaic video against its source",
                        description="Fidelity (cell and sub-grid CIELAB dE, viewing-scale "
@@ -392,7 +368,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
 _COMMANDS = {"index": _cmd_index, "inspect": _cmd_inspect, "sample": _cmd_sample,
              "render": _cmd_render, "score": _cmd_score, "sample-clip": _cmd_sample_clip,
              "verify": _cmd_verify, "clean": _cmd_clean, "photo": cmd_photo,
-             "faces": cmd_faces}
+             "faces": cmd_faces, "zoom": cmd_zoom}
 
 
 def main(argv: list[str] | None = None) -> int:
