@@ -22,7 +22,7 @@ _PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "s
 def add_zoom_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``mosaic zoom`` to the subcommands ``sub``."""
     from pipeline.photo import PhotoOptions
-    from pipeline.stages.zoom import FITS, MAX_SIDE, ZoomOptions
+    from pipeline.zoom import FITS, MAX_SIDE, ZoomOptions
 
     d, z = PhotoOptions(), ZoomOptions()
     p = sub.add_parser("zoom", help="a video zooming from the mosaic of an image into one "
@@ -107,7 +107,8 @@ def parse_rate(text: str) -> Fraction:
 def cmd_zoom(args: argparse.Namespace) -> int:
     """Run ``mosaic zoom``; the exit code."""
     from pipeline.photo import PhotoOptions
-    from pipeline.stages.zoom import ZoomOptions, run_zoom
+    from pipeline.stages.zoom import run_zoom
+    from pipeline.zoom import ZoomOptions
 
     opts = ZoomOptions(size=parse_size(args.size), duration=args.duration,
                        fps=parse_rate(args.fps), hold=args.hold, reverse=args.reverse,

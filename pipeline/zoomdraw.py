@@ -46,14 +46,15 @@ def _rise(x: float) -> float:
 class Looks:
     """How a cell is drawn at on-screen width ``s`` (pixels).
 
-    Photos fade in over ``s`` in ``[fade, 2 fade]``; recolouring is full up to
-    ``recolour_from`` and gone at ``recolour_to`` (the landing size); both ramps are
-    smoothsteps in log scale.
+    Photos fade in over ``s`` from ``fade`` to ``fade * 2**octaves``; recolouring is full
+    up to ``recolour_from`` and gone at ``recolour_to`` (the landing size); both ramps
+    are smoothsteps in log scale.
     """
 
     fade: float
     recolour_from: float
     recolour_to: float
+    octaves: float = 1.0
 
     @classmethod
     def for_zoom(cls, tile_w: int, start_px: float, end_px: float) -> Looks:
@@ -66,7 +67,7 @@ class Looks:
 
     def photo(self, s: float) -> float:
         """Weight of the source photos against the bank tiles, 0..1."""
-        return _rise(math.log2(max(s, 1e-9) / self.fade))
+        return _rise(math.log2(max(s, 1e-9) / self.fade) / self.octaves)
 
     def recolour(self, s: float) -> float:
         """Share of the recolouring kept, 1..0."""

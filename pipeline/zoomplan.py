@@ -5,13 +5,14 @@ Each mosaic is planned by the still matcher and its rules
 ``max_uses`` of a tile), with the recolouring shifts of ``mosaic photo``
 (:func:`~pipeline.photo.cell_shifts`). The landing cell is chosen in a central window of
 the mosaic (a box of :data:`WINDOW` of the mosaic's size on each side of its centre),
-where the match cost times ``1 + distance^2`` (distance from the centre, 1 at the
+where the match cost times ``1 + 2 distance^2`` (distance from the centre, 1 at the
 window's edge) is least:
 
 * with a target photo, the cost is the target's distance to the cell; the target is then
   fixed in that cell and the other cells are planned around it (it appears once);
-* without one, the cost is the planned tile's distance to its cell, among cells whose
-  source photo exists on disk (the landing is shown at full resolution).
+* without one, the cost is the planned tile's distance to its cell, among the cells of
+  the window whose tile has more detail (grey-level spread) than the window's median
+  and whose source photo exists on disk (the landing is shown at full resolution).
 
 A target in the index is found by content digest (or path); another image becomes an
 extra tile (features from the same tile crop the index makes), after the bank's ids.
@@ -37,7 +38,7 @@ from pipeline.originals import TileBank
 
 log = logging.getLogger(__name__)
 
-WINDOW = 0.15  # the landing window's half size, as a share of the mosaic's rows and cols
+WINDOW = 0.1  # the landing window's half size, as a share of the mosaic's rows and cols
 
 
 @dataclass(frozen=True)
@@ -129,11 +130,16 @@ def window_cells(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(inside), (dy * dy + dx * dx)[inside]
 
 
-def pick_landing(cost: np.ndarray, grid: Grid, allowed=None) -> int:
+def pick_landing(cost: np.ndarray, grid: Grid, allowed=None,
+                 detail: np.ndarray | None = None) -> int:
     """The flat cell of the window with the least ``cost`` (per cell, (cells,)) times
-    ``1 + distance^2``, among those ``allowed(cell)`` accepts (if none does, the best)."""
+    ``1 + 2 distance^2``, among those ``allowed(cell)`` accepts (if none does, the best);
+    with ``detail`` (per cell), among the more detailed half of the window first."""
     cells, dist = window_cells(grid)
-    order = cells[np.argsort(cost[cells] * (1.0 + dist), kind="stable")]
+    score = cost[cells] * (1.0 + 2.0 * dist)
+    if detail is not None:  # a flat patch of sky is a dull place to land
+        score = np.where(detail[cells] >= np.median(detail[cells]), score, score + np.inf)
+    order = cells[np.argsort(score, kind="stable")]
     if allowed is not None:
         for cell in order:
             if allowed(int(cell)):
@@ -141,6 +147,11 @@ def pick_landing(cost: np.ndarray, grid: Grid, allowed=None) -> int:
         log.warning("no cell near the centre has its source photo on disk; landing on "
                     "a tile from the bank")
     return int(order[0])
+
+
+def tile_detail(tiles: np.ndarray) -> np.ndarray:
+    """Standard deviation of each tile's grey levels: (n,) float32 from (n, h, w, 3)."""
+    return tiles.astype(np.float32).mean(3).reshape(len(tiles), -1).std(1)
 
 
 def plan_level(image: np.ndarray, index: TileIndex, bank: TileBank, opts: ph.PhotoOptions,
@@ -172,7 +183,10 @@ def plan_level(image: np.ndarray, index: TileIndex, bank: TileBank, opts: ph.Pho
             tile = int(flat[c])
             return tile not in avoid and tile < len(paths) and os.path.isfile(paths[tile])
 
-        cell = pick_landing(cost, grid, allowed)
+        detail = np.zeros(grid.cells, np.float32)
+        near = window_cells(grid)[0]
+        detail[near] = tile_detail(bank.take(flat[near]))
+        cell = pick_landing(cost, grid, allowed, detail)
     shifts, gains = _recolouring(views, ids.ravel(), bank, opts)
     return Level(grid, ids, shifts, gains, divmod(cell, grid.cols))
 
