@@ -101,6 +101,8 @@ def parse_rate(text: str) -> Fraction:
     except (ValueError, ZeroDivisionError):
         raise ConfigError(f"--fps: expected a rate such as 30 or 30000/1001, got {text!r}") \
             from None
+    if not 0 < rate <= 240:
+        raise ConfigError(f"--fps: must be more than 0 and at most 240, got {text!r}")
     return rate
 
 

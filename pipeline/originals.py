@@ -67,7 +67,8 @@ def source_paths(index: TileIndex) -> list[str]:
     sources = index.manifest.get("sources") or {}
     paths, root = sources.get("paths"), index.manifest.get("corpus")
     n = len(index.tiles)
-    if not paths or root is None or len(paths) != n:
+    if not isinstance(root, str) or not root or not isinstance(paths, list) or \
+            len(paths) != n or not all(isinstance(q, str) and q for q in paths):
         raise TileIndexError(f"{index.path / MANIFEST}: the index records no source photo "
                              f"paths for its {n} tiles (made by an older version or "
                              "edited); rebuild it with `mosaic index --corpus DIR`")

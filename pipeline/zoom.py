@@ -37,6 +37,7 @@ from pipeline.zoomdraw import Looks, MosaicDrawer, draw_shots, peak_sizes
 from pipeline.zoomplan import Level, Target, plan_chain
 
 MAX_SIDE = 8192  # pixels per side of a zoom's frames
+MAX_SECONDS = 3600  # length of a zoom video
 CACHE_FRAMES = 32  # decoded photos kept: at most this many frames' bytes (and again resized)
 FITS = ("cover", "contain")
 
@@ -81,10 +82,11 @@ def check_options(opts: ZoomOptions) -> None:
     if not (16 <= w <= MAX_SIDE and 16 <= h <= MAX_SIDE) or w % 2 or h % 2:
         raise ConfigError(f"--size {w}x{h}: each side must be an even number of pixels "
                           f"from 16 to {MAX_SIDE}")
-    if not opts.duration > 0 or not 0 < opts.fps <= 240:
-        raise ConfigError(f"--duration must be more than 0 seconds (got {opts.duration:g}) "
-                          f"and --fps within 0..240 (got {float(opts.fps):g})")
-    if opts.hold < 0 or opts.frames - 2 * opts.hold_frames < 2:
+    if not 0 < opts.duration <= MAX_SECONDS or not 0 < opts.fps <= 240:
+        raise ConfigError(f"--duration must be more than 0 and at most {MAX_SECONDS} "
+                          f"seconds (got {opts.duration:g}) and --fps within 0..240 (got "
+                          f"{str(opts.fps)[:20]})")
+    if not 0 <= opts.hold <= opts.duration or opts.frames - 2 * opts.hold_frames < 2:
         raise ConfigError(f"--duration {opts.duration:g} s at {float(opts.fps):g} fps leaves "
                           f"no motion between the --hold {opts.hold:g} s at each end; "
                           "lengthen --duration or shorten --hold")

@@ -27,7 +27,9 @@ NUMBER_FLAGS = [("render", "V", "--start"), ("render", "V", "--duration"),
                 ("render", "V", "--frames"), ("render", "V", "--scale"),
                 ("render", "V", "--alpha"), ("index", "--corpus", "--jobs"),
                 ("index", "--corpus", "--clusters"), ("score", "A B", "--scale"),
-                ("score", "A B", "--frames"), ("inspect", "I --out", "--zoom")]
+                ("score", "A B", "--frames"), ("inspect", "I --out", "--zoom"),
+                ("zoom", "I", "--duration"), ("zoom", "I", "--fps"), ("zoom", "I", "--hold"),
+                ("zoom", "I", "--size"), ("zoom", "I", "--cells"), ("zoom", "I", "--chain")]
 # (sample and sample-clip take the same number types; a fuzzed good value there would
 # really generate millions of images or hours of video)
 VALUES = st.one_of(
