@@ -34,6 +34,7 @@ from pipeline.resample import area_warp, coverage, lay_over
 from pipeline.zoomplan import Level
 
 LEVEL_FRAMES = 8  # a whole-mosaic bank canvas is kept when at most this many frames' bytes
+LEVEL_BLEND = 0.25  # octaves over which one canvas size fades into the next
 
 
 def _rise(x: float) -> float:
@@ -96,7 +97,7 @@ class MosaicDrawer:
         self._levels: dict[int, np.ndarray] = {}
         self._level_bytes = LEVEL_FRAMES * frame[0] * frame[1] * 3
         longest = max(frame) * max(1.0, level.aspect, 1 / level.aspect)
-        self._max_scale = 2 ** max(0, math.ceil(math.log2(longest / self.tw)))
+        self._top = max(0, math.ceil(math.log2(longest / self.tw)))  # largest photo level
 
     def draw(self, view: View) -> np.ndarray:
         """The frame of ``view``: (height, width, 3) uint8 BGR (black off the mosaic)."""
@@ -121,9 +122,20 @@ class MosaicDrawer:
         return r0, max(r0, r1), c0, max(c0, c1)
 
     def _bank_layer(self, view: View, gamma: float) -> np.ndarray:
-        """The view drawn from the tile bank, reduced by the power of two that keeps the
-        canvas at 1 to 2 canvas pixels per screen pixel."""
-        n = max(0, math.floor(math.log2(self.tw / view.cell_px)))
+        """The view drawn from the tile bank, reduced by the power of two ``n`` that keeps
+        the canvas at 1 to 2 canvas pixels per screen pixel; over the last
+        :data:`LEVEL_BLEND` octave before the next reduction, faded into it (no step in
+        sharpness where the reduction changes)."""
+        u = max(0.0, math.log2(self.tw / view.cell_px))
+        n, frac = math.floor(u), u - math.floor(u)
+        img = self._bank_at(view, gamma, n)
+        w = (frac - (1 - LEVEL_BLEND)) / LEVEL_BLEND
+        if w > 0:
+            img = cv2.addWeighted(img, 1 - w, self._bank_at(view, gamma, n + 1), w, 0.0)
+        return img
+
+    def _bank_at(self, view: View, gamma: float, n: int) -> np.ndarray:
+        """The view from the bank's tiles reduced ``2**n`` times."""
         pw, ph = max(1, round(self.tw / 2 ** n)), max(1, round(self.th / 2 ** n))
         canvas = self._whole_level(n, pw, ph) if gamma >= 1 else None
         if canvas is not None:
@@ -173,16 +185,23 @@ class MosaicDrawer:
             1 + (lv.gains[cells] - 1) * np.float32(gamma)).astype(np.float32)
         adjust(tiles, shift, gain, means)
 
-    def _photo_scale(self, s: float) -> float:
-        """Cell width / tile width of the photo canvas for cells ``s`` px wide."""
-        return min(2.0 ** math.ceil(math.log2(max(s, 1e-9) / self.tw)), self._max_scale)
-
     def _photo_layer(self, view: View, gamma: float) -> np.ndarray:
-        """The view drawn from the source photos (bank tiles where one is missing), on a
-        canvas of the visible part only, cells at the power-of-two multiple of the tile
-        size just above their size on screen."""
-        scale = self._photo_scale(view.cell_px)
-        size = max(1, round(self.th * scale)), max(1, round(self.tw * scale))
+        """The view drawn from the source photos (bank tiles where one is missing), at
+        the power-of-two multiple of the tile size just above the cells' size on screen;
+        over the first :data:`LEVEL_BLEND` octave of each size, faded in from the size
+        below."""
+        t = math.log2(max(view.cell_px, 1e-9) / self.tw)
+        level = min(math.ceil(t), self._top)
+        img = self._photos_at(view, gamma, level)
+        w = (t - (level - 1)) / LEVEL_BLEND
+        if w < 1 and t <= self._top:
+            img = cv2.addWeighted(self._photos_at(view, gamma, level - 1), 1 - w, img, w, 0.0)
+        return img
+
+    def _photos_at(self, view: View, gamma: float, level: int) -> np.ndarray:
+        """The view from the photos at ``2**level`` times the tile size per cell, on a
+        canvas of the visible part only."""
+        size = max(1, round(self.th * 2.0 ** level)), max(1, round(self.tw * 2.0 ** level))
         box = self._window(view, size)
         if box is None:
             return np.zeros((self.frame[1], self.frame[0], 3), np.uint8)
@@ -211,7 +230,7 @@ class MosaicDrawer:
         rr, cc = rr.ravel(), cc.ravel()
         ids = self.level.ids[rr, cc]
         peak = np.maximum(self.peak[rr, cc], view.cell_px)
-        top = np.minimum(np.exp2(np.ceil(np.log2(peak / self.tw))), self._max_scale)
+        top = np.exp2(np.minimum(np.ceil(np.log2(peak / self.tw)), self._top))
         need = np.stack([np.rint(self.th * top), np.rint(self.tw * top)], 1).astype(np.int64)
         photos = self.originals.fetch(ids, size, np.maximum(need, [[ph, pw]]))
         for r, c, i, img in zip(rr, cc, ids, photos, strict=True):

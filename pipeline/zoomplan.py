@@ -11,8 +11,9 @@ window's edge) is least:
 * with a target photo, the cost is the target's distance to the cell; the target is then
   fixed in that cell and the other cells are planned around it (it appears once);
 * without one, the cost is the planned tile's distance to its cell, among the cells of
-  the window whose tile has more detail (grey-level spread) than the window's median
-  and whose source photo exists on disk (the landing is shown at full resolution).
+  the window whose tile has more detail (grey-level spread) than the window's median,
+  whose source photo is on disk and at least as wide as the landing shows it (or, if
+  none is, 0.8 of the widest there): the landing is shown at full resolution.
 
 A target in the index is found by content digest (or path); another image becomes an
 extra tile (features from the same tile crop the index makes), after the bank's ids.
@@ -26,11 +27,12 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pipeline import photo as ph
 from pipeline.cache import digest_file
-from pipeline.corpus import centre_crop, decode_image
+from pipeline.corpus import centre_crop, decode_image, jpeg_size
 from pipeline.features import lab_grid_means
 from pipeline.grid import Grid, cell_views
 from pipeline.index import TileIndex
@@ -130,23 +132,43 @@ def window_cells(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(inside), (dy * dy + dx * dx)[inside]
 
 
-def pick_landing(cost: np.ndarray, grid: Grid, allowed=None,
-                 detail: np.ndarray | None = None) -> int:
+def pick_landing(cost: np.ndarray, grid: Grid, detail: np.ndarray | None = None,
+                 width: np.ndarray | None = None, need: float = 0.0) -> int:
     """The flat cell of the window with the least ``cost`` (per cell, (cells,)) times
-    ``1 + 2 distance^2``, among those ``allowed(cell)`` accepts (if none does, the best);
-    with ``detail`` (per cell), among the more detailed half of the window first."""
+    ``1 + 2 distance^2``. With ``detail`` (per cell), only among the more detailed half
+    of the window; with ``width`` (per cell: the source photo's width, 0 if missing),
+    only among photos at least ``need`` wide, or 0.8 of the widest there is if none is."""
     cells, dist = window_cells(grid)
     score = cost[cells] * (1.0 + 2.0 * dist)
     if detail is not None:  # a flat patch of sky is a dull place to land
-        score = np.where(detail[cells] >= np.median(detail[cells]), score, score + np.inf)
-    order = cells[np.argsort(score, kind="stable")]
-    if allowed is not None:
-        for cell in order:
-            if allowed(int(cell)):
-                return int(cell)
-        log.warning("no cell near the centre has its source photo on disk; landing on "
-                    "a tile from the bank")
-    return int(order[0])
+        score = np.where(detail[cells] >= np.median(detail[cells]), score, np.inf)
+    if width is not None:
+        w = width[cells]
+        found = np.isfinite(score) & (w > 0)
+        if found.any():
+            least = min(need, 0.8 * w[found].max())
+            score = np.where(found & (w >= least), score, np.inf)
+        else:
+            log.warning("no cell near the centre has its source photo on disk; landing on "
+                        "a tile from the bank")
+    return int(cells[np.argmin(score)] if np.isfinite(score).any() else cells[0])
+
+
+def photo_width(path: str, tile_hw: tuple[int, int]) -> int:
+    """Width of the photo at ``path`` once cropped to the tile aspect (0: unreadable),
+    from its JPEG header, else from a reduced decode."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 18)
+    except OSError:
+        return 0
+    hw = jpeg_size(head)
+    if hw is None:
+        img = cv2.imread(path, cv2.IMREAD_REDUCED_GRAYSCALE_2)
+        hw = None if img is None else (2 * img.shape[0], 2 * img.shape[1])
+    if hw is None:
+        return 0
+    return int(min(hw[1], hw[0] * tile_hw[1] / tile_hw[0]))
 
 
 def tile_detail(tiles: np.ndarray) -> np.ndarray:
@@ -156,11 +178,12 @@ def tile_detail(tiles: np.ndarray) -> np.ndarray:
 
 def plan_level(image: np.ndarray, index: TileIndex, bank: TileBank, opts: ph.PhotoOptions,
                paths: list[str], target: Target | None = None,
-               avoid: frozenset[int] = frozenset()) -> Level:
+               avoid: frozenset[int] = frozenset(), need: float = 0.0) -> Level:
     """The mosaic of ``image`` (H, W, 3) uint8 BGR and its landing cell (module doc).
 
     ``target`` with ``tile`` must be ``bank``'s extra tile ``bank.n``; ``avoid``: tiles
-    not to land on (the photos a chain already landed on).
+    not to land on (the photos a chain already landed on); ``need``: the landed photo's
+    width on screen at the end (see :func:`pick_landing`).
     """
     grid = ph.photo_grid(*image.shape[:2], bank.tile_hw, opts)
     ph.check_feasible(grid, index.groups[np.asarray(index.labels) >= 0], opts)
@@ -179,14 +202,15 @@ def plan_level(image: np.ndarray, index: TileIndex, bank: TileBank, opts: ph.Pho
         flat = ids.ravel()
         cost = ((queries - matcher.lab[flat]) ** 2).sum(1)
 
-        def allowed(c: int) -> bool:
-            tile = int(flat[c])
-            return tile not in avoid and tile < len(paths) and os.path.isfile(paths[tile])
-
         detail = np.zeros(grid.cells, np.float32)
         near = window_cells(grid)[0]
         detail[near] = tile_detail(bank.take(flat[near]))
-        cell = pick_landing(cost, grid, allowed, detail)
+        width = np.zeros(grid.cells)
+        for c in near[detail[near] >= np.median(detail[near])]:
+            tile = int(flat[c])
+            if tile not in avoid and tile < len(paths):
+                width[c] = photo_width(paths[tile], bank.tile_hw)
+        cell = pick_landing(cost, grid, detail, width, need)
     shifts, gains = _recolouring(views, ids.ravel(), bank, opts)
     return Level(grid, ids, shifts, gains, divmod(cell, grid.cols))
 
@@ -207,10 +231,13 @@ def plan_chain(image: np.ndarray, index: TileIndex, bank: TileBank, opts: ph.Pho
     if cover:
         image = centre_crop(image, (frame[1], frame[0]))
     levels: list[Level] = []
+    th, tw = bank.tile_hw
+    need = max(frame[0], frame[1] * tw / th)  # the landed cell's width at the end
     for k in range(chain + 1):
         last = k == chain
         landed = frozenset(lv.landed for lv in levels)
-        level = plan_level(image, index, bank, opts, paths, target if last else None, landed)
+        level = plan_level(image, index, bank, opts, paths, target if last else None, landed,
+                           need)
         levels.append(level)
         log.info("mosaic %d of %d: %dx%d cells, landing on cell (%d, %d): %s", k + 1,
                  chain + 1, level.grid.cols, level.grid.rows, level.landing[0],
