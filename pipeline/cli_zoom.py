@@ -64,6 +64,11 @@ def add_zoom_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fit", choices=FITS, default=z.fit, help="cover: crop IMAGE to the "
                    "frame's aspect, so the mosaic fills the first frame (default); contain: "
                    "the whole image, with bars")
+    _add_look_options(p, d, z)
+
+
+def _add_look_options(p: argparse.ArgumentParser, d, z) -> None:
+    """The still matcher's options (``d``: their defaults) and the encoder's (``z``)."""
     p.add_argument("--cells", type=number(int, low=2), default=d.cols, metavar="N",
                    help=f"cells across; rows follow the aspect (default {d.cols})")
     p.add_argument("--radius", type=number(int, low=0), default=d.radius, metavar="R",

@@ -12,7 +12,9 @@ cells, each from the best source for its width ``s`` on screen (pixels):
   from bank tile to photo does not pop; a photo that is missing is drawn from its bank
   tile instead.
 
-Either canvas is area-averaged down to the screen (:func:`~pipeline.resample.area_warp`).
+Either canvas is area-averaged down to the screen (:func:`~pipeline.resample.area_warp`),
+at 1 to 2 canvas pixels per screen pixel; where the canvas size doubles, the two sizes
+are faded into each other over :data:`LEVEL_BLEND` octave, so sharpness never steps.
 Cells are recoloured as ``mosaic photo`` does, with a strength that eases from 1 to 0 as
 the cells grow to the landing size, so the landed photo ends in its own colours.
 Memory is bounded by the frame size (canvases at most about twice the frame across,
