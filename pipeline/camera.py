@@ -7,11 +7,14 @@ is the cell's height over its width. A :class:`View` is the frame's top-left cor
 covers ``[x + j unit, x + (j + 1) unit)``.
 
 One zoom (:class:`Zoom`) goes from a start view (the whole mosaic) to an end view (the
-landing cell filling the frame) by a homothety: the scale changes geometrically (constant
-perceived speed) about the one point that has the same screen position in both views, so
-the pan is tied to the zoom and the target does not drift. A chain (:class:`ZoomPath`)
-joins zooms: the landing cell of mosaic ``k`` holds mosaic ``k + 1``, whose start view is
-the previous end view; around each seam the two mosaics are cross-faded.
+landing cell filling the frame, :func:`landing_view`) by a homothety: the scale changes
+geometrically (constant perceived speed) about the one point that has the same screen
+position in both views, so the pan is tied to the zoom and the target does not drift.
+The end view keeps the landing cell's centre where it starts on screen as far as it
+can, so that point is the photo's centre (:func:`centre_drift`: how far it still moves).
+A chain (:class:`ZoomPath`) joins zooms: the landing cell of mosaic ``k`` holds mosaic
+``k + 1``, whose start view is the previous end view; around each seam the two mosaics
+are cross-faded.
 
 Time. :func:`ease` turns the motion's linear time into log-scale progress, with a
 smooth start and stop; :class:`Timeline` holds the still frames at each end and reverses.
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 SEAM = math.log(2.0)  # log-scale half width of the cross-fade between chained mosaics
 
@@ -58,10 +63,37 @@ def fit_view(extent: tuple[float, float], frame: tuple[int, int], cover: bool,
     return View(origin[0] + (w - fw * unit) / 2, origin[1] + (h - fh * unit) / 2, unit)
 
 
-def cell_view(row: int, col: int, aspect: float, frame: tuple[int, int]) -> View:
-    """The view in which cell ``(row, col)`` (height ``aspect`` cell widths) covers the
-    frame, centred on it."""
-    return fit_view((1.0, aspect), frame, True, (float(col), row * aspect))
+def landing_view(start: View, row: int, col: int, aspect: float, frame: tuple[int, int]
+                 ) -> View:
+    """The view in which cell ``(row, col)`` covers the frame, placed so that the cell's
+    centre stays where ``start`` shows it, as far as covering the frame allows (a square
+    cell in a wide frame fills its width: it can only end centred across)."""
+    w, h = frame
+    unit = min(1.0 / w, aspect / h)
+    cx, cy = col + 0.5, (row + 0.5) * aspect
+    px, py = start.to_screen(cx, cy)
+    x = min(max(cx - px * unit, float(col)), col + 1 - w * unit)
+    y = min(max(cy - py * unit, row * aspect), (row + 1) * aspect - h * unit)
+    return View(x, y, unit)
+
+
+def centre_drift(start: View, rows: int, cols: int, aspect: float, frame: tuple[int, int]
+                 ) -> np.ndarray:
+    """For a zoom from ``start`` into each cell of a ``rows x cols`` mosaic, how far the
+    cell's centre moves on screen (pixels), (rows * cols,) float64; infinite for a cell
+    whose landing view is not inside ``start`` (no zoom can reach it)."""
+    w, h = frame
+    unit = min(1.0 / w, aspect / h)
+    y, x = np.divmod(np.arange(rows * cols), cols)
+    cx, cy = x + 0.5, (y + 0.5) * aspect
+    px, py = (cx - start.x) / start.unit, (cy - start.y) / start.unit
+    x1 = np.clip(cx - px * unit, x, x + 1 - w * unit)
+    y1 = np.clip(cy - py * unit, y * aspect, (y + 1) * aspect - h * unit)
+    drift = np.hypot((cx - x1) / unit - px, (cy - y1) / unit - py)
+    x0, y0, xe, ye = start.rect(w, h)
+    inside = (x1 >= x0 - 1e-9) & (y1 >= y0 - 1e-9) & (x1 + w * unit <= xe + 1e-9) & (
+        y1 + h * unit <= ye + 1e-9)
+    return np.where(inside, drift, np.inf)
 
 
 @dataclass(frozen=True)

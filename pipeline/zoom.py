@@ -15,26 +15,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import pairwise
 
 import numpy as np
 
 from pipeline import photo as ph
-from pipeline.camera import (
-    Link,
-    Shot,
-    Timeline,
-    Zoom,
-    ZoomPath,
-    cell_view,
-    ease,
-    fit_view,
-    outer_to_inner,
-)
+from pipeline.camera import Link, Shot, Timeline, Zoom, ZoomPath, ease
 from pipeline.errors import ConfigError
 from pipeline.index import TileIndex
 from pipeline.originals import Originals, TileBank
 from pipeline.zoomdraw import Looks, MosaicDrawer, draw_shots, peak_sizes
-from pipeline.zoomplan import Level, Target, plan_chain
+from pipeline.zoomplan import Level, Target, landing_cell, plan_chain
 
 MAX_SIDE = 8192  # pixels per side of a zoom's frames
 MAX_SECONDS = 3600  # length of a zoom video
@@ -95,20 +86,12 @@ def check_options(opts: ZoomOptions) -> None:
                           f"{', '.join(FITS)}, --crf within 0..51")
 
 
-def zoom_path(levels: list[Level], frame: tuple[int, int], cover: bool) -> ZoomPath:
-    """The camera of a chain of mosaics: each from its start view (the first: the whole
-    mosaic, fitted) to its landing cell filling the frame, the next mosaic filling that
-    cell."""
-    zooms, links = [], []
-    start = fit_view(levels[0].extent, frame, cover)
-    for k, level in enumerate(levels):
-        end = cell_view(*level.landing, level.aspect, frame)
-        zooms.append(Zoom(start, end))
-        if k + 1 < len(levels):
-            row, col = level.landing
-            links.append(Link((float(col), row * level.aspect), float(levels[k + 1].grid.cols)))
-            start = outer_to_inner(end, links[-1].cell, links[-1].n)
-    return ZoomPath(zooms, links)
+def zoom_path(levels: list[Level]) -> ZoomPath:
+    """The camera of a chain of mosaics: each from its start view to its landing cell
+    filling the frame, the next mosaic filling that cell."""
+    links = [Link(landing_cell(lv), float(nxt.grid.cols))
+             for lv, nxt in pairwise(levels)]
+    return ZoomPath([Zoom(lv.start, lv.end) for lv in levels], links)
 
 
 @dataclass
@@ -147,7 +130,7 @@ def make_movie(image: np.ndarray, index: TileIndex, paths: list[str], opts: Zoom
     bank = TileBank(index.tiles, target.tile[None] if extra else None)
     cover = opts.fit == "cover"
     levels = plan_chain(image, index, bank, photo, paths, opts.size, cover, opts.chain, target)
-    path = zoom_path(levels, opts.size, cover)
+    path = zoom_path(levels)
     timeline = Timeline(opts.frames, opts.hold_frames, opts.reverse)
     ramp = 0.5 / len(levels)  # one ease in and out over the whole chain
     shots = [path.shots(ease(timeline.time(i), ramp)) for i in range(opts.frames)]

@@ -5,8 +5,10 @@ Each mosaic is planned by the still matcher and its rules
 ``max_uses`` of a tile), with the recolouring shifts of ``mosaic photo``
 (:func:`~pipeline.photo.cell_shifts`). The landing cell is chosen in a central window of
 the mosaic (a box of :data:`WINDOW` of the mosaic's size on each side of its centre),
-where the match cost times ``1 + 2 distance^2`` (distance from the centre, 1 at the
-window's edge) is least:
+among the cells whose centre moves less than :data:`DRIFT` of the frame's width over the
+zoom (:func:`~pipeline.camera.centre_drift`; the nearest there is, if none does), where
+the match cost times ``1 + 2 distance^2`` (distance from the centre, 1 at the window's
+edge) is least:
 
 * with a target photo, the cost is the target's distance to the cell; the target is then
   fixed in that cell and the other cells are planned around it (it appears once);
@@ -24,7 +26,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -32,6 +36,7 @@ import numpy as np
 
 from pipeline import photo as ph
 from pipeline.cache import digest_file
+from pipeline.camera import View, centre_drift, fit_view, landing_view, outer_to_inner
 from pipeline.corpus import centre_crop, decode_image, jpeg_size
 from pipeline.features import lab_grid_means
 from pipeline.grid import Grid, cell_views
@@ -41,6 +46,17 @@ from pipeline.originals import TileBank
 log = logging.getLogger(__name__)
 
 WINDOW = 0.1  # the landing window's half size, as a share of the mosaic's rows and cols
+DRIFT = 0.015  # the landed photo's centre moves at most this share of the frame's width
+
+
+@dataclass(frozen=True)
+class Aim:
+    """What the camera asks of a landing: the ``frame`` (width, height), the view the
+    zoom starts from given the mosaic's grid (``start``), tiles not to land on."""
+
+    frame: tuple[int, int]
+    start: Callable[[Grid], View]
+    avoid: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,8 @@ class Level:
     shifts : ndarray (rows * cols, 3) int16 recolouring at full strength, or None.
     gains : ndarray (rows * cols,) float32 contrast gains, or None.
     landing : (row, col) of the cell the zoom lands on.
+    start, end : the zoom's first view (the whole mosaic, or the previous landing) and
+        last (the landing cell filling the frame).
     """
 
     grid: Grid
@@ -69,6 +87,8 @@ class Level:
     shifts: np.ndarray | None
     gains: np.ndarray | None
     landing: tuple[int, int]
+    start: View
+    end: View
 
     @property
     def aspect(self) -> float:
@@ -132,26 +152,30 @@ def window_cells(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(inside), (dy * dy + dx * dx)[inside]
 
 
-def pick_landing(cost: np.ndarray, grid: Grid, detail: np.ndarray | None = None,
-                 width: np.ndarray | None = None, need: float = 0.0) -> int:
+def pick_landing(cost: np.ndarray, grid: Grid, drift: np.ndarray, limit: float,
+                 detail: np.ndarray | None = None, width: np.ndarray | None = None,
+                 need: float = 0.0) -> int:
     """The flat cell of the window with the least ``cost`` (per cell, (cells,)) times
-    ``1 + 2 distance^2``. With ``detail`` (per cell), only among the more detailed half
-    of the window; with ``width`` (per cell: the source photo's width, 0 if missing),
-    only among photos at least ``need`` wide, or 0.8 of the widest there is if none is."""
+    ``1 + 2 distance^2``, among those whose centre ``drift`` (per cell, pixels) stays
+    within ``limit`` (or the least drift there is, if none does). Then, if any are left:
+    with ``detail`` (per cell), the more detailed half; with ``width`` (per cell: the
+    source photo's width, 0 if missing), photos at least ``need`` wide, or 0.8 of the
+    widest there is."""
     cells, dist = window_cells(grid)
-    score = cost[cells] * (1.0 + 2.0 * dist)
+    d = drift[cells]
+    ok = d <= max(limit, d.min() + 1e-6)
     if detail is not None:  # a flat patch of sky is a dull place to land
-        score = np.where(detail[cells] >= np.median(detail[cells]), score, np.inf)
+        rich = ok & (detail[cells] >= np.median(detail[cells][ok]))
+        ok = rich if rich.any() else ok
     if width is not None:
-        w = width[cells]
-        found = np.isfinite(score) & (w > 0)
-        if found.any():
-            least = min(need, 0.8 * w[found].max())
-            score = np.where(found & (w >= least), score, np.inf)
+        w = np.where(ok, width[cells], 0)
+        if (w > 0).any():
+            ok &= w >= min(need, 0.8 * w.max())
         else:
             log.warning("no cell near the centre has its source photo on disk; landing on "
                         "a tile from the bank")
-    return int(cells[np.argmin(score)] if np.isfinite(score).any() else cells[0])
+    score = np.where(ok, cost[cells] * (1.0 + 2.0 * dist), np.inf)
+    return int(cells[np.argmin(score)])
 
 
 def photo_width(path: str, tile_hw: tuple[int, int]) -> int:
@@ -177,16 +201,16 @@ def tile_detail(tiles: np.ndarray) -> np.ndarray:
 
 
 def plan_level(image: np.ndarray, index: TileIndex, bank: TileBank, opts: ph.PhotoOptions,
-               paths: list[str], target: Target | None = None,
-               avoid: frozenset[int] = frozenset(), need: float = 0.0) -> Level:
+               paths: list[str], aim: Aim, target: Target | None = None) -> Level:
     """The mosaic of ``image`` (H, W, 3) uint8 BGR and its landing cell (module doc).
 
-    ``target`` with ``tile`` must be ``bank``'s extra tile ``bank.n``; ``avoid``: tiles
-    not to land on (the photos a chain already landed on); ``need``: the landed photo's
-    width on screen at the end (see :func:`pick_landing`).
+    ``target`` with ``tile`` must be ``bank``'s extra tile ``bank.n``.
     """
     grid = ph.photo_grid(*image.shape[:2], bank.tile_hw, opts)
     ph.check_feasible(grid, index.groups[np.asarray(index.labels) >= 0], opts)
+    aspect, start = grid.tile_h / grid.tile_w, aim.start(grid)
+    drift = centre_drift(start, grid.rows, grid.cols, aspect, aim.frame)
+    limit = DRIFT * aim.frame[0]
     views = cell_views(image, grid)
     planning = index if target is None or target.tile is None else with_extra(
         index, target.tile)
@@ -194,25 +218,25 @@ def plan_level(image: np.ndarray, index: TileIndex, bank: TileBank, opts: ph.Pho
     queries = matcher.queries(views)
     if target is not None:
         tid = bank.n if target.tile is not None else int(target.tile_id)
-        cost = ((queries - matcher.lab[tid]) ** 2).sum(1)
-        cell = pick_landing(cost, grid)
+        cell = pick_landing(((queries - matcher.lab[tid]) ** 2).sum(1), grid, drift, limit)
         ids = matcher.match(views, fixed=(cell, tid))
     else:
         ids = matcher.match(views)
         flat = ids.ravel()
         cost = ((queries - matcher.lab[flat]) ** 2).sum(1)
-
-        detail = np.zeros(grid.cells, np.float32)
         near = window_cells(grid)[0]
+        detail = np.zeros(grid.cells, np.float32)
         detail[near] = tile_detail(bank.take(flat[near]))
         width = np.zeros(grid.cells)
-        for c in near[detail[near] >= np.median(detail[near])]:
-            tile = int(flat[c])
-            if tile not in avoid and tile < len(paths):
-                width[c] = photo_width(paths[tile], bank.tile_hw)
-        cell = pick_landing(cost, grid, detail, width, need)
+        for c in near[drift[near] <= max(limit, drift[near].min() + 1e-6)]:
+            if int(flat[c]) not in aim.avoid and flat[c] < len(paths):
+                width[c] = photo_width(paths[int(flat[c])], bank.tile_hw)
+        need = max(aim.frame[0], aim.frame[1] / aspect)  # the landed photo's width at the end
+        cell = pick_landing(cost, grid, drift, limit, detail, width, need)
     shifts, gains = _recolouring(views, ids.ravel(), bank, opts)
-    return Level(grid, ids, shifts, gains, divmod(cell, grid.cols))
+    landing = divmod(cell, grid.cols)
+    return Level(grid, ids, shifts, gains, landing, start,
+                 landing_view(start, *landing, aspect, aim.frame))
 
 
 def _recolouring(views: np.ndarray, ids: np.ndarray, bank: TileBank, opts: ph.PhotoOptions
@@ -226,25 +250,40 @@ def plan_chain(image: np.ndarray, index: TileIndex, bank: TileBank, opts: ph.Pho
                paths: list[str], frame: tuple[int, int], cover: bool, chain: int = 0,
                target: Target | None = None) -> list[Level]:
     """The mosaics of a zoom: ``image`` (cropped to the ``frame`` (width, height) aspect
-    when ``cover``), then ``chain`` times the landed photo's. ``target`` is where the
-    last zoom lands."""
+    when ``cover``), then ``chain`` times the landed photo's, each filling the landing
+    cell of the one before. ``target`` is where the last zoom lands."""
     if cover:
         image = centre_crop(image, (frame[1], frame[0]))
+
+    def whole(g: Grid) -> View:
+        return fit_view((g.cols, g.rows * g.tile_h / g.tile_w), frame, cover)
+
     levels: list[Level] = []
-    th, tw = bank.tile_hw
-    need = max(frame[0], frame[1] * tw / th)  # the landed cell's width at the end
+    start = whole
     for k in range(chain + 1):
         last = k == chain
-        landed = frozenset(lv.landed for lv in levels)
-        level = plan_level(image, index, bank, opts, paths, target if last else None, landed,
-                           need)
+        aim = Aim(frame, start, frozenset(lv.landed for lv in levels))
+        level = plan_level(image, index, bank, opts, paths, aim, target if last else None)
         levels.append(level)
         log.info("mosaic %d of %d: %dx%d cells, landing on cell (%d, %d): %s", k + 1,
                  chain + 1, level.grid.cols, level.grid.rows, level.landing[0],
                  level.landing[1], _name(level.landed, paths, target))
         if not last:
             image = centre_crop(ph.read_image(paths[level.landed]), bank.tile_hw)
+            start = partial(_inside, level)
     return levels
+
+
+def landing_cell(level: Level) -> tuple[float, float]:
+    """Top-left corner of ``level``'s landing cell, in its cell widths."""
+    row, col = level.landing
+    return float(col), row * level.aspect
+
+
+def _inside(outer: Level, grid: Grid) -> View:
+    """The view the zoom into the mosaic ``grid`` starts from: the end of ``outer``'s,
+    whose landing cell that mosaic fills."""
+    return outer_to_inner(outer.end, landing_cell(outer), float(grid.cols))
 
 
 def _name(tile: int, paths: list[str], target: Target | None) -> str:

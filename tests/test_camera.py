@@ -14,10 +14,11 @@ from pipeline.camera import (
     View,
     Zoom,
     ZoomPath,
-    cell_view,
+    centre_drift,
     ease,
     fit_view,
     inner_to_outer,
+    landing_view,
     outer_to_inner,
 )
 from pipeline.resample import area_warp, box_kernel, coverage
@@ -40,16 +41,31 @@ def test_fit_view_contain_and_cover():
     assert (x0, x1) == pytest.approx((0, 16)) and 0 < y0 < y1 < 12
 
 
-def test_cell_view_fills_frame_with_the_cell():
-    v = cell_view(2, 5, 1.0, FRAME)  # a square cell in a 16:9 frame: width fills
+def test_landing_view_fills_frame_with_the_cell_and_keeps_its_centre():
+    start = fit_view((16.0, 9.0), FRAME, cover=True)  # 20 px cells
+    v = landing_view(start, 2, 5, 1.0, FRAME)  # a square cell in a 16:9 frame: width fills
     x0, y0, x1, y1 = v.rect(*FRAME)
-    assert (x0, x1) == pytest.approx((5, 6))
-    assert 2 < y0 < y1 < 3 and (y0 + y1) / 2 == pytest.approx(2.5)
+    assert (x0, x1) == pytest.approx((5, 6)) and 2 <= y0 < y1 <= 3
+    # its centre starts 50 px from the top: it ends there, as far as the cell allows
+    assert v.to_screen(5.5, 2.5)[1] == pytest.approx(start.to_screen(5.5, 2.5)[1])
+    low = landing_view(start, 8, 7, 1.0, FRAME)  # starts at 170 px: kept inside the cell
+    assert low.rect(*FRAME)[1] == pytest.approx(8)
+    assert low.to_screen(7.5, 8.5)[1] == pytest.approx(160)
+
+
+def test_centre_drift():
+    start = fit_view((15.0, 9.0), FRAME, cover=False)  # 15x9 cells of 20 px, bars
+    drift = centre_drift(start, 9, 15, 1.0, FRAME).reshape(9, 15)
+    assert drift[4, 7] == pytest.approx(0, abs=1e-9)  # the centre cell: stays put
+    assert drift[4, 8] == pytest.approx(start.cell_px)  # one cell off: one cell
+    tall = fit_view((16.0, 12.0), FRAME, cover=True)  # rows 0 and 11 partly cropped
+    cut = centre_drift(tall, 12, 16, 1.0, FRAME).reshape(12, 16)
+    assert np.isinf(cut[0]).all() and np.isfinite(cut[2:10]).all()  # no zoom reaches them
 
 
 def test_zoom_keeps_its_fixed_point_on_screen_and_nests_views():
     start = fit_view((16.0, 9.0), FRAME, cover=True)
-    zoom = Zoom(start, cell_view(4, 9, 1.0, FRAME))
+    zoom = Zoom(start, landing_view(start, 4, 9, 1.0, FRAME))
     sx, sy = zoom.fixed_screen
     mx, my = zoom.fixed_point
     assert 0 <= sx <= FRAME[0] and 0 <= sy <= FRAME[1]
@@ -78,9 +94,11 @@ def test_inner_outer_round_trip():
 
 
 def test_chain_path_is_continuous_and_cross_fades_at_the_seam():
-    outer = Zoom(fit_view((16.0, 9.0), FRAME, True), cell_view(4, 8, 1.0, FRAME))
+    start = fit_view((16.0, 9.0), FRAME, True)
+    outer = Zoom(start, landing_view(start, 4, 8, 1.0, FRAME))
     link = Link((8.0, 4.0), 16.0)  # a 16x16 mosaic in cell (4, 8)
-    inner = Zoom(outer_to_inner(outer.end, link.cell, link.n), cell_view(8, 7, 1.0, FRAME))
+    inner_start = outer_to_inner(outer.end, link.cell, link.n)
+    inner = Zoom(inner_start, landing_view(inner_start, 8, 7, 1.0, FRAME))
     path = ZoomPath([outer, inner], [link])
     assert path.total == pytest.approx(outer.span + inner.span)
     assert len(path.shots(0.0)) == 1 and len(path.shots(1.0)) == 1

@@ -101,13 +101,13 @@ def picture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def movie_of(picture: Path, index_dir: Path, target: str | Path | None = None,
-             seconds: float = 3.0, **photo):
+             seconds: float = 3.0, cols: int = 16, **photo):
     index = load_index(index_dir)
     paths = source_paths(index)
     goal = resolve_target(target, index, paths) if target is not None else None
     opts = ZoomOptions(size=SIZE, duration=seconds, fps=15, hold=0.2)
     return make_movie(cv2.imread(str(picture)), index, paths, opts,
-                      PhotoOptions(cols=16, **photo), goal), index, paths
+                      PhotoOptions(cols=cols, **photo), goal), index, paths
 
 
 def yuv420(bgr: np.ndarray) -> np.ndarray:
@@ -147,10 +147,12 @@ def test_ends_and_reverse(run_cli, picture, zoom_index, tmp_path):
 
 def test_motion_nests_and_keeps_the_target_put(picture, zoom_index, tmp_path):
     """Each frame's region contains the next one's (the camera, and the pixels: the next
-    frame is found where the camera puts it); the landing point moves < 2% of the width."""
+    frame is found where the camera puts it); the target photo, found by its colour in
+    every frame, keeps its place: the zoom's fixed point in it and its centre move less
+    than 2% of the width."""
     target = tmp_path / "magenta.png"
     cv2.imwrite(str(target), np.full((200, 200, 3), MAGENTA, np.uint8))
-    movie, _, _ = movie_of(picture, zoom_index, target, recolour=0.0)
+    movie, _, _ = movie_of(picture, zoom_index, target, cols=15, recolour=0.0)
     views = [s[0].view for s in movie.shots]
     for a, b in pairwise(views):
         (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = a.rect(*SIZE), b.rect(*SIZE)
@@ -165,14 +167,21 @@ def test_motion_nests_and_keeps_the_target_put(picture, zoom_index, tmp_path):
         found = cv2.minMaxLoc(cv2.matchTemplate(frames[i], small, cv2.TM_SQDIFF))[2]
         assert np.hypot(*np.subtract(found, a.to_screen(b.x, b.y))) <= 1.5
     level, zoom = movie.levels[0], movie.path.zooms[0]
-    col = level.landing[1]
+    row, col = level.landing
     u = zoom.fixed_point[0] - col  # where in the landing cell the fixed point is
-    xs = []
-    for f in frames:
+    v = (zoom.fixed_point[1] - row * level.aspect) / level.aspect
+    fixed, centre = [], []
+    for f in frames:  # the target's box on screen, from its pixels
         mask = (f[:, :, 0] > 200) & (f[:, :, 2] > 200) & (f[:, :, 1] < 60)
-        cols_in = np.flatnonzero(mask.any(0))
-        xs.append(cols_in[0] + u * (cols_in[-1] + 1 - cols_in[0]))
-    assert max(xs) - min(xs) < 0.02 * SIZE[0]
+        xs, ys = np.flatnonzero(mask.any(0)), np.flatnonzero(mask.any(1))
+        x0, w, y0, h = xs[0], xs[-1] + 1 - xs[0], ys[0], ys[-1] + 1 - ys[0]
+        whole = ys[0] > 0 and ys[-1] < SIZE[1] - 1  # its height is all on screen
+        fixed.append((x0 + u * w, y0 + v * h if whole else np.nan))
+        centre.append((x0 + w / 2, y0 + h / 2 if whole else np.nan))
+    for points in (np.array(fixed), np.array(centre)):
+        ys = points[:, 1][~np.isnan(points[:, 1])]
+        assert len(ys) > len(frames) / 2
+        assert np.ptp(points[:, 0]) < 0.02 * SIZE[0] and np.ptp(ys) < 0.02 * SIZE[0]
 
 
 def frame_changes(movie, compensate: bool) -> np.ndarray:
