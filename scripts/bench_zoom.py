@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--hold", type=float, default=0.0, help="default 0: all frames move")
     ap.add_argument("--fit", default="contain")
     ap.add_argument("--preset", help="x264 preset (default: the command's)")
+    ap.add_argument("--target", type=Path, help="the photo to land on")
     ap.add_argument("--out", type=Path, help="keep the video here (default: temporary)")
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
@@ -65,7 +66,8 @@ def main() -> None:
                str(args.index), "--out", str(out), "--cells", str(args.cells), "--size",
                args.size, "--duration", str(args.duration), "--fps", args.fps, "--hold",
                str(args.hold), "--fit", args.fit,
-               *(["--preset", args.preset] if args.preset else [])]
+               *(["--preset", args.preset] if args.preset else []),
+               *(["--target", str(args.target)] if args.target else [])]
         print(f"command: {' '.join(cmd[1:])}")
         for i in range(args.repeat):
             r = run(cmd)
