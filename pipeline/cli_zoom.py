@@ -57,8 +57,8 @@ def add_zoom_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"length of the whole video, holds included (default {z.duration:g})")
     p.add_argument("--fps", default=str(z.fps), metavar="RATE", help="frames per second, "
                    f"e.g. 25 or 30000/1001 (default {z.fps})")
-    p.add_argument("--hold", type=SECONDS, default=z.hold, metavar="SECONDS",
-                   help=f"seconds held still at each end (default {z.hold:g})")
+    p.add_argument("--hold", type=SECONDS, metavar="SECONDS", help="seconds held still "
+                   f"at each end (default {z.hold:g}, or a tenth of --duration if less)")
     p.add_argument("--audio", metavar="FILE", help="sound track (any audio or video file): "
                    "muxed in, cut to the video's length")
     p.add_argument("--fit", choices=FITS, default=z.fit, help="cover: crop IMAGE to the "
@@ -117,8 +117,9 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     from pipeline.stages.zoom import run_zoom
     from pipeline.zoom import ZoomOptions
 
+    hold = args.hold if args.hold is not None else min(ZoomOptions.hold, args.duration / 10)
     opts = ZoomOptions(size=parse_size(args.size), duration=args.duration,
-                       fps=parse_rate(args.fps), hold=args.hold, reverse=args.reverse,
+                       fps=parse_rate(args.fps), hold=hold, reverse=args.reverse,
                        chain=args.chain, fit=args.fit, crf=args.crf, preset=args.preset)
     photo = PhotoOptions(cols=args.cells, radius=args.radius, max_uses=args.max_uses,
                          recolour=args.recolour, tone=args.tone)
