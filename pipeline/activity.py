@@ -11,9 +11,10 @@ barely move (a 32-pixel cell averages them out):
   previous frame. A marked cell is decided in such a frame, its tile switching by the
   usual hysteresis.
 * **quiet**: a marked cell that has waited ``frames`` frames without moving is decided
-  quietly: its colour is refreshed, and its tile switches only for a clearly better one
-  (:data:`QUIET_MARGIN`), so waiting never freezes a tile that has gone wrong, and noise
-  never switches one.
+  quietly: its colour is refreshed, and its tile switches only if it has gone clearly
+  stale (:data:`QUIET_GAIN`), for at most :data:`QUIET_SHARE` of the cells a frame,
+  stalest first (:meth:`pipeline.plan.Planner._stalest`). So waiting never freezes a
+  tile that has gone wrong for good, and noise never switches one.
 * **scene cut**: a frame in which more than ``scene_cut`` of the cells moved by
   :data:`CUT_DELTA_E` or more; its moving cells are chosen afresh (no hysteresis, the
   joint assignment), its still cells as above. A frame full of noise marks every cell
@@ -34,7 +35,13 @@ from pipeline.metrics import STATIC_DELTA_E
 # between a static cell and a moving one)
 MOTION_DELTA_E = STATIC_DELTA_E
 CUT_DELTA_E = 3 * STATIC_DELTA_E  # a cell that changed this much in a frame: a cut's
-QUIET_MARGIN = 0.7  # a quiet cell switches only to a tile with under 0.7^2 of its error
+# a quiet cell switches tiles only for one with at least this much less error per
+# sub-cell (RMS, ΔE units; noise moves a sub-cell's colour by less), and at most this
+# share of the grid's cells switches quietly in a frame, stalest first: a still region
+# never flickers, and a slowly changing one (a slow pan over grass) catches up within
+# the stability scores' churn budget
+QUIET_GAIN = 1.0
+QUIET_SHARE = 0.01
 
 
 @dataclass(frozen=True)

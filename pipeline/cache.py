@@ -13,7 +13,13 @@ file against its record cheaply (size and sample) or fully (whole digest).
 :func:`file_lock` is an advisory ``fcntl.flock`` lock on a lock file: a second run of the
 same job waits for the first, saying once which process holds it (or, with a timeout,
 gives up with :class:`LockedError`). The kernel drops the lock when its holder exits or
-is killed, so a lock can never go stale.
+is killed, so a lock can never go stale. :func:`hold` is the shared lock that every user
+of a cached folder (a render reading a plan or a download) keeps while it runs, so that
+``mosaic clean`` (which takes the exclusive lock) leaves the folder alone.
+
+Every folder the tool creates carries a marker file, :data:`MARKER`, naming the tool and
+the folder's kind (:func:`mark_owned`); clean-up only ever deletes inside marked folders
+(:func:`owned_kind`), and outputs are never written into one (:func:`owned_ancestor`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 import socket
 import sys
@@ -41,6 +48,14 @@ from pipeline.errors import DiskFullError, LockedError
 log = logging.getLogger(__name__)
 
 DIGEST_BYTES = 16  # 128 bits: collisions stay negligible far beyond any corpus size
+MARKER = ".mosaic-owned"  # in every folder the tool creates: {"tool", "kind", "created"}
+TOOL = "videomosaic"
+HOLD = ".hold"  # shared lock of a folder's users (see hold())
+# cache subfolders the tool manages (their contents are never outputs)
+CACHE_WORK = ("render", "plans", "downloads", "locks", "tmp")
+# every name the tool creates at the top of a cache (a cache made before markers existed
+# is recognised by holding nothing else)
+CACHE_ENTRIES = frozenset({*CACHE_WORK, "index", "renders", "sample", "faces"})
 
 
 def digest_bytes(data: bytes) -> str:
@@ -90,11 +105,80 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
+# ".NAME.XXXXXXXX.tmp": atomic_output's temporary of NAME (also ".STEM.XXXXXXXX.EXT.tmp"
+# from an encoder and ".NAME.XXXXXXXX.tmp.EXT" from an image saver); X: mkstemp's letters
+_TEMP = re.compile(r"\.(?P<stem>.+?)\.[a-z0-9_]{8}(?P<ext>\.[A-Za-z0-9]+)?\.tmp"
+                   r"(\.[A-Za-z0-9]+)?")
+
+
+def temp_final_name(name: str) -> str | None:
+    """The final name of a temporary file this tool writes (``.seg-00001.json.k3x9a_b2.tmp``
+    -> ``seg-00001.json``), or None when ``name`` is not one."""
+    m = _TEMP.fullmatch(name)
+    return m.group("stem") + (m.group("ext") or "") if m else None
+
+
 def umask_mode() -> int:
     """The mode a plainly created file gets (0o666 less the umask)."""
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def mark_owned(folder: str | Path, kind: str) -> Path:
+    """Create ``folder`` (and its parents) if needed and mark it as this tool's, of
+    ``kind`` (``cache``, ``index``, ``job``, ``plan``, ``download``, ``faces``, ``dzi``...),
+    unless it carries a marker already. Returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if owned_kind(folder) is None:
+        write_json(folder / MARKER, {"tool": TOOL, "kind": kind, "created": time.time(),
+                                     "pid": os.getpid()})
+    return folder
+
+
+def owned_kind(folder: str | Path) -> str | None:
+    """The kind this tool marked ``folder`` with, or None (no marker, or not ours)."""
+    try:
+        marker = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("tool") != TOOL:
+        return None
+    kind = marker.get("kind")
+    return kind if isinstance(kind, str) else None
+
+
+def owned_ancestor(path: str | Path, kinds: frozenset[str] | set[str] | None = None
+                   ) -> tuple[Path, str] | None:
+    """The nearest folder at or above ``path`` marked by this tool (with one of ``kinds``
+    when given): ``(folder, kind)``; None if there is none."""
+    p = Path(os.path.realpath(path))
+    for folder in (p, *p.parents):
+        kind = owned_kind(folder)
+        if kind is not None and (kinds is None or kind in kinds):
+            return folder, kind
+    return None
+
+
+def open_cache(cache_dir: str | Path) -> Path:
+    """The cache folder, created and marked if needed; returns it.
+
+    A folder is marked as a cache when this creates it, when it is empty, or when it
+    holds only the names a cache of this tool holds (one made before markers existed).
+    Any other unmarked folder is used as it is, unmarked: work goes into marked
+    subfolders only, and ``mosaic clean`` refuses it.
+    """
+    cache = Path(cache_dir)
+    if owned_kind(cache) is not None:
+        return cache
+    cache.mkdir(parents=True, exist_ok=True)
+    names = {p.name for p in cache.iterdir() if not p.name.startswith(".")}
+    if names <= CACHE_ENTRIES:
+        mark_owned(cache, "cache")
+    else:
+        log.debug("%s: not marked as a cache (holds other files)", cache)
+    return cache
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -292,31 +376,75 @@ def file_lock(lock_path: str | Path, what: str, timeout: float | None = None,
     ``what`` names the locked job in messages ("index /x/ix"). If another process holds
     it, this logs one line naming the holder and waits: forever when ``timeout`` is None,
     else up to ``timeout`` seconds (0: not at all), then raises :class:`LockedError`.
-    ``shared`` locks (readers such as ``mosaic verify``) exclude only exclusive holders.
-    The holder's pid, host, start time and command are written into the lock file.
+    ``shared`` locks (readers such as ``mosaic verify``) exclude only exclusive holders;
+    where the folder is read-only they are taken on the existing lock file opened for
+    reading, or, with no lock file there, skipped (nobody can write there either).
+    The holder's pid, host, start time and command are written into the lock file. A
+    lock file removed (by ``mosaic clean``) while this waited for it is made again.
     """
     lock_path = Path(lock_path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    while True:
+        fd = _open_lock(lock_path, shared)
+        if fd is None:
+            yield
+            return
         try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(lock_path)
-            if timeout is not None and timeout <= 0:
-                raise LockedError(f"{what} is in use by {holder}; wait for it to finish or "
-                                  "stop it, then rerun") from None
-            log.info("%s is in use by %s; waiting for it to finish", what, holder)
-            _wait_lock(fd, mode, timeout, what, holder)
-        if not shared:
-            os.ftruncate(fd, 0)
-            note = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                    "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
-            os.pwrite(fd, json.dumps(note).encode(), 0)
+            mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(lock_path)
+                if timeout is not None and timeout <= 0:
+                    raise LockedError(f"{what} is in use by {holder}; wait for it to finish "
+                                      "or stop it, then rerun") from None
+                log.info("%s is in use by %s; waiting for it to finish", what, holder)
+                _wait_lock(fd, mode, timeout, what, holder)
+            if not _still_there(fd, lock_path):
+                continue  # removed while we waited: lock the new one
+            if not shared:
+                os.ftruncate(fd, 0)
+                note = {"pid": os.getpid(), "host": socket.gethostname(),
+                        "started": time.time(),
+                        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+                os.pwrite(fd, json.dumps(note).encode(), 0)
+            yield
+            return
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+def _open_lock(lock_path: Path, shared: bool) -> int | None:
+    """A descriptor of the lock file (made if needed); None for a shared lock where the
+    folder is read-only and has no lock file."""
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        if not shared or exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise
+    try:
+        return os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        log.debug("%s: read-only and no lock file; reading without a lock", lock_path.parent)
+        return None
+
+
+def _still_there(fd: int, lock_path: Path) -> bool:
+    """Whether ``lock_path`` still names the file open as ``fd``."""
+    try:
+        st = os.stat(lock_path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+@contextlib.contextmanager
+def hold(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold ``folder`` in use (a shared lock on its :data:`HOLD` file) for the block:
+    ``mosaic clean`` leaves a held folder alone."""
+    with file_lock(Path(folder) / HOLD, what, shared=True):
         yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _wait_lock(fd: int, mode: int, timeout: float | None, what: str, holder: str) -> None:

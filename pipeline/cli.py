@@ -1,16 +1,21 @@
 """The ``mosaic`` command line: the only place that sets up logging and exit codes.
 
 Exit codes: 0 success, 1 a user-facing error (one line on stderr), 2 bad usage,
-130 interrupted. Set ``MOSAIC_DEBUG=1`` to get the traceback of an error instead.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP): both signals
+are handled as Ctrl-C is, so the workers and ffmpeg processes stop and temporary files
+go. Set ``MOSAIC_DEBUG=1`` to get the traceback of an error instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -22,10 +27,11 @@ from pipeline.cli_args import POSITIVE as _POSITIVE
 from pipeline.cli_args import SECONDS as _SECONDS
 from pipeline.cli_args import default_cache
 from pipeline.cli_args import number as _number
+from pipeline.cli_cache import add_clean_parser, add_verify_parser, cmd_clean, cmd_verify
 from pipeline.cli_stills import add_faces_parser, add_photo_parser, cmd_faces, cmd_photo
 from pipeline.cli_zoom import add_zoom_parser, cmd_zoom
 from pipeline.config import load_config
-from pipeline.errors import MosaicError
+from pipeline.errors import Interrupted, MosaicError
 from pipeline.execute import SCHEDULER_ENV
 
 log = logging.getLogger("pipeline")
@@ -39,11 +45,27 @@ class _Formatter(logging.Formatter):
         return text
 
 
+def one_line(text: str) -> str:
+    """``text`` with every control and line-breaking character escaped (a file name may
+    hold a newline): an error message stays one line."""
+    return "".join(c if c == "\t" or unicodedata.category(c) not in ("Cc", "Zl", "Zp")
+                   else c.encode("unicode_escape").decode() for c in text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors on one line (``error: mosaic render: ...``)."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, one_line(f"error: {self.prog}: {message} (see {self.prog} --help)") + "\n")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]):
+        # argparse drops a lone "--" given as an option's value (``--out=--``) and hands
+        # back an empty list; it is the value
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -53,6 +75,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    default=[], help="override one option, e.g. --set index.clusters=300 "
                    "(repeatable; beats --config)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
+
+
+def _add_force_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--force", action="store_true", help=f"replace an existing {what} even "
+                   "when it is not of the kind written (never an input, never a folder)")
 
 
 def _add_scheduler_arg(p: argparse.ArgumentParser, what: str) -> None:
@@ -91,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="One row per kept cluster, largest first: its "
                        "population and sample tiles.")
     p.add_argument("index", metavar="INDEX", help="index directory")
-    p.add_argument("--out", required=True, metavar="PNG", help="contact sheet to write")
+    p.add_argument("--out", required=True, metavar="PNG", help="contact sheet to write "
+                   "(.png, or .jpg for JPEG)")
+    _add_force_arg(p, "OUT")
     p.add_argument("--samples", type=_COUNT, default=16, help="tiles per row (default 16)")
     p.add_argument("--max-rows", type=_COUNT, metavar="N", help="only the N largest clusters")
     p.add_argument("--zoom", type=_COUNT, default=1, help="integer tile magnification")
@@ -118,10 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_FLOAT, help="upscaling before cutting cells "
                    "(render.scale)")
     p.add_argument("--alpha", type=_FLOAT, help="weight of the source blended over the "
-                   "mosaic, 0 = pure mosaic (render.alpha)")
+                   "mosaic: 0 = pure mosaic, 0.5 = the reference's 50/50 look (render.alpha, "
+                   "default 0.2)")
     p.add_argument("--preset", help="encoder speed preset (render.preset)")
     p.add_argument("--workers", type=int, metavar="N", help="painters at once, local "
-                   "processes (render.workers; 0 = fit the cores and the memory)")
+                   "processes (render.workers; 0 = fit the cores and the memory; more than "
+                   "the cores, the memory or the segments allow are capped)")
+    _add_force_arg(p, "OUT (or OUT.scores.json)")
     _add_scheduler_arg(p, "paint segments")
     _add_config_args(p)
 
@@ -142,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=_COUNT, metavar="N", help="score at most N frames")
     p.add_argument("--index", metavar="DIR", help="the tile index whose photos MOSAIC shows "
                    "(its tiles are identified in each cell for the photo visibility score)")
-    p.add_argument("--out", metavar="JSON", help="also write the scores here")
+    p.add_argument("--out", metavar="JSON", help="also write the scores here (.json)")
+    _add_force_arg(p, "OUT")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sample-clip", help="generate the built-in sample clip (no download)")
@@ -151,36 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audio", action="store_true", help="leave out the audio track")
     p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
 
-    p = sub.add_parser("verify", help="fully check an index (or, with --renders, the cached "
-                       "plans and segments) against their recorded digests",
-                       description="Compare every artifact of INDEX and every decode "
-                       "checkpoint shard with the size and whole-file digest recorded "
-                       "when it was written (each run only checks sizes and samples). "
-                       "Exit 1 and name each damaged file; `mosaic index --verify` "
-                       "repairs them.")
-    p.add_argument("index", nargs="?", metavar="INDEX", help="index directory (default: "
-                   "$MOSAIC_CACHE/index)")
-    p.add_argument("--renders", action="store_true", help="instead, check every plan chunk "
-                   "and painted segment in $MOSAIC_CACHE; damaged ones are dropped, and the "
-                   "next run of their render redoes just them")
-    p.add_argument("-q", "--quiet", action="store_true", help="no info lines")
-
-    p = sub.add_parser("clean", help="remove stale checkpoints, temporary files, old renders",
-                       description="Remove what cannot be reused: decode checkpoints of "
-                       "other settings or of files no longer in the corpus, temporary files "
-                       "left by killed runs, and render jobs (cached segments) untouched "
-                       "for longer than --older-than. Directories in use by a running job "
-                       "are left alone. Reports the space freed.")
-    p.add_argument("--cache", metavar="DIR", help="cache directory (default: "
-                   "$MOSAIC_CACHE, i.e. .cache)")
-    p.add_argument("--index", metavar="DIR", action="append", default=[],
-                   help="also clean this index directory kept outside the cache "
-                   "(repeatable)")
-    p.add_argument("--older-than", metavar="DURATION", default="7d", help="remove render "
-                   "jobs untouched for this long: 90m, 12h, 7d, 2w, 0 = all (default 7d)")
-    p.add_argument("--dry-run", action="store_true", help="list what would go; remove "
-                   "nothing")
-    p.add_argument("-q", "--quiet", action="store_true", help="only the summary line")
+    add_verify_parser(sub)
+    add_clean_parser(sub)
     return parser
 
 
@@ -190,7 +195,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides, {
         "index.jobs": args.jobs, "index.clusters": args.clusters,
         "index.tile_size": args.tile_size})
-    index_dir = Path(args.index) if args.index else default_cache() / "index"
+    if args.index:
+        index_dir = Path(args.index)
+    else:
+        from pipeline.cache import open_cache
+
+        index_dir = open_cache(default_cache()) / "index"
     start = time.perf_counter()
     report = run_index(args.corpus, index_dir, config.index, progress=not args.quiet,
                        full_check=args.verify, scheduler=args.scheduler)
@@ -218,7 +228,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.samples < 1 or args.zoom < 1 or (args.max_rows is not None and args.max_rows < 1):
         raise MosaicError("--samples, --zoom and --max-rows must be at least 1")
     index = load_index(args.index)
-    out = write_contact_sheet(index, args.out, args.samples, args.max_rows, args.zoom)
+    out = write_contact_sheet(index, args.out, args.samples, args.max_rows, args.zoom,
+                              force=args.force)
     log.info("contact sheet of %d clusters written to %s", len(index.populations), out)
     from pipeline.groups import group_summary
 
@@ -235,6 +246,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise MosaicError(f"--count must be at least 1, got {args.count}")
+    from pipeline.output import managed_place
+
+    if (place := managed_place(Path(args.out) / "x", default_cache())) is not None:
+        raise MosaicError(f"{args.out}: is inside {place}; choose another --out")
     paths = make_sample_corpus(Path(args.out), args.count)
     log.info("sample corpus: %d images in %s", len(paths), args.out)
     return 0
@@ -249,7 +264,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     index_dir = Path(args.index) if args.index else default_cache() / "index"
     r = run_render(args.video, index_dir, args.out, config.render, default_cache(),
                    args.start, args.duration, args.frames, progress=not args.quiet,
-                   scheduler=args.scheduler)
+                   scheduler=args.scheduler, force=args.force)
     size = f"{r.size / 2**20:.1f} MiB"
     if r.up_to_date:
         log.info("%s is up to date (%d frames, %s)", r.out, r.frames, size)
@@ -274,9 +289,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
         if "visibility_median" in sc:
             log.info("photo visibility (contrast kept, median / 10th percentile / share "
                      "below half): pure mosaic %.2f / %.2f / %.1f%%, output as written "
-                     "%.2f / %.2f / %.1f%%", sc["visibility_median"], sc["visibility_p10"],
+                     "%.2f / %.2f / %.1f%%; %.0f%% of the cells show a photo with something "
+                     "to see", sc["visibility_median"], sc["visibility_p10"],
                      100 * sc["visibility_below_half"], sc["visibility_output_median"],
-                     sc["visibility_output_p10"], 100 * sc["visibility_output_below_half"])
+                     sc["visibility_output_p10"], 100 * sc["visibility_output_below_half"],
+                     100 * sc["visible_share"])
     return 0
 
 
@@ -289,6 +306,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     if args.scale <= 0 or (args.frames is not None and args.frames < 1):
         raise MosaicError("--scale must be positive and --frames at least 1")
+    args.source, args.mosaic = _check_score_args(args)
     tile_hw = parse_tile_size(args.tile, "--tile")
     bank = None
     if args.index:
@@ -306,69 +324,75 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_score_args(args: argparse.Namespace) -> tuple[str, str]:
+    """``mosaic score``'s checks before any work: ffmpeg, the inputs (``file://`` URLs
+    are paths; regular files only), the frame size the scale gives, and --out (a .json
+    that is no input, in no working folder of the tool); the two input paths."""
+    from pipeline.config import parse_tile_size
+    from pipeline.grid import check_frame_size, check_source_size, make_grid
+    from pipeline.output import check_output
+    from pipeline.video import check_regular, ffmpeg_exe, local_path, probe
+
+    ffmpeg_exe()
+    source, mosaic = local_path(args.source), local_path(args.mosaic)
+    for path in (source, mosaic):
+        check_regular(path, "video")
+    if args.out:
+        index_files = [p for p in Path(args.index).glob("*")] if args.index else []
+        check_output(args.out, [source, mosaic, *index_files], kind="json", force=args.force,
+                     cache_dir=default_cache())
+        if Path(args.out).suffix.lower() != ".json":
+            raise MosaicError(f"{args.out}: the scores are JSON; give a .json name")
+    info = probe(source)
+    check_source_size(info.width, info.height, source)
+    check_frame_size(make_grid(info.height, info.width, parse_tile_size(args.tile, "--tile"),
+                               args.scale))
+    return source, mosaic
+
+
 def _cmd_sample_clip(args: argparse.Namespace) -> int:
     from pipeline.sample import make_sample_clip
 
     if args.seconds <= 0:
         raise MosaicError(f"--seconds must be positive, got {args.seconds}")
+    from pipeline.output import check_output
+    from pipeline.video import ffmpeg_exe
+
+    check_output(args.out, create_parent=True, kind="video", cache_dir=default_cache())
+    if Path(args.out).suffix.lower() != ".mp4":
+        raise MosaicError(f"{args.out}: the sample clip is an mp4; give a .mp4 name")
+    ffmpeg_exe()  # missing or broken: said before any work
     path = make_sample_clip(args.out, args.seconds, audio=not args.no_audio)
     log.info("sample clip: %s", path)
     return 0
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from pipeline.cache import file_lock
-    from pipeline.index import LOCK, verify_index
-
-    if args.renders:
-        from pipeline.stages.render import verify_renders
-
-        problems = verify_renders(default_cache())
-        for path, problem in problems.items():
-            log.warning("damaged: %s: %s", path, problem)
-        if problems:
-            raise MosaicError(f"{default_cache()}: {len(problems)} damaged render file(s), "
-                              "dropped; rerun their renders to redo them")
-        log.info("%s: every plan chunk and painted segment matches its recorded digest",
-                 default_cache())
-        return 0
-    index_dir = Path(args.index) if args.index else default_cache() / "index"
-    if not index_dir.is_dir():
-        raise MosaicError(f"{index_dir}: no such index directory")
-    with file_lock(index_dir / LOCK, f"index {index_dir}", shared=True):
-        problems = verify_index(index_dir)
-    for path, problem in problems.items():
-        log.warning("damaged: %s: %s", path, problem)
-    if problems:
-        raise MosaicError(f"{index_dir}: {len(problems)} damaged file(s); rerun `mosaic index "
-                          "--verify` with the same options to repair them")
-    log.info("%s: every artifact and checkpoint shard matches its recorded digest", index_dir)
-    return 0
-
-
-def _cmd_clean(args: argparse.Namespace) -> int:
-    from pipeline.cache import format_bytes
-    from pipeline.clean import clean_cache, parse_duration
-
-    cache = Path(args.cache) if args.cache else default_cache()
-    report = clean_cache(cache, parse_duration(args.older_than), args.dry_run,
-                         tuple(args.index))
-    for busy in report.busy:
-        log.info("left %s alone: another run is using it", busy)
-    verb = "would free" if args.dry_run else "freed"
-    print(f"{verb} {format_bytes(report.total())}: "
-          f"{report.count('stale decode checkpoint')} stale decode checkpoint(s), "
-          f"{report.count('orphaned temporary file')} temporary file(s), "
-          f"{report.count('old render job')} old render job(s), "
-          f"{report.count('old render plan')} old plan(s)"
-          + (" (dry run: nothing removed)" if args.dry_run else ""))
-    return 0
-
-
 _COMMANDS = {"index": _cmd_index, "inspect": _cmd_inspect, "sample": _cmd_sample,
              "render": _cmd_render, "score": _cmd_score, "sample-clip": _cmd_sample_clip,
-             "verify": _cmd_verify, "clean": _cmd_clean, "photo": cmd_photo,
+             "verify": cmd_verify, "clean": cmd_clean, "photo": cmd_photo,
              "faces": cmd_faces, "zoom": cmd_zoom}
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """Handle SIGTERM and SIGHUP as Ctrl-C is handled (an :class:`Interrupted` raised in
+    the main thread), once: a second signal while stopping is ignored, so the clean-up
+    finishes. Only where this runs on the main thread."""
+    def interrupt(signum: int, _frame) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    try:
+        saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -381,20 +405,20 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     log.propagate = False
     try:
-        with logging_redirect_tqdm(loggers=[log]):
+        with logging_redirect_tqdm(loggers=[log]), _signals_interrupt():
             return _COMMANDS[args.command](args)
-    except MosaicError as exc:
+    except (MosaicError, OSError) as exc:
         if os.environ.get("MOSAIC_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(one_line(f"error: {exc}"), file=sys.stderr)
         return 1
-    except OSError as exc:
-        if os.environ.get("MOSAIC_DEBUG"):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        from pipeline.execute import stop_children
+
+        stop_children()  # workers and ffmpeg: nothing left running
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(f"interrupted ({signal.Signals(signum).name}); rerun the same command to "
+              "resume", file=sys.stderr)
+        return 128 + signum
     finally:  # leave the logger as it was (main() may run in-process, e.g. in tests)
         log.handlers[:], log.level, log.propagate = saved

@@ -10,10 +10,17 @@ import math
 import os
 from pathlib import Path
 
+from pipeline.errors import MosaicError
+
 
 def default_cache() -> Path:
-    """The project's cache directory: ``$MOSAIC_CACHE`` or ``./.cache``."""
-    return Path(os.environ.get("MOSAIC_CACHE", ".cache"))
+    """The project's cache directory: ``$MOSAIC_CACHE`` or ``./.cache``; an empty
+    ``$MOSAIC_CACHE`` (which would mean the current folder) is refused."""
+    value = os.environ.get("MOSAIC_CACHE", ".cache")
+    if not value.strip():
+        raise MosaicError("MOSAIC_CACHE is set but empty; unset it (the cache is then "
+                          "./.cache) or name a folder")
+    return Path(value)
 
 
 def number(kind: type, low: float | None = None, above: float | None = None,

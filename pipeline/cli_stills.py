@@ -61,7 +61,11 @@ def add_photo_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"JPEG quality 1..100 (default {d.quality})")
     p.add_argument("--dzi", action="store_true", help="also write a Deep Zoom pyramid "
                    "(<out>.dzi, <out>_files/) and a zoom page <out>.html that opens from "
-                   "the filesystem, no server needed")
+                   "the filesystem, no server needed (an existing <out>_files/ must be "
+                   "one this tool made)")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT, "
+                   "<out>.html or <out>.dzi even when it is not of the kind written (never "
+                   "an input, never a folder)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info lines")
 
 
@@ -81,7 +85,7 @@ def cmd_photo(args: argparse.Namespace) -> int:
     index_dir = Path(args.index) if args.index else default_cache() / "index"
     start = time.perf_counter()
     r = run_photo(args.image, index_dir, args.out, opts, default_cache(), dzi=args.dzi,
-                  progress=not args.quiet)
+                  progress=not args.quiet, force=args.force)
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in r.timings.items())
     log.info("mosaic of %dx%d cells, %d distinct tiles -> %s (%dx%d px) in %.1f s (%s)",
              r.cols, r.rows, r.distinct, r.out, r.width, r.height,
@@ -107,7 +111,10 @@ def add_faces_parser(sub: argparse._SubParsersAction) -> None:
                        "resumable; `mosaic index --corpus OUT` indexes the result.")
     p.add_argument("src", metavar="SRC_DIR", help="folder of photos (searched recursively)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the face tiles "
-                   "(not inside SRC_DIR)")
+                   "(not inside SRC_DIR): a new or empty folder, or one this command made")
+    p.add_argument("--force", action="store_true", help="use an existing --out folder that "
+                   "holds other files (they are left alone: only face tiles this command "
+                   "wrote are ever removed)")
     p.add_argument("--size", default=f"{d.size[0]}x{d.size[1]}", metavar="WxH",
                    help="crop size and aspect (default CelebA's 178x218)")
     p.add_argument("--min-size", type=_COUNT, default=d.min_size, metavar="PX",
@@ -136,7 +143,8 @@ def cmd_faces(args: argparse.Namespace) -> int:
     opts = FaceOptions(size=(w, h), min_size=args.min_size, margin=args.margin,
                        eyes=not args.no_eye_check)
     start = time.perf_counter()
-    r = run_faces(args.src, args.out, opts, args.jobs, progress=not args.quiet)
+    r = run_faces(args.src, args.out, opts, args.jobs, progress=not args.quiet,
+                  force=args.force)
     elapsed = time.perf_counter() - start
     c = r.counts
     log.info("%d photos (%d scanned this run, %.1f photos/s): %d faces of %d px or more "

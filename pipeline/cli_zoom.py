@@ -85,6 +85,8 @@ def _add_look_options(p: argparse.ArgumentParser, d, z) -> None:
                    help=f"x264 quality, lower is better (default {z.crf})")
     p.add_argument("--preset", choices=_PRESETS, default=z.preset, metavar="NAME",
                    help=f"x264 speed preset (default {z.preset})")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT even when "
+                   "it is not a video (never an input, never a folder)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info lines")
 
 
@@ -126,7 +128,8 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     index_dir = Path(args.index) if args.index else default_cache() / "index"
     start = time.perf_counter()
     r = run_zoom(args.image, index_dir, args.out, opts, photo, default_cache(),
-                 target=args.target, audio_path=args.audio, progress=not args.quiet)
+                 target=args.target, audio_path=args.audio, progress=not args.quiet,
+                 force=args.force)
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in r.timings.items())
     landed = r.mosaics[-1][2]
     log.info("zoom of %d frames at %dx%d%s, landing on %s -> %s in %.1f s (%s)", r.frames,

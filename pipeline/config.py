@@ -51,7 +51,7 @@ class RenderConfig:
     """Options of the ``render`` stage (grid, matching, activity, encoding, audio)."""
 
     scale: float = 4.0
-    alpha: float = 0.5
+    alpha: float = 0.2
     matching: str = "nearest"
     cell_clusters: int = 150
     cluster_batch_frames: int = 32
@@ -64,11 +64,11 @@ class RenderConfig:
     max_uses: int = 0
     repeat_radius: int = 2
     use_cap: float = 1.0
-    flat_spread: float = 8.0
+    flat_spread: float = 4.0
     unseen: float = 0.1
     joint: bool = True
     scene_cut: float = 0.6
-    settle: int = 16
+    settle: int = 4
     recolour: float = 0.9
     tone: float = 0.0
     carry_tiles: bool = True

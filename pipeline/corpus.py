@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.cache import digest_bytes
 from pipeline.errors import CorpusError
 from pipeline.features import colour_histogram, lab_grid_means
+from pipeline.imagesize import MAX_IMAGE_BYTES, jpeg_size, pixel_problem
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
@@ -112,30 +113,6 @@ def _is_dir(entry: os.DirEntry) -> bool | None:
         return entry.is_dir(follow_symlinks=False)
     except OSError:
         return False
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """Read ``(height, width)`` from a JPEG's first SOF marker, or None if not found."""
-    if data[:2] != b"\xff\xd8":
-        return None
-    i, n = 2, len(data)
-    while i + 9 < n:
-        if data[i] != 0xFF:
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker == 0xFF:
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9],
-                                                                               "big")
-        i += 2 + length
-    return None
 
 
 def reduction_for(height: int, width: int, tile_hw: tuple[int, int]) -> int:
@@ -249,13 +226,26 @@ class DecodedBatch:
 READ_THREADS = 8  # concurrent file reads per worker: keeps a cold disk's queue busy
 
 
-def _read_bytes(path: str) -> bytes | str:
-    """The file's bytes, or the reason it cannot be read."""
+def read_image_bytes(path: str) -> bytes | str:
+    """An image file's bytes, or the reason it cannot be used: unreadable, not a regular
+    file (a FIFO would block forever; it is opened without waiting for a writer), or over
+    :data:`~pipeline.imagesize.MAX_IMAGE_BYTES`."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         return f"cannot read: {exc.strerror or exc}"
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file (a FIFO, device or socket)"
+        if st.st_size > MAX_IMAGE_BYTES:
+            return (f"{st.st_size / 2**30:.1f} GiB is over the limit of "
+                    f"{MAX_IMAGE_BYTES / 2**30:.0f} GiB for an image file")
+        try:
+            return f.read()
+        except OSError as exc:
+            return f"cannot read: {exc.strerror or exc}"
+
 
 
 def _decode_one(path: str, data: bytes | str, tile_hw: tuple[int, int]
@@ -266,6 +256,8 @@ def _decode_one(path: str, data: bytes | str, tile_hw: tuple[int, int]
     if not data:
         return "", None, "empty file (0 bytes)"
     digest = digest_bytes(data)
+    if (problem := pixel_problem(data)) is not None:
+        return digest, None, problem
     try:
         return digest, decode_image(data, os.path.splitext(path)[1].lower(), tile_hw), ""
     except (ValueError, cv2.error) as exc:
@@ -288,7 +280,7 @@ def decode_files(paths: list[str], tile_hw: tuple[int, int], bins: int, grid: in
     with ThreadPoolExecutor(READ_THREADS) as pool:
         for start in range(0, n, READ_THREADS * 2):
             group = paths[start:start + READ_THREADS * 2]
-            for i, (path, data) in enumerate(zip(group, pool.map(_read_bytes, group),
+            for i, (path, data) in enumerate(zip(group, pool.map(read_image_bytes, group),
                                                  strict=True), start):
                 digest, tile, reason = _decode_one(path, data, tile_hw)
                 digests.append(digest)

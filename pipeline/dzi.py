@@ -13,6 +13,12 @@ once the first tile is drawn. ``window.mosaicState`` (and ``document.title``) fo
 loading: the deepest pyramid level loaded so far, the tiles loaded, whether the view
 was zoomed and whether everything it shows is loaded (``home:<level>:<tiles>[:done]``
 before the zoom, ``zoomed:...`` after it); ``window.mosaicViewer`` is the viewer.
+
+What ``--dzi`` replaces must be its own: the pyramid folder carries the tool's marker,
+the page a ``generator`` meta tag. :func:`check_dzi_targets` refuses, before any work, a
+``NAME_files/`` folder the tool did not make (a browser's "Save page as" makes such
+folders), a page or ``.dzi`` that is not one of the tool's (unless ``--force``), and an
+input inside the pyramid folder. A replaced pyramid loses only the files a pyramid holds.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from pipeline.cache import atomic_output
+from pipeline.cache import MARKER, atomic_output, mark_owned, owned_kind
 from pipeline.errors import OutputError
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,9 @@ OPENSEADRAGON = VIEWER_DIR / "openseadragon.min.js"
 OSD_LICENSE = VIEWER_DIR / "OPENSEADRAGON-LICENSE.txt"
 DZ_TILE = 254  # Deep Zoom tile size (+1 px overlap each side: 256-px JPEGs)
 DZ_OVERLAP = 1
+GENERATOR = '<meta name="generator" content="videomosaic">'  # marks the tool's pages
+_LEVEL, _TILE = re.compile(r"\d+"), re.compile(r"\d+_\d+\.jpe?g")
+_PYRAMID_FILES = frozenset({MARKER, "vips-properties.xml"})
 
 
 def _vips():
@@ -54,7 +64,10 @@ def load_raw(raw: Path, width: int, height: int):
 
 def save_image(image, out: Path, fmt: str, quality: int = 90) -> None:
     """Save a libvips image as ``fmt`` (jpeg, png, tiff) atomically at ``out``."""
-    tmp = out.absolute().parent / f".{out.name}.{os.getpid()}.tmp{out.suffix}"
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{out.suffix}",
+                                dir=out.absolute().parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         if fmt == "jpeg":
             # no optimize_coding: libjpeg would then hold every coefficient of the picture
@@ -65,15 +78,103 @@ def save_image(image, out: Path, fmt: str, quality: int = 90) -> None:
             big = image.width * image.height * 3 > (1 << 32) - (1 << 26)
             image.tiffsave(str(tmp), compression="deflate", tile=True, pyramid=False,
                            bigtiff=big)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, out)
-    except Exception as exc:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        if isinstance(exc, OutputError):
+        if isinstance(exc, OutputError) or not isinstance(exc, Exception):
             raise
         raise OutputError(f"{out}: libvips could not write it: "
                           f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
                           ) from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _is_pyramid(folder: Path) -> bool:
+    """Whether ``folder`` holds only what ``dzsave`` writes (a pyramid made before the
+    marker existed): level folders of tiles, and libvips' properties."""
+    for entry in folder.iterdir():
+        if entry.is_dir() and _LEVEL.fullmatch(entry.name):
+            if any(not _TILE.fullmatch(t.name) for t in entry.iterdir()):
+                return False
+        elif entry.name not in _PYRAMID_FILES:
+            return False
+    return True
+
+
+def check_dzi_targets(base: Path, reads: list[Path], force: bool = False) -> None:
+    """Refuse, before any work, what ``--dzi`` at ``base`` must not replace: an existing
+    ``base_files/`` the tool did not make (never, even with ``force``), a ``base.html``
+    or ``base.dzi`` that is not the tool's (unless ``force``), one of them being an input
+    or an input inside ``base_files/``."""
+    dzi, files, html = dzi_paths(base)
+    for path in (dzi, html):
+        if any(_same(path, r) for r in reads):
+            raise OutputError(f"{path}: --dzi would overwrite this input; choose another "
+                              "--out")
+    real = Path(os.path.realpath(files))
+    for r in reads:
+        if real in Path(os.path.realpath(r)).parents:
+            raise OutputError(f"{r}: is inside {files}, which --dzi replaces; move it or "
+                              "choose another --out")
+    if files.exists() and not (files.is_dir() and (
+            owned_kind(files) == "dzi" or _is_pyramid(files))):
+        raise OutputError(f"{files}: exists and was not made by this tool (a browser's "
+                          "\"Save page as\" folder?); --dzi would replace it; move it away "
+                          "or choose another --out")
+    for path, mine, what in ((html, _is_our_page, "zoom page"),
+                             (dzi, _is_dzi, "Deep Zoom file")):
+        if path.exists() and not force and not mine(path):
+            raise OutputError(f"{path}: exists and is not a {what} of this tool; move it "
+                              "away, choose another --out, or add --force to replace it")
+
+
+def _head(path: Path, size: int = 1 << 16) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(size).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _is_our_page(path: Path) -> bool:
+    head = _head(path)
+    return GENERATOR in head or ("window.mosaicViewer" in _head(path, 1 << 24))
+
+
+def _is_dzi(path: Path) -> bool:
+    return "schemas.microsoft.com/deepzoom" in _head(path, 4096)
+
+
+def _remove_pyramid(folder: Path) -> None:
+    """Remove a replaced pyramid: only its level folders' tiles and its own files; a
+    folder left holding anything else stays (renamed aside), with one line."""
+    for entry in list(folder.iterdir()):
+        if entry.is_dir() and _LEVEL.fullmatch(entry.name):
+            for tile in entry.iterdir():
+                if _TILE.fullmatch(tile.name):
+                    tile.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                entry.rmdir()
+        elif entry.name in _PYRAMID_FILES:
+            entry.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        log.info("kept %s: it held files this tool did not write", folder)
 
 
 def dzi_paths(base: Path) -> tuple[Path, Path, Path]:
@@ -95,12 +196,17 @@ def save_dzi(image, base: Path, quality: int = 85) -> dict:
         image.dzsave(str(work / base.name), suffix=f".jpg[Q={quality}]", tile_size=DZ_TILE,
                      overlap=DZ_OVERLAP, layout="dz", container="fs")
         new_dzi, new_files = dzi_paths(work / base.name)[:2]
-        old = parent / f".{base.name}_files.old-{os.getpid()}"
-        if files.exists():
-            files.rename(old)
+        mark_owned(new_files, "dzi")
+        old = None
+        if files.exists():  # the tool's own (checked before any work)
+            old = Path(tempfile.mkdtemp(prefix=f".{files.name}.", suffix=".old", dir=parent))
+            files.rename(old / files.name)
         new_files.rename(files)
         os.replace(new_dzi, dzi)
-        shutil.rmtree(old, ignore_errors=True)
+        if old is not None:
+            _remove_pyramid(old / files.name)
+            with contextlib.suppress(OSError):
+                old.rmdir()
     except Exception as exc:
         if isinstance(exc, OSError) and not str(exc).startswith("VipsForeign"):
             raise
@@ -124,6 +230,7 @@ _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="generator" content="videomosaic">
 <title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>

@@ -50,3 +50,15 @@ class LockedError(MosaicError):
 
 class OutputError(MosaicError):
     """An output path is unsafe (it is an input), unwritable, or names no known container."""
+
+
+class IndexChangedError(TileIndexError):
+    """The tile index a render planned with was rebuilt while the render ran."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled like Ctrl-C (the CLI turns it into exit code 128 + N)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

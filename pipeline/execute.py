@@ -13,7 +13,11 @@ directory; the client joins them.
 
 :func:`choose_workers` fits the number of local workers, and the encoder threads of
 each, to both the cores and the memory: an x264 encoder at a slow preset holds gigabytes
-at 5120x2880 whatever its thread count, so memory, not cores, often sets the limit.
+at 5120x2880 whatever its thread count, so memory, not cores, often sets the limit. A
+number of workers asked for is capped by the cores, the memory and the segments.
+
+:func:`stop_trees` stops processes and everything they started (a painter and its
+ffmpeg encoder and decoder): a stopped run leaves no process behind.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import contextlib
 import ctypes
 import logging
 import os
+import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -80,6 +86,7 @@ class WorkerPlan:
     cores: int
     available: int
     lookahead: int | None = None  # x264's rc-lookahead where shortened, else None
+    asked: int = 0  # the workers asked for, where more than this plan runs (capped)
 
     def describe(self, width: int, height: int, preset: str) -> str:
         """One info line naming the choice and why."""
@@ -88,6 +95,13 @@ class WorkerPlan:
                 f"{self.bytes_per_worker / 2**30:.1f} GiB per worker at {width}x{height}, "
                 f"preset {preset}"
                 + (f", x264 lookahead {self.lookahead} frames" if self.lookahead else ""))
+
+    def describe_cap(self, segments: int) -> str:
+        """The info line saying that the workers asked for were capped, and by what."""
+        return (f"render.workers={self.asked} capped to {self.workers}: {self.cores} cores, "
+                f"{self.available / 2**30:.1f} GiB available (about "
+                f"{self.bytes_per_worker / 2**30:.1f} GiB per worker), {segments} "
+                "segment(s) to paint")
 
 
 def trim_heap() -> None:
@@ -166,8 +180,12 @@ def worker_bytes(pixels: int, encoder: str, preset: str, threads: int,
 
 def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
                    threads: int = 0, cores: int | None = None,
-                   available: int | None = None) -> WorkerPlan:
+                   available: int | None = None, segments: int = 0) -> WorkerPlan:
     """Painters and encoder threads for frames of ``pixels``; 0 means choose.
+
+    Workers asked for (``workers`` > 0) are capped by the cores, by what fits
+    :data:`MEMORY_SHARE` of the available memory at one encoder thread each, and by the
+    number of ``segments`` (0: not known); the plan then says how many were asked.
 
     Threads per encoder follow the preset (1 for the fast ones, up to 4 for the slow
     ones), workers fill the cores with them, then as many are dropped as needed for all
@@ -180,6 +198,11 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
     available = available or available_memory()
     lookahead = x264_lookahead(pixels, preset) if encoder == "libx264" else None
     auto_threads = threads <= 0
+    asked = workers
+    if workers > 0:
+        fits = int(MEMORY_SHARE * available // worker_bytes(pixels, encoder, preset, 1,
+                                                             lookahead))
+        workers = max(1, min(workers, cores, fits, segments or workers))
     wanted = _X264_THREADS.get(preset, 2) if encoder in ("libx264", "libx265") else 1
     if auto_threads:
         threads = max(1, min(wanted, cores // max(workers, 1) if workers else wanted, cores))
@@ -189,7 +212,7 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
 
     budget = MEMORY_SHARE * available
     if workers <= 0:
-        workers = max(1, cores // threads)
+        workers = max(1, min(cores // threads, segments or cores))
         while workers > 1 and workers * size(threads) > budget:
             workers -= 1
     if auto_threads:
@@ -202,7 +225,8 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
         while threads < wanted and workers * (threads + 1) <= _THREADS_PER_CORE * cores \
                 and workers * size(threads + 1) <= budget:
             threads += 1
-    return WorkerPlan(workers, threads, size(threads), cores, available, lookahead)
+    return WorkerPlan(workers, threads, size(threads), cores, available, lookahead,
+                      asked if asked > workers else 0)
 
 
 PAINTER_NICE = 5  # local painters yield the CPU to the plan, which they all wait for
@@ -217,20 +241,126 @@ def _start_painter() -> None:
     """A local worker's initialiser: run (and start its encoders and decoders) at a lower
     priority than the planning process. The plan is sequential and every painter waits
     for its chunks: at equal priority the painters and their encoders take most of the
-    cores and the plan falls behind, then they idle while it catches up."""
+    cores and the plan falls behind, then they idle while it catches up.
+
+    Ctrl-C at a terminal reaches every process of the job; a painter ignores it (the
+    client, which gets it too, stops the painters with :func:`stop_trees`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):
         os.nice(PAINTER_NICE)
 
 
+def _parents() -> dict[int, int]:
+    """``{pid: parent pid}`` of every process visible in ``/proc``."""
+    parents = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+                parents[int(entry.name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+    return parents
+
+
+def descendants(roots: list[int] | tuple[int, ...]) -> list[int]:
+    """Every process started by one of ``roots`` (children, their children, ...);
+    empty where there is no ``/proc``."""
+    if not os.path.isdir("/proc"):
+        return []
+    children: dict[int, list[int]] = {}
+    for pid, parent in _parents().items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = [], list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal(pids: list[int] | set[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def stop_trees(roots: list[int] | tuple[int, ...], wait: float = 5.0) -> None:
+    """Kill processes ``roots`` and all their descendants; wait up to ``wait`` seconds
+    for them to be gone.
+
+    Everything is frozen first (SIGSTOP, repeated until no new process appears), so
+    that none of them starts a process, or dies and leaves an orphan, while they are
+    killed; then all get SIGKILL. Their temporary files are for the caller to remove.
+    """
+    frozen: set[int] = set()
+    for _ in range(20):
+        new = set(roots) | set(descendants(list(roots))) | set(descendants(list(frozen)))
+        new -= frozen
+        if not new:
+            break
+        _signal(new, signal.SIGSTOP)
+        frozen |= new
+    _signal(frozen, signal.SIGKILL)
+    deadline = time.monotonic() + wait
+    while frozen and time.monotonic() < deadline:
+        frozen = {pid for pid in frozen if _alive(pid)}
+        if frozen:
+            time.sleep(0.05)
+
+
+def stop_children(wait: float = 5.0) -> None:
+    """Stop everything this process started (:func:`stop_trees`) but the resource
+    trackers of multiprocessing and loky, which ignore interrupts and exit on their own
+    as soon as this process does (killing them makes their clients warn)."""
+    def tracker(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return b"resource_tracker" in f.read()
+        except OSError:
+            return False
+
+    stop_trees([pid for pid in descendants([os.getpid()]) if not tracker(pid)], wait)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] not in (b"Z", b"X")
+
+
+_PAINTERS: Any = None  # this process's painters, kept for its next render
+
+
+def _painters(workers: int) -> Any:
+    """A loky executor of ``workers`` painters: this process's own (not the process-wide
+    one that joblib's index decoders share, which it would break), kept between renders;
+    idle painters exit after two minutes."""
+    global _PAINTERS
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    executor = _PAINTERS
+    flags = getattr(executor, "_flags", None)
+    if executor is None or flags is None or flags.broken or flags.shutdown or \
+            getattr(executor, "_max_workers", None) != workers:
+        if executor is not None:
+            with contextlib.suppress(Exception):
+                executor.shutdown(wait=False)
+        executor = _PAINTERS = ProcessPoolExecutor(max_workers=workers, timeout=120,
+                                                   initializer=_start_painter)
+    return executor
+
+
 class LocalPool:
-    """Worker processes on this machine (joblib's loky executor)."""
+    """Worker processes on this machine (a loky executor, :func:`_painters`)."""
 
     def __init__(self, workers: int) -> None:
-        from joblib.externals.loky import get_reusable_executor
-
         self.workers = workers
-        self._executor = get_reusable_executor(max_workers=workers, timeout=120,
-                                                initializer=_start_painter)
+        self._executor = _painters(workers)
         # start the workers now, so that they spawn and import while the plan begins
         # (loky starts them on the first task; the first segment's plan takes a while)
         for _ in range(workers):
@@ -240,8 +370,17 @@ class LocalPool:
         """Run ``fn(*args)`` in a worker process."""
         return self._executor.submit(fn, *args)
 
-    def close(self) -> None:
-        """Nothing to do: idle workers exit on their own after a while."""
+    def close(self, abort: bool = False) -> None:
+        """Nothing to do after a run (the idle workers wait for the next one, or exit);
+        after a failure or an interrupt (``abort``), stop the workers and everything they
+        started, at once."""
+        global _PAINTERS
+        if abort:
+            stop_trees(list(getattr(self._executor, "_processes", {}) or {}))
+            with contextlib.suppress(Exception):
+                self._executor.shutdown(wait=False, kill_workers=True)
+            if _PAINTERS is self._executor:
+                _PAINTERS = None
 
 
 class DaskPool:
@@ -259,14 +398,21 @@ class DaskPool:
             raise MosaicError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         self.retries = retries
         self._run = uuid.uuid4().hex[:8]
+        self._submitted: list = []
 
     def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Future:
         """Run ``fn(*args)`` as a Dask task named ``key`` (retried on failure)."""
-        return self.client.submit(fn, *args, key=f"{key}-{self._run}", retries=self.retries,
-                                  pure=False)
+        future = self.client.submit(fn, *args, key=f"{key}-{self._run}",
+                                    retries=self.retries, pure=False)
+        self._submitted.append(future)
+        return future
 
-    def close(self) -> None:
-        """Disconnect from the scheduler (the cluster keeps running)."""
+    def close(self, abort: bool = False) -> None:
+        """Disconnect from the scheduler (the cluster keeps running); after a failure
+        (``abort``) the job's tasks are cancelled first."""
+        if abort:
+            with contextlib.suppress(Exception):
+                self.client.cancel(self._submitted, force=True)
         self.client.close()
 
 

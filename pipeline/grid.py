@@ -23,6 +23,10 @@ import numpy as np
 from pipeline.errors import ConfigError
 
 CELL_SAMPLE = 8  # cell features are computed on a CELL_SAMPLE x CELL_SAMPLE view of each cell
+# the largest output frame: H.264's largest (level 6.2, 139,264 macroblocks, such as
+# 8192x4352); a painter and its encoder hold several gigabytes at that size already
+MAX_FRAME_PIXELS = 139_264 * 256
+MIN_SOURCE_SIDE = 16  # pixels: smaller sources make no mosaic (and confuse OpenCV's ops)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,21 @@ def make_grid(src_h: int, src_w: int, tile_hw: tuple[int, int], scale: float,
     if rows < 1 or cols < 1:
         raise ConfigError(f"render.max_width/max_height: too small for {tw}x{th} tiles")
     return Grid(src_h, src_w, rows, cols, th, tw)
+
+
+def check_frame_size(grid: Grid) -> None:
+    """Refuse frames over :data:`MAX_FRAME_PIXELS` before any work, in one line."""
+    if grid.out_w * grid.out_h > MAX_FRAME_PIXELS:
+        raise ConfigError(f"render: {grid.out_w}x{grid.out_h} output frames are over the "
+                          f"largest H.264 frame ({MAX_FRAME_PIXELS / 1e6:.1f} megapixels, "
+                          "level 6.2); lower --scale or set render.max_width")
+
+
+def check_source_size(width: int, height: int, name: str) -> None:
+    """Refuse a source of under :data:`MIN_SOURCE_SIDE` pixels a side, in one line."""
+    if width < MIN_SOURCE_SIDE or height < MIN_SOURCE_SIDE:
+        raise ConfigError(f"{name}: {width}x{height} frames are too small to make a mosaic "
+                          f"of (at least {MIN_SOURCE_SIDE}x{MIN_SOURCE_SIDE} pixels)")
 
 
 class ActivityTracker:

@@ -17,7 +17,11 @@ An index directory holds (names in :data:`ARTIFACTS`):
 * ``.lock``: the lock a run holds while it writes (see :func:`pipeline.cache.file_lock`).
 
 Every load checks each artifact cheaply against its record (size, sampled digest, row
-counts); ``mosaic verify`` compares whole digests (:func:`verify_index`).
+counts) and that every source path stays inside the corpus; ``mosaic verify`` compares
+whole digests and recomputes the sources' digest from the manifest (:func:`verify_index`).
+
+A render pins the index it planned with (:func:`pin_index`); its painters read the tile
+bank through :func:`pinned_bank`, which refuses a bank rebuilt since.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from __future__ import annotations
 import json
 import logging
 import mmap
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import artifact_problem
-from pipeline.errors import TileIndexError
+from pipeline.cache import artifact_problem, digest_text
+from pipeline.errors import IndexChangedError, TileIndexError
 from pipeline.shards import READ_ERRORS
 
 log = logging.getLogger(__name__)
@@ -246,11 +251,94 @@ def artifact_problems(path: str | Path, manifest: dict, full: bool = False) -> d
     if listed != n:  # the manifest contradicts itself: blame it alone
         problems[MANIFEST] = f"lists {listed} sources but counts {n} tiles"
         return problems
+    if problem := sources_problem(manifest, full):
+        problems[MANIFEST] = problem
+        return problems
     for name in ARRAYS:
         rows = npy_rows(path / name)
         if name not in problems and rows != n:
             problems[name] = f"holds {rows} rows but {MANIFEST} counts {n} tiles"
     return problems
+
+
+def sources_problem(manifest: dict, full: bool = False) -> str | None:
+    """Why the manifest's corpus and source paths cannot be trusted, or None: a corpus
+    that is not an absolute path, a source path that is absolute or leaves the corpus
+    (``../..``); with ``full``, sources that no longer give the recorded sources digest
+    and index digest (an edited manifest)."""
+    corpus, sources = manifest.get("corpus"), manifest.get("sources") or {}
+    if not isinstance(corpus, str) or not os.path.isabs(corpus):
+        return f"corpus {corpus!r} is not an absolute path"
+    paths, digests = sources.get("paths"), sources.get("digests")
+    if not isinstance(paths, list) or not isinstance(digests, list) or \
+            len(paths) != len(digests):
+        return "no list of sources and their digests"
+    for rel in paths:
+        if not isinstance(rel, str) or os.path.isabs(rel) or \
+                os.path.normpath(rel).split(os.sep, 1)[0] == os.pardir:
+            return f"source path {rel!r} leaves the corpus {corpus}"
+    if full:
+        absolute = [os.path.join(corpus, rel) for rel in paths]
+        sources_digest = digest_text(str(manifest.get("decode_key", "")), *absolute,
+                                     *map(str, digests))
+        params = manifest.get("params") if isinstance(manifest.get("params"), dict) else {}
+        index_digest = digest_text(sources_digest, repr(sorted(params.items())))
+        if (sources_digest, index_digest) != (manifest.get("sources_digest"),
+                                              manifest.get("index_digest")):
+            return "its corpus, sources or parameters do not give its recorded digests " \
+                   "(edited?)"
+    return None
+
+
+@dataclass(frozen=True)
+class IndexPin:
+    """What a render pins of the index it planned with: its digest, and the identity
+    (inode, size, modification time) of its manifest then."""
+
+    digest: str
+    manifest: tuple[int, int, int]
+
+
+def pin_index(index: TileIndex) -> IndexPin:
+    """Pin ``index`` as loaded (see :func:`check_pin`)."""
+    st = os.stat(Path(index.path) / MANIFEST)
+    return IndexPin(index.digest, (st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+def check_pin(path: str | Path, pin: IndexPin) -> None:
+    """Raise :class:`IndexChangedError` unless the index at ``path`` is still the pinned
+    one. A rebuild removes the manifest first and writes it last, so whatever was read
+    of the index before a passing check belongs to the pinned index."""
+    manifest_path = Path(path) / MANIFEST
+    try:
+        st = os.stat(manifest_path)
+        same = (st.st_ino, st.st_size, st.st_mtime_ns) == pin.manifest
+        digest = pin.digest if same else json.loads(manifest_path.read_text()).get(
+            "index_digest")
+    except (OSError, ValueError, AttributeError):
+        digest = None
+    if digest != pin.digest:
+        raise IndexChangedError(f"{path}: the tile index changed while this render ran "
+                                "(rebuilt by `mosaic index`?); nothing painted from the new "
+                                "tiles was kept; rerun to render with the new index")
+
+
+def pinned_bank(path: str | Path, pin: IndexPin | None, groups: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The tile bank (N, h, w, 3) uint8, memory-mapped, and (with ``groups``) the
+    near-duplicate groups (N,) int64 of the pinned index at ``path``;
+    :class:`IndexChangedError` if it was rebuilt (no check without a ``pin``). Both are
+    opened before the check, so they are the pinned index's."""
+    with open(Path(path) / TILES, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+        bank = np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=shape)
+    tile_groups = load_groups(path, bank) if groups else None
+    if pin is not None:
+        check_pin(path, pin)
+    return bank, tile_groups
 
 
 def verify_index(path: str | Path) -> dict[str, str]:

@@ -181,6 +181,8 @@ class Scores:
         if self.visibility:
             out.update(visibility.summarise(self.visibility, "visibility"))
             out.update(visibility.summarise(self.visibility_output, "visibility_output"))
+            # cells showing a photo with something to see (not a featureless tile)
+            out["visible_share"] = sum(self.visibility) / max(self.cells, 1)
             out["visibility_note"] = (
                 f"painted luma spread over the tile's own, cells whose tile has a spread of "
                 f"{visibility.MIN_SPREAD:g} levels or more")

@@ -3,7 +3,10 @@ an input, never writes a container other than the one asked for, and never fails
 the very end for a reason known at the start.
 
 * :func:`check_output` refuses an OUT that is (or links to) a file the job reads, that is
-  an existing directory, or whose directory is missing or not writable.
+  inside an index or one of the tool's working folders (the cache's ``render/``,
+  ``plans/``, ``downloads/``..., any folder carrying the tool's marker), that is an
+  existing directory, an existing file of another kind (unless ``--force``), or whose
+  directory is missing or not writable.
 * :func:`container_for` picks the container from OUT's extension (mp4, mov, mkv, webm)
   and checks that it can hold the video and audio codecs; :func:`mux_args` and
   :func:`audio_args` give the ffmpeg options of the final mux.
@@ -19,8 +22,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.cache import digest_text
+from pipeline.cache import CACHE_WORK, digest_text, owned_ancestor
 from pipeline.errors import OutputError
+
+# marked folders whose files the tool replaces or deletes: never an output's place
+MANAGED_KINDS = frozenset({"index", "job", "plan", "download", "locks", "tmp", "dzi",
+                           "faces"})
+_KIND_NAMES = {"index": "a tile index", "job": "a render job of the cache",
+               "plan": "a render plan of the cache", "download": "a download of the cache",
+               "locks": "the cache's locks", "tmp": "the cache's temporary files",
+               "dzi": "a Deep Zoom pyramid", "faces": "a face-tile folder"}
 
 
 @dataclass(frozen=True)
@@ -116,22 +127,32 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output(out: str | Path, reads: list[str | Path] | tuple[str | Path, ...] = (),
-                 create_parent: bool = False) -> Path:
+                 create_parent: bool = False, kind: str | None = None, force: bool = False,
+                 cache_dir: str | Path | None = None) -> Path:
     """Check that writing ``out`` is safe and possible, before any work; returns it.
 
     Raises :class:`OutputError` when ``out`` resolves (through ``..``, ``./``, symbolic
-    or hard links) to one of ``reads``, the files the job reads; when it is an existing
-    directory; or when its directory is missing (unless ``create_parent``) or not
-    writable (tried by creating and removing a temporary file there).
+    or hard links) to one of ``reads``, the files the job reads; when it lies inside a
+    tile index or a working folder of the tool (:func:`managed_place`); when it is an
+    existing directory, or (unless ``force``) an existing file that is not of ``kind``
+    (``video``, ``image``, ``json``: :func:`existing_problem`); or when its directory is
+    missing (unless ``create_parent``) or not writable (tried by creating and removing a
+    temporary file there).
     """
     out = Path(out)
     for source in reads:
         if _same_file(out, Path(source)):
             raise OutputError(f"{out}: the output would overwrite {source}, which this job "
                               "reads; choose another --out")
+    if (place := managed_place(out, cache_dir)) is not None:
+        raise OutputError(f"{out}: is inside {place}, whose files this tool replaces or "
+                          "deletes; choose another --out")
     if out.is_dir():
         raise OutputError(f"{out}: is a directory; give a file name such as "
-                          f"{out / 'mosaic.mp4'}")
+                          f"{out / ('mosaic.mp4' if kind in (None, 'video') else 'out')}")
+    if kind and not force and (problem := existing_problem(out, kind)):
+        raise OutputError(f"{out}: exists and {problem}; choose another --out, or add "
+                          "--force to replace it")
     parent = out.absolute().parent
     if not parent.is_dir():
         if not create_parent:
@@ -149,6 +170,65 @@ def check_output(out: str | Path, reads: list[str | Path] | tuple[str | Path, ..
     with contextlib.suppress(OSError):
         os.unlink(probe)
     return out
+
+
+def managed_place(path: str | Path, cache_dir: str | Path | None = None) -> str | None:
+    """What tool-managed place ``path`` lies in, in words ("a tile index /x/ix"), or
+    None: a folder marked by the tool as an index or a working folder, a tile index made
+    before markers existed (``manifest.json`` beside ``tiles.npy``), or one of the
+    cache's working folders (:data:`pipeline.cache.CACHE_WORK`)."""
+    real = Path(os.path.realpath(Path(path).absolute().parent))
+    found = owned_ancestor(real, MANAGED_KINDS)
+    if found is not None:
+        return f"{_KIND_NAMES[found[1]]} ({found[0]})"
+    for folder in (real, *real.parents):
+        if (folder / "tiles.npy").is_file() and (folder / "manifest.json").is_file():
+            return f"a tile index ({folder})"
+    if cache_dir is not None:
+        cache = Path(os.path.realpath(cache_dir))
+        for name in CACHE_WORK:
+            if real == cache / name or cache / name in real.parents:
+                return f"the cache's working folder {cache / name}"
+    return None
+
+
+def _looks_like(head: bytes, kind: str) -> bool:
+    if kind == "video":
+        return head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip") or \
+            head[:4] == b"\x1a\x45\xdf\xa3"  # ISO media (mp4, mov) or Matroska (mkv, webm)
+    if kind == "image":
+        return head[:3] == b"\xff\xd8\xff" or head[:8] == b"\x89PNG\r\n\x1a\n" or \
+            head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+    return True
+
+
+def existing_problem(path: str | Path, kind: str) -> str | None:
+    """Why the existing file ``path`` is not one this tool may replace with a ``kind``
+    output (``video``, ``image``, ``json``: a scores file this tool wrote), or None
+    (no file there, an empty file, or one of that kind)."""
+    path = Path(path)
+    try:
+        if not path.exists() or path.stat().st_size == 0:
+            return None
+        if not path.is_file():
+            return "is not a regular file"
+        with open(path, "rb") as f:
+            head = f.read(1 << 16 if kind == "json" else 16)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if kind == "json":
+        import json
+
+        try:
+            data = json.loads(head)
+        except ValueError:
+            data = None
+        if not (isinstance(data, dict) and "scores" in data):
+            return "is not a scores file written by this tool"
+        return None
+    if not _looks_like(head, kind):
+        return f"is not {'a video' if kind == 'video' else 'an image'} file"
+    return None
 
 
 def default_output(source: str, cache_dir: str | Path, suffix: str = ".mp4") -> Path:

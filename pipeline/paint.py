@@ -34,7 +34,7 @@ from pipeline.cache import artifact_problem, record_artifact, umask_mode, write_
 from pipeline.compose import Canvas, blend
 from pipeline.execute import steady_heap, trim_heap
 from pipeline.grid import Grid
-from pipeline.index import TILES, load_groups
+from pipeline.index import TILES, IndexPin, load_groups, pinned_bank
 from pipeline.metrics import SUB, FrameScorer, tile_keys
 from pipeline.plan import DIFF_SCALE, RATIO_SCALE, PlanChunk, Segment, chunk_path, read_chunk
 from pipeline.video import FrameWriter, VideoInfo, bgr_to_i420, prefetch_frames
@@ -69,6 +69,7 @@ class PaintJob:
     report: bool
     codec: tuple[str, ...]
     tone: float = 0.0
+    index_pin: IndexPin | None = None  # the index planned with; painters refuse another
 
 
 def segment_path(work: str | Path, number: int) -> Path:
@@ -161,12 +162,14 @@ def gains(ratios: np.ndarray, tone: float) -> np.ndarray | None:
 def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
     grid = job.grid
     bank_ids = chunk.tile_ids()
-    canvas = Canvas(grid, load_tiles(job.index_dir, bank_ids), track=SUB if job.report else 0,
-                    bank_ids=bank_ids)
+    bank, groups = pinned_bank(job.index_dir, job.index_pin, groups=job.report)
+    canvas = Canvas(grid, np.ascontiguousarray(bank[bank_ids]),
+                    track=SUB if job.report else 0, bank_ids=bank_ids)
+    del bank
     start = chunk.start_state
     canvas.reset(start.ids, start.orients, shifts(start.diffs, job.recolour),
                  gains(start.ratios, job.tone))
-    scorer = FrameScorer(grid, _groups(job.index_dir)) if job.report else None
+    scorer = FrameScorer(grid, groups) if job.report else None
     if scorer is not None and chunk.start_src_lab is not None:
         scorer.restore({"prev_src_lab": chunk.start_src_lab,
                         "prev_key": tile_keys(start.ids, start.orients)})

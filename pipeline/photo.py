@@ -23,6 +23,7 @@ strip, whatever the poster size.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import tempfile
@@ -37,9 +38,11 @@ from tqdm import tqdm
 from pipeline.assign import TileAssigner
 from pipeline.cache import ensure_free
 from pipeline.compose import adjust, blend
+from pipeline.corpus import read_image_bytes
 from pipeline.errors import MosaicError, OutputError
 from pipeline.features import block_means, lab_grid_means
 from pipeline.grid import Grid, cell_views
+from pipeline.imagesize import pixel_problem
 from pipeline.index import TileIndex
 from pipeline.matching import (
     TileClusters,
@@ -58,6 +61,7 @@ MAX_MEGAPIXELS = 1_000  # pixels in all, in millions (a 1-gigapixel poster)
 FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".tif": "tiff", ".tiff": "tiff"}
 _SEARCH_ROWS = 4096  # cells searched at once: bounded candidate buffers
 _REPAIR_ROUNDS = 6  # times the candidates double for cells that break a hard rule
+MATCH_MEMORY_SHARE = 0.5  # of the available memory, for the cells' views and candidates
 
 
 class ImageError(MosaicError):
@@ -95,14 +99,24 @@ class PhotoOptions:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """The image at ``path`` as BGR uint8 (H, W, 3); :class:`ImageError` in one line."""
+    """The image at ``path`` as BGR uint8 (H, W, 3); :class:`ImageError` in one line,
+    also for a FIFO or other special file, or an image over the pixel limit (checked in
+    its header, before decoding: :func:`pipeline.imagesize.pixel_problem`)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         raise ImageError(f"{path}: no such image file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = read_image_bytes(str(path))
+    if isinstance(data, str):
+        raise ImageError(f"{path}: {data}")
+    if (problem := pixel_problem(data)) is not None:
+        raise ImageError(f"{path}: {problem}; downscale it first")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None  # OpenCV's own limits, for formats whose header is not read here
     if image is None or image.size == 0:
-        raise ImageError(f"{path}: not a readable image (corrupt, truncated or not an "
-                         "image format OpenCV decodes)")
+        raise ImageError(f"{path}: not a readable image (corrupt, truncated, too large or "
+                         "not an image format OpenCV decodes)")
     return image
 
 
@@ -135,17 +149,33 @@ def check_feasible(grid: Grid, groups: np.ndarray, opts: PhotoOptions) -> None:
     ``groups`` (n,) int: the near-duplicate group of every tile that can be chosen.
     """
     n_groups = len(np.unique(groups))
-    window = (2 * opts.radius + 1) ** 2
-    if opts.radius and n_groups < window:
+    # cells closer than the radius in both directions: a (r+1) x (r+1) block (clipped to
+    # the grid) must be all different, and that many tiles, repeated in the same pattern
+    # block after block, suffice
+    rows, cols = min(grid.rows, opts.radius + 1), min(grid.cols, opts.radius + 1)
+    if opts.radius and n_groups < rows * cols:
         raise MosaicError(f"the index has {n_groups} distinct tiles (near-duplicates "
-                          f"counted once); --radius {opts.radius} needs at least {window} "
-                          "(no repeat in a window of "
-                          f"{2 * opts.radius + 1}x{2 * opts.radius + 1} cells); "
+                          f"counted once); --radius {opts.radius} needs at least "
+                          f"{rows * cols} (no repeat in any block of {cols}x{rows} cells); "
                           "lower --radius or index more images")
     if opts.max_uses and n_groups * opts.max_uses < grid.cells:
         raise MosaicError(f"{grid.cells} cells but {n_groups} distinct tiles used at most "
                           f"{opts.max_uses} times each; raise --max-uses, use fewer "
                           "--cells or index more images")
+
+
+def check_memory(grid: Grid, kept: int, opts: PhotoOptions, available: int) -> None:
+    """Refuse a grid whose cell views and candidate lists would not fit
+    :data:`MATCH_MEMORY_SHARE` of ``available`` bytes (in one line, before any of it is
+    allocated): per cell, two 8x8 views and the search features, and per candidate an id
+    and a distance, twice over."""
+    k = min(kept, max(opts.candidates, 2 * (2 * opts.radius + 1) ** 2))
+    need = grid.cells * (3 * 192 + 24 * k)
+    if need > MATCH_MEMORY_SHARE * available:
+        raise MosaicError(f"{grid.cols}x{grid.rows} cells with {k} candidates each need "
+                          f"about {need / 2**30:.1f} GiB to match, more than half the "
+                          f"{available / 2**30:.1f} GiB available; use fewer --cells (or a "
+                          "larger --cell-size) or a smaller --radius")
 
 
 def violations(ids: np.ndarray, groups: np.ndarray, radius: int, max_uses: int
@@ -159,8 +189,9 @@ def violations(ids: np.ndarray, groups: np.ndarray, radius: int, max_uses: int
     g = groups[ids]
     rows, cols = g.shape
     bad = np.zeros(g.shape, bool)
-    for dy in range(radius + 1):
-        for dx in range(-radius, radius + 1):
+    reach_y, reach_x = min(radius, rows - 1), min(radius, cols - 1)  # within the grid
+    for dy in range(reach_y + 1):
+        for dx in range(-reach_x, reach_x + 1):
             if dy == 0 and dx <= 0:
                 continue  # each pair once: the later cell is the one that breaks it
             a = g[:rows - dy, max(0, -dx):cols - max(0, dx)]
@@ -311,12 +342,21 @@ def source_strip(image: np.ndarray, grid: Grid, row: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def raw_canvas(out: Path, grid: Grid):
-    """A temporary raw RGB file beside ``out`` (removed afterwards), opened for appending
-    rows; yields ``(file, path)``."""
-    ensure_free(out.absolute().parent, 2 * grid.out_w * grid.out_h * 3, f"{out}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".raw", dir=out.absolute().parent)
+def raw_canvas(out: Path, grid: Grid, tmp_dir: Path):
+    """A temporary raw RGB file ``photo-XXXXXXXX.raw`` in the cache's ``tmp_dir``, locked
+    (``flock``) while this run uses it and removed afterwards, opened for appending rows;
+    yields ``(file, path)``. One that a killed run left is unlocked: the next run's
+    start and ``mosaic clean`` remove it."""
+    raw = grid.out_w * grid.out_h * 3
+    here, there = tmp_dir.absolute(), out.absolute().parent
+    if os.stat(here).st_dev == os.stat(there).st_dev:
+        ensure_free(there, 2 * raw, f"{out}")
+    else:
+        ensure_free(here, raw, f"the raw canvas of {out}")
+        ensure_free(there, raw, f"{out}")
+    fd, tmp = tempfile.mkstemp(prefix="photo-", suffix=".raw", dir=here)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         with os.fdopen(fd, "wb") as f:
             yield f, Path(tmp)
     finally:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from pipeline.activity import QUIET_MARGIN, Decision, Settler
+from pipeline.activity import QUIET_GAIN, QUIET_SHARE, Decision, Settler
 from pipeline.cache import (
     artifact_problem,
     atomic_output,
@@ -394,9 +394,8 @@ class Orientations:
 
 
 def flat_tiles(index: TileIndex, spread: float) -> np.ndarray | None:
-    """Featureless tiles, (N,) bool: a luma spread under ``spread`` (``render.flat_spread``,
-    by default the visibility score's :data:`pipeline.visibility.MIN_SPREAD`: nothing to
-    see in them, nothing to repeat; the use cap spares them,
+    """Blank tiles, (N,) bool: a luma spread under ``spread`` (``render.flat_spread``:
+    nothing to see in them, nothing to repeat; the use cap spares them,
     :class:`pipeline.assign.TileAssigner`); None for 0. Read from the bank in blocks
     (about 0.5 s for 42,000 tiles)."""
     return bank_spread(index.tiles) < spread if spread > 0 else None
@@ -622,6 +621,26 @@ class Planner:
             return Decision(decision.cells[loud], decision.quiet[loud], decision.cut)
         return decision
 
+    def _stalest(self, cells: np.ndarray, quiet: np.ndarray, seen: np.ndarray,
+                 cand_ids: np.ndarray, cand_d: np.ndarray, current: np.ndarray
+                 ) -> np.ndarray:
+        """Which quiet cells may switch tiles this frame, (j,) positions into ``cells``:
+        those whose tile has gone clearly stale (a candidate past the hysteresis margin,
+        with at least :data:`QUIET_GAIN` less error per sub-cell), at most
+        :data:`QUIET_SHARE` of the grid's cells a frame, the largest gains first. The others only
+        get their colour refreshed: a still cell never flickers, however long it waits,
+        and a slowly changing one catches up."""
+        pos = np.flatnonzero(quiet & (current[cells] >= 0))
+        cur = current[cells[pos]]
+        diff = seen[pos] - self.lab[cur]
+        own = (diff * diff).sum(1)
+        other = np.where(cand_ids[pos] == cur[:, None], np.inf, cand_d[pos]).min(1)
+        per_sub = np.float32(self.lab_grid * self.lab_grid)
+        gain = np.sqrt(own / per_sub) - np.sqrt(np.minimum(other, own) / per_sub)
+        ok = (other < np.float32(self.config.hysteresis) ** 2 * own) & (gain >= QUIET_GAIN)
+        budget = max(1, int(QUIET_SHARE * self.grid.cells))
+        return pos[ok][np.argsort(-gain[ok], kind="stable")[:budget]]
+
     def _choose(self, cells: np.ndarray, plan, state: CanvasState,
                 decision: Decision) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tiles for one frame's active cells; returns the cells to (re)place with them."""
@@ -632,12 +651,16 @@ class Planner:
         queries, cand_ids, cand_d, cand_codes = plan
         current = state.ids.ravel()
         held = state.orients.ravel()[cells]
-        quiet = decision.quiet
-        margin = np.where(quiet, np.float32(QUIET_MARGIN),
-                          np.float32(self.config.hysteresis)) if quiet.any() else None
         # the cells as their current tiles see them (hysteresis weighs those tiles' costs)
-        ids = self.assigner.assign(cells, self.orients.unturn(queries, held), cand_ids,
-                                   cand_d, current, decision.cut & ~quiet, margin)
+        seen = self.orients.unturn(queries, held)
+        quiet = decision.quiet
+        margin = None
+        if quiet.any():
+            margin = np.where(quiet, np.float32(0), np.float32(self.config.hysteresis))
+            margin[self._stalest(cells, quiet, seen, cand_ids, cand_d, current)] = \
+                self.config.hysteresis
+        ids = self.assigner.assign(cells, seen, cand_ids, cand_d, current,
+                                   decision.cut & ~quiet, margin)
         # a kept tile keeps its orientation; a new one takes its candidate's
         hit = cand_ids == ids[:, None]
         codes = np.where(ids == current[cells], held,

@@ -12,9 +12,10 @@ none of whose files is still in the corpus, are stale and removed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-import shutil
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256  # files per worker task
 RECORDS = "records.json"
+# the files of a decode directory (and their temporaries): all that is ever deleted there
+SHARD_FILES = re.compile(r"shard-\d{6}-[0-9a-f]{12}\.npz|" + re.escape(RECORDS))
 # What reading a damaged .npz can raise (zipfile's CRC and directory errors, zlib, numpy)
 READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
@@ -141,11 +144,17 @@ def load_shards(directory: Path, current: set[Key]) -> Shards:
 
 def remove_stale_dirs(shards_root: Path, keep: str) -> int:
     """Remove decode directories under ``shards_root`` other than ``keep``; bytes freed."""
+    from pipeline.cache import temp_final_name
+
     freed = 0
     for d in sorted(shards_root.glob("decode-*")):
         if d.name != keep and d.is_dir():
-            freed += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-            shutil.rmtree(d, ignore_errors=True)
+            for f in d.iterdir():  # only the files a decode directory holds
+                if SHARD_FILES.fullmatch(temp_final_name(f.name) or f.name) and f.is_file():
+                    freed += f.stat().st_size
+                    f.unlink()
+            with contextlib.suppress(OSError):
+                d.rmdir()
     if freed:
         log.info("removed decode checkpoints of other tile sizes or feature settings (%s)",
                  format_bytes(freed))

@@ -1,9 +1,14 @@
-"""Video I/O: finding ffmpeg, probing, decoding and encoding through pipes, muxing audio,
-and downloading URLs with yt-dlp.
+"""Video I/O: finding ffmpeg, probing, decoding and encoding through pipes, muxing audio
+(URLs are downloaded by :mod:`pipeline.download`).
 
 Frames cross process boundaries as raw ``bgr24`` over pipes: ffmpeg decodes (applying
 rotation metadata and normalising to a constant frame rate) and ffmpeg encodes. PyAV,
 whose wheel carries FFmpeg's libraries, does the probing.
+
+Inputs are checked before anything reads them: ``file://`` URLs name local files
+(:func:`local_path`), and only regular files are opened (:func:`check_regular`: a FIFO
+with no writer would block forever). An ffmpeg that is missing or does not run is said
+once, before any work (:func:`ffmpeg_exe`).
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ import os
 import queue
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
+import urllib.parse
+import urllib.request
+import weakref
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,7 +36,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from pipeline.errors import FFmpegError, VideoError
+from pipeline.errors import FFmpegError, MosaicError, VideoError
 
 if TYPE_CHECKING:
     from pipeline.output import Container
@@ -41,13 +50,38 @@ STILL_IMAGE_FORMATS = frozenset({"image2", "image2pipe"})
 def ffmpeg_exe() -> str:
     """The ffmpeg to run: ``$MOSAIC_FFMPEG``, else a system ffmpeg that passes the checks
     of :func:`pipeline.tools.ffmpeg_problem` (version and every feature used), else the
-    one shipped by imageio-ffmpeg (with one info line saying why)."""
+    one shipped by imageio-ffmpeg (with one info line saying why).
+
+    Raises :class:`~pipeline.errors.MosaicError` in one line when ``$MOSAIC_FFMPEG`` is
+    missing or does not run as ffmpeg (checked once per process); what it lacks is said
+    in one warning.
+    """
     if exe := os.environ.get("MOSAIC_FFMPEG"):
+        if exe not in _CHECKED:
+            _check_chosen(exe)
+            _CHECKED.add(exe)
         return exe
     return _default_ffmpeg()
 
 
 _FFMPEG: str | None = None
+_CHECKED: set[str] = set()
+
+
+def _check_chosen(exe: str) -> None:
+    """Refuse a ``$MOSAIC_FFMPEG`` that is missing or is not a working ffmpeg."""
+    from pipeline.tools import ffmpeg_problem
+
+    found = shutil.which(exe)
+    if found is None:
+        raise MosaicError(f"MOSAIC_FFMPEG={exe}: no such program; point it at an ffmpeg, "
+                          "or unset it to use the bundled one")
+    problem = ffmpeg_problem(found)
+    if problem == "it does not run or is not ffmpeg":
+        raise MosaicError(f"MOSAIC_FFMPEG={exe}: {problem} (`{exe} -version` fails); point "
+                          "it at a working ffmpeg, or unset it to use the bundled one")
+    if problem:
+        log.warning("MOSAIC_FFMPEG=%s: %s; some steps may fail", exe, problem)
 
 
 def _default_ffmpeg() -> str:
@@ -62,11 +96,41 @@ def _default_ffmpeg() -> str:
         else:
             import imageio_ffmpeg
 
-            _FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+            try:
+                _FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+            except RuntimeError as exc:
+                raise MosaicError(f"no usable ffmpeg: {exc}; install ffmpeg or set "
+                                  "MOSAIC_FFMPEG") from None
             if system:
                 log.info("not using the system ffmpeg %s: %s; using the bundled ffmpeg",
                          system, problem)
     return _FFMPEG
+
+
+def local_path(text: str) -> str:
+    """``text`` as a local path: a ``file://`` URL becomes the path it names (percent
+    escapes decoded); anything else is returned as it is."""
+    if not text.lower().startswith("file:"):
+        return text
+    parts = urllib.parse.urlsplit(text)
+    if parts.netloc not in ("", "localhost"):
+        raise VideoError(f"{text}: a file:// URL on another host ({parts.netloc}); give a "
+                         "local path")
+    return urllib.request.url2pathname(parts.path)
+
+
+def check_regular(path: str | Path, what: str = "input") -> None:
+    """Refuse an input that exists but is not a regular file (a FIFO, a device, a
+    socket), following symbolic links: reading one could block forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing: the caller says so in its own words
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if
+                stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if
+                stat.S_ISSOCK(mode) else "not a regular file")
+        raise VideoError(f"{path}: is {kind}, not a regular file; give the {what} as a file")
 
 
 def run_ffmpeg(args: list[str], what: str) -> None:
@@ -126,6 +190,7 @@ def probe(path: str | Path) -> VideoInfo:
         raise VideoError(f"{path}: no such file")
     if os.path.isdir(path):
         raise VideoError(f"{path}: is a directory, not a video")
+    check_regular(path, "video")
     try:
         with av.open(path) as container:
             if container.format.name in STILL_IMAGE_FORMATS or container.format.name.endswith(
@@ -180,11 +245,26 @@ def _count_frames(container, stream, rate: Fraction) -> tuple[int, float]:
     return max(1, round(duration * rate)), duration
 
 
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # the ffmpeg pipes of this process
+
+
+def stop_pipes(thread: int | None = None) -> None:
+    """Kill every ffmpeg process this process started through a pipe (only those started
+    on ``thread``, a thread ident, when given): whatever reads or writes them then ends
+    at once with an error, e.g. a planning thread that must stop mid-segment."""
+    for piped in list(_LIVE):
+        if thread is None or piped.thread == thread:
+            with contextlib.suppress(OSError):
+                piped._proc.kill()
+
+
 class _Piped:
     """An ffmpeg process whose stderr is collected on a thread (for error messages)."""
 
     def __init__(self, cmd: list[str], **popen: object) -> None:
         self._proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, **popen)
+        self.thread = threading.get_ident()
+        _LIVE.add(self)
         self._stderr: list[bytes] = []
         self._err_thread = threading.Thread(target=self._drain, daemon=True)
         self._err_thread.start()
@@ -408,65 +488,6 @@ def output_size_ok(width: int, height: int) -> bool:
 def is_url(text: str) -> bool:
     """Whether ``text`` looks like a URL for yt-dlp rather than a local path."""
     return "://" in text and text.split("://", 1)[0].lower() in ("http", "https", "ftp")
-
-
-class _YtdlpLog:
-    """Route yt-dlp's messages into our logger; keep its last error."""
-
-    def __init__(self) -> None:
-        self.last_error = ""
-
-    def debug(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", msg)
-
-    def info(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", msg)
-
-    def warning(self, msg: str) -> None:
-        log.debug("yt-dlp warning: %s", msg)
-
-    def error(self, msg: str) -> None:
-        self.last_error = msg.replace("ERROR: ", "").strip()
-
-
-def download(url: str, cache_dir: str | Path, fmt: str) -> Path:
-    """Download ``url`` with yt-dlp into ``cache_dir/<digest of url>/`` once.
-
-    A finished download is recorded in ``done.json`` (written last) and reused. yt-dlp
-    merges separate video and audio with the same ffmpeg the pipeline uses.
-    """
-    import yt_dlp
-
-    from pipeline.cache import digest_text, write_json
-
-    folder = Path(cache_dir) / digest_text(url)
-    done = folder / "done.json"
-    if done.is_file():
-        import json
-
-        path = folder / json.loads(done.read_text())["file"]
-        if path.is_file():
-            log.info("using the cached download of %s", url)
-            return path
-    folder.mkdir(parents=True, exist_ok=True)
-    logger = _YtdlpLog()
-    opts = {"format": fmt, "outtmpl": str(folder / "video.%(ext)s"), "quiet": True,
-            "noprogress": True, "no_warnings": True, "logger": logger,
-            "ffmpeg_location": ffmpeg_exe(), "merge_output_format": "mp4",
-            "noplaylist": True, "retries": 3, "socket_timeout": 30}
-    try:
-        with yt_dlp.YoutubeDL(opts) as ydl:
-            info = ydl.extract_info(url, download=True)
-            path = Path(ydl.prepare_filename(info))
-    except yt_dlp.utils.DownloadError as exc:
-        reason = logger.last_error or str(exc).replace("ERROR: ", "")
-        raise VideoError(f"{url}: download failed: {reason}") from None
-    merged = path.with_suffix(".mp4")
-    path = merged if merged.is_file() else path
-    if not path.is_file():
-        raise VideoError(f"{url}: yt-dlp reported success but wrote no file")
-    write_json(done, {"url": url, "file": path.name})
-    return path
 
 
 def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo | str,

@@ -50,7 +50,8 @@ PEER_DIR = ROOT / ".cache" / "peer"
 PATCH = {"BLEND_MIN = 0.05": "BLEND_MIN = 0.0", "BLEND_MAX = 0.14": "BLEND_MAX = 0.0",
          "BLEND_DARK_FLOOR = 0.30": "BLEND_DARK_FLOOR = 0.0"}
 COLUMNS = [("visibility_median", "vis med", "{:.2f}"), ("visibility_p10", "vis p10", "{:.2f}"),
-           ("visibility_below_half", "vis<.5", "{:.3f}"), ("identified_share", "ident", "{:.2f}"),
+           ("visibility_below_half", "vis<.5", "{:.3f}"),
+           ("visible_share", "visible", "{:.2f}"), ("identified_share", "ident", "{:.2f}"),
            ("textured_share", "textured", "{:.2f}"), ("ssim_view", "SSIM", "{:.3f}"),
            ("delta_e_cell", "cell dE", "{:.2f}"), ("delta_e_subgrid", "sub dE", "{:.2f}"),
            ("churn", "churn", "{:.4f}"), ("flicker", "flicker", "{:.3f}"),

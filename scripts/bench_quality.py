@@ -38,7 +38,8 @@ from pipeline.stages.render import iter_frames, run_render
 from pipeline.video import probe
 
 COLUMNS = [("visibility_median", "vis med", "{:.2f}"), ("visibility_p10", "vis p10", "{:.2f}"),
-           ("visibility_below_half", "vis<.5", "{:.3f}"), ("textured_share", "textured", "{:.2f}"),
+           ("visibility_below_half", "vis<.5", "{:.3f}"),
+           ("visible_share", "visible", "{:.2f}"), ("textured_share", "textured", "{:.2f}"),
            ("ssim_view", "SSIM", "{:.3f}"), ("delta_e_cell", "cell dE", "{:.2f}"),
            ("churn", "churn", "{:.4f}"), ("flicker", "flicker", "{:.3f}"),
            ("repeats_r2", "rep r2", "{:.3f}"), ("repeats_r2_group", "grp r2", "{:.3f}"),

@@ -72,3 +72,34 @@ def test_settling_continues_from_a_saved_tracking() -> None:
     # cell 0 had waited 3 frames: this one is its 4th; cell 2 waits on
     d = s.decide(np.zeros(3, bool), _lab([50, 50, 50]))
     assert d.cells.tolist() == [0] and d.quiet.tolist() == [True]
+
+
+def test_quiet_switches_are_the_stalest_within_the_budget() -> None:
+    """Quiet cells may switch tiles only where a candidate is clearly better, stalest
+    first, at most QUIET_SHARE of the grid's cells in a frame."""
+    from types import SimpleNamespace
+
+    from pipeline.activity import QUIET_SHARE
+    from pipeline.plan import Planner
+
+    cells_in_grid = 400
+    budget = int(QUIET_SHARE * cells_in_grid)
+    lab = np.zeros((50, 48), np.float32)  # tile t: every value t
+    lab += np.arange(50, dtype=np.float32)[:, None]
+    fake = SimpleNamespace(lab=lab, lab_grid=4, grid=SimpleNamespace(cells=cells_in_grid),
+                           config=SimpleNamespace(hysteresis=0.9))
+    n = 10
+    cells = np.arange(n)
+    current = np.full(cells_in_grid, 0, np.int64)
+    current[:n] = np.arange(n) + 1  # cell i shows tile i + 1
+    seen = np.zeros((n, 48), np.float32)  # every cell now looks like tile 0
+    seen[7] = lab[8] + 0.2  # ... but cell 7 still looks like its own tile (8): not stale
+    cand_ids = np.tile(np.arange(5), (n, 1))  # tile 0 (exact) first
+    cand_d = ((lab[cand_ids] - seen[:, None]) ** 2).sum(-1)
+    quiet = np.ones(n, bool)
+    quiet[3] = False  # decided as moving: not the quiet rule's business
+    got = Planner._stalest(fake, cells, quiet, seen, cand_ids, cand_d, current)
+    assert len(got) == budget
+    # the stalest first: the cells whose tiles are furthest from what they now show
+    assert got.tolist() == [9, 8, 6, 5][:budget]
+    assert 3 not in got and 7 not in got

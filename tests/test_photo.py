@@ -132,7 +132,7 @@ def test_bad_input_is_one_line(photo: Path, tile_index: Path, tmp_path: Path) ->
     cases = [
         ((tmp_path / "missing.jpg", "--out", out), "no such image file"),
         ((corrupt, "--out", out), "not a readable image"),
-        ((photo, "--out", out, "--radius", "10"), "--radius 10 needs at least 441"),
+        ((photo, "--out", out, "--radius", "10"), "--radius 10 needs at least 121"),
         ((photo, "--out", out, "--cells", str(MAX_SIDE // 32 + 1)), "over the limit"),
         ((photo, "--out", tmp_path / "o.gif"), "unknown image type"),
         ((photo, "--out", photo), "would overwrite"),

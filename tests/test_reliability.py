@@ -17,6 +17,7 @@ import pytest
 from conftest import make_clip
 from test_index_stage import assert_same_index
 
+from pipeline.cache import mark_owned
 from pipeline.config import IndexConfig
 from pipeline.errors import TileIndexError
 from pipeline.index import load_index, verify_index
@@ -332,12 +333,12 @@ def test_clean_removes_stale_work_and_reports_space(tmp_path: Path, corpus: Path
     run_index(corpus, ix, SMALL, progress=False)  # back: the 16x16 checkpoint is stale...
     # ... unless the run itself already removed it: make one as an older version would
     shutil.copytree(next(ix.glob("shards/decode-*")), ix / "shards" / "decode-old")
-    (ix / ".tiles.npy.abc123.tmp").write_bytes(b"x" * 1000)  # left by a killed run
+    (ix / ".tiles.npy.abc12345.tmp").write_bytes(b"x" * 1000)  # left by a killed run
     old_job, new_job, busy_job = (cache / "render" / k for k in ("old", "new", "busy"))
     for job in (old_job, new_job, busy_job):
-        job.mkdir(parents=True)
+        mark_owned(job, "job")  # as a render marks its job folder
         (job / "seg-00000.mp4").write_bytes(b"x" * 5000)
-        (job / ".seg-00001.mp4.x.tmp").write_bytes(b"x" * 10)
+        (job / ".seg-00001.x1y2z3w4.mp4.tmp").write_bytes(b"x" * 10)
     week_ago = time.time() - 8 * 86400
     for job in (old_job, busy_job):
         for f in job.iterdir():
@@ -357,7 +358,7 @@ def test_clean_removes_stale_work_and_reports_space(tmp_path: Path, corpus: Path
         assert run.stdout.startswith("freed ") and "1 old render job(s)" in run.stdout
         assert not old_job.exists() and not (ix / "shards" / "decode-old").exists()
         assert (new_job / "seg-00000.mp4").exists() and no_temporaries(new_job)
-        assert (busy_job / ".seg-00001.mp4.x.tmp").exists()  # in use: left alone
+        assert (busy_job / ".seg-00001.x1y2z3w4.mp4.tmp").exists()  # in use: left alone
         assert f"left {busy_job} alone" in run.stderr
         assert no_temporaries(ix) and verify_index(ix) == {}
         assert mosaic("clean", "--cache", cache, "--older-than", "soon").returncode == 1

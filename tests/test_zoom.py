@@ -286,12 +286,17 @@ def test_bad_input_one_line(capsys, picture, zoom_index, tmp_path):
                       "not a readable image")
     fails_in_one_line([*base, "--duration", "0"], capsys, "--duration")
     fails_in_one_line([*base[:-1], "9000x1080"], capsys, "--size", "8192")
-    for key, words in (("corpus", "records no source photo paths"),
-                       ("sources", "no tile count or source list")):
-        bare = tmp_path / f"no-{key}"
+    # an index without source paths: none recorded (the loader refuses it), no corpus
+    # they are relative to (likewise), or empty ones (the zoom refuses it)
+    for name, edit, words in (
+            ("sources", lambda m: m.pop("sources"), "damaged tile index"),
+            ("corpus", lambda m: m.pop("corpus"), "damaged tile index"),
+            ("empty", lambda m: m["sources"].update(paths=[""] * len(m["sources"]["paths"])),
+             "records no source photo paths")):
+        bare = tmp_path / f"no-{name}"
         shutil.copytree(zoom_index, bare)
         manifest = json.loads((bare / "manifest.json").read_text())
-        del manifest[key]
+        edit(manifest)
         (bare / "manifest.json").write_text(json.dumps(manifest))
         fails_in_one_line(["zoom", picture, "--index", bare, "--out", out], capsys, words)
     tone = tmp_path / "tone.mp4"

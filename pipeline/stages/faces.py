@@ -12,6 +12,12 @@ its source file, face box and crop box, and the counts.
 
 Crops are ``face-<source digest>-<n>.jpg`` at the top of OUT; ``mosaic index --corpus
 OUT`` reads them like any image folder (the dot-directory with the records is skipped).
+
+OUT is the tool's: new, empty, or made by this command (it carries the tool's marker);
+another folder only with ``force``. Only crops the tool can prove it wrote are ever
+removed: each crop's name is appended to its chunk's journal (``.faces/written-*.txt``)
+before the crop is written, and kept in the chunk's record after; a ``face-*.jpg`` named
+in neither (the user's own) is never touched.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +38,21 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import faces as fc
-from pipeline.cache import atomic_output, digest_bytes, digest_text, file_lock, write_json
-from pipeline.corpus import FileEntry, _to_bgr8, scan_corpus_report
-from pipeline.errors import CorpusError
+from pipeline.cache import (
+    MARKER,
+    atomic_output,
+    digest_bytes,
+    digest_text,
+    file_lock,
+    mark_owned,
+    owned_kind,
+    temp_final_name,
+    write_json,
+)
+from pipeline.corpus import FileEntry, _to_bgr8, read_image_bytes, scan_corpus_report
+from pipeline.errors import CorpusError, OutputError
 from pipeline.groups import perceptual_hashes
+from pipeline.imagesize import pixel_problem
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +61,9 @@ STATE = ".faces"
 MANIFEST = "manifest.json"
 BAD_FILES = "bad_files.tsv"
 CHUNK = 16  # source files per record: a killed run redoes at most this many per worker
+JOURNAL = "written-{}.txt"  # per chunk: the crops it is writing, each named before it is
+CROP = re.compile(r"face-[0-9a-f]{16}-\d+\.jpg")
+_OUT_NAMES = (MANIFEST, BAD_FILES)
 
 
 @dataclass
@@ -67,19 +88,25 @@ def chunk_key(entries: list[FileEntry], opts: fc.FaceOptions) -> str:
 
 def read_source(path: str) -> tuple[np.ndarray, str]:
     """A source photo as BGR uint8 (H, W, 3) and its content digest; ValueError with
-    the reason when it is unusable."""
+    the reason when it is unusable (also a special file, or over the pixel limit: its
+    header is read before it is decoded)."""
+    data = read_image_bytes(path)
+    if isinstance(data, str):
+        raise ValueError(data)
+    if (problem := pixel_problem(data)) is not None:
+        raise ValueError(problem)
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read: {exc.strerror or exc}") from None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
     if img is None or img.size == 0:
         raise ValueError("not a decodable image")
     return _to_bgr8(img), digest_bytes(data)
 
 
-def faces_of(path: str, out_dir: Path, opts: fc.FaceOptions) -> dict:
-    """Detect, filter and crop one source; writes its crops; its record entry."""
+def faces_of(path: str, out_dir: Path, opts: fc.FaceOptions, journal=None) -> dict:
+    """Detect, filter and crop one source; writes its crops (each named in ``journal``,
+    an open text file, before it is written); its record entry."""
     try:
         image, digest = read_source(path)
     except ValueError as exc:
@@ -92,6 +119,9 @@ def faces_of(path: str, out_dir: Path, opts: fc.FaceOptions) -> dict:
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, opts.quality])
         if not ok:
             raise RuntimeError(f"{path}: JPEG encoding of a crop failed")
+        if journal is not None:
+            journal.write(name + "\n")
+            journal.flush()
         with atomic_output(out_dir / name) as f:
             f.write(buf.tobytes())
         phash = int(perceptual_hashes(crop[None])[0][0])
@@ -101,10 +131,13 @@ def faces_of(path: str, out_dir: Path, opts: fc.FaceOptions) -> dict:
 
 
 def run_chunk(entries: list[FileEntry], out_dir: Path, opts: fc.FaceOptions) -> dict:
-    """Process one chunk and write its record last (atomically); the record."""
+    """Process one chunk and write its record last (atomically); the record. The names
+    of the crops go into the chunk's journal first (:data:`JOURNAL`)."""
     cv2.setNumThreads(1)
-    record = {"key": chunk_key(entries, opts),
-              "sources": [faces_of(e.path, out_dir, opts) for e in entries]}
+    key = chunk_key(entries, opts)
+    with open(out_dir / STATE / JOURNAL.format(key), "a") as journal:
+        record = {"key": key,
+                  "sources": [faces_of(e.path, out_dir, opts, journal) for e in entries]}
     write_json(out_dir / STATE / f"chunk-{record['key']}.json", record)
     return record
 
@@ -117,26 +150,54 @@ def _load_record(path: Path, key: str) -> dict | None:
     return record if record.get("key") == key else None
 
 
-def _check_dirs(src: Path, out: Path) -> None:
+def _check_dirs(src: Path, out: Path, force: bool) -> None:
+    """Refuse an OUT inside the sources, inside an index or the cache's working folders,
+    a file, or (unless ``force``) a folder of other files not made by this command."""
+    from pipeline.output import managed_place
+
     s, o = src.resolve(), out.resolve()
     if o == s or s in o.parents:
         raise CorpusError(f"{out}: the output folder is inside the source folder {src}; "
                           "its crops would be read as photos; choose another --out")
+    if (place := managed_place(out / "x")) is not None and owned_kind(out) != "faces":
+        raise OutputError(f"{out}: is inside {place}; choose another --out")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file, not a folder; choose another --out")
+    kind = owned_kind(out) if out.is_dir() else "faces"
+    # a folder holding only what this command writes: made before markers existed, or
+    # being made by a run right now
+    ours = kind is not None or all(_written_here(p.name) for p in out.iterdir())
+    if not ours and not force:
+        raise OutputError(f"{out}: exists and holds files this command did not write; "
+                          "choose a new or empty folder, or add --force to write the face "
+                          "tiles among them (they are left alone)")
+    if kind not in (None, "faces"):
+        raise OutputError(f"{out}: is a {kind} folder of this tool; choose another --out")
+
+
+def _written_here(name: str) -> bool:
+    """Whether ``name`` is one this command writes at the top of its folder (or a
+    temporary file of one)."""
+    final = temp_final_name(name) or name
+    return final in (STATE, MARKER, MANIFEST, BAD_FILES) or bool(CROP.fullmatch(final))
 
 
 def run_faces(src: str | Path, out: str | Path, opts: fc.FaceOptions, jobs: int = 0,
-              progress: bool = False) -> FacesReport:
+              progress: bool = False, force: bool = False) -> FacesReport:
     """Build the face-tile folder ``out`` from the photos under ``src`` (module doc)."""
     src, out = Path(src), Path(out)
+    _check_dirs(src, out, force)  # before the scan: cheap checks first
     entries = scan_corpus_report(src)[0]
     if not entries:
         raise CorpusError(f"{src}: no image files found (looked for jpg, jpeg, png, webp, "
                           "bmp, tif)")
-    _check_dirs(src, out)
     (out / STATE).mkdir(parents=True, exist_ok=True)
     with file_lock(out / STATE / ".lock", f"the face folder {out}"):
+        mark_owned(out, "faces")
         for tmp in out.glob(".*.tmp"):  # left by a killed run (we hold the lock)
-            tmp.unlink(missing_ok=True)
+            final = temp_final_name(tmp.name) or ""
+            if CROP.fullmatch(final) or final in _OUT_NAMES:
+                tmp.unlink(missing_ok=True)
         chunks = [entries[i:i + CHUNK] for i in range(0, len(entries), CHUNK)]
         keys = [chunk_key(c, opts) for c in chunks]
         records = {k: _load_record(out / STATE / f"chunk-{k}.json", k) for k in keys}
@@ -170,6 +231,36 @@ def _process(todo: list[list[FileEntry]], out: Path, opts: fc.FaceOptions, jobs:
             yield record
 
 
+def _written(out: Path, records: list[dict]) -> tuple[set[str], list[Path]]:
+    """The crops this command provably wrote into ``out``: named in a record (this run's
+    or an older one's) or in a journal; and the old records and the journals."""
+    names = {f["file"] for r in records for s in r["sources"] for f in s.get("faces", [])}
+    keys = {r["key"] for r in records}
+    done = []
+    for old in (out / STATE).glob("chunk-*.json"):
+        if old.stem.removeprefix("chunk-") not in keys:
+            record = _load_record(old, old.stem.removeprefix("chunk-")) or {}
+            names |= {f.get("file") for s in record.get("sources", [])
+                      for f in s.get("faces", [])}
+            done.append(old)
+    for journal in (out / STATE).glob(JOURNAL.format("*")):
+        with contextlib.suppress(OSError):
+            names |= set(journal.read_text().split())
+        done.append(journal)
+    return {n for n in names if isinstance(n, str) and CROP.fullmatch(n)}, done
+
+
+def _prune(out: Path, records: list[dict], keep: set[str]) -> None:
+    """Remove the crops this command wrote that are not kept (duplicates, crops of other
+    options or of killed runs), then the old records and the journals; nothing else."""
+    written, done = _written(out, records)
+    for name in written - keep:
+        (out / name).unlink(missing_ok=True)
+    for path in done:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def _finish(out: Path, records: list[dict], opts: fc.FaceOptions) -> FacesReport:
     """Deduplicate, prune stale crops, write bad_files.tsv and the manifest (last)."""
     counts = dict.fromkeys(("photos", "bad", "detected", "no_eyes",
@@ -197,15 +288,7 @@ def _finish(out: Path, records: list[dict], opts: fc.FaceOptions) -> FacesReport
                          "box": face["box"], "crop": face["crop"]})
     counts["bad"] = len(bad)
     counts["faces"] = len(kept)
-    names = {f["file"] for f in kept}
-    for crop in out.glob("face-*.jpg"):  # duplicates, and crops of other options
-        if crop.name not in names:
-            crop.unlink(missing_ok=True)
-    keys = {r["key"] for r in records}
-    for old in (out / STATE).glob("chunk-*.json"):
-        if old.stem.removeprefix("chunk-") not in keys:
-            with contextlib.suppress(OSError):
-                old.unlink()
+    _prune(out, records, {f["file"] for f in kept})
     with atomic_output(out / BAD_FILES, "w") as f:
         f.write("path\treason\n")
         f.writelines(f"{p}\t{why}\n" for p, why in bad)

@@ -1,6 +1,8 @@
 """The ``index`` stage: corpus directory -> tile index directory.
 
-Steps: take the index directory's lock; scan the corpus; decode new or changed files in
+Steps: check that the index directory is new, empty or an index already (never a folder
+of other files: the index would write over them), take its lock and mark it as the
+tool's; scan the corpus; decode new or changed files in
 parallel into checkpoint shards (:mod:`pipeline.shards`); assemble the unique tiles in
 path order into the tile bank and feature arrays; cluster and prune; write the bad-file
 report; write the manifest last, with every artifact's size and digests.
@@ -34,18 +36,23 @@ from pipeline import __version__
 from pipeline import index as ix
 from pipeline import shards as sh
 from pipeline.cache import (
+    HOLD,
+    MARKER,
     atomic_memmap,
     atomic_output,
     digest_text,
     ensure_free,
     file_lock,
+    mark_owned,
+    owned_kind,
     record_artifact,
+    temp_final_name,
     write_json,
     write_npz,
 )
 from pipeline.config import IndexConfig
 from pipeline.corpus import FileEntry, scan_corpus_report
-from pipeline.errors import CorpusError, TileIndexError
+from pipeline.errors import CorpusError, OutputError, TileIndexError
 from pipeline.groups import VERSION as GROUPS_VERSION
 
 log = logging.getLogger(__name__)
@@ -205,11 +212,16 @@ def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
     index_dir = Path(index_dir)
     if not Path(corpus).is_dir():
         scan_corpus_report(corpus)  # raises the one-line CorpusError
+    check_index_dir(index_dir)
     with file_lock(index_dir / ix.LOCK, f"index {index_dir}", lock_timeout):
+        mark_owned(index_dir, "index")
         _remove_orphans(index_dir)
         for attempt in range(3):
             try:
                 return _run_locked(corpus, index_dir, config, progress, full_check, scheduler)
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: no temporary file stays
+                _remove_orphans(index_dir)
+                raise
             except sh.DamagedShard as exc:
                 log.warning("%s: damaged decode checkpoint (%s); its images will be decoded "
                             "again", exc.path, exc.reason)
@@ -221,10 +233,40 @@ def run_index(corpus: str | Path, index_dir: str | Path, config: IndexConfig,
     raise AssertionError("unreachable")
 
 
+_INDEX_NAMES = frozenset({*ix.ARTIFACTS, ix.LAST_RUN, ix.SHARDS_DIR, ix.LOCK, HOLD, MARKER})
+
+
+def check_index_dir(index_dir: Path) -> None:
+    """Refuse an index directory that would write over files that are not an index's: an
+    existing folder holding other files, a file, another of the tool's folders (the
+    cache, a render job...), or a place inside one."""
+    from pipeline.output import managed_place
+
+    if (place := managed_place(index_dir)) is not None:
+        raise OutputError(f"{index_dir}: is inside {place}; choose another --index")
+    if index_dir.exists() and not index_dir.is_dir():
+        raise OutputError(f"{index_dir}: is a file, not an index directory")
+    kind = owned_kind(index_dir) if index_dir.is_dir() else "index"
+    if kind not in (None, "index"):
+        raise OutputError(f"{index_dir}: is a {kind} folder of this tool, not an index; "
+                          "choose another --index")
+    others = [p.name for p in index_dir.iterdir()
+              if (temp_final_name(p.name) or p.name) not in _INDEX_NAMES] \
+        if kind is None else []  # (temporaries: of a run writing this index right now)
+    if others:
+        raise OutputError(f"{index_dir}: exists and holds files that are not a tile index's "
+                          f"(such as {sorted(others)[0]!r}); choose a new or empty folder for "
+                          "--index")
+
+
 def _remove_orphans(index_dir: Path) -> None:
-    """Delete temporary files left by killed runs (safe: we hold the lock)."""
-    for tmp in [*index_dir.glob(".*.tmp"), *index_dir.glob(f"{ix.SHARDS_DIR}/*/.*.tmp")]:
-        tmp.unlink(missing_ok=True)
+    """Delete the temporary files of index artifacts and shards left by killed runs
+    (safe: we hold the lock)."""
+    for folder in (index_dir, *index_dir.glob(f"{ix.SHARDS_DIR}/decode-*")):
+        for tmp in folder.glob(".*.tmp"):
+            final = temp_final_name(tmp.name) or ""
+            if final in (*ix.ARTIFACTS, ix.LAST_RUN) or sh.SHARD_FILES.fullmatch(final):
+                tmp.unlink(missing_ok=True)
 
 
 def _decode_step(corpus: str | Path, index_dir: Path, config: IndexConfig, progress: bool,

@@ -1,10 +1,15 @@
 """The ``photo`` stage: one image + a tile index -> a still mosaic (and a zoom page).
 
-Steps: read the image (one line if missing or corrupt); lay out the cells and refuse an
-output over the size limit; check that the index has enough tiles for the hard rules;
-match (:class:`pipeline.photo.PhotoMatcher`); paint row by row into a raw file; save it
-with libvips as JPEG, PNG or TIFF (atomically); with ``dzi``, cut the Deep Zoom pyramid
-from the same raw file and write the page. The output is never one of the inputs.
+Steps: check the outputs (never an input, never inside an index or the cache's working
+folders, the extension's format, nothing of another kind replaced without ``force``,
+and with ``dzi`` the pyramid's folder and page: :func:`pipeline.dzi.check_dzi_targets`);
+read the image (one line if missing, corrupt, a special file or over the pixel limit);
+lay out the cells and refuse an output over the size limit, or a grid whose matching
+would not fit in memory; check that the index has enough tiles for the hard rules;
+match (:class:`pipeline.photo.PhotoMatcher`); paint row by row into a raw file in the
+cache's ``tmp/`` (locked while in use; one a killed run left is removed by the next run
+and by ``mosaic clean``); save it with libvips as JPEG, PNG or TIFF (atomically); with
+``dzi``, cut the Deep Zoom pyramid from the same raw file and write the page.
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import photo as ph
-from pipeline.dzi import load_raw, save_dzi, save_image
+from pipeline.cache import mark_owned, open_cache
+from pipeline.clean import remove_stale_raws
+from pipeline.dzi import check_dzi_targets, load_raw, save_dzi, save_image
 from pipeline.errors import OutputError
+from pipeline.execute import available_memory
 from pipeline.grid import cell_views
-from pipeline.index import TILES, load_index
+from pipeline.index import load_index
 from pipeline.output import check_output, default_output
+from pipeline.video import local_path
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +60,30 @@ def output_format(out: Path) -> str:
 
 def run_photo(image_path: str | Path, index_dir: str | Path, out: str | Path | None,
               opts: ph.PhotoOptions, cache_dir: str | Path, dzi: bool = False,
-              progress: bool = False) -> PhotoReport:
-    """Make the still mosaic of ``image_path`` (see the module doc); returns the report."""
+              progress: bool = False, force: bool = False) -> PhotoReport:
+    """Make the still mosaic of ``image_path`` (see the module doc); returns the report.
+    ``force`` replaces an existing OUT (or zoom page) that is not of the kind written."""
     t0 = time.perf_counter()
-    image_path, index_dir = Path(image_path), Path(index_dir)
+    image_path, index_dir = Path(local_path(str(image_path))), Path(index_dir)
+    cache = open_cache(cache_dir)
     given = out is not None
-    out = Path(out) if out else default_output(str(image_path), cache_dir, ".jpg")
+    if not given:
+        mark_owned(cache / "renders", "renders")
+    out = Path(out) if out else default_output(str(image_path), cache, ".jpg")
+    reads = [image_path, *(p for p in index_dir.glob("*") if p.is_file())]
+    check_output(out, reads, create_parent=not given, kind="image", force=force,
+                 cache_dir=cache)
     fmt = output_format(out)
-    check_output(out, [image_path, index_dir / TILES], create_parent=not given)
+    if dzi:
+        check_dzi_targets(out.with_suffix(""), [image_path, index_dir], force)
+    tmp_dir = mark_owned(cache / "tmp", "tmp")
+    remove_stale_raws(tmp_dir)  # left by a killed run
     image = ph.read_image(image_path)
     index = load_index(index_dir)
     grid = ph.photo_grid(*image.shape[:2], index.tiles.shape[1:3], opts)
-    # only the kept (unpruned) tiles are ever candidates
-    ph.check_feasible(grid, index.groups[np.asarray(index.labels) >= 0], opts)
+    kept = np.asarray(index.labels) >= 0  # only the kept (unpruned) tiles are candidates
+    ph.check_memory(grid, int(kept.sum()), opts, available_memory())
+    ph.check_feasible(grid, index.groups[kept], opts)
     timings = {"load": time.perf_counter() - t0}
     log.info("%s: %dx%d px -> %dx%d cells of %dx%d px = %dx%d px", image_path,
              image.shape[1], image.shape[0], grid.cols, grid.rows, grid.tile_w, grid.tile_h,
@@ -73,7 +93,7 @@ def run_photo(image_path: str | Path, index_dir: str | Path, out: str | Path | N
     timings["match"] = time.perf_counter() - t
     report = PhotoReport(out, grid.out_w, grid.out_h, grid.rows, grid.cols,
                          len(set(ids.ravel().tolist())), timings=timings)
-    with ph.raw_canvas(out, grid) as (raw, raw_path):
+    with ph.raw_canvas(out, grid, tmp_dir) as (raw, raw_path):
         t = time.perf_counter()
         ph.paint_photo(image, ids, index, grid, opts, raw, progress)
         raw.flush()

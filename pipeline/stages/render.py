@@ -15,7 +15,14 @@ Data flows one way: video -> frames -> cells -> **plan** (tile choices) -> **pai
    renames the result over the output path; ``done.json`` records it.
 
 A kill loses at most the chunk and the segments in flight: a rerun of the same command
-resumes the plan from its last chunk and paints only the missing segments.
+resumes the plan from its last chunk and paints only the missing segments. An interrupt
+(Ctrl-C, SIGTERM, SIGHUP) or a failure stops the painters and their ffmpeg processes at
+once and removes their temporary files.
+
+The job's folders are marked as the tool's; the render holds its job's lock, and a
+shared hold on its plan and its download, so ``mosaic clean`` leaves them alone. The
+index is pinned (:func:`pipeline.index.pin_index`): a rebuild of it while the render runs
+stops the render with one line, and nothing planned or painted from the new tiles is kept.
 """
 
 from __future__ import annotations
@@ -41,27 +48,59 @@ from pipeline.cache import (
     digest_text,
     ensure_free,
     file_lock,
+    hold,
+    mark_owned,
+    open_cache,
+    owned_kind,
     write_json,
 )
+from pipeline.clean import JOB_FILES, PLAN_FILES, remove_temporaries
 from pipeline.config import RenderConfig
-from pipeline.errors import ConfigError, MosaicError, OutputError, VideoError
-from pipeline.execute import SCHEDULER_ENV, choose_workers, make_pool, steady_heap
-from pipeline.grid import make_grid
-from pipeline.index import load_index
+from pipeline.download import download, download_folder
+from pipeline.errors import (
+    ConfigError,
+    IndexChangedError,
+    LockedError,
+    MosaicError,
+    OutputError,
+    VideoError,
+)
+from pipeline.execute import SCHEDULER_ENV, WorkerPlan, choose_workers, make_pool, steady_heap
+from pipeline.grid import check_frame_size, check_source_size, make_grid
+from pipeline.index import check_pin, load_index, pin_index
 from pipeline.metrics import Scores
-from pipeline.output import check_output, container_for, default_output, scores_path
+from pipeline.output import (
+    Container,
+    check_output,
+    container_for,
+    default_output,
+    existing_problem,
+    scores_path,
+)
 from pipeline.paint import PaintJob, finished, paint_segment, progress_path, segment_path
-from pipeline.plan import Planner, Segment, plan_key, plan_segments, read_manifest, recolours
+from pipeline.plan import (
+    MANIFEST,
+    Planner,
+    Segment,
+    chunk_path,
+    plan_key,
+    plan_segments,
+    read_manifest,
+    recolours,
+)
 from pipeline.video import (
     AudioInfo,
     FrameReader,
     VideoInfo,
+    check_regular,
     concat_and_mux,
-    download,
     encoder_args,
+    ffmpeg_exe,
     is_url,
+    local_path,
     output_size_ok,
     probe,
+    stop_pipes,
 )
 
 log = logging.getLogger(__name__)
@@ -124,12 +163,14 @@ def _pick_audio(info: VideoInfo, wanted: int) -> AudioInfo | None:
 
 
 def resolve_input(video: str, cache_dir: Path, ytdlp_format: str) -> Path:
-    """A local path as it is (it must exist), or a URL downloaded once into the cache."""
+    """A local path as it is (it must exist and be a regular file; ``file://`` URLs name
+    one), or a URL downloaded once into the cache."""
     if is_url(video):
         return download(video, cache_dir / "downloads", ytdlp_format)
-    path = Path(video)
+    path = Path(local_path(video))
     if not path.exists():
         raise VideoError(f"{video}: no such file")
+    check_regular(path, "video")
     return path
 
 
@@ -167,11 +208,22 @@ class _Job:
 def _render_segments(job: _Job, pool, bar: tqdm) -> dict[int, dict]:
     """Plan (on a thread) and paint (in the pool) what is missing; each segment's stats.
 
-    A segment is handed to the pool as soon as its chunk exists. The bar counts the
-    frames painted by all workers (from their progress files).
+    A segment is handed to the pool as soon as its chunk exists, and once the index is
+    checked to be still the pinned one (a chunk planned while it changed is removed).
+    The bar counts the frames painted by all workers (from their progress files). On
+    any failure or interrupt the painters and the plan's decoder are stopped at once.
     """
     planned: queue.Queue[Segment] = queue.Queue()
     stop, failure = threading.Event(), []
+
+    def on_chunk(seg: Segment) -> None:
+        try:
+            check_pin(job.paint.index_dir, job.paint.index_pin)
+        except IndexChangedError:
+            chunk_path(job.paint.plan_dir, seg.number).unlink(missing_ok=True)
+            (Path(job.paint.plan_dir) / MANIFEST).unlink(missing_ok=True)
+            raise
+        planned.put(seg)
 
     def plan() -> None:
         try:
@@ -179,7 +231,7 @@ def _render_segments(job: _Job, pool, bar: tqdm) -> dict[int, dict]:
                 for seg in job.segments:
                     planned.put(seg)
             else:
-                job.planner.run(job.segments, planned.put, stop)
+                job.planner.run(job.segments, on_chunk, stop)
         except BaseException as exc:  # handed to the main thread
             failure.append(exc)
 
@@ -188,6 +240,7 @@ def _render_segments(job: _Job, pool, bar: tqdm) -> dict[int, dict]:
     waiting = {s.number: s for s in job.to_paint}
     running: dict = {}
     stats: dict[int, dict] = {}
+    failed = True
     try:
         while waiting or running or thread.is_alive():
             with contextlib.suppress(queue.Empty):
@@ -201,6 +254,8 @@ def _render_segments(job: _Job, pool, bar: tqdm) -> dict[int, dict]:
                 if future.done():
                     try:
                         stats[seg.number] = future.result()
+                    except IndexChangedError:
+                        raise
                     except Exception as exc:
                         raise SegmentError(seg, exc) from exc
                     del running[future]
@@ -211,11 +266,15 @@ def _render_segments(job: _Job, pool, bar: tqdm) -> dict[int, dict]:
             _show_progress(bar, job, stats, running.values())
             time.sleep(_POLL)
         _show_progress(bar, job, stats, [])
+        failed = False
     finally:
         stop.set()
         for future in running:
             future.cancel()
-        thread.join()
+        if failed:  # stop everything now: painters, their encoders, the plan's decoder
+            pool.close(abort=True)
+            stop_pipes(thread.ident)
+        thread.join(timeout=5 if failed else None)
     return stats
 
 
@@ -228,84 +287,163 @@ def _show_progress(bar: tqdm, job: _Job, stats: dict[int, dict], running) -> Non
         bar.update(frames - bar.n)
 
 
+@dataclass
+class _Target:
+    """What a run writes, and how: the output and its container, the audio, the frame
+    range, the cache, the options and where the painters run."""
+
+    video: str
+    out: Path
+    container: Container
+    cache_dir: Path
+    config: RenderConfig
+    scheduler: str | None
+    progress: bool
+    started: float
+    audio: AudioInfo | None = None
+    first: int = 0
+    count: int = 0
+
+    @property
+    def local(self) -> bool:
+        """Whether the painters are local processes (not a Dask cluster)."""
+        return not (self.scheduler or os.environ.get(SCHEDULER_ENV))
+
+
 def run_render(video: str, index_dir: str | Path, out: str | Path | None,
                config: RenderConfig, cache_dir: str | Path, start_s: float = 0.0,
                duration_s: float | None = None, max_frames: int | None = None,
-               progress: bool = True, scheduler: str | None = None) -> RenderReport:
+               progress: bool = True, scheduler: str | None = None,
+               force: bool = False) -> RenderReport:
     """Render ``video`` as a mosaic of the tiles in ``index_dir`` into ``out``.
 
     Painting runs on ``config.workers`` local processes (0: as many as the cores and
-    the memory allow), or on the Dask cluster of ``scheduler``. The output path, its
-    directory and its container are checked before any work; a second run of the same
-    job waits for the first (the job's lock). Raises :class:`VideoError` for a missing,
-    unreadable, truncated or undownloadable input, :class:`OutputError` for an unsafe
-    or unwritable output, :class:`TileIndexError` for a missing index and
+    the memory allow; more than those, or than the segments, are capped), or on the Dask
+    cluster of ``scheduler``. ffmpeg, the output path, its directory and its container
+    are checked before any work (``force`` replaces an existing OUT or scores file of
+    another kind); a second run of the same job waits for the first (the job's lock).
+    Raises :class:`VideoError` for a missing, unreadable, truncated or undownloadable
+    input, :class:`OutputError` for an unsafe or unwritable output, :class:`TileIndexError`
+    for a missing index (:class:`IndexChangedError` when it is rebuilt mid-job) and
     :class:`SegmentError` when a painter fails; the output is written only once it has
     been verified against the plan (frames, streams, duration).
     """
     started = time.perf_counter()
     steady_heap()
-    cache_dir = Path(cache_dir)
+    video = video if is_url(video) else local_path(video)
+    ffmpeg_exe()  # a missing or broken ffmpeg is said now, before any work
+    cache_dir = open_cache(cache_dir)
     default = out is None
+    if default:
+        mark_owned(cache_dir / "renders", "renders")
     out = default_output(video, cache_dir) if default else Path(out)
-    check_output(out, create_parent=default)
-    container = container_for(out, config.encoder)
+    check_output(out, create_parent=default, kind="video", force=force, cache_dir=cache_dir)
+    target = _Target(video, out, container_for(out, config.encoder), cache_dir, config,
+                     scheduler, progress, started)
+    if config.report and not force and (problem := existing_problem(scores_path(out), "json")):
+        raise OutputError(f"{scores_path(out)}: exists and {problem}; move it away, or add "
+                          "--force to replace it")
     index = load_index(index_dir)
-    source = resolve_input(video, cache_dir, config.ytdlp_format)
-    check_output(out, reads=[source, *(p for p in index.path.iterdir() if p.is_file())])
+    with contextlib.ExitStack() as held:
+        if is_url(video):
+            held.enter_context(hold(download_folder(cache_dir / "downloads", video),
+                                    f"the download of {video}"))
+        source = resolve_input(video, cache_dir, config.ytdlp_format)
+        check_output(out, reads=[source, *(p for p in index.path.iterdir() if p.is_file())],
+                     kind="video", force=force, cache_dir=cache_dir)
+        paint, segments, report, choice = _set_up(target, source, index,
+                                                  (start_s, duration_s, max_frames))
+        held.enter_context(hold(paint.plan_dir, f"the plan {paint.plan_key[:12]}"))
+        mark_owned(paint.plan_dir, "plan")
+        with file_lock(Path(paint.work) / ".lock",
+                       f"the render job {paint.key[:12]} ({video})"):
+            mark_owned(paint.work, "job")
+            planner = Planner(paint.info, paint.grid, index, config, Path(paint.plan_dir),
+                              paint.plan_key)
+            return _run_job(paint, planner, segments, report, choice, target)
+
+
+def _set_up(target: _Target, source: Path, index, span: tuple
+            ) -> tuple[PaintJob, list[Segment], RenderReport, WorkerPlan]:
+    """Probe the input, lay out the cells and the range (all checked), name the plan and
+    the job, choose the workers, pin the index; the painters' job and the segments."""
+    config = target.config
     info = probe(source)
+    check_source_size(info.width, info.height, str(source))
     grid = make_grid(info.height, info.width, index.tiles.shape[1:3], config.scale,
                      config.max_width, config.max_height)
+    check_frame_size(grid)
     if not output_size_ok(grid.out_w, grid.out_h):
         log.info("note: %dx%d output is beyond H.264 level 5.2; some players will not play "
                  "it (cap it with render.max_width=4096)", grid.out_w, grid.out_h)
-    audio = _pick_audio(info, config.audio_stream)
-    first, count = frame_range(info, start_s, duration_s, max_frames)
-    pkey = plan_key(digest_file(source), index.digest, config, first, count)
+    target.audio = _pick_audio(info, config.audio_stream)
+    target.first, target.count = frame_range(info, *span)
+    segments = plan_segments(target.first, target.count, config.segment_frames)
+    pkey = plan_key(digest_file(source), index.digest, config, target.first, target.count)
     key = job_key(pkey, config)
-    work = cache_dir / "render" / key
-    report = RenderReport(out=out, frames=count, audio=audio is not None,
+    report = RenderReport(out=target.out, frames=target.count, audio=target.audio is not None,
                           grid=(grid.rows, grid.cols), out_size=(grid.out_w, grid.out_h))
     choice = choose_workers(grid.out_w * grid.out_h, config.encoder, config.preset,
-                            config.workers, config.encoder_threads)
+                            config.workers, config.encoder_threads, segments=len(segments))
     report.workers, report.threads = choice.workers, choice.threads
-    paint = PaintJob(key, pkey, info, grid, str(index.path), str(cache_dir / "plans" / pkey),
-                     str(work), config.alpha, config.recolour if recolours(config) else 0.0,
-                     config.report, tuple(_codec(config, choice.threads, choice.lookahead)),
-                     config.tone if recolours(config) else 0.0)
-    with file_lock(work / ".lock", f"the render job {key[:12]} ({video})"):
-        done = _read_json(work / DONE)
-        if done and out.is_file() and done.get("out") == str(out.resolve()) and \
-                done.get("size") == out.stat().st_size:
-            report.up_to_date, report.size = True, out.stat().st_size
-            report.active_share = done.get("active_share", 0.0)
-            return report
-        job = _prepare(paint, Planner(info, grid, index, config, Path(paint.plan_dir), pkey),
-                       plan_segments(first, count, config.segment_frames), report)
+    if choice.asked and target.local:
+        log.info("%s", choice.describe_cap(len(segments)))
+    cache = target.cache_dir
+    paint = PaintJob(key, pkey, info, grid, str(index.path), str(cache / "plans" / pkey),
+                     str(cache / "render" / key), config.alpha,
+                     config.recolour if recolours(config) else 0.0, config.report,
+                     tuple(_codec(config, choice.threads, choice.lookahead)),
+                     config.tone if recolours(config) else 0.0, pin_index(index))
+    return paint, segments, report, choice
+
+
+def _run_job(paint: PaintJob, planner: Planner, segments: list[Segment],
+             report: RenderReport, choice: WorkerPlan, target: _Target) -> RenderReport:
+    """The job, under its lock: up to date, or plan and paint what is missing, join,
+    verify and rename over OUT; a failure or interrupt removes the job's temporaries."""
+    work, info, out = Path(paint.work), paint.info, target.out
+    remove_temporaries(work, JOB_FILES)  # of killed runs: the job's lock is held
+    with contextlib.suppress(LockedError), file_lock(
+            Path(paint.plan_dir) / ".lock", f"the plan {paint.plan_key[:12]}", timeout=0):
+        remove_temporaries(Path(paint.plan_dir), PLAN_FILES)  # nobody is planning it
+    done = _read_json(work / DONE)
+    if done and out.is_file() and done.get("out") == str(out.resolve()) and \
+            done.get("size") == out.stat().st_size:
+        report.up_to_date, report.size = True, out.stat().st_size
+        report.active_share = done.get("active_share", 0.0)
+        return report
+    try:
+        job = _prepare(paint, planner, segments, report)
         stats = dict(job.done)
         if job.to_paint:
-            if not (scheduler or os.environ.get(SCHEDULER_ENV)):
-                log.info("render: %s", choice.describe(grid.out_w, grid.out_h, config.preset))
-            stats.update(_paint_missing(job, choice.workers, scheduler, progress, report))
-        segments = [segment_path(work, s.number) for s in job.segments]
-        ensure_free(out.parent, _output_bytes(segments, info, count, audio), f"writing {out}")
-        with file_lock(cache_dir / "locks" / f"{digest_text(str(out.resolve()))}.lock",
-                       f"the output {out}"):
-            concat_and_mux(segments, out, info, audio, float(first / info.rate),
-                           float(count / info.rate), work, container,
-                           check=lambda path: _check_joined(path, out, info, count, audio))
-            _summarise(report, [stats[s.number] for s in job.segments], config, video,
-                       index.path)
-            report.seconds = time.perf_counter() - started
-            write_json(work / DONE, {"out": str(out.resolve()), "size": report.size,
-                                     "active_share": report.active_share})
+            if target.local:
+                log.info("render: %s", choice.describe(*report.out_size,
+                                                       target.config.preset))
+            stats.update(_paint_missing(job, choice.workers, target.scheduler,
+                                        target.progress, report))
+    except BaseException:
+        remove_temporaries(work, JOB_FILES)  # of the painters just stopped
+        raise
+    seg_files = [segment_path(work, s.number) for s in job.segments]
+    first, count, audio = target.first, target.count, target.audio
+    ensure_free(out.parent, _output_bytes(seg_files, info, count, audio), f"writing {out}")
+    locks = mark_owned(target.cache_dir / "locks", "locks")
+    with file_lock(locks / f"{digest_text(str(out.resolve()))}.lock", f"the output {out}"):
+        concat_and_mux(seg_files, out, info, audio, float(first / info.rate),
+                       float(count / info.rate), work, target.container,
+                       check=lambda path: _check_joined(path, out, info, count, audio))
+        _summarise(report, [stats[s.number] for s in job.segments], target.config,
+                   target.video, Path(paint.index_dir))
+        report.seconds = time.perf_counter() - target.started
+        write_json(work / DONE, {"out": str(out.resolve()), "size": report.size,
+                                 "active_share": report.active_share})
     return report
 
 
 def _paint_missing(job: _Job, workers: int, scheduler: str | None, progress: bool,
                    report: RenderReport) -> dict[int, dict]:
     """Plan and paint what is missing on a pool, with one progress bar over all frames."""
-    pool = make_pool(workers, scheduler)
+    pool = make_pool(min(workers, len(job.to_paint)), scheduler)
     bar = tqdm(total=sum(s.count for s in job.to_paint), desc="render", unit="frames",
                disable=None if progress else True, smoothing=0.1)
     t = time.perf_counter()
@@ -397,21 +535,27 @@ def verify_renders(cache_dir: str | Path) -> dict[str, str]:
     """Fully check every plan chunk and painted segment under ``cache_dir`` against the
     whole-file digests recorded when they were written.
 
-    A damaged one loses its record (the plan's manifest, the segment's ``.json``), so the
-    next run of its render redoes just it. Returns ``{file path: problem}``.
+    Only the tool's own plan and job folders are looked at (marked, or named by the key
+    their records hold), and only their own record files. A damaged one loses its record
+    (the plan's manifest, the segment's ``.json``), so the next run of its render redoes
+    just it. Returns ``{file path: problem}``.
     """
     cache_dir, problems = Path(cache_dir), {}
     for manifest in sorted(cache_dir.glob("plans/*/manifest.json")):
         plan = _read_json(manifest) or {}
+        if owned_kind(manifest.parent) != "plan" and plan.get("key") != manifest.parent.name:
+            continue
         for number, record in enumerate(plan.get("chunks", [])):
             chunk = manifest.parent / f"chunk-{number:05d}.npz"
             if (problem := artifact_problem(chunk, record, full=True)) is not None:
                 problems[str(chunk)] = problem
                 chunk.unlink(missing_ok=True)
                 manifest.unlink(missing_ok=True)
-    for record in sorted(cache_dir.glob("render/*/seg-*.json")):
-        video = record.with_suffix(".mp4")
+    for record in sorted(cache_dir.glob("render/*/seg-[0-9][0-9][0-9][0-9][0-9].json")):
         stats = _read_json(record) or {}
+        if owned_kind(record.parent) != "job" and stats.get("key") != record.parent.name:
+            continue
+        video = record.with_suffix(".mp4")
         if (problem := artifact_problem(video, stats.get("video"), full=True)) is not None:
             problems[str(video)] = problem
             record.unlink(missing_ok=True)

@@ -23,11 +23,20 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline import photo as ph
+from pipeline.cache import mark_owned, open_cache
 from pipeline.errors import OutputError, VideoError
 from pipeline.index import load_index
 from pipeline.originals import source_paths
 from pipeline.output import check_output, container_for, default_output
-from pipeline.video import AudioInfo, FrameWriter, concat_and_mux, encoder_args, probe
+from pipeline.video import (
+    AudioInfo,
+    FrameWriter,
+    check_regular,
+    concat_and_mux,
+    encoder_args,
+    local_path,
+    probe,
+)
 from pipeline.zoom import ZoomMovie, ZoomOptions, check_options, make_movie
 from pipeline.zoomplan import resolve_target
 
@@ -69,18 +78,28 @@ def probe_audio(path: str | Path) -> AudioInfo:
 def run_zoom(image_path: str | Path, index_dir: str | Path, out: str | Path | None,
              opts: ZoomOptions, photo_opts: ph.PhotoOptions, cache_dir: str | Path,
              target: str | Path | None = None, audio_path: str | Path | None = None,
-             progress: bool = False) -> ZoomReport:
-    """Make the zoom video of ``image_path`` (see the module doc); returns the report."""
+             progress: bool = False, force: bool = False) -> ZoomReport:
+    """Make the zoom video of ``image_path`` (see the module doc); returns the report.
+    ``force`` replaces an existing OUT that is not a video."""
     t0 = time.perf_counter()
     check_options(opts)
-    image_path, index_dir = Path(image_path), Path(index_dir)
+    image_path, index_dir = Path(local_path(str(image_path))), Path(index_dir)
+    target = None if target is None else Path(local_path(str(target)))
+    audio_path = None if audio_path is None else Path(local_path(str(audio_path)))
+    for path, what in ((target, "--target photo"), (audio_path, "--audio file")):
+        if path is not None:
+            check_regular(path, what)
+    cache = open_cache(cache_dir)
     given = out is not None
-    out = Path(out) if given else default_output(str(image_path), cache_dir, "-zoom.mp4")
+    if not given:
+        mark_owned(cache / "renders", "renders")
+    out = Path(out) if given else default_output(str(image_path), cache, "-zoom.mp4")
     container = container_for(out, "libx264")
     reads = [image_path, *(p for p in (target, audio_path) if p is not None)]
     if index_dir.is_dir():
         reads += [p for p in index_dir.iterdir() if p.is_file()]
-    check_output(out, reads, create_parent=not given)
+    check_output(out, reads, create_parent=not given, kind="video", force=force,
+                 cache_dir=cache)
     image = ph.read_image(image_path)
     index = load_index(index_dir)
     paths = source_paths(index)
