@@ -6,6 +6,7 @@
 #   make render VIDEO=path-or-URL [INDEX=DIR] [OUT=FILE] [ARGS="--set render.alpha=0"]
 #   make photo IMAGE=FILE [INDEX=DIR] [OUT=FILE] [ARGS="--cells 200 --tile-px 64 --dzi"]
 #   make faces SRC=DIR OUT=DIR [ARGS="--min-size 48"]   face-tile corpus, then make index CORPUS=DIR
+#   make zoom IMAGE=FILE [INDEX=DIR] [OUT=FILE] [ARGS="--target me.jpg --audio song.mp3"]
 #   make bench-index [BENCH_ARGS="--count 20000"]
 #   make clean-cache [ARGS="--older-than 2d --dry-run"]   stale checkpoints, temp files, old renders
 
@@ -26,7 +27,7 @@ SAMPLE := $(CACHE)/sample
 
 export MOSAIC_CACHE := $(CACHE)
 
-.PHONY: setup test lint index render photo faces demo bench-index bench-render clean clean-cache
+.PHONY: setup test lint index render photo faces zoom demo bench-index bench-render clean clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,10 @@ photo: setup
 	@test -n "$(IMAGE)" || { echo "usage: make photo IMAGE=FILE [INDEX=DIR] [OUT=FILE] [ARGS=...]" >&2; exit 2; }
 	$(BIN)/mosaic photo "$(IMAGE)" --index "$(INDEX)" $(if $(OUT),--out "$(OUT)") $(ARGS)
 
+zoom: setup
+	@test -n "$(IMAGE)" || { echo "usage: make zoom IMAGE=FILE [INDEX=DIR] [OUT=FILE] [ARGS=...]" >&2; exit 2; }
+	$(BIN)/mosaic zoom "$(IMAGE)" --index "$(INDEX)" $(if $(OUT),--out "$(OUT)") $(ARGS)
+
 faces: setup
 	@test -n "$(SRC)" -a -n "$(OUT)" || { echo "usage: make faces SRC=DIR OUT=DIR [ARGS=...]" >&2; exit 2; }
 	$(BIN)/mosaic faces "$(SRC)" --out "$(OUT)" $(ARGS)
@@ -65,8 +70,10 @@ demo: setup
 	$(BIN)/mosaic sample-clip --out $(SAMPLE)/clip.mp4
 	$(BIN)/mosaic render $(SAMPLE)/clip.mp4 --index $(SAMPLE)/index --out $(SAMPLE)/demo-mosaic.mp4 --preset veryfast
 	$(BIN)/mosaic photo $(SAMPLE)/corpus/sample_0000.png --index $(SAMPLE)/index --out $(SAMPLE)/demo-photo.jpg --cells 48 --dzi
+	$(BIN)/mosaic zoom $(SAMPLE)/corpus/sample_0000.png --index $(SAMPLE)/index --out $(SAMPLE)/demo-zoom.mp4 --size 640x360 --duration 4 --cells 32 --preset veryfast
 	@echo "demo: mosaic video $(SAMPLE)/demo-mosaic.mp4 (index $(SAMPLE)/index, contact sheet $(SAMPLE)/clusters.png)"
 	@echo "demo: still mosaic $(SAMPLE)/demo-photo.jpg, zoom page $(SAMPLE)/demo-photo.html"
+	@echo "demo: zoom video $(SAMPLE)/demo-zoom.mp4 (from the mosaic into one of its photos)"
 
 bench-index: setup
 	$(BIN)/python scripts/bench_index.py $(BENCH_ARGS)

@@ -1,7 +1,8 @@
 """The ``mosaic`` command line: the only place that sets up logging and exit codes.
 
 Each command's parser and handler live in a module of their own (:mod:`pipeline.cli_index`,
-:mod:`pipeline.cli_render`, :mod:`pipeline.cli_stills`, :mod:`pipeline.cli_cache`), all
+:mod:`pipeline.cli_render`, :mod:`pipeline.cli_stills`, :mod:`pipeline.cli_zoom`,
+:mod:`pipeline.cli_cache`), all
 built from the shared helpers of :mod:`pipeline.cli_args`; this module puts them
 together and runs one.
 
@@ -42,6 +43,7 @@ from pipeline.cli_render import (
     cmd_score,
 )
 from pipeline.cli_stills import add_faces_parser, add_photo_parser, cmd_faces, cmd_photo
+from pipeline.cli_zoom import add_zoom_parser, cmd_zoom
 from pipeline.errors import Interrupted, MosaicError
 
 log = logging.getLogger("pipeline")
@@ -62,6 +64,7 @@ _COMMANDS = {"index": (add_index_parser, cmd_index),
              "render": (add_render_parser, cmd_render),
              "photo": (add_photo_parser, cmd_photo),
              "faces": (add_faces_parser, cmd_faces),
+             "zoom": (add_zoom_parser, cmd_zoom),
              "score": (add_score_parser, cmd_score),
              "sample-clip": (add_sample_clip_parser, cmd_sample_clip),
              "verify": (add_verify_parser, cmd_verify),

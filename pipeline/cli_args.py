@@ -48,8 +48,10 @@ class Parser(argparse.ArgumentParser):
         return super()._get_values(action, arg_strings)
 
 
-def number(kind: type, low: float | None = None, above: float | None = None):
-    """An argparse type: an int or finite float, at least ``low`` / more than ``above``."""
+def number(kind: type, low: float | None = None, above: float | None = None,
+           high: float | None = None):
+    """An argparse type: an int or finite float, at least ``low`` / more than ``above``
+    and at most ``high``."""
     noun = "an integer" if kind is int else "a number"
 
     def parse(text: str) -> int | float:
@@ -62,6 +64,8 @@ def number(kind: type, low: float | None = None, above: float | None = None):
         if (low is not None and value < low) or (above is not None and value <= above):
             bound = f"at least {low}" if low is not None else f"more than {above}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {text!r}")
         return value
 
     parse.__name__ = kind.__name__

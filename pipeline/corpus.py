@@ -150,31 +150,38 @@ def _to_bgr8(img: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported channel count {channels}")
 
 
-def decode_image(data: bytes, suffix: str, tile_hw: tuple[int, int]) -> np.ndarray:
-    """Decode encoded image bytes into one tile.
-
-    The image is decoded (at a reduced size for JPEG when a reduction still covers the
-    tile), centre-cropped to the tile's aspect ratio and resized with INTER_AREA.
-
-    Returns
-    -------
-    ndarray of shape (h, w, 3), uint8, BGR. Raises ValueError if undecodable.
-    """
+def decode_covering(data: bytes, suffix: str, hw: tuple[int, int]) -> np.ndarray:
+    """Decode encoded image bytes to BGR uint8 (H, W, 3), at full size except for JPEGs,
+    which are decoded at the largest DCT reduction (1/2, 1/4, 1/8) still covering ``hw``
+    (height, width). Raises ValueError if undecodable."""
     buf = np.frombuffer(data, dtype=np.uint8)
     img = None
-    if suffix in _JPEG_SUFFIXES and (hw := jpeg_size(data)) is not None:
-        factor = reduction_for(*hw, tile_hw)
+    if suffix in _JPEG_SUFFIXES and (size := jpeg_size(data)) is not None:
+        factor = reduction_for(*size, hw)
         img = cv2.imdecode(buf, _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR))
     if img is None:
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ValueError("not a decodable image")
-    img = _to_bgr8(img)
-    return crop_resize(img, tile_hw)
+    return _to_bgr8(img)
 
 
-def crop_resize(img_bgr: np.ndarray, tile_hw: tuple[int, int]) -> np.ndarray:
-    """Centre-crop ``img_bgr`` (H, W, 3) to the tile aspect ratio and resize to ``tile_hw``."""
+def decode_image(data: bytes, suffix: str, tile_hw: tuple[int, int]) -> np.ndarray:
+    """Decode encoded image bytes into one tile.
+
+    The image is decoded (at a reduced size for JPEG when a reduction still covers the
+    tile, :func:`decode_covering`), centre-cropped to the tile's aspect ratio and resized
+    with INTER_AREA.
+
+    Returns
+    -------
+    ndarray of shape (h, w, 3), uint8, BGR. Raises ValueError if undecodable.
+    """
+    return crop_resize(decode_covering(data, suffix, tile_hw), tile_hw)
+
+
+def centre_crop(img_bgr: np.ndarray, tile_hw: tuple[int, int]) -> np.ndarray:
+    """The centre of ``img_bgr`` (H, W, 3) at the aspect ratio of ``tile_hw``: a view."""
     th, tw = tile_hw
     h, w = img_bgr.shape[:2]
     if h * tw > w * th:  # too tall
@@ -182,8 +189,14 @@ def crop_resize(img_bgr: np.ndarray, tile_hw: tuple[int, int]) -> np.ndarray:
     else:
         ch, cw = h, max(1, round(h * tw / th))
     top, left = (h - ch) // 2, (w - cw) // 2
-    crop = img_bgr[top:top + ch, left:left + cw]
-    if (ch, cw) == (th, tw):
+    return img_bgr[top:top + ch, left:left + cw]
+
+
+def crop_resize(img_bgr: np.ndarray, tile_hw: tuple[int, int]) -> np.ndarray:
+    """Centre-crop ``img_bgr`` (H, W, 3) to the tile aspect ratio and resize to ``tile_hw``."""
+    th, tw = tile_hw
+    crop = centre_crop(img_bgr, tile_hw)
+    if crop.shape[:2] == (th, tw):
         return np.ascontiguousarray(crop)
     return cv2.resize(crop, (tw, th), interpolation=cv2.INTER_AREA)
 

@@ -247,10 +247,12 @@ def scores_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".scores.json")
 
 
-def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo, audio: AudioInfo | None,
-                   start_s: float, duration_s: float, work: Path, container: Container,
-                   check: Callable[[Path], None] | None = None) -> None:
+def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo | str,
+                   audio: AudioInfo | None, start_s: float, duration_s: float, work: Path,
+                   container: Container, check: Callable[[Path], None] | None = None) -> None:
     """Join encoded segments (stream copy) and add the source's audio, cut to the range.
+
+    ``source`` is the input video, or the path of any file with the ``audio`` stream.
 
     The container (:func:`container_for`) decides the muxer and whether the audio is
     copied or re-encoded. The result is written to a unique temporary file, handed to
@@ -266,7 +268,8 @@ def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo, audio: Au
     if audio is not None:
         if start_s > 0:
             args += ["-ss", f"{start_s:.6f}"]
-        args += ["-t", f"{duration_s:.6f}", "-i", source.path]
+        path = source if isinstance(source, str) else source.path
+        args += ["-t", f"{duration_s:.6f}", "-i", path]
     args += ["-map", "0:v:0", "-c:v", "copy"]
     if audio is not None:
         args += ["-map", f"1:a:{audio.index}", *audio_args(container, audio.codec)]

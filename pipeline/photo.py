@@ -175,6 +175,7 @@ class PhotoMatcher:
         self.groups = np.asarray(index.groups, np.int64)
         self.kept = len(self.tiles.members)
         self.k = min(self.kept, max(opts.candidates, 2 * (2 * opts.radius + 1) ** 2))
+        self.excluded: int | None = None  # the group of a fixed cell's tile
         self.assigner = TileAssigner(grid.rows, grid.cols, self.lab, groups=self.groups,
                                      radius=opts.radius, max_uses=opts.max_uses,
                                      unseen=opts.unseen, joint=False)
@@ -186,17 +187,31 @@ class PhotoMatcher:
     def candidates(self, queries: np.ndarray, k: int, nprobe: int
                    ) -> tuple[np.ndarray, np.ndarray]:
         """Each query's ``k`` nearest tiles in its ``nprobe`` nearest clusters, (n, k)."""
-        return self.search.search(queries, k, nprobe)
+        ids, dist = self.search.search(queries, k, nprobe)
+        if self.excluded is not None:  # a fixed cell's group: not a candidate elsewhere
+            out = (ids >= 0) & (self.groups[np.maximum(ids, 0)] == self.excluded)
+            ids, dist = np.where(out, -1, ids), np.where(out, np.inf, dist)
+            order = np.argsort(dist, axis=1, kind="stable")
+            ids, dist = np.take_along_axis(ids, order, 1), np.take_along_axis(dist, order, 1)
+        return ids, dist
 
-    def match(self, views: np.ndarray) -> np.ndarray:
-        """Tile id per cell, (rows, cols) int64, with no hard rule broken."""
+    def match(self, views: np.ndarray, fixed: tuple[int, int] | None = None) -> np.ndarray:
+        """Tile id per cell, (rows, cols) int64, with no hard rule broken.
+
+        ``fixed`` (flat cell, tile id): that cell shows that tile, and no other cell
+        shows the tile's group (so the fixed cell breaks no rule either).
+        """
         with threadpool_limits(1, user_api="blas"):
             queries = self.queries(views)
-            cand_ids, cand_d = self.candidates(queries, self.k, self.opts.nprobe)
             cells = np.arange(self.grid.cells)
             current = np.full(self.grid.cells, -1, np.int64)
-            current[:] = self.assigner.assign(cells, queries, cand_ids, cand_d, current,
-                                              free=True)
+            if fixed is not None:
+                current[fixed[0]] = fixed[1]
+                cells = cells[cells != fixed[0]]
+                self.excluded = int(self.groups[fixed[1]])
+            cand_ids, cand_d = self.candidates(queries, self.k, self.opts.nprobe)
+            current[cells] = self.assigner.assign(cells, queries[cells], cand_ids[cells],
+                                                  cand_d[cells], current, free=True)
             k, nprobe = self.k, self.opts.nprobe
             for _ in range(_REPAIR_ROUNDS):
                 bad = self._violations(current)

