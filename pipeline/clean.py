@@ -21,7 +21,7 @@ What may be touched, and how it is known to be the tool's:
 * in such a folder, only the names the tool writes there (:data:`JOB_FILES`, ...), and
   temporary files of those names; a folder left holding anything else is kept;
 * nothing that a running job holds: a job's lock, a plan's or a download's hold
-  (:func:`pipeline.cache.hold`), an index's lock, a raw canvas's own lock.
+  (:func:`pipeline.locks.hold`), an index's lock, a raw canvas's own lock.
 
 ``clean`` refuses an empty path, ``/`` and the home folder outright.
 """

@@ -14,7 +14,7 @@ An index directory holds (names in :data:`ARTIFACTS`):
   each artifact's size and digests (:func:`pipeline.cache.record_artifact`);
 * ``last_run.json``: what the latest run did and how long each step took;
 * ``shards/``: the decode checkpoint (per-file records), reused by later runs;
-* ``.lock``: the lock a run holds while it writes (see :func:`pipeline.cache.file_lock`).
+* ``.lock``: the lock a run holds while it writes (see :func:`pipeline.locks.file_lock`).
 
 Every load checks each artifact cheaply against its record (size, sampled digest, row
 counts) and that every source path stays inside the corpus; ``mosaic verify`` compares

@@ -3,8 +3,8 @@
 The matching is the video render's ``nearest`` mode, reused as is: each cell's 4x4 CIELAB
 grid (:func:`~pipeline.features.lab_grid_means` on :func:`~pipeline.grid.cell_views`),
 made recolour-aware (:func:`~pipeline.matching.search_features`), probes the nearest tile
-clusters (:func:`~pipeline.matching.top_clusters_by_l2`) and takes the exact nearest
-tiles in them (:func:`~pipeline.matching.search_lists`); the
+clusters (:class:`~pipeline.search.TileSearch`, the planner's search) and takes the exact nearest
+tiles in them (:func:`~pipeline.search.search_lists`); the
 :class:`~pipeline.assign.TileAssigner` then picks one per cell with the neighbour rule,
 the repeat radius, the unseen-first preference and the per-tile cap, as for a fresh
 frame (``free``). Two rules are hard for a still, where a repeat stays on the wall:

@@ -64,7 +64,7 @@ def test_temporary_names_are_recognised(name: str, final: str | None) -> None:
 
 def test_a_lock_file_removed_while_waiting_is_made_again(tmp_path: Path) -> None:
     lock = tmp_path / "job" / ".lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys,time,os\nfrom pipeline.cache "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys,time,os\nfrom pipeline.locks "
                                "import file_lock\nwith file_lock(sys.argv[1], 'job'):\n"
                                " print('locked', flush=True); time.sleep(1.0)\n"
                                " os.unlink(sys.argv[1])", str(lock)],

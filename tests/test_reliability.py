@@ -330,7 +330,7 @@ def test_clean_removes_stale_work_and_reports_space(tmp_path: Path, corpus: Path
     for job in (old_job, busy_job):
         for f in job.iterdir():
             os.utime(f, (week_ago, week_ago))
-    holder = subprocess.Popen([sys.executable, "-c", "import sys,time\nfrom pipeline.cache "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys,time\nfrom pipeline.locks "
                                "import file_lock\nwith file_lock(sys.argv[1], 'job'):\n"
                                " print('locked', flush=True); time.sleep(60)",
                                str(busy_job / ".lock")], stdout=subprocess.PIPE, text=True)

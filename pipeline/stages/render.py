@@ -21,7 +21,7 @@ once and removes their temporary files.
 
 The job's folders are marked as the tool's; the render holds its job's lock, and a
 shared hold on its plan and its download, so ``mosaic clean`` leaves them alone. The
-index is pinned (:func:`pipeline.index.pin_index`): a rebuild of it while the render runs
+index is pinned (:func:`pipeline.bank.pin_index`): a rebuild of it while the render runs
 stops the render with one line, and nothing planned or painted from the new tiles is kept.
 """
 

@@ -4,7 +4,7 @@ photo (or, with ``reverse``, out of it).
 Steps: check the options and the output path before any work (the output is never an
 input); read the image, the index and its source paths, the target and the audio; plan
 the movie (:func:`pipeline.zoom.make_movie`); draw every frame into the encoder
-(:class:`~pipeline.video.FrameWriter`, drawing the next frame while the last is sent),
+(:class:`~pipeline.encode.FrameWriter`, drawing the next frame while the last is sent),
 in a temporary directory beside the output; mux the audio cut to the video's length and
 check the file (:func:`~pipeline.video.concat_and_mux`), which is only then renamed over
 the output. Source photos that could not be read are counted in one warning line.
