@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from pipeline.activity import QUIET_GAIN, QUIET_SHARE, Decision, Settler
+from pipeline.activity import QUIET_COLOUR, QUIET_GAIN, QUIET_SHARE, Decision, Settler
 from pipeline.cache import (
     artifact_problem,
     atomic_output,
@@ -532,16 +532,18 @@ class Planner:
                 views = [cell_views(f, grid)[a] for f, a in zip(frames, active, strict=True)]
                 plans = self._plan_batch(views, active)
                 for i, cells in enumerate(active):
-                    placed, ids, orients = self._choose(cells, plans[i], state, decisions[i])
+                    placed, ids, orients = self._choose(cells, plans[i], state, decisions[i],
+                                                        views[i])
                     diffs = np.zeros((len(placed), 3), np.int16)
                     ratios = np.full(len(placed), RATIO_SCALE, np.uint8)
                     if self.recolour and len(placed):  # every active cell is re-placed
                         means, grids = self._tile_stats(ids)
-                        cell_mean = views[i].reshape(len(placed), -1, 3).mean(1)
+                        seen = views[i][np.searchsorted(cells, placed)]
+                        cell_mean = seen.reshape(len(placed), -1, 3).mean(1)
                         diffs = np.rint((cell_mean - means) * DIFF_SCALE)
                         diffs = np.clip(diffs, -255 * DIFF_SCALE, 255 * DIFF_SCALE)
                         diffs = diffs.astype(np.int16)
-                        ratios = contrast_ratios(luma_grid(views[i]), grids, orients)
+                        ratios = contrast_ratios(luma_grid(seen), grids, orients)
                     r, c = np.divmod(placed, grid.cols)
                     state.ids[r, c], state.orients[r, c], state.diffs[r, c] = ids, orients, diffs
                     state.ratios[r, c] = ratios
@@ -641,8 +643,8 @@ class Planner:
         budget = max(1, int(QUIET_SHARE * self.grid.cells))
         return pos[ok][np.argsort(-gain[ok], kind="stable")[:budget]]
 
-    def _choose(self, cells: np.ndarray, plan, state: CanvasState,
-                decision: Decision) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _choose(self, cells: np.ndarray, plan, state: CanvasState, decision: Decision,
+                views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Tiles for one frame's active cells; returns the cells to (re)place with them."""
         if self.config.matching == "cluster":
             return cells, plan[0], plan[1]
@@ -665,7 +667,31 @@ class Planner:
         hit = cand_ids == ids[:, None]
         codes = np.where(ids == current[cells], held,
                          cand_codes[np.arange(len(ids)), hit.argmax(1)]).astype(np.uint8)
-        if not self.recolour:  # unchanged tiles need no placing
-            moved = (ids != current[cells]) | (codes != held)
-            cells, ids, codes = cells[moved], ids[moved], codes[moved]
-        return cells, ids, codes
+        moved = (ids != current[cells]) | (codes != held)
+        if self.recolour:  # re-placed: recoloured again (quietly only where it pays)
+            moved |= ~quiet
+            if quiet.any():
+                moved[self._recolours(cells, quiet & ~moved, views, state,
+                                      int(quiet[moved].sum()))] = True
+        return cells[moved], ids[moved], codes[moved]
+
+    def _recolours(self, cells: np.ndarray, kept: np.ndarray, views: np.ndarray,
+                   state: CanvasState, switched: int) -> np.ndarray:
+        """Quiet cells that keep their tile but get its colour refreshed, (j,) positions
+        into ``cells``: those whose colour has drifted by :data:`QUIET_COLOUR` levels or
+        more that a refresh would correct, largest first, within what the frame's quiet
+        budget (:data:`QUIET_SHARE` of the cells) leaves after ``switched`` quiet switches.
+        A colour change in a still cell is seen; one step now beats many small ones."""
+        pos = np.flatnonzero(kept)
+        budget = max(1, int(QUIET_SHARE * self.grid.cells)) - switched
+        if budget <= 0 or not len(pos):
+            return pos[:0]
+        r, c = np.divmod(cells[pos], self.grid.cols)
+        tile_mean, _ = self._tile_stats(state.ids[r, c])
+        now = views[pos].reshape(len(pos), -1, 3).mean(1)
+        shown = tile_mean + np.rint(state.diffs[r, c] * np.float32(
+            self.config.recolour / DIFF_SCALE))
+        after = (1 - np.float32(self.config.recolour)) * (now - tile_mean)
+        gain = np.abs(now - shown).max(1) - np.abs(after).max(1)
+        ok = gain >= QUIET_COLOUR
+        return pos[ok][np.argsort(-gain[ok], kind="stable")[:budget]]
