@@ -58,6 +58,9 @@ CUT_DELTA_E = 3 * STATIC_DELTA_E  # a cell that changed this much in a frame: a 
 # the stability scores' churn budget
 QUIET_GAIN = 1.0
 QUIET_SHARE = 0.01
+# a quiet cell that keeps its tile has its colour refreshed only when that corrects this
+# many levels or more (within the same budget): small drifts wait for the cell to move
+QUIET_COLOUR = 4.0
 
 
 @dataclass(frozen=True)

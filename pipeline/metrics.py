@@ -366,7 +366,7 @@ class FrameScorer:
             g.rows, g.cols)
         self.scores.add_visibility(self._own, painted)
         self.scores.identified_cells = max(self.scores.identified_cells, 0) + int(
-            (self._own > 0).sum())
+            (self._own > 0).sum())  # any tile, flat ones too
 
     def _pixel_change(self, mosaic_bgr: np.ndarray) -> np.ndarray:
         """Per-cell mean absolute change against the previous mosaic frame."""

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.activity import QUIET_GAIN, QUIET_SHARE, Decision
+from pipeline.activity import QUIET_COLOUR, QUIET_GAIN, QUIET_SHARE, Decision
 from pipeline.assign import TileAssigner
 from pipeline.config import RenderConfig
 from pipeline.features import colour_histogram, lab_grid_means
@@ -29,6 +29,7 @@ from pipeline.index import TileIndex
 from pipeline.matching import ClusterMatcher, search_features
 from pipeline.planfile import CanvasState
 from pipeline.search import Orientations, TileClusters, TileSearch
+from pipeline.tone import DIFF_SCALE
 from pipeline.visibility import bank_spread, orientations
 
 SEARCH_BLOCK = 8192  # queries searched at once (about 10 MB of scratch)
@@ -43,8 +44,8 @@ class MatchingMode(Protocol):
 
     def candidates(self, views: list[np.ndarray]) -> list[Any]: ...
 
-    def choose(self, cells: np.ndarray, found: Any, canvas: CanvasState, decision: Decision
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def choose(self, cells: np.ndarray, found: Any, canvas: CanvasState, decision: Decision,
+               views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 def _split(parts: list[np.ndarray], views: list[np.ndarray]) -> list[np.ndarray]:
@@ -79,7 +80,8 @@ class ClusterMode:
                         strict=True))
 
     def choose(self, cells: np.ndarray, found: tuple, canvas: CanvasState,
-               decision: Decision) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               decision: Decision, views: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return cells, found[0], found[1]
 
 
@@ -89,10 +91,12 @@ class NearestMode:
     (:class:`pipeline.assign.TileAssigner`); quiet cells switch only when stale."""
 
     def __init__(self, config: RenderConfig, grid: Grid, search: TileSearch,
-                 orients: Orientations, assigner: TileAssigner, lab_grid: int) -> None:
+                 orients: Orientations, assigner: TileAssigner, lab_grid: int,
+                 tile_means: Any) -> None:
         self.config, self.grid, self.search = config, grid, search
         self.orients, self.assigner, self.lab_grid = orients, assigner, lab_grid
         self.lab = search.features
+        self.tile_means = tile_means  # tile ids -> (k, 3) mean colours (0..255)
 
     def reset(self, seed: int) -> None:
         """Nothing to reset: the search carries no state."""
@@ -133,8 +137,10 @@ class NearestMode:
                         strict=True))
 
     def choose(self, cells: np.ndarray, found: tuple, canvas: CanvasState,
-               decision: Decision) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Tiles for one frame's decided cells; returns the cells to (re)place with them."""
+               decision: Decision, views: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tiles for one frame's decided cells (``views`` (k, s, s, 3) uint8, their
+        source); returns the cells to (re)place with them."""
         if len(cells) == 0:
             return cells, np.zeros(0, np.int64), np.zeros(0, np.uint8)
         queries, cand_ids, cand_d, cand_codes = found
@@ -154,10 +160,36 @@ class NearestMode:
         hit = cand_ids == ids[:, None]
         codes = np.where(ids == current[cells], held,
                          cand_codes[np.arange(len(ids)), hit.argmax(1)]).astype(np.uint8)
-        if not self.config.recolours:  # unchanged tiles need no placing
-            moved = (ids != current[cells]) | (codes != held)
-            cells, ids, codes = cells[moved], ids[moved], codes[moved]
-        return cells, ids, codes
+        moved = (ids != current[cells]) | (codes != held)
+        if self.config.recolours:  # re-placed: recoloured again (quietly only where it pays)
+            moved |= ~quiet
+            if quiet.any():
+                moved[self.recolours(cells, quiet & ~moved, views, canvas,
+                                     int(quiet[moved].sum()))] = True
+        return cells[moved], ids[moved], codes[moved]
+
+    def recolours(self, cells: np.ndarray, kept: np.ndarray, views: np.ndarray,
+                  canvas: CanvasState, switched: int) -> np.ndarray:
+        """Quiet cells that keep their tile but get its colour refreshed, (j,) positions
+        into ``cells``: those whose colour has drifted by
+        :data:`~pipeline.activity.QUIET_COLOUR` levels or more that a refresh would
+        correct, largest first, within what the frame's quiet budget
+        (:data:`~pipeline.activity.QUIET_SHARE` of the cells) leaves after ``switched``
+        quiet switches. A colour change in a still cell is seen; one step now beats many
+        small ones."""
+        pos = np.flatnonzero(kept)
+        budget = max(1, int(QUIET_SHARE * self.grid.cells)) - switched
+        if budget <= 0 or not len(pos):
+            return pos[:0]
+        r, c = np.divmod(cells[pos], self.grid.cols)
+        tile_mean = self.tile_means(canvas.ids[r, c])
+        now = views[pos].reshape(len(pos), -1, 3).mean(1)
+        shown = tile_mean + np.rint(canvas.diffs[r, c] * np.float32(
+            self.config.recolour / DIFF_SCALE))
+        after = (1 - np.float32(self.config.recolour)) * (now - tile_mean)
+        gain = np.abs(now - shown).max(1) - np.abs(after).max(1)
+        ok = gain >= QUIET_COLOUR
+        return pos[ok][np.argsort(-gain[ok], kind="stable")[:budget]]
 
     def stalest(self, cells: np.ndarray, quiet: np.ndarray, seen: np.ndarray,
                 cand_ids: np.ndarray, cand_d: np.ndarray, current: np.ndarray
@@ -207,8 +239,9 @@ def flat_tiles(index: TileIndex, spread: float) -> np.ndarray | None:
 class _Builder:
     """Makes a mode from an index, a grid and the render options."""
 
-    def __init__(self, index: TileIndex, grid: Grid, config: RenderConfig) -> None:
-        self.index, self.grid, self.config = index, grid, config
+    def __init__(self, index: TileIndex, grid: Grid, config: RenderConfig,
+                 tile_means: Any) -> None:
+        self.index, self.grid, self.config, self.tile_means = index, grid, config, tile_means
         self.tiles = TileClusters.from_labels(index.centers, np.asarray(index.labels))
         self.bins = int(index.manifest["params"]["hist_bins"])
         self.lab_grid = int(index.manifest["params"]["lab_grid"])
@@ -229,12 +262,14 @@ class _Builder:
                                 use_cap=cfg.use_cap, unseen=cfg.unseen, joint=cfg.joint,
                                 flat=flat_tiles(index, cfg.flat_spread))
         return (cfg, grid, TileSearch(self.tiles, lab, SEARCH_BLOCK), orients, assigner,
-                self.lab_grid)
+                self.lab_grid, self.tile_means)
 
 
-def matching_mode(index: TileIndex, grid: Grid, config: RenderConfig) -> MatchingMode:
-    """The mode ``config.matching`` names (:data:`MODES`), for ``index`` and ``grid``."""
-    return MODES[config.matching](_Builder(index, grid, config))
+def matching_mode(index: TileIndex, grid: Grid, config: RenderConfig, tile_means: Any
+                  ) -> MatchingMode:
+    """The mode ``config.matching`` names (:data:`MODES`), for ``index`` and ``grid``;
+    ``tile_means``: tile ids (k,) -> their mean colours (k, 3) float32, 0..255."""
+    return MODES[config.matching](_Builder(index, grid, config, tile_means))
 
 
 MODES = {

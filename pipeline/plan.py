@@ -104,9 +104,10 @@ class PlanEngine:
                  read_tiles: TileReader | None = None, mode: MatchingMode | None = None
                  ) -> None:
         self.grid, self.config = grid, config
-        self.mode = mode or matching_mode(index, grid, config)
         self.tile_stats = TileStats(len(index.tiles), read_tiles or (
             lambda ids: np.asarray(index.tiles[ids])))
+        self.mode = mode or matching_mode(index, grid, config,
+                                          lambda ids: self.tile_stats(ids)[0])
 
     def start(self, canvas: CanvasState | None = None, tracking: Tracking | None = None,
               seed: int = 0) -> PlanState:
@@ -152,13 +153,14 @@ class PlanEngine:
         """One frame's choice (sequential): its decided cells' tiles from their
         candidates ``found``, placed on the canvas; the frame's changes."""
         placed, ids, orients = self.mode.choose(decision.cells, found, state.canvas,
-                                                decision)
+                                                decision, views)
         diffs = np.zeros((len(placed), 3), np.int16)
         ratios = np.full(len(placed), RATIO_SCALE, np.uint8)
-        if self.config.recolours and len(placed):  # every decided cell is re-placed
+        if self.config.recolours and len(placed):
             means, grids = self.tile_stats(ids)
-            diffs = colour_diffs(views, means)
-            ratios = contrast_ratios(luma_grid(views), grids, orients)
+            seen = views[np.searchsorted(decision.cells, placed)]  # the placed cells' views
+            diffs = colour_diffs(seen, means)
+            ratios = contrast_ratios(luma_grid(seen), grids, orients)
         canvas = state.canvas
         r, c = np.divmod(placed, self.grid.cols)
         canvas.ids[r, c], canvas.orients[r, c], canvas.diffs[r, c] = ids, orients, diffs
