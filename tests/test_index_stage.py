@@ -23,10 +23,6 @@ from pipeline.stages.index import run_index
 SMALL = IndexConfig(clusters=8, jobs=1, shard_size=40)
 
 
-
-
-
-
 def test_index_writes_all_artifacts(corpus: Path, tmp_path: Path) -> None:
     report = run_index(corpus, tmp_path / "ix", SMALL, progress=False)
     index = load_index(tmp_path / "ix")

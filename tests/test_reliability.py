@@ -26,10 +26,6 @@ SMALL_ARGS = ("--clusters", "8", "--jobs", "1", "--set", "index.shard_size=40")
 SMALL = IndexConfig(clusters=8, jobs=1, shard_size=40)
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def built_index(sample_corpus_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished index of the sample corpus (3 decode shards), to copy and damage."""

@@ -43,8 +43,6 @@ def mosaic(*args: object, check_one_line: bool = True, timeout: float = 300,
     return proc
 
 
-
-
 def user_folder(root: Path, files: dict[str, bytes], age_days: float = 0) -> dict[str, bytes]:
     """Make the user's files under ``root`` (optionally aged); their snapshot."""
     for name, data in files.items():
@@ -283,8 +281,6 @@ def _wait_for(condition, what: str, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
-
-
 @pytest.fixture(scope="module")
 def two_corpora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from pipeline.sample import make_sample_corpus
@@ -401,7 +397,6 @@ def test_finding_7_inspect_never_writes_into_the_index_or_a_wrong_format(
 # -- 8 -----------------------------------------------------------------------------------
 
 
-
 def _parent(pid: int) -> int:
     try:
         stat_line = Path(f"/proc/{pid}/stat").read_bytes()
@@ -415,8 +410,6 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()[:300]
     except OSError:
         return b""
-
-
 
 
 def gone_within(pids: set[int], seconds: float) -> bool:
