@@ -28,6 +28,7 @@ from pipeline.cli_args import SECONDS as _SECONDS
 from pipeline.cli_args import default_cache
 from pipeline.cli_args import number as _number
 from pipeline.cli_cache import add_clean_parser, add_verify_parser, cmd_clean, cmd_verify
+from pipeline.cli_live import add_live_parser, cmd_live
 from pipeline.cli_stills import add_faces_parser, add_photo_parser, cmd_faces, cmd_photo
 from pipeline.cli_zoom import add_zoom_parser, cmd_zoom
 from pipeline.config import load_config
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_photo_parser(sub)
     add_faces_parser(sub)
     add_zoom_parser(sub)
+    add_live_parser(sub)
 
     p = sub.add_parser("score", help="score a pure-mosaic video against its source",
                        description="Fidelity (cell and sub-grid CIELAB dE, viewing-scale "
@@ -370,7 +372,7 @@ def _cmd_sample_clip(args: argparse.Namespace) -> int:
 _COMMANDS = {"index": _cmd_index, "inspect": _cmd_inspect, "sample": _cmd_sample,
              "render": _cmd_render, "score": _cmd_score, "sample-clip": _cmd_sample_clip,
              "verify": cmd_verify, "clean": cmd_clean, "photo": cmd_photo,
-             "faces": cmd_faces, "zoom": cmd_zoom}
+             "faces": cmd_faces, "zoom": cmd_zoom, "live": cmd_live}
 
 
 @contextlib.contextmanager
