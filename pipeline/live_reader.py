@@ -73,7 +73,9 @@ def open_source(text: str, loop: bool = False) -> Source:
                              f"{', '.join(STREAM_SCHEMES)})")
         if loop:
             raise VideoError(f"{text}: --loop is for video files, not streams")
-        extra = ("-fflags", "nobuffer") if scheme in LIVE_SCHEMES else ("-re",)
+        # a second of probing, not five: a live stream starts at once
+        extra = ("-analyzeduration", "1000000", "-probesize", "1000000",
+                 *(("-fflags", "nobuffer") if scheme in LIVE_SCHEMES else ("-re",)))
         w, h, rate = _probe_av(text, None)
         return Source(text, "stream", text, extra, w, h, rate)
     if re.fullmatch(r"\d+", text) or text.startswith("/dev/video"):

@@ -129,9 +129,7 @@ class Recorder:
                 return None
             self._stop.set()
             self._thread.join()
-            with contextlib.suppress(BrokenPipeError, OSError):
-                self._proc.stdin.close()
-            try:
+            try:  # closes the encoder's input: it finishes the file
                 err = self._proc.communicate(timeout=_FINISH_TIMEOUT)[1]
             except subprocess.TimeoutExpired:
                 raise FFmpegError(f"recording {self.out}", "the encoder did not finish in "
