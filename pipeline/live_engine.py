@@ -72,6 +72,10 @@ class TilePool:
         self.grids = np.zeros((cap, 16), np.float32)
         for lo in range(0, n, 4096):
             self._measure(lo, self.bank[lo:min(n, lo + 4096)])
+        # the index's own arrays (memory maps of its files) are no longer needed
+        self.base = dataclasses.replace(index, tiles=self.bank[:n], hist=self.hist[:n],
+                                        lab=self.lab[:n], groups=self.groups[:n])
+        self.first_grown = n  # tile ids from here on are grown ones
 
     @property
     def tile_hw(self) -> tuple[int, int]:
@@ -236,7 +240,7 @@ class LiveEngine:
         q = search_features(lab_grid_means(views, grid), cfg.mean_weight, cfg.recolour)
         t = search_features(self.pool.lab[ids], cfg.mean_weight, cfg.recolour)
         d = ((t[:, None, :] - q[None]) ** 2).sum(-1)
-        d[:, self.state.ids.ravel() >= self.pool.base.tiles.shape[0]] = np.inf  # grown
+        d[:, self.state.ids.ravel() >= self.pool.first_grown] = np.inf  # grown ones stay
         out: dict[int, int] = {}
         for i, tile in enumerate(ids):
             cell = int(d[i].argmin())

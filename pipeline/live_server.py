@@ -8,7 +8,8 @@ ever read from the filesystem by a request):
 * ``GET /stream.mjpg``: the mosaic as MJPEG (``multipart/x-mixed-replace``): each
   client gets the newest frame whenever it is ready for one, so a slow client sees
   fewer frames and never slows the engine or the other clients; at most
-  ``max_clients`` at once (then 503);
+  ``max_clients`` at once (then 503). Each part says its source frame's number
+  (``X-Frame``) and when it was read (``X-Read-At``, ``time.monotonic()``);
 * ``GET /stats``: the figures and the state as JSON;
 * ``GET /snapshot.jpg``: the newest frame;
 * ``POST /control``: JSON ``{control: value}`` (:func:`pipeline.live_look.changed_look`).
@@ -143,7 +144,8 @@ async def _stream(request: web.Request, session: LiveSession, hub: Hub
         seq = -1
         while (frame := await hub.next(seq)) is not None:
             head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                    f"Content-Length: {len(frame.jpeg)}\r\n\r\n").encode()
+                    f"Content-Length: {len(frame.jpeg)}\r\nX-Frame: {frame.number}\r\n"
+                    f"X-Read-At: {frame.read_at:.6f}\r\n\r\n").encode()
             await asyncio.wait_for(resp.write(head + frame.jpeg + b"\r\n"), WRITE_TIMEOUT)
             session.pace.delivered(time.monotonic() - frame.read_at)
             seq = frame.seq
