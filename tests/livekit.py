@@ -8,6 +8,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,6 +102,46 @@ class LiveProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class StreamFrames:
+    """A viewer of ``/stream.mjpg`` on a thread, keeping every part it receives as
+    (source frame number, JPEG bytes); use as a context manager."""
+
+    def __init__(self, port: int) -> None:
+        import http.client
+        import threading
+
+        self.frames: list[tuple[int, bytes]] = []
+        self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self._conn.request("GET", "/stream.mjpg")
+        with self._conn.getresponse() as f, contextlib.suppress(OSError, ValueError):
+            while not self._stop.is_set():
+                head = {}
+                while (line := f.readline().strip()) != b"":
+                    if b":" in line:
+                        k, v = line.split(b":", 1)
+                        head[k.strip().lower()] = v.strip()
+                if b"content-length" not in head:
+                    return
+                jpeg = f.read(int(head[b"content-length"]))
+                f.read(2)
+                self.frames.append((int(head[b"x-frame"]), jpeg))
+
+    def __enter__(self) -> StreamFrames:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._conn.sock is not None:
+            with contextlib.suppress(OSError):
+                self._conn.sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=10)
 
 
 def ffmpeg_frames(path: Path, frames, size: tuple[int, int], fps: int = 25) -> Path:

@@ -250,3 +250,19 @@ def test_grid_type() -> None:  # the live grid plans at the processing size
     assert isinstance(grid, Grid) and (grid.src_h, grid.src_w) == (360, 640)
     whole = make_grid(1080, 1920, (32, 32), scale)
     assert (grid.rows, grid.cols) == (whole.rows, whole.cols) == (23, 40)
+
+
+def test_make_live() -> None:
+    """``make live SOURCE=...`` runs ``mosaic live`` on it; without SOURCE, its usage."""
+    repo = Path(__file__).parent.parent
+    run = subprocess.run(["make", "-n", "live", "SOURCE=my clip.mp4", "INDEX=ix",
+                          "ARGS=--loop --cells 20"], capture_output=True, text=True,
+                         cwd=repo, timeout=60)
+    assert run.returncode == 0, run.stderr
+    line = run.stdout.strip().splitlines()[-1]
+    assert shlex.split(line)[1:] == ["live", "my clip.mp4", "--index", "ix", "--loop",
+                                     "--cells", "20"], line
+    assert shlex.split(line)[0].endswith("mosaic")
+    run = subprocess.run(["make", "-o", ".venv/.installed", "live"], capture_output=True,
+                         text=True, cwd=repo, timeout=60)
+    assert run.returncode == 2 and "usage: make live SOURCE=" in run.stderr, run.stderr

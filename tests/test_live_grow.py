@@ -6,11 +6,12 @@ across a field, appearing after 1 s, played in real time.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from livekit import LiveProcess, astronaut_clip
+from livekit import LiveProcess, StreamFrames, astronaut_clip
 
 from pipeline.corpus import crop_resize
 from pipeline.faces import FaceOptions
@@ -18,14 +19,30 @@ from pipeline.faces import FaceOptions
 FPS, APPEAR = 25, 1.0  # the clip's rate, and when the face first shows (seconds)
 
 
+def cell_error(jpeg: bytes, tile: np.ndarray) -> float:
+    """The smallest mean absolute difference between ``tile`` (h, w, 3) uint8 BGR, as
+    is or mirrored, and a cell of the mosaic frame ``jpeg``."""
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).astype(np.int16)
+    th, tw = tile.shape[:2]
+    rows, cols = img.shape[0] // th, img.shape[1] // tw
+    cells = img[:rows * th, :cols * tw].reshape(rows, th, cols, tw, 3).swapaxes(1, 2)
+    return min(float(np.abs(cells - t.astype(np.int16)).mean((2, 3, 4)).min())
+               for t in (tile, tile[:, ::-1]))
+
+
 def test_faces_join_the_pool_and_show_within_5_s(tile_index: Path, tmp_path: Path
                                                  ) -> None:
+    """Without the source blended over it nor recolouring, the face's tile is in the
+    frames the page receives, pixel for pixel (but for the JPEG)."""
     clip = astronaut_clip(tmp_path / "astronaut.mp4", seconds=8.0, appear=APPEAR, fps=FPS)
     faces = tmp_path / "faces"
-    with LiveProcess(clip, "--index", tile_index, "--grow", faces) as live:
+    with LiveProcess(clip, "--index", tile_index, "--grow", faces, "--set",
+                     "render.alpha=0", "--set", "render.recolour=0") as live, \
+            StreamFrames(live.port) as stream:
         stats = live.wait_for(lambda s: any(f["placed_frame"] is not None
                                             for f in s["grown"]), timeout=60,
                               what="a grown face placed")
+        time.sleep(1)
         code, _, err = live.stop()
     assert code == 130, err
     face = next(f for f in stats["grown"] if f["placed_frame"] is not None)
@@ -45,6 +62,14 @@ def test_faces_join_the_pool_and_show_within_5_s(tile_index: Path, tmp_path: Pat
     # the astronaut's face is in the crop: its skin, not the green field
     centre = saved[60:160, 40:140].reshape(-1, 3).mean(0)
     assert centre[2] > centre[1], centre  # more red than green
+    # and its tile is in the mosaic the page was sent from the frame it was placed in
+    tile = crop_resize(saved, (32, 32))
+    before = [cell_error(j, tile) for n, j in stream.frames if n < appeared]
+    placed = [cell_error(j, tile) for n, j in stream.frames
+              if face["placed_frame"] <= n < face["placed_frame"] + 5]
+    print(f"face tile's best cell: {min(placed):.1f} levels off once placed, "
+          f"{min(before):.1f} before the face appeared")
+    assert before and placed and min(placed) < 10 < 20 < min(before), (placed, before)
 
 
 def test_grow_reloads_dir_and_skips_known_faces(tile_index: Path, tmp_path: Path) -> None:
