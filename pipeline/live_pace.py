@@ -17,6 +17,7 @@ after each.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 
@@ -31,7 +32,8 @@ GROW = 1.25  # cells across grow by at most this factor at a time
 
 
 class Pace:
-    """Rolling figures of the live loop (times from ``time.monotonic()``)."""
+    """Rolling figures of the live loop (times from ``time.monotonic()``): written by the
+    engine thread and the server's, read by both (under one lock)."""
 
     def __init__(self, window: float = 2.0, samples: int = 300) -> None:
         self.window = window
@@ -39,37 +41,45 @@ class Pace:
         self._latency: deque[float] = deque(maxlen=samples)
         self.frames = 0  # made in all
         self.sent = 0  # JPEGs written to clients in all
+        self._lock = threading.Lock()
 
     def made(self, work: float, at: float | None = None) -> None:
         """A frame was made after ``work`` seconds of engine time."""
         at = time.monotonic() if at is None else at
-        self._made.append((at, work))
-        self.frames += 1
-        while self._made and self._made[0][0] < at - self.window:
-            self._made.popleft()
+        with self._lock:
+            self._made.append((at, work))
+            self.frames += 1
+            while self._made and self._made[0][0] < at - self.window:
+                self._made.popleft()
 
     def delivered(self, latency: float) -> None:
         """A frame reached a client ``latency`` seconds after it was read."""
-        self._latency.append(latency)
-        self.sent += 1
+        with self._lock:
+            self._latency.append(latency)
+            self.sent += 1
 
     def fps(self, now: float | None = None) -> float:
         """Frames made per second over the last window."""
         now = time.monotonic() if now is None else now
-        recent = [t for t, _ in self._made if t >= now - self.window]
+        with self._lock:
+            recent = [t for t, _ in self._made if t >= now - self.window]
         if len(recent) < 2:
             return 0.0
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
 
     def work(self, q: float) -> float:
         """The ``q``-th percentile (0..100) of recent frames' engine seconds (0 if none)."""
-        return float(np.percentile([w for _, w in self._made], q)) if self._made else 0.0
+        with self._lock:
+            work = [w for _, w in self._made]
+        return float(np.percentile(work, q)) if work else 0.0
 
     def latency_ms(self) -> tuple[float, float]:
         """Median and 95th percentile of recent latencies, milliseconds (0 if none)."""
-        if not self._latency:
+        with self._lock:
+            latency = np.asarray(self._latency)
+        if not len(latency):
             return 0.0, 0.0
-        p50, p95 = np.percentile(np.asarray(self._latency), [50, 95])
+        p50, p95 = np.percentile(latency, [50, 95])
         return round(float(p50) * 1000, 1), round(float(p95) * 1000, 1)
 
     @property
@@ -79,7 +89,8 @@ class Pace:
 
     def reset_work(self) -> None:
         """Forget the work times (the cells changed: they no longer tell)."""
-        self._made.clear()
+        with self._lock:
+            self._made.clear()
 
 
 class CellGovernor:

@@ -255,14 +255,15 @@ def test_grid_type() -> None:  # the live grid plans at the processing size
 def test_make_live() -> None:
     """``make live SOURCE=...`` runs ``mosaic live`` on it; without SOURCE, its usage."""
     repo = Path(__file__).parent.parent
-    run = subprocess.run(["make", "-n", "live", "SOURCE=my clip.mp4", "INDEX=ix",
-                          "ARGS=--loop --cells 20"], capture_output=True, text=True,
-                         cwd=repo, timeout=60)
+    env = {k: v for k, v in _env().items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    run = subprocess.run(["make", "--no-print-directory", "-n", "live", "SOURCE=my clip.mp4",
+                          "INDEX=ix", "ARGS=--loop --cells 20"], capture_output=True,
+                         text=True, cwd=repo, env=env, timeout=60)
     assert run.returncode == 0, run.stderr
     line = run.stdout.strip().splitlines()[-1]
     assert shlex.split(line)[1:] == ["live", "my clip.mp4", "--index", "ix", "--loop",
                                      "--cells", "20"], line
     assert shlex.split(line)[0].endswith("mosaic")
-    run = subprocess.run(["make", "-o", ".venv/.installed", "live"], capture_output=True,
-                         text=True, cwd=repo, timeout=60)
+    run = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "live"],
+                         capture_output=True, text=True, cwd=repo, env=env, timeout=60)
     assert run.returncode == 2 and "usage: make live SOURCE=" in run.stderr, run.stderr
