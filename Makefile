@@ -1,6 +1,7 @@
 # videomosaic: every target works on a fresh clone with only Python 3.11+ and make.
 #   make demo                      install, then index the built-in sample corpus
 #   make test                      install, then run the tests (not the slow ones)
+#   make lint                      ruff, and the import layering and no-cycle contracts
 #   make index CORPUS=DIR [INDEX=DIR] [ARGS="--set index.clusters=300"]
 #   make render VIDEO=path-or-URL [INDEX=DIR] [OUT=FILE] [ARGS="--set render.alpha=0"]
 #   make photo IMAGE=FILE [INDEX=DIR] [OUT=FILE] [ARGS="--cells 200 --tile-px 64 --dzi"]
@@ -42,6 +43,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check pipeline tests scripts
+	$(BIN)/lint-imports --no-cache
 
 index: setup
 	@test -n "$(CORPUS)" || { echo "usage: make index CORPUS=DIR [INDEX=DIR] [ARGS=...]" >&2; exit 2; }

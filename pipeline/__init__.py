@@ -1,9 +1,10 @@
 """videomosaic: rebuild videos out of thousands of small photos.
 
-The package is organised by concept: ``config`` (options), ``cache`` (digests, atomic
-writes), ``corpus`` (scanning and decoding images into tiles), ``features`` (tile
-descriptors), ``index`` (clustering, pruning, the on-disk tile index), ``stages`` (the
-resumable jobs) and ``cli`` (the ``mosaic`` command).
+One module per concept, in four layers that import only downwards (checked by
+import-linter, ``make lint``): ``cli*`` (the ``mosaic`` command), ``stages`` (the
+resumable jobs), the engines (``plan``, ``paint``, ``photo``, ``index``...) and the
+primitives (``config``, ``cache``, ``video``, ``encode``, ``tone``...). The map is
+``docs/architecture.md``.
 """
 
 __version__ = "0.1.0"

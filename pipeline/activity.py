@@ -1,19 +1,26 @@
-"""When a cell may change its tile: settling and the scene-cut rule.
+"""When a cell may change its tile: the activity mask, settling and the scene-cut rule,
+as one named state machine (:class:`Activity`).
 
-The activity mask (:class:`pipeline.grid.ActivityTracker`) marks the cells whose source
-changed since their tile was chosen. What a viewer sees as flicker is a tile that
-changes where the picture stands still; a change made while the region moves is hidden
-by the motion. So a marked cell waits for its own motion, measured on the signal the
-stability scores use, the cell's mean colour, which sensor noise, grain or ripples
-barely move (a 32-pixel cell averages them out):
+The activity mask (:class:`ActivityTracker`) follows the reference: a pixel has
+*changed* when the L2 norm of its BGR difference from a reference image exceeds a
+threshold; the reference image takes the new value at changed pixels only. A cell is
+*marked* when more than a share of its area changed (computed at source resolution, the
+changed fraction averaged over the cell's footprint with INTER_AREA, as the reference's
+upscaled mask is). It marks the cells whose source changed since their tile was chosen.
+What a viewer sees as flicker is a tile that changes where the picture stands still; a
+change made while the region moves is hidden by the motion. So a marked cell waits for
+its own motion, measured on the signal the stability scores use, the cell's mean colour,
+which sensor noise, grain or ripples barely move (a 32-pixel cell averages them out):
 
 * **moving**: the cell's mean colour moved by :data:`MOTION_DELTA_E` or more since the
   previous frame. A marked cell is decided in such a frame, its tile switching by the
   usual hysteresis.
 * **quiet**: a marked cell that has waited ``frames`` frames without moving is decided
-  quietly: its colour is refreshed, and its tile switches only if it has gone clearly
-  stale (:data:`QUIET_GAIN`), for at most :data:`QUIET_SHARE` of the cells a frame,
-  stalest first (:meth:`pipeline.plan.Planner._stalest`). So waiting never freezes a
+  quietly: its tile switches only if it has gone clearly stale (:data:`QUIET_GAIN`), and
+  a tile it keeps gets its colour refreshed only where that corrects
+  :data:`QUIET_COLOUR` levels or more, together for at most :data:`QUIET_SHARE` of the
+  cells a frame, stalest first (:meth:`pipeline.modes.NearestMode.stalest`,
+  :meth:`~pipeline.modes.NearestMode.recolours`). So waiting never freezes a
   tile that has gone wrong for good, and noise never switches one.
 * **scene cut**: a frame in which more than ``scene_cut`` of the cells moved by
   :data:`CUT_DELTA_E` or more; its moving cells are chosen afresh (no hysteresis, the
@@ -21,14 +28,25 @@ barely move (a 32-pixel cell averages them out):
   but moves none, and is no cut.
 
 ``frames`` 0 decides every marked cell at once (the reference's behaviour).
+
+A canvas's activity is in one of three :class:`Phase` s before a frame: ``COLD`` (no tile
+on the canvas yet: every cell is chosen afresh, as at a cut), ``NEW_MASK`` (tiles, but no
+reference image or cell colours to compare with, e.g. a segment that does not carry the
+previous one's: every marked cell is decided at once) and ``SETTLING`` (the rules above).
+Every frame leaves it ``SETTLING``; :meth:`Activity.tracking` is what a later segment
+needs to continue it.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
+from pipeline.features import area_means, srgb_to_lab
+from pipeline.grid import Grid
 from pipeline.metrics import STATIC_DELTA_E
 
 # a cell's source moves: its mean colour by this much in one frame (the scores' own line
@@ -42,6 +60,9 @@ CUT_DELTA_E = 3 * STATIC_DELTA_E  # a cell that changed this much in a frame: a 
 # the stability scores' churn budget
 QUIET_GAIN = 1.0
 QUIET_SHARE = 0.01
+# a quiet cell that keeps its tile has its colour refreshed only when that corrects this
+# many levels or more (within the same budget): small drifts wait for the cell to move
+QUIET_COLOUR = 4.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,30 @@ class Decision:
     cut: bool
 
 
+@dataclass
+class Tracking:
+    """Where the activity mask and the settling stand after a frame, so that the next
+    segment continues them (its first frame is then not all active).
+
+    Attributes
+    ----------
+    reference : ndarray (H, W, 3), uint8, the activity mask's reference image.
+    pending, waited : ndarrays (cells,), bool and int32: cells marked and waiting for
+        motion, and for how many frames.
+    lab : ndarray (cells, 3), float32, Lab cell colours of the last frame.
+    """
+
+    reference: np.ndarray
+    pending: np.ndarray
+    waited: np.ndarray
+    lab: np.ndarray
+
+
+def cell_lab(frame_bgr: np.ndarray, grid: Grid) -> np.ndarray:
+    """CIELAB of each cell's mean colour, (rows * cols, 3) float32, row-major."""
+    return srgb_to_lab(area_means(frame_bgr, grid.cols, grid.rows)).reshape(-1, 3)
+
+
 def _delta_e(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     d = a - b
     return np.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2 + d[:, 2] ** 2)
@@ -69,8 +114,8 @@ def _delta_e(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class Settler:
     """Changes wait for motion (see the module doc): one call per frame.
 
-    It continues where ``tracking`` (the previous segment's :class:`pipeline.plan.
-    Tracking`, or anything with ``pending``, ``waited`` and ``lab``) left it, or starts
+    It continues where ``tracking`` (the previous segment's :class:`Tracking`, or
+    anything with ``pending``, ``waited`` and ``lab``) left it, or starts
     empty; ``tracking`` may also be just the Lab cell colours (cells, 3) of the frame
     before.
     """
@@ -113,3 +158,114 @@ class Settler:
         self.waited[decide] = 0
         cells = np.flatnonzero(decide)
         return Decision(cells, quiet[cells], cut)
+
+
+class ActivityTracker:
+    """The reference's frame-difference activity mask, one call per frame.
+
+    The first frame after :meth:`reset` marks every cell active.
+    """
+
+    def __init__(self, grid: Grid, threshold: float = 16.0, fraction: float = 0.5) -> None:
+        self.grid, self.fraction = grid, fraction
+        self._threshold_sq = np.float32(threshold * threshold)
+        self._ones = np.ones((1, 3), np.float32)
+        self._ref: np.ndarray | None = None
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def reset(self) -> None:
+        """Forget the reference image: the next frame is all active."""
+        self._ref = None
+
+    @property
+    def reference(self) -> np.ndarray | None:
+        """The reference image (H, W, 3) uint8 the next frame is compared with, or None."""
+        return self._ref
+
+    def restore(self, reference: np.ndarray) -> None:
+        """Continue from a saved :attr:`reference` (a copy is kept)."""
+        self._ref = np.array(reference, dtype=np.uint8, copy=True)
+        self._allocate(self._ref)
+
+    def _allocate(self, frame_bgr: np.ndarray) -> None:
+        h, w = frame_bgr.shape[:2]
+        self._buffers = {"diff": np.empty_like(frame_bgr),
+                         "sq": np.empty((h, w, 3), np.float32),
+                         "dist": np.empty((h, w), np.float32),
+                         "changed": np.empty((h, w), np.uint8),
+                         "share": np.empty((h, w), np.float32)}
+
+    def update(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Mark the active cells of ``frame_bgr`` (H, W, 3) uint8.
+
+        Returns
+        -------
+        ndarray of shape (rows, cols), bool.
+        """
+        g = self.grid
+        if self._ref is None:
+            self._ref = frame_bgr.copy()
+            self._allocate(frame_bgr)
+            return np.ones((g.rows, g.cols), dtype=bool)
+        b = self._buffers
+        cv2.absdiff(frame_bgr, self._ref, dst=b["diff"])
+        cv2.multiply(b["diff"], b["diff"], dst=b["sq"], dtype=cv2.CV_32F)
+        cv2.transform(b["sq"], self._ones, dst=b["dist"])
+        cv2.compare(b["dist"], float(self._threshold_sq), cv2.CMP_GT, dst=b["changed"])
+        cv2.copyTo(frame_bgr, b["changed"], self._ref)  # the reference takes changed pixels
+        np.copyto(b["share"], b["changed"])  # 0/255 as float: exact area averages
+        share = cv2.resize(b["share"], (g.cols, g.rows), interpolation=cv2.INTER_AREA)
+        return share > self.fraction * 255
+
+
+class Phase(enum.Enum):
+    """Where a canvas's activity stands before a frame (see the module doc)."""
+
+    COLD = "cold"  # no tile on the canvas: every cell is chosen afresh
+    NEW_MASK = "new mask"  # nothing to compare with: every marked cell is decided at once
+    SETTLING = "settling"  # marked cells wait for motion; scene cuts from colour jumps
+
+
+class Activity:
+    """The activity mask, settling and scene cuts of one canvas: :meth:`decide` once per
+    frame.
+
+    Parameters
+    ----------
+    grid : the cell layout.
+    threshold, fraction : the mask's pixel threshold and marked share of a cell.
+    settle : frames a marked cell waits for motion (0: decided at once).
+    scene_cut : share of the cells whose colour jumps that makes a frame a cut.
+    tracking : where a previous segment left the mask and the settling (None: a new mask).
+    placed : whether the canvas has tiles (False: ``COLD``, and ``tracking`` is ignored).
+    """
+
+    def __init__(self, grid: Grid, threshold: float, fraction: float, settle: int,
+                 scene_cut: float, tracking: Tracking | None = None,
+                 placed: bool = True) -> None:
+        if not placed:
+            tracking = None
+        self.grid = grid
+        self.mask = ActivityTracker(grid, threshold, fraction)
+        if tracking is not None:  # the mask goes on: the first frame is not all active
+            self.mask.restore(tracking.reference)
+        self.settler = Settler(grid.cells, settle, tracking, scene_cut)
+        self.phase = (Phase.COLD if not placed else Phase.NEW_MASK if tracking is None
+                      else Phase.SETTLING)
+
+    def decide(self, frame_bgr: np.ndarray, lab: np.ndarray) -> Decision:
+        """The cells ``frame_bgr`` (H, W, 3) uint8 decides, from its Lab cell colours
+        ``lab`` (cells, 3) float32 (:func:`cell_lab`). A ``COLD`` canvas decides every
+        cell afresh (a cut, nothing quiet)."""
+        changed = self.mask.update(frame_bgr).ravel()
+        phase, self.phase = self.phase, Phase.SETTLING
+        decision = self.settler.decide(changed, lab, fresh=phase is not Phase.SETTLING)
+        if phase is Phase.COLD:
+            return Decision(decision.cells, np.zeros(len(decision.cells), bool), True)
+        return decision
+
+    def tracking(self) -> Tracking:
+        """A copy of where the mask and the settling stand (after at least one frame)."""
+        s = self.settler
+        return Tracking(self.mask.reference.copy(), s.pending.copy(), s.waited.copy(),
+                        s.prev.copy())

@@ -1,5 +1,5 @@
-"""Content digests, atomic writes, artifact checks, free space and locks: the rules that
-keep cached work trustworthy.
+"""Content digests, atomic writes, artifact checks, free space and folder markers: the
+rules that keep cached work trustworthy.
 
 Every artifact is written to a temporary file with a unique name in the same directory,
 flushed, fsynced and renamed over its final name, so a reader sees either the old file or
@@ -10,12 +10,7 @@ Artifacts are recorded in their stage's manifest as :func:`record_artifact` reco
 (size, full digest, digest of a fixed sample of blocks); :func:`check_artifact` checks a
 file against its record cheaply (size and sample) or fully (whole digest).
 
-:func:`file_lock` is an advisory ``fcntl.flock`` lock on a lock file: a second run of the
-same job waits for the first, saying once which process holds it (or, with a timeout,
-gives up with :class:`LockedError`). The kernel drops the lock when its holder exits or
-is killed, so a lock can never go stale. :func:`hold` is the shared lock that every user
-of a cached folder (a render reading a plan or a download) keeps while it runs, so that
-``mosaic clean`` (which takes the exclusive lock) leaves the folder alone.
+Locks are :mod:`pipeline.locks`.
 
 Every folder the tool creates carries a marker file, :data:`MARKER`, naming the tool and
 the folder's kind (:func:`mark_owned`); clean-up only ever deletes inside marked folders
@@ -26,36 +21,36 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
-import shlex
-import socket
-import sys
 import tempfile
 import time
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from pipeline.errors import DiskFullError, LockedError
+from pipeline.errors import DiskFullError
 
 log = logging.getLogger(__name__)
 
 DIGEST_BYTES = 16  # 128 bits: collisions stay negligible far beyond any corpus size
 MARKER = ".mosaic-owned"  # in every folder the tool creates: {"tool", "kind", "created"}
 TOOL = "videomosaic"
-HOLD = ".hold"  # shared lock of a folder's users (see hold())
 # cache subfolders the tool manages (their contents are never outputs)
 CACHE_WORK = ("render", "plans", "downloads", "locks", "tmp")
 # every name the tool creates at the top of a cache (a cache made before markers existed
 # is recognised by holding nothing else)
 CACHE_ENTRIES = frozenset({*CACHE_WORK, "index", "renders", "sample", "faces"})
+# What reading a damaged .npy/.npz can raise (zipfile's CRC and directory errors, zlib,
+# numpy's format checks): the one list every reader of a cached array catches
+READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def digest_bytes(data: bytes) -> str:
@@ -83,26 +78,39 @@ def digest_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success.
-
-    On any exception the temporary file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
+def _replacing(path: Path) -> Iterator[tuple[int, str]]:
+    """A temporary sibling of ``path``, ``(descriptor, name)``: once the block has written
+    and fsynced it, it gets an ordinary file's mode and is renamed over ``path``; on any
+    exception it is removed (a full disk becomes :class:`DiskFullError` naming ``path``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, umask_mode())  # mkstemp makes 0600; finished files are ordinary
-        os.replace(tmp, path)
+        yield fd, tmp
+        publish(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise_if_disk_full(exc, path)
         raise
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished temporary file over ``path`` with an ordinary file's mode
+    (mkstemp makes 0600)."""
+    os.chmod(tmp, umask_mode())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    with _replacing(Path(path)) as (fd, _), os.fdopen(fd, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # ".NAME.XXXXXXXX.tmp": atomic_output's temporary of NAME (also ".STEM.XXXXXXXX.EXT.tmp"
@@ -202,11 +210,8 @@ def atomic_memmap(path: str | Path, shape: tuple[int, ...], dtype: np.dtype | ty
     The caller fills the yielded array; on success it is flushed, fsynced and renamed
     over ``path``; on any exception the temporary file is removed.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with _replacing(Path(path)) as (fd, tmp):
+        os.close(fd)
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         _reserve(tmp)  # a full disk must fail here, not as SIGBUS on a page write
         yield array
@@ -214,13 +219,6 @@ def atomic_memmap(path: str | Path, shape: tuple[int, ...], dtype: np.dtype | ty
         del array
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise_if_disk_full(exc, path)
-        raise
 
 
 def _reserve(path: str) -> None:
@@ -353,112 +351,3 @@ def check_artifact(path: str | Path, record: Any, full: bool = False) -> bool:
     """Whether ``path`` matches its :func:`record_artifact` record (see
     :func:`artifact_problem` for what is compared)."""
     return artifact_problem(path, record, full) is None
-
-
-def _holder(lock_path: Path) -> str:
-    """Who holds a lock, as its holder wrote it into the lock file."""
-    try:
-        info = json.loads(lock_path.read_text() or "{}")
-    except (OSError, ValueError):
-        return "another process"
-    if not info:
-        return "another process"
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
-    return (f"pid {info.get('pid')} on {info.get('host')} since {started} "
-            f"({info.get('command', '?')})")
-
-
-@contextlib.contextmanager
-def file_lock(lock_path: str | Path, what: str, timeout: float | None = None,
-              shared: bool = False) -> Iterator[None]:
-    """Hold an advisory lock on ``lock_path`` (created if needed) for the ``with`` block.
-
-    ``what`` names the locked job in messages ("index /x/ix"). If another process holds
-    it, this logs one line naming the holder and waits: forever when ``timeout`` is None,
-    else up to ``timeout`` seconds (0: not at all), then raises :class:`LockedError`.
-    ``shared`` locks (readers such as ``mosaic verify``) exclude only exclusive holders;
-    where the folder is read-only they are taken on the existing lock file opened for
-    reading, or, with no lock file there, skipped (nobody can write there either).
-    The holder's pid, host, start time and command are written into the lock file. A
-    lock file removed (by ``mosaic clean``) while this waited for it is made again.
-    """
-    lock_path = Path(lock_path)
-    while True:
-        fd = _open_lock(lock_path, shared)
-        if fd is None:
-            yield
-            return
-        try:
-            mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _holder(lock_path)
-                if timeout is not None and timeout <= 0:
-                    raise LockedError(f"{what} is in use by {holder}; wait for it to finish "
-                                      "or stop it, then rerun") from None
-                log.info("%s is in use by %s; waiting for it to finish", what, holder)
-                _wait_lock(fd, mode, timeout, what, holder)
-            if not _still_there(fd, lock_path):
-                continue  # removed while we waited: lock the new one
-            if not shared:
-                os.ftruncate(fd, 0)
-                note = {"pid": os.getpid(), "host": socket.gethostname(),
-                        "started": time.time(),
-                        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
-                os.pwrite(fd, json.dumps(note).encode(), 0)
-            yield
-            return
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
-
-
-def _open_lock(lock_path: Path, shared: bool) -> int | None:
-    """A descriptor of the lock file (made if needed); None for a shared lock where the
-    folder is read-only and has no lock file."""
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        if not shared or exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
-            raise
-    try:
-        return os.open(lock_path, os.O_RDONLY)
-    except FileNotFoundError:
-        log.debug("%s: read-only and no lock file; reading without a lock", lock_path.parent)
-        return None
-
-
-def _still_there(fd: int, lock_path: Path) -> bool:
-    """Whether ``lock_path`` still names the file open as ``fd``."""
-    try:
-        st = os.stat(lock_path)
-    except FileNotFoundError:
-        return False
-    own = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
-
-
-@contextlib.contextmanager
-def hold(folder: str | Path, what: str) -> Iterator[None]:
-    """Hold ``folder`` in use (a shared lock on its :data:`HOLD` file) for the block:
-    ``mosaic clean`` leaves a held folder alone."""
-    with file_lock(Path(folder) / HOLD, what, shared=True):
-        yield
-
-
-def _wait_lock(fd: int, mode: int, timeout: float | None, what: str, holder: str) -> None:
-    """Block on ``flock`` (forever, or polling until ``timeout`` seconds have passed)."""
-    if timeout is None:
-        fcntl.flock(fd, mode)
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise LockedError(f"{what} is still in use by {holder} after {timeout:g} s; "
-                                  "wait for it to finish or stop it, then rerun") from None
-            time.sleep(0.1)

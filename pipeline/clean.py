@@ -21,7 +21,7 @@ What may be touched, and how it is known to be the tool's:
 * in such a folder, only the names the tool writes there (:data:`JOB_FILES`, ...), and
   temporary files of those names; a folder left holding anything else is kept;
 * nothing that a running job holds: a job's lock, a plan's or a download's hold
-  (:func:`pipeline.cache.hold`), an index's lock, a raw canvas's own lock.
+  (:func:`pipeline.locks.hold`), an index's lock, a raw canvas's own lock.
 
 ``clean`` refuses an empty path, ``/`` and the home folder outright.
 """
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import re
@@ -41,17 +40,16 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.cache import (
-    CACHE_ENTRIES,
-    HOLD,
     MARKER,
-    digest_text,
-    file_lock,
-    mark_owned,
+    READ_ERRORS,
     owned_kind,
     temp_final_name,
 )
-from pipeline.errors import LockedError, MosaicError
-from pipeline.shards import READ_ERRORS, SHARD_FILES
+from pipeline.errors import CleanError, LockedError
+from pipeline.locks import HOLD, file_lock
+from pipeline.ownership import open_for_cleaning, owned, proves, read_json, refuse_unsafe
+from pipeline.planfile import PLAN_FILES
+from pipeline.shards import SHARD_FILES
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,6 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _KEY = re.compile(r"[0-9a-f]{32}")
 # the files the tool writes in each kind of folder: all it ever deletes there
 JOB_FILES = re.compile(r"seg-\d{5}\.(mp4|json|progress)|done\.json|concat\.txt")
-PLAN_FILES = re.compile(r"chunk-\d{5}\.npz|manifest\.json")
 DOWNLOAD_FILES = re.compile(r"video(\..+)?|done\.json")
 INDEX_FILES = re.compile(r"tiles\.npy|features_(hist|lab)\.npy|(clusters|groups)\.npz|"
                          r"bad_files\.tsv|(manifest|last_run)\.json")
@@ -70,15 +67,11 @@ RAW_FILE = re.compile(r"photo-[a-z0-9_]+\.raw")
 _BOOKKEEPING = (LOCK, HOLD, MARKER)
 
 
-class CleanError(MosaicError):
-    """The folder given to ``mosaic clean`` is not one it may clean."""
-
-
 def parse_duration(text: str) -> float:
     """``"30m"``, ``"12h"``, ``"7d"``, ``"2w"``, ``"90s"`` or ``"0"`` -> seconds."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
     if not m or (not m.group(2) and float(m.group(1)) != 0):
-        raise MosaicError(f"--older-than: expected a duration such as 30m, 12h, 7d or 2w, "
+        raise CleanError(f"--older-than: expected a duration such as 30m, 12h, 7d or 2w, "
                           f"got {text!r}")
     return float(m.group(1)) * _UNITS.get(m.group(2), 1)
 
@@ -112,18 +105,6 @@ def remove_temporaries(folder: Path, names: re.Pattern[str]) -> int:
                     os.unlink(entry.path)
                     gone += 1
     return gone
-
-
-def refuse_unsafe(folder: str | Path, what: str) -> Path:
-    """Refuse an empty path, ``/`` and the home folder (also through a link); the path."""
-    if str(folder).strip() == "":
-        raise CleanError(f"{what}: an empty path (the current folder?) is never cleaned; "
-                         "name the cache folder")
-    real = Path(os.path.realpath(folder))
-    if real == Path("/") or real == Path(os.path.realpath(Path.home())):
-        raise CleanError(f"{folder}: is {'/' if real == Path('/') else 'your home folder'}"
-                         f", never a cache; name the cache folder (e.g. .cache)")
-    return Path(folder)
 
 
 def _file_size(path: Path) -> int:
@@ -195,85 +176,11 @@ def _free(folder: Path, report: CleanReport):
         yield False
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _proves(folder: Path, kind: str) -> bool:
-    """Whether an unmarked ``folder`` is the tool's ``kind`` folder, made before markers
-    existed: its records name the key its folder is named by (or it is an index)."""
-    if kind == "index":
-        return (folder / "tiles.npy").is_file() and \
-            "index_digest" in _read_json(folder / "manifest.json")
-    if kind == "download":
-        url = _read_json(folder / "done.json").get("url")
-        return isinstance(url, str) and digest_text(url) == folder.name
-    if not _KEY.fullmatch(folder.name):
-        return False
-    if kind == "plan":
-        return _read_json(folder / "manifest.json").get("key") == folder.name or any(
-            _chunk_key(c) == folder.name for c in sorted(folder.glob("chunk-*.npz"))[:1])
-    return any(_read_json(r).get("key") == folder.name
-               for r in sorted(folder.glob("seg-[0-9][0-9][0-9][0-9][0-9].json"))[:3])
-
-
-def _chunk_key(path: Path) -> str | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return str(z["key"])
-    except READ_ERRORS:
-        return None
-
-
-def _owned(folder: Path, kind: str, dry_run: bool) -> bool:
-    """Whether ``folder`` is the tool's ``kind`` folder: marked, or proved and adopted."""
-    found = owned_kind(folder)
-    if found is not None:
-        return found == kind
-    if not _proves(folder, kind):
-        log.info("left %s alone: not marked as this tool's %s folder", folder, kind)
-        return False
-    log.info("%s %s (a %s folder made before markers existed)",
-             "would adopt" if dry_run else "adopting", folder, kind)
-    if not dry_run:
-        mark_owned(folder, kind)
-    return True
-
-
-def open_for_cleaning(cache: Path, dry_run: bool) -> bool:
-    """Check that ``cache`` may be cleaned; False when there is none. Raises
-    :class:`CleanError` in one line for a folder that is not a cache of this tool."""
-    refuse_unsafe(cache, "--cache")
-    if not cache.exists():
-        log.info("%s: no cache directory here, nothing to clean in it", cache)
-        return False
-    if not cache.is_dir():
-        raise CleanError(f"{cache}: not a directory, so not a cache")
-    kind = owned_kind(cache)
-    if kind not in (None, "cache"):
-        raise CleanError(f"{cache}: is a {kind} folder of this tool, not a cache"
-                         + ("; clean it with --index" if kind == "index" else ""))
-    if kind is None:
-        names = {p.name for p in cache.iterdir() if not p.name.startswith(".")}
-        if not names or not names <= CACHE_ENTRIES:
-            raise CleanError(f"{cache}: not a mosaic cache (no {MARKER} marker, and it holds "
-                             "files a cache does not); nothing removed")
-        log.info("%s %s (a cache made before markers existed)",
-                 "would adopt" if dry_run else "adopting", cache)
-        if not dry_run:
-            mark_owned(cache, "cache")
-    return True
-
-
 def _clean_index(index_dir: Path, report: CleanReport, dry_run: bool) -> None:
     with _free(index_dir, report) as free:
         if not free:
             return
-        key = _read_json(index_dir / "manifest.json").get("decode_key")
+        key = read_json(index_dir / "manifest.json").get("decode_key")
         shards = index_dir / "shards"
         for decode in sorted(shards.glob("decode-*")) if key else []:
             if decode.is_dir() and decode.name != f"decode-{key}":
@@ -322,7 +229,7 @@ def _clean_work(cache: Path, cutoff: float, report: CleanReport, dry_run: bool) 
     """Old jobs, plans and downloads; the temporaries of the others."""
     for sub, kind, names, what in _WORK:
         for folder in sorted(p for p in (cache / sub).glob("*") if p.is_dir()):
-            if not _owned(folder, kind, dry_run):
+            if not owned(folder, kind, dry_run):
                 continue
             with _free(folder, report) as free:
                 if free and _newest(folder) < cutoff:
@@ -385,8 +292,8 @@ def _indexes(cache: Path, dry_run: bool) -> list[Path]:
         folder = manifest.parent
         if folder not in found and folder.parent.name not in ("render", "plans",
                                                                "downloads") \
-                and (owned_kind(folder) == "index" or _proves(folder, "index")) \
-                and _owned(folder, "index", dry_run):
+                and (owned_kind(folder) == "index" or proves(folder, "index")) \
+                and owned(folder, "index", dry_run):
             found.append(folder)
     return sorted(found)
 
@@ -405,13 +312,13 @@ def clean_cache(cache: str | Path, older_than_s: float, dry_run: bool = False,
     indexes = []
     for raw in index_dirs:
         index_dir = refuse_unsafe(raw, "--index")
-        if owned_kind(index_dir) != "index" and not _proves(index_dir, "index"):
+        if owned_kind(index_dir) != "index" and not proves(index_dir, "index"):
             raise CleanError(f"{index_dir}: not a tile index of this tool (no {MARKER} "
                              "marker, no manifest and tile bank); nothing removed")
         indexes.append(index_dir)
     has_cache = open_for_cleaning(cache, dry_run)
     for index_dir in indexes:
-        _owned(index_dir, "index", dry_run)
+        owned(index_dir, "index", dry_run)
     if has_cache:
         indexes += [i for i in _indexes(cache, dry_run) if i not in indexes]
     for index_dir in indexes:

@@ -1,6 +1,6 @@
-"""Argument helpers shared by the ``mosaic`` subcommands: number types for argparse and
-the cache directory. Imports nothing of the command line, so every command module may
-import it without a cycle.
+"""Argument helpers shared by every ``mosaic`` command's parser (:mod:`pipeline.cli` and
+its per-command modules): one-line usage errors, number types with bounds, the common
+flags, and the cache folder.
 """
 
 from __future__ import annotations
@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import unicodedata
 from pathlib import Path
 
 from pipeline.errors import MosaicError
+from pipeline.execute import SCHEDULER_ENV
 
 
 def default_cache() -> Path:
@@ -21,6 +23,29 @@ def default_cache() -> Path:
         raise MosaicError("MOSAIC_CACHE is set but empty; unset it (the cache is then "
                           "./.cache) or name a folder")
     return Path(value)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control and line-breaking character escaped (a file name may
+    hold a newline): an error message stays one line."""
+    return "".join(c if c == "\t" or unicodedata.category(c) not in ("Cc", "Zl", "Zp")
+                   else c.encode("unicode_escape").decode() for c in text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line (``error: mosaic render: ...``)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, one_line(f"error: {self.prog}: {message} (see {self.prog} --help)") + "\n")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]):
+        # argparse drops a lone "--" given as an option's value (``--out=--``) and hands
+        # back an empty list; it is the value
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
 
 
 def number(kind: type, low: float | None = None, above: float | None = None,
@@ -51,3 +76,24 @@ FLOAT = number(float)  # any finite number (the config checks its range)
 SECONDS = number(float, low=0)
 POSITIVE = number(float, above=0)
 COUNT = number(int, low=1)
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML file overriding the defaults "
+                   "(see configs/default.toml)")
+    p.add_argument("--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append",
+                   default=[], help="override one option, e.g. --set index.clusters=300 "
+                   "(repeatable; beats --config)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
+
+
+def add_force_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--force", action="store_true", help=f"replace an existing {what} even "
+                   "when it is not of the kind written (never an input, never a folder)")
+
+
+def add_scheduler_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--scheduler", metavar="ADDRESS", default=os.environ.get(SCHEDULER_ENV),
+                   help=f"run the {what} on this Dask cluster, e.g. tcp://HOST:8786 "
+                   f"(default: ${SCHEDULER_ENV}; index, input and cache must be on "
+                   "storage every worker sees at the same paths)")

@@ -11,6 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from pipeline.cli_args import default_cache
 from pipeline.errors import MosaicError
 
 log = logging.getLogger("pipeline")
@@ -58,12 +59,11 @@ def add_clean_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Run ``mosaic verify``; the exit code. Only reads: works on a read-only index."""
-    from pipeline.cache import file_lock
-    from pipeline.cli import default_cache
     from pipeline.index import LOCK, verify_index
+    from pipeline.locks import file_lock
 
     if args.renders:
-        from pipeline.stages.render import verify_renders
+        from pipeline.stages.verify import verify_renders
 
         problems = verify_renders(default_cache())
         for path, problem in problems.items():
@@ -92,7 +92,6 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """Run ``mosaic clean``; the exit code (see :mod:`pipeline.clean`)."""
     from pipeline.cache import format_bytes
     from pipeline.clean import clean_cache, parse_duration
-    from pipeline.cli import default_cache
 
     cache = args.cache if args.cache is not None else default_cache()
     report = clean_cache(cache, parse_duration(args.older_than), args.dry_run,

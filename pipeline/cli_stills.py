@@ -11,15 +11,16 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline.errors import MosaicError
+from pipeline.cli_args import COUNT, default_cache, number
+from pipeline.config import FaceOptions, PhotoOptions, check_options
+from pipeline.sizes import crop_size
 
 log = logging.getLogger("pipeline")
 
 
 def add_photo_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``mosaic photo`` to the subcommands ``sub``."""
-    from pipeline.cli import _COUNT, _number
-    from pipeline.photo import MAX_MEGAPIXELS, MAX_SIDE, PhotoOptions
+    from pipeline.photo import MAX_MEGAPIXELS, MAX_SIDE
 
     d = PhotoOptions()
     p = sub.add_parser("photo", help="turn a still image into a poster-size photomosaic",
@@ -34,30 +35,30 @@ def add_photo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="output .jpg, .png or .tif (default: "
                    "$MOSAIC_CACHE/renders/<name>-<digest>-mosaic.jpg)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--cells", type=_COUNT, default=d.cols, metavar="N",
+    size.add_argument("--cells", type=COUNT, default=d.cols, metavar="N",
                       help=f"cells across; rows follow the aspect (default {d.cols})")
-    size.add_argument("--cell-size", type=_COUNT, metavar="PX", help="instead, one cell "
+    size.add_argument("--cell-size", type=COUNT, metavar="PX", help="instead, one cell "
                       "per PX source pixels across")
-    p.add_argument("--tile-px", type=_COUNT, metavar="PX", help="output pixels per cell "
+    p.add_argument("--tile-px", type=COUNT, metavar="PX", help="output pixels per cell "
                    "across (default: the index's tile width; larger sizes are upscaled "
                    "from the index's tile bank)")
-    p.add_argument("--radius", type=_number(int, low=0), default=d.radius, metavar="R",
+    p.add_argument("--radius", type=number(int, low=0), default=d.radius, metavar="R",
                    help=f"no tile (nor a near-duplicate) twice within R cells (default "
                    f"{d.radius}; 0 = off)")
-    p.add_argument("--max-uses", type=_number(int, low=0), default=d.max_uses, metavar="N",
+    p.add_argument("--max-uses", type=number(int, low=0), default=d.max_uses, metavar="N",
                    help="use each tile at most N times in the picture (default 0 = no cap)")
-    p.add_argument("--alpha", type=_number(float, low=0), default=d.alpha, metavar="A",
+    p.add_argument("--alpha", type=number(float, low=0), default=d.alpha, metavar="A",
                    help="weight of the source blended over the mosaic, 0..1 (default "
                    f"{d.alpha}: pure mosaic; 1 = the source)")
-    p.add_argument("--recolour", type=_number(float, low=0), default=d.recolour,
+    p.add_argument("--recolour", type=number(float, low=0), default=d.recolour,
                    metavar="S", help=f"move each tile's mean colour this share of the way "
                    f"to its cell's, 0..1 (default {d.recolour})")
-    p.add_argument("--tone", type=_number(float, low=0), default=d.tone, metavar="T",
+    p.add_argument("--tone", type=number(float, low=0), default=d.tone, metavar="T",
                    help="scale each tile's contrast towards the gain that makes it look "
                    f"most like its cell from a distance, 0..1 (default {d.tone}: every "
                    "photo at its own contrast; gains stay within 0.8..1.25; with "
                    "--recolour above 0 only)")
-    p.add_argument("--quality", type=_number(int, low=1), default=d.quality, metavar="Q",
+    p.add_argument("--quality", type=number(int, low=1), default=d.quality, metavar="Q",
                    help=f"JPEG quality 1..100 (default {d.quality})")
     p.add_argument("--dzi", action="store_true", help="also write a Deep Zoom pyramid "
                    "(<out>.dzi, <out>_files/) and a zoom page <out>.html that opens from "
@@ -71,17 +72,12 @@ def add_photo_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_photo(args: argparse.Namespace) -> int:
     """Run ``mosaic photo``; the exit code."""
-    from pipeline.cli import default_cache
-    from pipeline.photo import PhotoOptions
     from pipeline.stages.photo import run_photo
 
-    if args.alpha > 1 or args.recolour > 1 or args.tone > 1 or args.quality > 100:
-        raise MosaicError("--alpha, --recolour and --tone must be within 0..1, "
-                          "--quality 1..100")
-    opts = PhotoOptions(cols=args.cells, cell_size=args.cell_size or 0,
-                        tile_px=args.tile_px or 0, radius=args.radius,
-                        max_uses=args.max_uses, alpha=args.alpha, recolour=args.recolour,
-                        tone=args.tone, quality=args.quality)
+    opts = check_options("photo", PhotoOptions(
+        cols=args.cells, cell_size=args.cell_size or 0, tile_px=args.tile_px or 0,
+        radius=args.radius, max_uses=args.max_uses, alpha=args.alpha,
+        recolour=args.recolour, tone=args.tone, quality=args.quality))
     index_dir = Path(args.index) if args.index else default_cache() / "index"
     start = time.perf_counter()
     r = run_photo(args.image, index_dir, args.out, opts, default_cache(), dzi=args.dzi,
@@ -97,8 +93,6 @@ def cmd_photo(args: argparse.Namespace) -> int:
 
 def add_faces_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``mosaic faces`` to the subcommands ``sub``."""
-    from pipeline.cli import _COUNT, _number
-    from pipeline.faces import FaceOptions
 
     d = FaceOptions()
     p = sub.add_parser("faces", help="cut face tiles out of a photo folder (for an index)",
@@ -117,31 +111,27 @@ def add_faces_parser(sub: argparse._SubParsersAction) -> None:
                    "wrote are ever removed)")
     p.add_argument("--size", default=f"{d.size[0]}x{d.size[1]}", metavar="WxH",
                    help="crop size and aspect (default CelebA's 178x218)")
-    p.add_argument("--min-size", type=_COUNT, default=d.min_size, metavar="PX",
+    p.add_argument("--min-size", type=COUNT, default=d.min_size, metavar="PX",
                    help=f"ignore faces smaller than PX source pixels (default {d.min_size}; "
                    "smaller is slower)")
-    p.add_argument("--margin", type=_number(float, low=0), default=d.margin, metavar="M",
+    p.add_argument("--margin", type=number(float, low=0), default=d.margin, metavar="M",
                    help=f"margin around the face box, as a share of its width on each side "
                    f"(default {d.margin})")
     p.add_argument("--no-eye-check", action="store_true", help="keep the detections that "
                    "the frontal-face cascade does not confirm (this false-positive filter, "
                    "once an eye check, is on by default)")
-    p.add_argument("--jobs", type=_number(int, low=0), default=0, metavar="N",
+    p.add_argument("--jobs", type=number(int, low=0), default=0, metavar="N",
                    help="processes (default 0 = all cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info lines")
 
 
 def cmd_faces(args: argparse.Namespace) -> int:
     """Run ``mosaic faces``; the exit code."""
-    from pipeline.config import parse_tile_size
-    from pipeline.faces import FaceOptions
     from pipeline.stages.faces import run_faces
 
-    h, w = parse_tile_size(args.size, "--size")
-    if w < 8 or h < 8 or args.margin > 5:
-        raise MosaicError("--size must be at least 8x8 and --margin at most 5")
-    opts = FaceOptions(size=(w, h), min_size=args.min_size, margin=args.margin,
-                       eyes=not args.no_eye_check)
+    w, h = crop_size(args.size, "--size")
+    opts = check_options("faces", FaceOptions(size=(w, h), min_size=args.min_size,
+                                              margin=args.margin, eyes=not args.no_eye_check))
     start = time.perf_counter()
     r = run_faces(args.src, args.out, opts, args.jobs, progress=not args.quiet,
                   force=args.force)

@@ -21,7 +21,7 @@ _PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "s
 
 def add_zoom_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``mosaic zoom`` to the subcommands ``sub``."""
-    from pipeline.photo import PhotoOptions
+    from pipeline.config import PhotoOptions
     from pipeline.zoom import FITS, MAX_SIDE, ZoomOptions
 
     d, z = PhotoOptions(), ZoomOptions()
@@ -115,7 +115,7 @@ def parse_rate(text: str) -> Fraction:
 
 def cmd_zoom(args: argparse.Namespace) -> int:
     """Run ``mosaic zoom``; the exit code."""
-    from pipeline.photo import PhotoOptions
+    from pipeline.config import PhotoOptions
     from pipeline.stages.zoom import run_zoom
     from pipeline.zoom import ZoomOptions
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from pipeline.features import block_means, srgb_to_lab
 from pipeline.grid import Grid
+from pipeline.tone import adjust, tile_means
 from pipeline.visibility import bank_spread, luma_spread, orient
 
 _CHUNK = 512  # cells placed at a time: small transient buffers at any grid size
@@ -70,7 +71,7 @@ class Canvas:
             at 0 and 255 (recolouring).
         measure : also return each placed cell's mean absolute pixel change.
         gain : optional ndarray (k,), float32: each tile's contrast is scaled by it
-            around the tile's mean colour (:func:`retone`) before the shift.
+            around the tile's mean colour (:func:`pipeline.tone.retone`) before the shift.
 
         Returns
         -------
@@ -139,77 +140,6 @@ class Canvas:
             shift = None if shifts is None else shifts.reshape(-1, 3)[cells]
             gain = None if gains is None else gains.ravel()[cells]
             self.place(cells, ids.ravel()[cells], orients.ravel()[cells], shift, gain=gain)
-
-
-def tile_means(tiles: np.ndarray) -> np.ndarray:
-    """Exact mean colour of each tile (k, h, w, 3) uint8: (k, 3) float32 (OpenCV's integer
-    sums, ~8x faster than numpy's widening sum)."""
-    k = len(tiles)
-    flat = np.ascontiguousarray(tiles).reshape(k, -1, 3)
-    sums = cv2.reduce(flat, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).reshape(k, 3)
-    return (sums / flat.shape[1]).astype(np.float32)
-
-
-def adjust(tiles: np.ndarray, shift: np.ndarray | None, gain: np.ndarray | None,
-           means: np.ndarray | None = None) -> None:
-    """Recolour tiles (k, h, w, 3) uint8 in place: contrast ``gain`` (k,) float32 where it
-    is not 1 (:func:`retone`), then ``shift`` (k, 3) int16 (:func:`recolour`). ``means``
-    (k, 3) float32: the tiles' mean colours if known (else measured)."""
-    if gain is None or not (scaled := gain != 1).any():
-        if shift is not None:
-            recolour(tiles, shift)
-        return
-    if scaled.all():
-        retone(tiles, gain, shift, means)
-        return
-    plain = ~scaled
-    if shift is not None:
-        part = tiles[plain]
-        tiles[plain] = recolour(part, shift[plain])
-    part = tiles[scaled]
-    tiles[scaled] = retone(part, gain[scaled], None if shift is None else shift[scaled],
-                           None if means is None else means[scaled])
-
-
-def retone(tiles: np.ndarray, gain: np.ndarray, shift: np.ndarray | None,
-           means: np.ndarray | None = None) -> np.ndarray:
-    """Scale each tile's contrast around its mean colour, then shift it, in place.
-
-    ``p' = round(g (p - m) + m + s)``, clipped to 0..255, per tile: ``tiles`` (k, h, w,
-    3) uint8, ``gain`` g (k,) float32, tile means m exact from integer sums, ``shift`` s
-    (k, 3) int16 or None; ``means`` (k, 3) float32 as :func:`tile_means` gives them, if
-    known. Exactly :func:`recolour` where g is 1.
-    """
-    k = len(tiles)
-    flat = tiles.reshape(k, -1, 3)
-    if means is None:
-        means = tile_means(tiles)
-    g = gain.astype(np.float32)[:, None]
-    offset = means * (1 - g) + np.float32(0.5)
-    if shift is not None:
-        offset += shift.astype(np.float32)
-    work = flat.astype(np.float32)
-    work *= g[:, :, None]
-    for c in range(3):  # channel by channel: 3x faster than broadcasting (k, 1, 3)
-        work[:, :, c] += offset[:, c, None]
-    np.clip(work, 0, 255, out=work)
-    flat[:] = work  # truncation after + 0.5: rounding
-    return tiles
-
-
-def recolour(tiles: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Add ``shift`` (k, 3) int to tiles (k, h, w, 3) uint8 in place, clipped to 0..255.
-
-    OpenCV's saturating uint8 add (of the positive part) and subtract (of the negative
-    part) give exactly ``clip(tile + shift, 0, 255)`` without widening the pixels.
-    """
-    k, h, w, _ = tiles.shape
-    flat = tiles.reshape(k, h * w * 3)
-    up = np.tile(np.clip(shift, 0, 255).astype(np.uint8), (1, h * w))
-    down = np.tile(np.clip(-shift.astype(np.int16), 0, 255).astype(np.uint8), (1, h * w))
-    cv2.add(flat, up, dst=flat)
-    cv2.subtract(flat, down, dst=flat)
-    return tiles
 
 
 def blend(mosaic: np.ndarray, frame_bgr: np.ndarray, alpha: float, out: np.ndarray,

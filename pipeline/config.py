@@ -1,4 +1,13 @@
-"""Configuration: one frozen dataclass per stage, loaded from TOML plus overrides.
+"""Configuration: every option declared once, one frozen dataclass per section, loaded
+from TOML plus overrides.
+
+Each option is a dataclass field made by :func:`option`, which records its default, its
+range or choices, whether it changes the render's plan, its painted frames, both or
+neither (:data:`AFFECTS`), and a one-line description. Everything else is derived from
+that declaration: the checks of :func:`load_config`, the options that name a plan
+(:func:`plan_options`) and a render job (:func:`paint_options`), the index's parameters
+(:func:`index_options`), and, in :mod:`pipeline.config_docs`, ``configs/default.toml``'s
+values and the README's configuration table (a test keeps both in step).
 
 Precedence, highest first: a dedicated CLI flag (``--jobs``), ``--set section.key=value``,
 a ``--config FILE``, then the defaults below (mirrored, with comments, in
@@ -12,32 +21,33 @@ import dataclasses
 import math
 import shlex
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.sizes import crop_size, parse_tile_size, show_size
+
+# what an option changes: the render's plan (tile choices: a new plan), its painting (the
+# same plan, painted again), both; the index's artifacts; a still's or the face tiles'
+# pixels; or nothing in any output (``run``: workers, threads, checkpoint sizes...)
+AFFECTS = ("plan", "paint", "plan+paint", "index", "output", "run")
 
 
-@dataclass(frozen=True)
-class IndexConfig:
-    """Options of the ``index`` stage (tile size, features, clustering, checkpointing)."""
-
-    tile_size: str = "32x32"
-    hist_bins: int = 5
-    lab_grid: int = 4
-    clusters: int = 500
-    prune_percentile: float = 35.0
-    seed: int = 0
-    kmeans_batch_size: int = 4096
-    kmeans_max_iter: int = 100
-    shard_size: int = 10000
-    jobs: int = 0
-
-    @property
-    def tile_hw(self) -> tuple[int, int]:
-        """The tile size as ``(height, width)`` in pixels."""
-        return parse_tile_size(self.tile_size, "index.tile_size")
+def option(default: Any, doc: str, *, low: float | None = None, high: float | None = None,
+           choices: tuple[str, ...] | None = None, affects: str = "run",
+           parse: Callable[[Any, str], Any] | None = None,
+           show: Callable[[Any], Any] | None = None) -> Any:
+    """Declare one option: its ``default``, a one-line ``doc``, its inclusive range
+    (``low``, ``high``; None: unbounded) or ``choices``, what it ``affects``
+    (:data:`AFFECTS`), and for options whose value is not a plain TOML type, ``parse``
+    (TOML or ``--set`` value, key -> value) and ``show`` (value -> TOML value)."""
+    if affects not in AFFECTS:
+        raise ValueError(f"affects must be one of {AFFECTS}, got {affects!r}")
+    return field(default=default, metadata={
+        "doc": doc, "low": low, "high": high, "choices": choices, "affects": affects,
+        "parse": parse, "show": show})
 
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
@@ -47,46 +57,163 @@ ORIENTATIONS = ("none", "mirror", "all")
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    """Options of the ``index`` stage (tile size, features, clustering, checkpointing)."""
+
+    tile_size: str = option("32x32", "tile size, WIDTHxHEIGHT; non-square allowed",
+                            affects="index")
+    hist_bins: int = option(5, "bins per channel of the colour histogram", low=2, high=6,
+                            affects="index")
+    lab_grid: int = option(4, "g of the g x g sub-grid of the Lab feature", low=1, high=16,
+                           affects="index")
+    clusters: int = option(500, "MiniBatchKMeans clusters", low=2, affects="index")
+    prune_percentile: float = option(35.0, "clusters with a population under this "
+                                     "percentile are pruned", low=0.0, high=100.0,
+                                     affects="index")
+    seed: int = option(0, "clustering seed; same inputs and seed give identical artifacts",
+                       low=0, high=2**32 - 1, affects="index")
+    kmeans_batch_size: int = option(4096, "MiniBatchKMeans mini-batch size", low=64,
+                                    affects="index")
+    kmeans_max_iter: int = option(100, "maximum passes over the data (stops early on "
+                                  "convergence)", low=1, affects="index")
+    shard_size: int = option(10000, "files per checkpoint shard", low=16)
+    jobs: int = option(0, "decode processes; 0 = all cores", low=0)
+
+    @property
+    def tile_hw(self) -> tuple[int, int]:
+        """The tile size as ``(height, width)`` in pixels."""
+        return parse_tile_size(self.tile_size, "index.tile_size")
+
+
+@dataclass(frozen=True)
 class RenderConfig:
     """Options of the ``render`` stage (grid, matching, activity, encoding, audio)."""
 
-    scale: float = 4.0
-    alpha: float = 0.2
-    matching: str = "nearest"
-    cell_clusters: int = 150
-    cluster_batch_frames: int = 32
-    refine_clusters: int = 3
-    nprobe: int = 3
-    candidates: int = 32
-    mean_weight: float = 0.0
-    orientations: str = "mirror"
-    hysteresis: float = 0.9
-    max_uses: int = 0
-    repeat_radius: int = 2
-    use_cap: float = 1.0
-    flat_spread: float = 4.0
-    unseen: float = 0.1
-    joint: bool = True
-    scene_cut: float = 0.6
-    settle: int = 4
-    recolour: float = 0.9
-    tone: float = 0.0
-    carry_tiles: bool = True
-    report: bool = True
-    activity_threshold: float = 10.0
-    active_fraction: float = 0.5
-    segment_frames: int = 256
-    seed: int = 0
-    workers: int = 0
-    encoder: str = "libx264"
-    crf: int = 20
-    preset: str = "slow"
-    encoder_options: str = ""
-    encoder_threads: int = 0
-    max_width: int = 0
-    max_height: int = 0
-    audio_stream: int = 0
-    ytdlp_format: str = "bestvideo[height<=?480]+bestaudio/best[height<=?480]/best"
+    scale: float = option(4.0, "upscaling before cutting cells", low=0.25, high=16.0,
+                          affects="plan")
+    alpha: float = option(0.2, "weight of the upscaled source blended over the mosaic "
+                          "(0 = pure mosaic)", low=0.0, high=1.0, affects="paint")
+    matching: str = option("nearest", "how cells get tiles: `cluster` (the reference's), "
+                           "`refined`, `nearest`", choices=MATCHING_MODES, affects="plan")
+    cell_clusters: int = option(150, "cell clusters per batch (cluster and refined modes)",
+                                low=2, affects="plan")
+    cluster_batch_frames: int = option(32, "frames per clustering and matching batch (the "
+                                       "reference used 256; memory grows with it)",
+                                       low=1, high=256, affects="plan")
+    refine_clusters: int = option(3, "refined: tile clusters searched per cell cluster",
+                                  low=1, affects="plan")
+    nprobe: int = option(3, "nearest: tile clusters probed per cell", low=1, affects="plan")
+    candidates: int = option(32, "candidates per cell for the variety rules and the joint "
+                             "assignment", low=5, high=256, affects="plan")
+    mean_weight: float = option(0.0, "weight of the mean colour next to the 4x4 Lab grid "
+                                "in distances", low=0.0, high=100.0, affects="plan")
+    orientations: str = option("mirror", "orientations a tile may take: `none`, `mirror`, "
+                               "`all` (also flips and, square tiles, quarter turns)",
+                               choices=ORIENTATIONS, affects="plan")
+    hysteresis: float = option(0.9, "keep a tile unless the best is closer than this "
+                               "times its distance", low=0.0, high=1.0, affects="plan")
+    max_uses: int = option(0, "hard cap on uses of one tile per frame (0 = none; "
+                           "`use_cap` applies)", low=0, affects="plan")
+    repeat_radius: int = option(2, "no tile (nor a near-duplicate) again within this many "
+                                "cells", low=0, high=8, affects="plan")
+    use_cap: float = option(1.0, "per-frame cap of ceil(use_cap x cells / groups) uses of "
+                            "one group (0 = off)", low=0.0, high=1000.0, affects="plan")
+    flat_spread: float = option(4.0, "tiles with a luma spread under this are blank and "
+                                "exempt from the use cap (0 = none)", low=0.0, high=255.0,
+                                affects="plan")
+    unseen: float = option(0.1, "prefer tiles not on screen: distances x (1 + unseen x "
+                           "uses on the canvas)", low=0.0, high=100.0, affects="plan")
+    joint: bool = option(True, "min-cost assignment of a frame chosen afresh (first "
+                         "frame, scene cut)", affects="plan")
+    scene_cut: float = option(0.6, "share of the cells whose colour jumps (ΔE 6) that "
+                              "makes a frame a scene cut", low=0.0, high=1.0, affects="plan")
+    settle: int = option(4, "a marked cell waits this many still frames for its source to "
+                         "move (0 = decided at once)", low=0, high=10000, affects="plan")
+    recolour: float = option(0.9, "move each tile's mean colour this far towards its "
+                             "cell's (not in cluster mode)", low=0.0, high=1.0,
+                             affects="plan+paint")
+    tone: float = option(0.0, "contrast matching strength (0 = off; with recolouring "
+                         "only)", low=0.0, high=1.0, affects="paint")
+    carry_tiles: bool = option(True, "start each segment from the previous one's last "
+                               "tiles", affects="plan")
+    report: bool = option(True, "write `OUT.scores.json` (e.g. `clip.mp4.scores.json`)",
+                          affects="paint")
+    activity_threshold: float = option(10.0, "a pixel changed when its BGR L2 difference "
+                                       "exceeds this (the reference's 16)", low=0.0,
+                                       high=442.0, affects="plan")
+    active_fraction: float = option(0.5, "a cell is marked when more than this share of "
+                                    "it changed", low=0.0, high=1.0, affects="plan")
+    segment_frames: int = option(256, "frames per cached segment", low=1, affects="plan")
+    seed: int = option(0, "matching seed; segments derive theirs from it", low=0,
+                       high=2**32 - 1, affects="plan")
+    workers: int = option(0, "painters at once (0 = fit the cores and the memory)", low=0,
+                          high=1024)
+    encoder: str = option("libx264", "ffmpeg encoder (`libx265`, `h264_nvenc`, "
+                          "`hevc_nvenc`, ...)", affects="paint")
+    crf: int = option(20, "constant quality (crf; cq for nvenc)", low=0, high=63,
+                      affects="paint")
+    preset: str = option("slow", "x264 preset: overnight, smaller files beat speed; "
+                         "`ultrafast` for previews", affects="paint")
+    encoder_options: str = option("", "extra ffmpeg output options for the encoder",
+                                  affects="paint")
+    encoder_threads: int = option(0, "x264 threads per painter (0 = chosen with the "
+                                  "workers)", low=0, high=256)
+    max_width: int = option(0, "cap on the output width (0 = none; 4096 for H.264 level "
+                            "5.2)", low=0, affects="plan")
+    max_height: int = option(0, "cap on the output height (0 = none)", low=0,
+                             affects="plan")
+    audio_stream: int = option(0, "which audio stream to keep", low=0)
+    ytdlp_format: str = option("bestvideo[height<=?480]+bestaudio/best[height<=?480]/best",
+                               "yt-dlp format for URLs")
+
+    @property
+    def recolours(self) -> bool:
+        """Whether tiles get recoloured (never in cluster mode, the reference's look)."""
+        return self.recolour > 0 and self.matching != "cluster"
+
+
+@dataclass(frozen=True)
+class PhotoOptions:
+    """Options of ``mosaic photo`` (defaults as the video's ``nearest`` mode)."""
+
+    cols: int = option(100, "cells across (with `cell_size` 0); rows follow the aspect",
+                       low=1, affects="output")
+    cell_size: int = option(0, "source pixels per cell across (0 = from `cols`)", low=0,
+                            affects="output")
+    tile_px: int = option(0, "output pixels per cell across (0 = the index's tile width)",
+                          low=0, affects="output")
+    radius: int = option(3, "no tile (nor a near-duplicate) twice within this many cells "
+                         "(0 = off)", low=0, affects="output")
+    max_uses: int = option(0, "uses of one tile group in the whole picture at most "
+                           "(0 = no cap)", low=0, affects="output")
+    alpha: float = option(0.0, "weight of the source blended over the mosaic", low=0.0,
+                          high=1.0, affects="output")
+    recolour: float = option(0.9, "share of the way each tile's mean colour moves to its "
+                             "cell's", low=0.0, high=1.0, affects="output")
+    tone: float = option(0.0, "contrast matching strength (with recolouring only)",
+                         low=0.0, high=1.0, affects="output")
+    nprobe: int = option(4, "tile clusters probed per cell", low=1, affects="output")
+    candidates: int = option(48, "candidates per cell for the hard rules", low=5, high=256,
+                             affects="output")
+    unseen: float = option(0.1, "prefer tiles not yet used: distances x (1 + unseen x "
+                           "uses)", low=0.0, high=100.0, affects="output")
+    quality: int = option(90, "JPEG quality", low=1, high=100, affects="output")
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """Options of ``mosaic faces`` (see :mod:`pipeline.faces`)."""
+
+    size: tuple[int, int] = option((178, 218), "crop size WIDTHxHEIGHT (CelebA's)",
+                                   affects="output", parse=crop_size, show=show_size)
+    min_size: int = option(48, "smallest face box side kept, in source pixels", low=1,
+                           affects="output")
+    margin: float = option(0.4, "share of the face box's width added on each side",
+                           low=0.0, high=5.0, affects="output")
+    eyes: bool = option(True, "the false-positive filter (the frontal-face cascade's "
+                        "second opinion)", affects="output")
+    quality: int = option(95, "JPEG quality of the crops", low=1, high=100,
+                          affects="output")
 
 
 @dataclass(frozen=True)
@@ -95,77 +222,53 @@ class Config:
 
     index: IndexConfig = field(default_factory=IndexConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    photo: PhotoOptions = field(default_factory=PhotoOptions)
+    faces: FaceOptions = field(default_factory=FaceOptions)
 
 
-
-_SECTIONS: dict[str, type] = {"index": IndexConfig, "render": RenderConfig}
-
-# (key) -> (minimum, maximum or None); inclusive bounds checked after type checks.
-_RANGES: dict[str, tuple[float, float | None]] = {
-    "index.hist_bins": (2, 6),
-    "index.lab_grid": (1, 16),
-    "index.clusters": (2, None),
-    "index.prune_percentile": (0.0, 100.0),
-    "index.seed": (0, 2**32 - 1),
-    "index.kmeans_batch_size": (64, None),
-    "index.kmeans_max_iter": (1, None),
-    "index.shard_size": (16, None),
-    "index.jobs": (0, None),
-    "render.scale": (0.25, 16.0),
-    "render.alpha": (0.0, 1.0),
-    "render.cell_clusters": (2, None),
-    "render.cluster_batch_frames": (1, 256),
-    "render.activity_threshold": (0.0, 442.0),
-    "render.active_fraction": (0.0, 1.0),
-    "render.segment_frames": (1, None),
-    "render.refine_clusters": (1, None),
-    "render.nprobe": (1, None),
-    "render.candidates": (5, 256),
-    "render.repeat_radius": (0, 8),
-    "render.use_cap": (0.0, 1000.0),
-    "render.flat_spread": (0.0, 255.0),
-    "render.unseen": (0.0, 100.0),
-    "render.mean_weight": (0.0, 100.0),
-    "render.hysteresis": (0.0, 1.0),
-    "render.max_uses": (0, None),
-    "render.scene_cut": (0.0, 1.0),
-    "render.settle": (0, 10000),
-    "render.recolour": (0.0, 1.0),
-    "render.tone": (0.0, 1.0),
-    "render.seed": (0, 2**32 - 1),
-    "render.crf": (0, 63),
-    "render.workers": (0, 1024),
-    "render.encoder_threads": (0, 256),
-    "render.max_width": (0, None),
-    "render.max_height": (0, None),
-    "render.audio_stream": (0, None),
-}
-_CHOICES: dict[str, tuple[str, ...]] = {"render.matching": MATCHING_MODES,
-                                        "render.orientations": ORIENTATIONS}
+SECTIONS: dict[str, type] = {"index": IndexConfig, "render": RenderConfig,
+                              "photo": PhotoOptions, "faces": FaceOptions}
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
 
-def parse_tile_size(value: str | int, key: str = "tile_size") -> tuple[int, int]:
-    """Parse ``"WxH"`` or ``N`` into ``(height, width)``; both sides even, 4..512 pixels.
-
-    Sides must be even: the rendered frame is a whole number of tiles, and H.264 in
-    yuv420p needs an even width and height, whatever the number of cells.
-    """
-    text = str(value).lower().strip()
-    parts = text.split("x") if "x" in text else [text, text]
-    try:
-        width, height = (int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"{key}: expected WIDTHxHEIGHT such as 32x32, got {value!r}") from None
-    if not (4 <= width <= 512 and 4 <= height <= 512):
-        raise ConfigError(f"{key}: each side must be between 4 and 512 pixels, got {value!r}")
-    if width % 2 or height % 2:
-        raise ConfigError(f"{key}: each side must be even (the video is encoded as yuv420p, "
-                          f"which needs even frame sides), got {value!r}")
-    return height, width
+def _declared(section: str) -> dict[str, dataclasses.Field]:
+    """The fields of ``section``, by name."""
+    return {f.name: f for f in fields(SECTIONS[section])}
 
 
-def _check_value(key: str, expected: type, value: Any) -> Any:
-    """Return ``value`` converted to ``expected`` or raise a ConfigError naming ``key``."""
+def _values(config: Any, wanted: Callable[[str], bool]) -> dict[str, Any]:
+    """``{name: value}`` of the options of ``config`` whose ``affects`` is ``wanted``."""
+    return {f.name: getattr(config, f.name) for f in fields(config)
+            if wanted(f.metadata["affects"])}
+
+
+def plan_options(config: RenderConfig) -> dict[str, Any]:
+    """The options that change a render's plan (its tile choices): they name the plan."""
+    return _values(config, lambda a: a.startswith("plan"))
+
+
+def paint_options(config: RenderConfig) -> dict[str, Any]:
+    """The options that change a render's painted frames or their encoding: with the plan,
+    they name the render job. Recolouring and contrast count only where tiles are
+    recoloured (:attr:`RenderConfig.recolours`)."""
+    paint = _values(config, lambda a: a.endswith("paint"))
+    if not config.recolours:
+        paint.update(recolour=0, tone=0)
+    return paint
+
+
+def index_options(config: IndexConfig) -> dict[str, Any]:
+    """The options that change an index's artifacts (not its jobs or checkpoint size)."""
+    return _values(config, lambda a: a == "index")
+
+
+def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
+    """``value`` converted to the type of option ``f`` (named ``key``) and checked against
+    its declaration; :class:`ConfigError` naming ``key`` otherwise."""
+    meta = f.metadata
+    if meta["parse"] is not None:
+        return meta["parse"](value, key)
+    expected = _TYPES[f.type]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if expected is str and isinstance(value, int) and not isinstance(value, bool):
@@ -176,31 +279,37 @@ def _check_value(key: str, expected: type, value: Any) -> Any:
         )
     if expected is float and not math.isfinite(value):
         raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(f"{key}: must be one of {', '.join(_CHOICES[key])}, got {value!r}")
-    if key in _RANGES:
-        low, high = _RANGES[key]
-        if value < low or (high is not None and value > high):
-            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise ConfigError(f"{key}: must be {bound}, got {value!r}")
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"{key}: must be one of {', '.join(meta['choices'])}, got {value!r}")
+    low, high = meta["low"], meta["high"]
+    if low is not None and (value < low or (high is not None and value > high)):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{key}: must be {bound}, got {value!r}")
     return value
+
+
+def check_options(section: str, options: Any) -> Any:
+    """Check every value of ``options`` (a section's dataclass, e.g. built from command-line
+    flags) against its declaration; returns it, or raises :class:`ConfigError`."""
+    for name, f in _declared(section).items():
+        _check_value(f"{section}.{name}", f, getattr(options, name))
+    return options
 
 
 def _merge(base: dict[str, dict[str, Any]], overrides: dict[str, Any], origin: str) -> None:
     """Merge ``{section: {key: value}}`` into ``base`` in place, rejecting unknown names."""
     for section, values in overrides.items():
-        if section not in _SECTIONS:
+        if section not in SECTIONS:
             raise ConfigError(f"{origin}: unknown section [{section}]")
         if not isinstance(values, dict):
             raise ConfigError(f"{origin}: [{section}] must be a table")
-        known = {f.name: f.type for f in fields(_SECTIONS[section])}
+        known = _declared(section)
         for key, value in values.items():
             if key not in known:
                 raise ConfigError(f"{origin}: unknown key {section}.{key}")
-            expected = {"str": str, "int": int, "float": float, "bool": bool}[known[key]]
             prefix = f"{origin}: " if origin.endswith(".toml") else ""
             try:
-                base[section][key] = _check_value(f"{section}.{key}", expected, value)
+                base[section][key] = _check_value(f"{section}.{key}", known[key], value)
             except ConfigError as exc:
                 raise ConfigError(f"{prefix}{exc}") from None
 
@@ -220,8 +329,9 @@ def parse_override(text: str) -> dict[str, Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    known = {f.name: f.type for f in fields(_SECTIONS.get(section, Config))}
-    if known.get(key) == "str" and not isinstance(value, str):
+    known = _declared(section) if section in SECTIONS else {}
+    if key in known and (known[key].type == "str" or known[key].metadata["parse"]) and \
+            not isinstance(value, str):
         value = raw
     return {section: {key: value}}
 
@@ -237,7 +347,7 @@ def load_config(
     values (flags the user did not give) are ignored.
     """
     merged: dict[str, dict[str, Any]] = {
-        name: dataclasses.asdict(cls()) for name, cls in _SECTIONS.items()
+        name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()
     }
     if config_file is not None:
         path = Path(config_file)
@@ -254,7 +364,14 @@ def load_config(
         if value is not None:
             section, _, key = name.partition(".")
             _merge(merged, {section: {key: value}}, "flag")
-    config = Config(**{name: _SECTIONS[name](**vals) for name, vals in merged.items()})
+    config = Config(**{name: SECTIONS[name](**vals) for name, vals in merged.items()})
+    _check_render(config)
+    return config
+
+
+def _check_render(config: Config) -> None:
+    """The checks across options: the tile size string, the preset for x264, the encoder
+    options' quoting, even output caps."""
     _ = config.index.tile_hw  # validates the tile size string
     r = config.render
     if r.encoder in ("libx264", "libx265") and r.preset not in X264_PRESETS:
@@ -268,9 +385,3 @@ def load_config(
     for key in ("max_width", "max_height"):
         if getattr(r, key) % 2:
             raise ConfigError(f"render.{key}: must be even (yuv420p), got {getattr(r, key)}")
-    return config
-
-
-def default_toml_values() -> dict[str, dict[str, Any]]:
-    """The defaults as nested dicts, as ``configs/default.toml`` should hold them."""
-    return {name: dataclasses.asdict(cls()) for name, cls in _SECTIONS.items()}

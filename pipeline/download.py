@@ -1,4 +1,5 @@
-"""URL inputs: a video fetched with yt-dlp once into the cache.
+"""URL inputs: what counts as a URL (:func:`is_url`), and a video fetched with yt-dlp once
+into the cache.
 
 Each URL gets its own folder, ``<cache>/downloads/<digest of the URL>/``, marked as the
 tool's, locked while the download runs (a second run waits, then reuses it) and recorded
@@ -13,11 +14,17 @@ import json
 import logging
 from pathlib import Path
 
-from pipeline.cache import digest_text, file_lock, mark_owned, write_json
+from pipeline.cache import digest_text, mark_owned, write_json
 from pipeline.errors import VideoError
+from pipeline.locks import file_lock
 from pipeline.video import ffmpeg_exe
 
 log = logging.getLogger(__name__)
+
+
+def is_url(text: str) -> bool:
+    """Whether ``text`` looks like a URL for yt-dlp rather than a local path."""
+    return "://" in text and text.split("://", 1)[0].lower() in ("http", "https", "ftp")
 
 
 class _YtdlpLog:

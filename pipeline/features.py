@@ -127,6 +127,11 @@ def lab_grid_means(tiles_bgr: np.ndarray, grid: int = 4) -> np.ndarray:
     return srgb_to_lab(means).reshape(n, grid * grid * 3)
 
 
+def luma(bgr01: np.ndarray) -> np.ndarray:
+    """Luma (Rec. 601, 0..255) of BGR colours in 0..1, any leading shape (..., 3): float32."""
+    return (bgr01 @ np.array([0.114, 0.587, 0.299], np.float32)) * 255.0
+
+
 # sRGB (IEC 61966-2-1) linear RGB -> XYZ, rows X, Y, Z; columns R, G, B; D65 white.
 _RGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
                         [0.2126729, 0.7151522, 0.0721750],

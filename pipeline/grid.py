@@ -1,15 +1,11 @@
-"""Frames and cells: the mosaic grid, the activity mask, and per-cell features.
+"""Frames and cells: the mosaic grid, its size limits, each cell's view of a frame, and
+the windows of cells within a radius.
 
 A source frame of H x W pixels, scaled up by ``scale``, is cut into cells of the tile
 size; the output is rounded up to whole cells, as in the reference:
 ``rows = ceil(H * scale / tile_h)``, ``cols = ceil(W * scale / tile_w)``.
-
-Activity follows the reference: a pixel has *changed* when the L2 norm of its BGR
-difference from a reference image exceeds a threshold (16); the reference image takes
-the new value at changed pixels only. A cell is *active* when more than half of its
-area changed. This is computed at source resolution; each cell covers the source area
-``[r * H / rows, (r + 1) * H / rows) x [c * W / cols, (c + 1) * W / cols)``, and the
-changed fraction is its area average (INTER_AREA), as the reference's upscaled mask is.
+Each cell covers the source area ``[r * H / rows, (r + 1) * H / rows) x [c * W / cols,
+(c + 1) * W / cols)`` (the activity mask, :mod:`pipeline.activity`, measures there).
 """
 
 from __future__ import annotations
@@ -91,64 +87,6 @@ def check_source_size(width: int, height: int, name: str) -> None:
                           f"of (at least {MIN_SOURCE_SIDE}x{MIN_SOURCE_SIDE} pixels)")
 
 
-class ActivityTracker:
-    """The reference's frame-difference activity mask, one call per frame.
-
-    The first frame after :meth:`reset` marks every cell active.
-    """
-
-    def __init__(self, grid: Grid, threshold: float = 16.0, fraction: float = 0.5) -> None:
-        self.grid, self.fraction = grid, fraction
-        self._threshold_sq = np.float32(threshold * threshold)
-        self._ones = np.ones((1, 3), np.float32)
-        self._ref: np.ndarray | None = None
-        self._buffers: dict[str, np.ndarray] = {}
-
-    def reset(self) -> None:
-        """Forget the reference image: the next frame is all active."""
-        self._ref = None
-
-    @property
-    def reference(self) -> np.ndarray | None:
-        """The reference image (H, W, 3) uint8 the next frame is compared with, or None."""
-        return self._ref
-
-    def restore(self, reference: np.ndarray) -> None:
-        """Continue from a saved :attr:`reference` (a copy is kept)."""
-        self._ref = np.array(reference, dtype=np.uint8, copy=True)
-        self._allocate(self._ref)
-
-    def _allocate(self, frame_bgr: np.ndarray) -> None:
-        h, w = frame_bgr.shape[:2]
-        self._buffers = {"diff": np.empty_like(frame_bgr),
-                         "sq": np.empty((h, w, 3), np.float32),
-                         "dist": np.empty((h, w), np.float32),
-                         "changed": np.empty((h, w), np.uint8),
-                         "share": np.empty((h, w), np.float32)}
-
-    def update(self, frame_bgr: np.ndarray) -> np.ndarray:
-        """Mark the active cells of ``frame_bgr`` (H, W, 3) uint8.
-
-        Returns
-        -------
-        ndarray of shape (rows, cols), bool.
-        """
-        g = self.grid
-        if self._ref is None:
-            self._ref = frame_bgr.copy()
-            self._allocate(frame_bgr)
-            return np.ones((g.rows, g.cols), dtype=bool)
-        b = self._buffers
-        cv2.absdiff(frame_bgr, self._ref, dst=b["diff"])
-        cv2.multiply(b["diff"], b["diff"], dst=b["sq"], dtype=cv2.CV_32F)
-        cv2.transform(b["sq"], self._ones, dst=b["dist"])
-        cv2.compare(b["dist"], float(self._threshold_sq), cv2.CMP_GT, dst=b["changed"])
-        cv2.copyTo(frame_bgr, b["changed"], self._ref)  # the reference takes changed pixels
-        np.copyto(b["share"], b["changed"])  # 0/255 as float: exact area averages
-        share = cv2.resize(b["share"], (g.cols, g.rows), interpolation=cv2.INTER_AREA)
-        return share > self.fraction * 255
-
-
 def cell_views(frame_bgr: np.ndarray, grid: Grid, sample: int = CELL_SAMPLE) -> np.ndarray:
     """Each cell's source area resampled to ``sample x sample`` pixels (INTER_AREA).
 
@@ -160,3 +98,17 @@ def cell_views(frame_bgr: np.ndarray, grid: Grid, sample: int = CELL_SAMPLE) -> 
                        interpolation=cv2.INTER_AREA)
     blocks = small.reshape(grid.rows, sample, grid.cols, sample, 3).swapaxes(1, 2)
     return blocks.reshape(grid.cells, sample, sample, 3)
+
+
+def pair_windows(rows: int, cols: int, radius: int) -> list[tuple]:
+    """Every offset within ``radius`` (Chebyshev), once: pairs of (slice, slice) windows
+    of a (rows, cols) grid, the second shifted against the first (its cell comes later
+    in row-major order)."""
+    out = []
+    for dy in range(radius + 1):
+        for dx in range(-radius, radius + 1):
+            if (dy == 0 and dx <= 0) or dy >= rows or abs(dx) >= cols:
+                continue
+            out.append(((slice(0, rows - dy), slice(max(0, -dx), cols - max(0, dx))),
+                        (slice(dy, rows), slice(max(0, dx), cols - max(0, -dx)))))
+    return out

@@ -14,30 +14,28 @@ An index directory holds (names in :data:`ARTIFACTS`):
   each artifact's size and digests (:func:`pipeline.cache.record_artifact`);
 * ``last_run.json``: what the latest run did and how long each step took;
 * ``shards/``: the decode checkpoint (per-file records), reused by later runs;
-* ``.lock``: the lock a run holds while it writes (see :func:`pipeline.cache.file_lock`).
+* ``.lock``: the lock a run holds while it writes (see :func:`pipeline.locks.file_lock`).
 
 Every load checks each artifact cheaply against its record (size, sampled digest, row
 counts) and that every source path stays inside the corpus; ``mosaic verify`` compares
 whole digests and recomputes the sources' digest from the manifest (:func:`verify_index`).
 
-A render pins the index it planned with (:func:`pin_index`); its painters read the tile
-bank through :func:`pinned_bank`, which refuses a bank rebuilt since.
+Reading the tile bank, and pinning the index a render planned with, are
+:mod:`pipeline.bank`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import artifact_problem, digest_text
-from pipeline.errors import IndexChangedError, TileIndexError
-from pipeline.shards import READ_ERRORS
+from pipeline.cache import READ_ERRORS, artifact_problem, digest_text
+from pipeline.errors import TileIndexError
 
 log = logging.getLogger(__name__)
 
@@ -290,57 +288,6 @@ def sources_problem(manifest: dict, full: bool = False) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class IndexPin:
-    """What a render pins of the index it planned with: its digest, and the identity
-    (inode, size, modification time) of its manifest then."""
-
-    digest: str
-    manifest: tuple[int, int, int]
-
-
-def pin_index(index: TileIndex) -> IndexPin:
-    """Pin ``index`` as loaded (see :func:`check_pin`)."""
-    st = os.stat(Path(index.path) / MANIFEST)
-    return IndexPin(index.digest, (st.st_ino, st.st_size, st.st_mtime_ns))
-
-
-def check_pin(path: str | Path, pin: IndexPin) -> None:
-    """Raise :class:`IndexChangedError` unless the index at ``path`` is still the pinned
-    one. A rebuild removes the manifest first and writes it last, so whatever was read
-    of the index before a passing check belongs to the pinned index."""
-    manifest_path = Path(path) / MANIFEST
-    try:
-        st = os.stat(manifest_path)
-        same = (st.st_ino, st.st_size, st.st_mtime_ns) == pin.manifest
-        digest = pin.digest if same else json.loads(manifest_path.read_text()).get(
-            "index_digest")
-    except (OSError, ValueError, AttributeError):
-        digest = None
-    if digest != pin.digest:
-        raise IndexChangedError(f"{path}: the tile index changed while this render ran "
-                                "(rebuilt by `mosaic index`?); nothing painted from the new "
-                                "tiles was kept; rerun to render with the new index")
-
-
-def pinned_bank(path: str | Path, pin: IndexPin | None, groups: bool = False
-                ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The tile bank (N, h, w, 3) uint8, memory-mapped, and (with ``groups``) the
-    near-duplicate groups (N,) int64 of the pinned index at ``path``;
-    :class:`IndexChangedError` if it was rebuilt (no check without a ``pin``). Both are
-    opened before the check, so they are the pinned index's."""
-    with open(Path(path) / TILES, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read_header(f)
-        bank = np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=shape)
-    tile_groups = load_groups(path, bank) if groups else None
-    if pin is not None:
-        check_pin(path, pin)
-    return bank, tile_groups
-
-
 def verify_index(path: str | Path) -> dict[str, str]:
     """Fully check an index: every artifact's whole digest, and every decode shard.
 
@@ -376,27 +323,3 @@ def load_manifest(path: str | Path) -> dict:
     if not isinstance(manifest, dict):
         raise TileIndexError(f"{manifest_path}: unreadable manifest: not a JSON object")
     return manifest
-
-
-def map_tiles(path: str | Path) -> np.ndarray:
-    """Map a tile bank into memory with every page resident from the start.
-
-    ``MAP_POPULATE`` maps the whole file at once (milliseconds when it is in the page
-    cache): the render's resident memory is then flat over a video, instead of creeping
-    up as more tiles get touched, and no tile is ever read from disk mid-render.
-
-    Returns
-    -------
-    ndarray (N, h, w, 3), uint8, read-only, backed by the file.
-    """
-    path = Path(path) / TILES if Path(path).is_dir() else Path(path)
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read_header(f)
-        offset = f.tell()
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        mapped = mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
-    return np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape)),
-                         offset=offset).reshape(shape)

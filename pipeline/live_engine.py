@@ -1,8 +1,9 @@
 """The live mosaic's engine: the render's planner and painter, driven one frame at a time.
 
-This module is the only part of ``mosaic live`` that touches the planner's and the
-painter's pieces (:mod:`pipeline.plan`, :mod:`pipeline.compose`); the reader, the loop,
-the server and the growth use its small interface:
+This module is the only part of ``mosaic live`` that touches the planner engine
+(:class:`pipeline.plan.PlanEngine`, the render's, fed one frame at a time) and the
+painter (:class:`pipeline.compose.Canvas`); the reader, the loop, the server and the
+growth use its small interface:
 
 * :class:`TilePool`: the index's tiles, held in memory, and tiles grown live (faces),
   with their features, clusters and near-duplicate groups; nothing is written to disk.
@@ -21,28 +22,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from pipeline.activity import Settler
 from pipeline.compose import Canvas, blend
 from pipeline.config import RenderConfig
-from pipeline.features import block_means, colour_histogram, lab_grid_means
-from pipeline.grid import ActivityTracker, Grid, cell_views
+from pipeline.features import colour_histogram, lab_grid_means
+from pipeline.grid import Grid, cell_views
 from pipeline.index import TileIndex
-from pipeline.matching import TileAssigner, nearest_by_cosine, search_features
-from pipeline.paint import gains, shifts
-from pipeline.plan import (
-    DIFF_SCALE,
-    RATIO_SCALE,
-    CanvasState,
-    Planner,
-    cell_lab,
-    contrast_ratios,
-    luma_grid,
-    recolours,
-)
+from pipeline.matching import nearest_by_cosine, search_features
+from pipeline.modes import NearestMode, RefinedMode, matching_mode
+from pipeline.plan import PlanEngine, PlanState
+from pipeline.tone import colour_diffs, contrast_ratios, gains, luma_grid, mean_colours, shifts
 from pipeline.visibility import bank_spread
 
 
@@ -84,7 +75,7 @@ class TilePool:
     def _measure(self, lo: int, tiles: np.ndarray) -> None:
         hi = lo + len(tiles)
         self.spread[lo:hi] = bank_spread(tiles)
-        self.means[lo:hi] = block_means(tiles, 1).reshape(-1, 3) * 255
+        self.means[lo:hi] = mean_colours(tiles)
         self.grids[lo:hi] = luma_grid(tiles)
 
     def index(self) -> TileIndex:
@@ -133,14 +124,17 @@ class LiveEngine:
         self._start(grid)
 
     def _start(self, grid: Grid) -> None:
-        cfg = self.config
         self.grid = grid
-        self.planner = _planner(self.pool, grid, cfg)
-        self.tracker = ActivityTracker(grid, cfg.activity_threshold, cfg.active_fraction)
-        self.settler = Settler(grid.cells, cfg.settle, None, cfg.scene_cut)
-        self.state = CanvasState.empty(grid)
+        self.planner = _planner(self.pool, grid, self.config)
+        self.state: PlanState = self.planner.start(seed=self.config.seed)
         self.canvas = Canvas(grid, self.pool.bank)
-        self._fresh = True
+
+    def _replan(self) -> None:
+        """A new planner (new matching options or tiles) on the same canvas and tracking."""
+        canvas = self.state.canvas
+        tracking = self.state.tracking() if canvas.placed else None  # after a frame only
+        self.planner = _planner(self.pool, self.grid, self.config)
+        self.state = self.planner.start(canvas, tracking, self.config.seed)
 
     def configure(self, config: RenderConfig, grid: Grid) -> None:
         """Apply new settings: a new grid starts afresh; new planning options (matching
@@ -149,19 +143,19 @@ class LiveEngine:
         if grid != self.grid:
             self._start(grid)
         elif (old.matching, old.recolour) != (config.matching, config.recolour):
-            self.planner = _planner(self.pool, grid, config)
+            self._replan()
             self._repaint()
         elif old.tone != config.tone:
             self._repaint()
 
     def _strengths(self) -> tuple[float, float]:
         """Paint-time recolour and tone (0 where the matching mode does not recolour)."""
-        on = recolours(self.config)
-        return (self.config.recolour, self.config.tone) if on else (0.0, 0.0)
+        cfg = self.config
+        return (cfg.recolour, cfg.tone) if cfg.recolours else (0.0, 0.0)
 
     def _repaint(self) -> None:
         recolour, tone = self._strengths()
-        s = self.state
+        s = self.state.canvas
         self.canvas = Canvas(self.grid, self.pool.bank)
         self.canvas.reset(s.ids, s.orients, shifts(s.diffs, recolour), gains(s.ratios, tone))
 
@@ -169,19 +163,18 @@ class LiveEngine:
         """Add ``tiles`` (k, h, w, 3) uint8 to the pool (each filed under the cluster a
         search would look for it in); with ``debut``, they debut on the next frame.
         Their ids (fewer when the pool is full)."""
-        feats = lab_grid_means(tiles, self.pool.lab_grid)
-        p = self.planner
-        if self.config.matching == "nearest":
-            q = search_features(feats, self.config.mean_weight, self.config.recolour)
-            d = ((q[:, None, :] - p.lab_centroids[None]) ** 2).sum(-1)
-            labels = d.argmin(1)
-        else:
-            labels = nearest_by_cosine(colour_histogram(tiles, self.pool.bins),
-                                       p.tiles.centers)
+        mode, cfg = self.planner.mode, self.config
+        if isinstance(mode, NearestMode) and not isinstance(mode, RefinedMode):
+            feats = lab_grid_means(tiles, self.pool.lab_grid)
+            q = search_features(feats, cfg.mean_weight, cfg.recolour)
+            labels = ((q[:, None, :] - mode.search.centroids[None]) ** 2).sum(-1).argmin(1)
+        else:  # the cluster modes look for tiles by colour histogram
+            centers = np.asarray(self.pool.base.centers)
+            labels = nearest_by_cosine(colour_histogram(tiles, self.pool.bins), centers)
         ids = self.pool.add(tiles, labels)
         if not len(ids):
             return ids
-        self.planner = _planner(self.pool, self.grid, self.config)
+        self._replan()
         self._repaint()  # the canvas's bank statistics include the new tiles
         if debut:
             self._debuts.extend(ids.tolist())
@@ -189,58 +182,55 @@ class LiveEngine:
 
     def showing(self, ids: np.ndarray) -> np.ndarray:
         """Which of tile ``ids`` (k,) are on the canvas now, (k,) bool."""
-        return np.isin(ids, self.state.ids)
+        return np.isin(ids, self.state.canvas.ids)
 
     def step(self, frame: np.ndarray) -> LiveStep:
         """Plan frame ``frame`` (H, W, 3) uint8 BGR, at the grid's source size, and
         paint its changes."""
-        p, grid = self.planner, self.grid
-        changed = self.tracker.update(frame).ravel()
-        decision = self.settler.decide(changed, cell_lab(frame, grid), self._fresh)
-        decision = p._gate(decision, self._fresh and not self.state.placed)
-        self._fresh = False
-        views = cell_views(frame, grid)
-        plan = p._plan_batch([views[decision.cells]], [decision.cells])[0]
-        placed, ids, orients = p._choose(decision.cells, plan, self.state, decision)
-        debuts = self._debut(views, placed) if self._debuts else {}
+        change, self.state = self.planner.step(self.state, frame)
+        cells, ids = change.cells, change.ids
+        orients, diffs, ratios = change.orients, change.diffs, change.ratios
+        debuts = self._debut(cell_views(frame, self.grid)) if self._debuts else {}
         if debuts:
-            keep = ~np.isin(placed, list(debuts))
-            placed = np.concatenate([placed[keep], list(debuts)]).astype(np.int64)
-            ids = np.concatenate([ids[keep], list(debuts.values())]).astype(np.int64)
+            keep = ~np.isin(cells, list(debuts))
+            d_cells = np.fromiter(debuts, np.int64, len(debuts))
+            d_ids = np.fromiter(debuts.values(), np.int64, len(debuts))
+            d_diffs, d_ratios = self._place_debuts(d_cells, d_ids, frame)
+            cells = np.concatenate([cells[keep], d_cells])
+            ids = np.concatenate([ids[keep], d_ids])
             orients = np.concatenate([orients[keep], np.zeros(len(debuts), np.uint8)])
-        self._place(placed, ids, orients.astype(np.uint8), views[placed])
-        return LiveStep(len(decision.cells), len(placed), tuple(debuts.values()))
-
-    def _place(self, cells: np.ndarray, ids: np.ndarray, orients: np.ndarray,
-               views: np.ndarray) -> None:
-        """Put tiles on the plan's canvas and paint them (recolour differences and
-        contrast ratios measured against the cells' ``views``)."""
-        diffs = np.zeros((len(cells), 3), np.int16)
-        ratios = np.full(len(cells), RATIO_SCALE, np.uint8)
-        if recolours(self.config) and len(cells):
-            means, grids = self.planner._tile_stats(ids)
-            cell_mean = views.reshape(len(cells), -1, 3).mean(1)
-            lim = 255 * DIFF_SCALE
-            diffs = np.clip(np.rint((cell_mean - means) * DIFF_SCALE), -lim, lim)
-            diffs = diffs.astype(np.int16)
-            ratios = contrast_ratios(luma_grid(views), grids, orients)
-        s = self.state
-        r, c = np.divmod(cells, self.grid.cols)
-        s.ids[r, c], s.orients[r, c], s.diffs[r, c], s.ratios[r, c] = ids, orients, diffs, \
-            ratios
+            diffs = np.concatenate([diffs[keep], d_diffs])
+            ratios = np.concatenate([ratios[keep], d_ratios])
         recolour, tone = self._strengths()
-        self.canvas.place(cells, ids, orients, shifts(diffs, recolour), gain=gains(ratios, tone))
+        self.canvas.place(cells, ids, orients.astype(np.uint8), shifts(diffs, recolour),
+                          gain=gains(ratios, tone))
+        return LiveStep(change.active, len(cells), tuple(debuts.values()))
 
-    def _debut(self, views: np.ndarray, placed: np.ndarray) -> dict[int, int]:
-        """``{cell: tile id}`` for the tiles waiting to debut: each in the free cell
-        whose source is nearest it in the search's features."""
+    def _place_debuts(self, cells: np.ndarray, ids: np.ndarray, frame: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Put tiles ``ids`` on the plan's canvas at ``cells`` (as they are: orientation
+        0); their recolour differences (k, 3) int16 and contrast ratios (k,) uint8."""
+        views = cell_views(frame, self.grid)[cells]
+        means, grids = self.pool.means[ids], self.pool.grids[ids]
+        diffs = colour_diffs(views, means)
+        ratios = contrast_ratios(luma_grid(views), grids, np.zeros(len(ids), np.uint8))
+        canvas = self.state.canvas
+        r, c = np.divmod(cells, self.grid.cols)
+        canvas.ids[r, c], canvas.orients[r, c] = ids, 0
+        canvas.diffs[r, c], canvas.ratios[r, c] = diffs, ratios
+        return diffs, ratios
+
+    def _debut(self, views: np.ndarray) -> dict[int, int]:
+        """``{cell: tile id}`` for the tiles waiting to debut: each in the cell whose
+        source ``views`` (cells, h, w, 3) is nearest it in the search's features (not one
+        that shows a grown tile already)."""
         cfg, ids = self.config, np.asarray(self._debuts, np.int64)
         self._debuts = []
         grid = self.pool.lab_grid
         q = search_features(lab_grid_means(views, grid), cfg.mean_weight, cfg.recolour)
         t = search_features(self.pool.lab[ids], cfg.mean_weight, cfg.recolour)
         d = ((t[:, None, :] - q[None]) ** 2).sum(-1)
-        d[:, self.state.ids.ravel() >= self.pool.first_grown] = np.inf  # grown ones stay
+        d[:, self.state.canvas.ids.ravel() >= self.pool.first_grown] = np.inf
         out: dict[int, int] = {}
         for i, tile in enumerate(ids):
             cell = int(d[i].argmin())
@@ -268,19 +258,11 @@ def warm_up() -> None:
     import sklearn.cluster  # noqa: F401
 
 
-def _planner(pool: TilePool, grid: Grid, config: RenderConfig) -> Planner:
-    """Today's :class:`~pipeline.plan.Planner` for live use: no plan files (none are
-    written), the tile statistics and the blank-tile flags from the pool (not the
-    index's folder: grown tiles are in memory only)."""
+def _planner(pool: TilePool, grid: Grid, config: RenderConfig) -> PlanEngine:
+    """The render's planner engine over the pool (grown tiles included), with the
+    pool's own tile statistics and blank-tile flags (measured once, not per planner)."""
     index = pool.index()
-    planner = Planner(None, grid, index, dataclasses.replace(config, flat_spread=0.0),
-                      Path("."), "live")
-    if config.matching != "cluster":
-        flat = pool.spread[:pool.n] < config.flat_spread if config.flat_spread > 0 else None
-        planner.assigner = TileAssigner(
-            grid.rows, grid.cols, planner.lab, config.hysteresis, config.max_uses,
-            groups=index.groups, radius=config.repeat_radius, use_cap=config.use_cap,
-            unseen=config.unseen, joint=config.joint, flat=flat)
-    planner._tile_means, planner._tile_grids = pool.means[:pool.n], pool.grids[:pool.n]
-    planner.cluster.reset(config.seed)
-    return planner
+    n = pool.n
+    flat = pool.spread[:n] < config.flat_spread if config.flat_spread > 0 else None
+    mode = matching_mode(index, grid, config, lambda ids: pool.means[ids], flat)
+    return PlanEngine(grid, index, config, read_tiles=lambda ids: pool.bank[ids], mode=mode)

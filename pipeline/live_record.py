@@ -30,9 +30,10 @@ import cv2
 import numpy as np
 
 from pipeline.cache import umask_mode
+from pipeline.encode import bgr_to_i420, encode_command, encoder_args
 from pipeline.errors import FFmpegError
 from pipeline.output import Container, audio_args, container_for, mux_args
-from pipeline.video import bgr_to_i420, encode_command, encoder_args, ffmpeg_exe
+from pipeline.video import ffmpeg_exe
 
 log = logging.getLogger(__name__)
 

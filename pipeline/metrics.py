@@ -17,21 +17,10 @@ Per frame, with the cell grid of the mosaic:
   ``flicker`` the mean absolute pixel change there (0..255).
 * **Variety**: ``distinct_tiles`` per frame, and ``identical_neighbours``, the share of
   cells with an identical tile (same id; from pixels: 4x4 means within 2 levels) among
-  their 4-neighbours. Then, over *textured* cells only (a mosaic cell whose 4x4
-  sub-grid, with the cell's mean colour removed, has an RMS spread of at least
-  :data:`TEXTURE_LEVELS`; a flat cell has nothing to repeat, and the share left out is
-  reported as ``textured_share``):
-
-  - ``repeats_r2``: the share of textured cells with the same tile on another textured
-    cell within :data:`REPEAT_RADIUS` cells (Chebyshev distance: the 5x5 window). From
-    pixels, "the same" is the 4x4 sub-grid with each cell's mean colour removed, within
-    :data:`SHAPE_LEVELS` levels, mirrored or not: recolouring (a shift of the whole
-    tile) does not hide a repeat. With tile ids (a render's own report) it is
-    ``repeats_r2_id``, by tile id, and ``repeats_r2_group``, by near-duplicate group,
-    and ``repeats_r2`` is still the pixel figure, for comparison with other tools;
-  - ``distinct_share``: distinct tiles among the textured cells of a frame, as a share
-    of them (by id in a render; from pixels, by the mean-removed sub-grid quantised to
-    2 x SHAPE_LEVELS steps).
+  their 4-neighbours; over textured cells only (:mod:`pipeline.repeats`: the share left
+  out is ``textured_share``), ``repeats_r2`` (from pixels; with tile ids also
+  ``repeats_r2_id`` and ``repeats_r2_group``, by near-duplicate group) and
+  ``distinct_share``, distinct tiles among the textured cells of a frame.
 """
 
 from __future__ import annotations
@@ -42,16 +31,21 @@ import cv2
 import numpy as np
 
 from pipeline import visibility
-from pipeline.features import area_means, srgb_to_lab
+from pipeline.features import area_means, luma, srgb_to_lab
 from pipeline.grid import Grid
+from pipeline.repeats import (
+    REPEAT_RADIUS,
+    SHAPE_LEVELS,
+    SUB,
+    TEXTURE_LEVELS,
+    PixelRepeats,
+    cell_layout,
+    id_repeats,
+)
 
-SUB = 4  # sub-grid per cell, and pixels per cell at the viewing scale
 STATIC_DELTA_E = 2.0
 CHANGED_LEVELS = 3.0  # pixel-based churn: mean |change| above this is a change
 SAME_LEVELS = 2.0  # pixel-based identity: 4x4 means within this are the same tile
-REPEAT_RADIUS = 2  # cells: a repeat within this Chebyshev distance counts
-TEXTURE_LEVELS = 8.0  # RMS of a cell's mean-removed 4x4 sub-grid (0..255): textured
-SHAPE_LEVELS = 5.0  # mean-removed 4x4 sub-grids within this (0..255) are the same tile
 
 
 to_lab = srgb_to_lab
@@ -99,11 +93,6 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
     den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
     return float((num / den).mean())
-
-
-def luma(bgr01: np.ndarray) -> np.ndarray:
-    """Luma (Rec. 601, 0..255) of BGR colours in 0..1, any leading shape (..., 3)."""
-    return (bgr01 @ np.array([0.114, 0.587, 0.299], np.float32)) * 255.0
 
 
 @dataclass
@@ -231,175 +220,6 @@ def identical_neighbour_share(same_right: np.ndarray, same_down: np.ndarray) -> 
     return float(hit.mean())
 
 
-def shape_keys(mos_sub: np.ndarray, grid: Grid) -> np.ndarray:
-    """Each cell's sub-grid with its mean colour removed: (rows, cols, S*S*3) float32 in
-    levels (0..255 scale), from image-layout sub means (rows*S, cols*S, 3) in 0..1."""
-    return cell_keys(_cell_layout(mos_sub, grid))
-
-
-def cell_keys(per_cell_sub: np.ndarray) -> np.ndarray:
-    """:func:`shape_keys` of cells given by their sub-grids, (..., S, S, 3) float32 BGR in
-    0..1 -> (..., S*S*3) float32 levels; the same values cell by cell as for a whole
-    grid, so that keys can be kept up to date for the cells that change."""
-    lead = per_cell_sub.shape[:-3]
-    key = (per_cell_sub * np.float32(255)).reshape(*lead, SUB * SUB, 3)
-    mean = np.add.reduce(key, axis=-2, keepdims=True)
-    key -= mean / np.float32(SUB * SUB)
-    return key.reshape(*lead, SUB * SUB * 3)
-
-
-def textured(keys: np.ndarray) -> np.ndarray:
-    """Cells whose mean-removed sub-grid has an RMS of at least TEXTURE_LEVELS: (rows, cols)."""
-    return np.sqrt((keys * keys).mean(-1)) >= TEXTURE_LEVELS
-
-
-def _mirrored(keys: np.ndarray) -> np.ndarray:
-    rows, cols = keys.shape[:2]
-    return keys.reshape(rows, cols, SUB, SUB, 3)[:, :, :, ::-1].reshape(rows, cols, -1)
-
-
-def pair_windows(rows: int, cols: int, radius: int = REPEAT_RADIUS) -> list[tuple]:
-    """Every offset within ``radius`` (Chebyshev), once: pairs of (slice, slice) windows
-    of a (rows, cols) grid, the second shifted against the first."""
-    out = []
-    for dy in range(radius + 1):
-        for dx in range(-radius, radius + 1):
-            if (dy == 0 and dx <= 0) or dy >= rows or abs(dx) >= cols:
-                continue
-            out.append(((slice(0, rows - dy), slice(max(0, -dx), cols - max(0, dx))),
-                        (slice(dy, rows), slice(max(0, dx), cols - max(0, -dx)))))
-    return out
-
-
-def repeats_within(same, rows: int, cols: int, radius: int = REPEAT_RADIUS) -> np.ndarray:
-    """Cells with a partner within ``radius`` (Chebyshev) for which ``same(a, b)`` holds.
-
-    ``same`` takes two (slice, slice) windows of the grid, shifted against each other,
-    and returns the boolean map of equal pairs. Returns (rows, cols) bool.
-    """
-    hit = np.zeros((rows, cols), bool)
-    for a, b in pair_windows(rows, cols, radius):
-        eq = same(a, b)
-        hit[a] |= eq
-        hit[b] |= eq
-    return hit
-
-
-_PREFILTER = 6  # key values compared before whole keys (an exact filter)
-
-
-def pixel_repeats(keys: np.ndarray, tex: np.ndarray, radius: int = REPEAT_RADIUS
-                  ) -> np.ndarray:
-    """Textured cells whose mean-removed sub-grid (or its mirror) recurs on a textured
-    cell within ``radius``: (rows, cols) bool."""
-    rows, cols = tex.shape
-    hit = np.zeros((rows, cols), bool)
-    windows = pair_windows(rows, cols, radius)
-    for (a, b), eq in zip(windows, _same_pairs(keys, _mirrored(keys), tex, windows),
-                          strict=True):
-        hit[a] |= eq
-        hit[b] |= eq
-    return hit
-
-
-def _same_pairs(keys: np.ndarray, mirror: np.ndarray, tex: np.ndarray, windows: list
-                ) -> list[np.ndarray]:
-    """For each pair of windows (:func:`pair_windows`), which pairs of textured cells
-    have the same key, mirrored or not (window-shaped bool maps)."""
-    # the first few values of each key, plane by plane (P, rows, cols): the prefilter's
-    # reductions then run over whole planes, not over a short last axis
-    head = np.ascontiguousarray(np.moveaxis(keys[..., :_PREFILTER], -1, 0))
-    head_m = np.ascontiguousarray(np.moveaxis(mirror[..., :_PREFILTER], -1, 0))
-
-    def close_planes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        d = np.abs(x - y)
-        return np.maximum.reduce(d, axis=0) <= SHAPE_LEVELS
-
-    out = []
-    for a, b in windows:
-        # within the tolerance on all values implies within it on the first few: compare
-        # those first, and whole keys only for the textured pairs that pass
-        ha = head[(slice(None), *a)]
-        cand = tex[a] & tex[b] & (close_planes(ha, head[(slice(None), *b)])
-                                  | close_planes(ha, head_m[(slice(None), *b)]))
-        eq = np.zeros(cand.shape, bool)
-        ka = keys[a][cand]
-        eq[cand] = _close(ka, keys[b][cand]) | _close(ka, mirror[b][cand])
-        out.append(eq)
-    return out
-
-
-def _close(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.abs(x - y).max(-1) <= SHAPE_LEVELS
-
-
-_INCREMENTAL_SHARE = 0.08  # above this share of changed cells a full recount is faster
-# (measured on 4,800 cells: at 5% changed 1.5 ms against 2.8-6.8 for a recount, at 20%
-# 5 ms against 2.3-6.7, at 46% 24 ms against 2.2-8.3)
-
-
-class PixelRepeats:
-    """:func:`pixel_repeats` of a mosaic that changes a few cells at a time, kept up to
-    date: the keys, texture flags and the result of every pair of cells within the
-    radius are stored, and only pairs with a changed cell are compared again. The
-    result is exactly that of :func:`pixel_repeats` on the same keys: a repetitive
-    mosaic (the reference's cluster mode repeats tiles everywhere) costs no more than a
-    varied one, and a still one almost nothing.
-    """
-
-    def __init__(self, rows: int, cols: int, radius: int = REPEAT_RADIUS) -> None:
-        self.rows, self.cols = rows, cols
-        self.windows = pair_windows(rows, cols, radius)
-        self.keys: np.ndarray | None = None
-        self._mirror = self._tex = None
-        self._same: list[np.ndarray] = []
-
-    def update(self, sub: np.ndarray, changed: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The mosaic's per-cell sub-grids ``sub`` (rows, cols, S, S, 3) float32, of which
-        only the cells ``changed`` (rows, cols) bool differ from the previous call (None:
-        any may differ). Returns (keys (rows, cols, 48), textured (rows, cols) bool,
-        repeats (rows, cols) bool); the arrays are this object's, valid until the next
-        call."""
-        if self.keys is None or changed is None or \
-                changed.sum() > _INCREMENTAL_SHARE * changed.size:
-            self.keys = cell_keys(sub)
-            self._mirror = _mirrored(self.keys)
-            self._tex = textured(self.keys)
-            self._same = _same_pairs(self.keys, self._mirror, self._tex, self.windows)
-        elif changed.any():
-            r, c = np.nonzero(changed)
-            self.keys[r, c] = cell_keys(sub[r, c])
-            self._mirror[r, c] = _mirrored(self.keys[r, c][None])[0]
-            self._tex[r, c] = textured(self.keys[r, c])
-            for same, (a, b) in zip(self._same, self.windows, strict=True):
-                need = changed[a] | changed[b]
-                if need.any():
-                    same[need] = self._pairs_at(need, a, b)
-        hit = np.zeros((self.rows, self.cols), bool)
-        for same, (a, b) in zip(self._same, self.windows, strict=True):
-            hit[a] |= same
-            hit[b] |= same
-        return self.keys, self._tex, hit
-
-    def _pairs_at(self, need: np.ndarray, a: tuple, b: tuple) -> np.ndarray:
-        """The pairs of windows ``a``, ``b`` where ``need`` (a window-shaped mask) holds."""
-        r, c = np.nonzero(need)
-        ra, ca = r + a[0].start, c + a[1].start
-        rb, cb = r + b[0].start, c + b[1].start
-        ok = self._tex[ra, ca] & self._tex[rb, cb]
-        ka = self.keys[ra, ca]
-        return ok & (_close(ka, self.keys[rb, cb]) | _close(ka, self._mirror[rb, cb]))
-
-
-def id_repeats(labels: np.ndarray, tex: np.ndarray, radius: int = REPEAT_RADIUS
-               ) -> np.ndarray:
-    """Textured cells whose label (tile id or group) recurs on a textured cell within
-    ``radius``: (rows, cols) bool."""
-    return repeats_within(lambda a, b: tex[a] & tex[b] & (labels[a] == labels[b]),
-                          *tex.shape, radius)
-
-
 class FrameScorer:
     """Score a sequence of (source, mosaic) frames one pair at a time.
 
@@ -438,64 +258,75 @@ class FrameScorer:
         if "prev_src_lab" in state:
             self._prev_src_lab, self._prev_key = state["prev_src_lab"], state["prev_key"]
 
-    def update(self, source_bgr: np.ndarray, mosaic_bgr: np.ndarray | None = None,
-               ids: np.ndarray | None = None, orients: np.ndarray | None = None,
-               cell_change: np.ndarray | None = None, mosaic_sub: np.ndarray | None = None,
-               mosaic_sub_lab: np.ndarray | None = None, changed: np.ndarray | None = None
-               ) -> None:
-        """Add one frame.
+    def update_pixels(self, source_bgr: np.ndarray, mosaic_bgr: np.ndarray) -> None:
+        """Add one frame scored from pixels alone (any tool's mosaic).
 
-        Parameters
-        ----------
-        source_bgr : ndarray (H, W, 3), uint8, the source frame at any resolution.
-        mosaic_bgr : ndarray (rows * tile_h, cols * tile_w, 3), uint8, the pure mosaic;
-            or, instead, its per-cell sub-grid means ``mosaic_sub`` and their Lab values
-            ``mosaic_sub_lab``, ndarrays (rows, cols, 4, 4, 3) float32 (BGR in 0..1).
-        ids, orients : optional ndarrays (rows, cols): tile id and orientation code per cell.
-        cell_change : optional ndarray (rows, cols), float: mean absolute pixel change of
-            each mosaic cell since the previous frame (needs ``mosaic_bgr`` if absent).
-        changed : optional ndarray (rows, cols), bool: the only cells of ``mosaic_sub``
-            that may differ from the previous call's (the variety scores are then kept up
-            to date for them alone, :class:`PixelRepeats`); None: any may.
+        ``source_bgr`` (H, W, 3) uint8 at any resolution; ``mosaic_bgr`` (rows * tile_h,
+        cols * tile_w, 3) uint8, the pure mosaic. Tile identity comes from the pixels
+        (4x4 means within :data:`SAME_LEVELS`), churn from each cell's mean absolute
+        change (above :data:`CHANGED_LEVELS`).
         """
         g, s = self.grid, self.scores
         src_sub, src_lab = source_cells(source_bgr, g)
-        if mosaic_sub is None:
-            mos_sub = sub_means(mosaic_bgr, g)
-            mos_sub_lab = to_lab(mos_sub)
-            mosaic_sub = _cell_layout(mos_sub, g)
-            changed = None
-        else:
-            mos_sub = _image_layout(mosaic_sub)
-            mos_sub_lab = _image_layout(mosaic_sub_lab)
+        mos_sub = sub_means(mosaic_bgr, g)
+        self._fidelity(src_sub, src_lab, mos_sub, to_lab(mos_sub))
+        key = (mos_sub * 255).reshape(g.rows, SUB, g.cols, SUB, 3).swapaxes(1, 2)
+        key = key.reshape(g.rows, g.cols, -1)
+        same_r = np.abs(key[:, 1:] - key[:, :-1]).max(-1) <= SAME_LEVELS
+        same_d = np.abs(key[1:, :] - key[:-1, :]).max(-1) <= SAME_LEVELS
+        s.distinct_tiles += _distinct_by_pixels(key)
+        s.identical_neighbours += identical_neighbour_share(same_r, same_d)
+        self._variety(cell_layout(mos_sub, g), None, None)
+        first = self._prev_mosaic is None
+        cell_change = self._pixel_change(mosaic_bgr)
+        if self.identifier is not None:
+            self._identified_visibility(mosaic_bgr, None if first else
+                                        cell_change > CHANGED_LEVELS)
+        self._stability(src_lab, key, cell_change, lambda: cell_change > CHANGED_LEVELS)
+
+    def update_ids(self, source_bgr: np.ndarray, ids: np.ndarray, orients: np.ndarray,
+                   cell_change: np.ndarray, mosaic_sub: np.ndarray,
+                   mosaic_sub_lab: np.ndarray, changed: np.ndarray | None = None) -> None:
+        """Add one frame of a render's own mosaic, whose tiles are known.
+
+        ``ids``, ``orients`` (rows, cols): tile id and orientation code per cell;
+        ``cell_change`` (rows, cols) float: mean absolute pixel change of each mosaic
+        cell since the previous frame; ``mosaic_sub``, ``mosaic_sub_lab`` (rows, cols, 4,
+        4, 3) float32: each cell's sub-grid mean colours (BGR 0..1) and their Lab values;
+        ``changed`` (rows, cols) bool: the only cells of ``mosaic_sub`` that may differ
+        from the previous call's (the variety scores are then kept up to date for them
+        alone, :class:`pipeline.repeats.PixelRepeats`); None: any may.
+        """
+        g, s = self.grid, self.scores
+        src_sub, src_lab = source_cells(source_bgr, g)
+        self._fidelity(src_sub, src_lab, image_layout(mosaic_sub), image_layout(mosaic_sub_lab))
+        key = tile_keys(ids, orients)
+        s.distinct_tiles += len(np.unique(ids))
+        same_r, same_d = ids[:, 1:] == ids[:, :-1], ids[1:, :] == ids[:-1, :]
+        s.identical_neighbours += identical_neighbour_share(same_r, same_d)
+        self._variety(mosaic_sub, ids, changed)
+        self._stability(src_lab, key, cell_change, lambda: key != self._prev_key)
+
+    def _fidelity(self, src_sub: np.ndarray, src_lab: np.ndarray, mos_sub: np.ndarray,
+                  mos_sub_lab: np.ndarray) -> None:
+        """Cell and sub-grid ΔE and viewing-scale SSIM, from image-layout sub-grid means
+        (rows * 4, cols * 4, 3) float32 and the source's Lab cell colours."""
+        g, s = self.grid, self.scores
         mos_cell = cv2.resize(mos_sub, (g.cols, g.rows), interpolation=cv2.INTER_AREA)
         mos_lab = to_lab(mos_cell)
         s.delta_e_cell += float(_lab_distance(src_lab, mos_lab).mean())
         s.delta_e_subgrid += float(_lab_distance(to_lab(src_sub), mos_sub_lab).mean())
         s.ssim_view += ssim(luma(src_sub), luma(mos_sub))
-        if ids is not None:
-            key = tile_keys(ids, orients)
-            s.distinct_tiles += len(np.unique(ids))
-            same_r, same_d = ids[:, 1:] == ids[:, :-1], ids[1:, :] == ids[:-1, :]
-        else:
-            key = (mos_sub * 255).reshape(g.rows, SUB, g.cols, SUB, 3).swapaxes(1, 2)
-            key = key.reshape(g.rows, g.cols, -1)
-            same_r = np.abs(key[:, 1:] - key[:, :-1]).max(-1) <= SAME_LEVELS
-            same_d = np.abs(key[1:, :] - key[:-1, :]).max(-1) <= SAME_LEVELS
-            s.distinct_tiles += _distinct_by_pixels(key)
-        s.identical_neighbours += identical_neighbour_share(same_r, same_d)
-        self._variety(mosaic_sub, ids, changed)
-        if cell_change is None:
-            first = self._prev_mosaic is None
-            cell_change = self._pixel_change(mosaic_bgr)
-            if self.identifier is not None:
-                self._identified_visibility(mosaic_bgr, None if first else
-                                            cell_change > CHANGED_LEVELS)
+
+    def _stability(self, src_lab: np.ndarray, key: np.ndarray, cell_change: np.ndarray,
+                   churned) -> None:
+        """Churn and flicker among the static cells (``churned()``: the cells whose tile
+        changed), then the frame is counted and becomes the previous one."""
+        s = self.scores
         if self._prev_src_lab is not None:
             static = np.linalg.norm(src_lab - self._prev_src_lab, axis=-1) < STATIC_DELTA_E
-            changed = key != self._prev_key if ids is not None else cell_change > CHANGED_LEVELS
             s.static_cells += int(static.sum())
-            s.churned_cells += int((changed & static).sum())
+            s.churned_cells += int((churned() & static).sum())
             s.flicker_sum += float(cell_change[static].sum())
         s.frames += 1
         self._prev_src_lab, self._prev_key = src_lab, key
@@ -535,7 +366,7 @@ class FrameScorer:
             g.rows, g.cols)
         self.scores.add_visibility(self._own, painted)
         self.scores.identified_cells = max(self.scores.identified_cells, 0) + int(
-            (self._own > 0).sum())
+            (self._own > 0).sum())  # any tile, flat ones too
 
     def _pixel_change(self, mosaic_bgr: np.ndarray) -> np.ndarray:
         """Per-cell mean absolute change against the previous mosaic frame."""
@@ -547,13 +378,7 @@ class FrameScorer:
         return cv2.resize(diff, (g.cols, g.rows), interpolation=cv2.INTER_AREA)
 
 
-def _cell_layout(image: np.ndarray, grid: Grid) -> np.ndarray:
-    """(rows * S, cols * S, 3) image layout -> (rows, cols, S, S, 3) per-cell sub-grids
-    (a view): the inverse of :func:`_image_layout`."""
-    return image.reshape(grid.rows, SUB, grid.cols, SUB, 3).swapaxes(1, 2)
-
-
-def _image_layout(per_cell: np.ndarray) -> np.ndarray:
+def image_layout(per_cell: np.ndarray) -> np.ndarray:
     """(rows, cols, S, S, 3) per-cell sub-grids -> (rows * S, cols * S, 3) image layout."""
     rows, cols, sub = per_cell.shape[:3]
     return np.ascontiguousarray(per_cell.swapaxes(1, 2)).reshape(rows * sub, cols * sub, 3)
@@ -563,36 +388,3 @@ def _distinct_by_pixels(key: np.ndarray) -> int:
     """Distinct cells by their 4x4 colour means, quantised to SAME_LEVELS steps."""
     q = np.round(key.reshape(-1, key.shape[-1]) / (2 * SAME_LEVELS)).astype(np.int32)
     return len(np.unique(q, axis=0))
-
-
-def score_videos(source: str, mosaic: str, scale: float, tile_hw: tuple[int, int],
-                 max_frames: int | None = None, progress: bool = False,
-                 bank: np.ndarray | None = None) -> dict[str, float]:
-    """Score a pure-mosaic video against its source video, frame by frame.
-
-    The cell grid is the one a render with ``scale`` and tiles of ``tile_hw`` (h, w) makes
-    of the source; the mosaic must have that size. Tile identity comes from the pixels;
-    with ``bank`` (N, h, w, 3) uint8, an index's tiles, each cell's tile is identified in
-    it for the photo visibility score.
-    """
-    from tqdm import tqdm
-
-    from pipeline.errors import VideoError
-    from pipeline.grid import make_grid
-    from pipeline.video import FrameReader, probe
-
-    src_info, mos_info = probe(source), probe(mosaic)
-    grid = make_grid(src_info.height, src_info.width, tile_hw, scale)
-    if (mos_info.width, mos_info.height) != (grid.out_w, grid.out_h):
-        raise VideoError(f"{mosaic}: {mos_info.width}x{mos_info.height} is not the "
-                         f"{grid.out_w}x{grid.out_h} mosaic of {source} at scale {scale} "
-                         f"with {tile_hw[1]}x{tile_hw[0]} tiles")
-    count = min(src_info.frames, mos_info.frames, max_frames or src_info.frames)
-    identifier = visibility.TileIdentifier(bank) if bank is not None else None
-    scorer = FrameScorer(grid, identifier=identifier)
-    frames = zip(FrameReader(src_info, 0, count, slack=2), FrameReader(mos_info, 0, count,
-                                                                       slack=2), strict=True)
-    for src, mos in tqdm(frames, total=count, desc="score", unit="frames",
-                         disable=None if progress else True):
-        scorer.update(src, mos)
-    return scorer.scores.summary()

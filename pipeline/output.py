@@ -8,8 +8,8 @@ the very end for a reason known at the start.
   existing directory, an existing file of another kind (unless ``--force``), or whose
   directory is missing or not writable.
 * :func:`container_for` picks the container from OUT's extension (mp4, mov, mkv, webm)
-  and checks that it can hold the video and audio codecs; :func:`mux_args` and
-  :func:`audio_args` give the ffmpeg options of the final mux.
+  and checks that it can hold the video and audio codecs; :func:`concat_and_mux` joins
+  the encoded segments and adds the source's audio (:func:`mux_args`, :func:`audio_args`).
 * :func:`default_output` names the default OUT of a source so that two sources with the
   same file name get different outputs; :func:`scores_path` names OUT's scores file.
 """
@@ -17,13 +17,18 @@ the very end for a reason known at the start.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.cache import CACHE_WORK, digest_text, owned_ancestor
+from pipeline.cache import CACHE_WORK, atomic_output, digest_text, owned_ancestor, publish
+from pipeline.download import is_url
+from pipeline.encode import ENCODER_CODECS
 from pipeline.errors import OutputError
+from pipeline.video import AudioInfo, VideoInfo, run_ffmpeg
 
 # marked folders whose files the tool replaces or deletes: never an output's place
 MANAGED_KINDS = frozenset({"index", "job", "plan", "download", "locks", "tmp", "dzi",
@@ -67,21 +72,11 @@ CONTAINERS: dict[str, Container] = {
                        frozenset({"opus", "vorbis"}), "libopus", False),
 }
 
-# The codec each known ffmpeg video encoder produces.
-ENCODER_CODECS = {
-    "libx264": "h264", "h264_nvenc": "h264", "h264_qsv": "h264", "h264_vaapi": "h264",
-    "libx265": "hevc", "hevc_nvenc": "hevc", "hevc_qsv": "hevc", "hevc_vaapi": "hevc",
-    "libvpx": "vp8", "libvpx-vp9": "vp9", "libaom-av1": "av1", "libsvtav1": "av1",
-    "librav1e": "av1", "av1_nvenc": "av1", "prores_ks": "prores", "ffv1": "ffv1",
-    "mpeg4": "mpeg4",
-}
-
-
 def container_for(out: str | Path, encoder: str = "libx264") -> Container:
     """The container of ``out`` from its extension, checked against the codecs.
 
     ``encoder`` is the ffmpeg video encoder (``render.encoder``); an encoder not in
-    :data:`ENCODER_CODECS` is left to ffmpeg, except in webm, which takes only known
+    :data:`pipeline.encode.ENCODER_CODECS` is left to ffmpeg, except in webm, which takes only known
     VP8/VP9/AV1 encoders. (Audio never makes a container impossible: what it cannot carry
     is re-encoded, see :func:`audio_args`.) Raises :class:`OutputError` for another
     extension or a codec the container refuses.
@@ -217,8 +212,6 @@ def existing_problem(path: str | Path, kind: str) -> str | None:
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
     if kind == "json":
-        import json
-
         try:
             data = json.loads(head)
         except ValueError:
@@ -237,8 +230,6 @@ def default_output(source: str, cache_dir: str | Path, suffix: str = ".mp4") -> 
     ``<digest>`` is 8 hex digits of the source's absolute path (or the URL), so that two
     sources named alike (``a/clip.mp4``, ``b/clip.mp4``) get different outputs.
     """
-    from pipeline.video import is_url
-
     if is_url(source):
         key = source
         stem = Path(source.split("?", 1)[0].rstrip("/")).stem or "video"
@@ -254,3 +245,43 @@ def scores_path(out: str | Path) -> Path:
     output file, so ``o.mkv`` and ``o.mov`` never share one)."""
     out = Path(out)
     return out.with_name(out.name + ".scores.json")
+
+
+def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo | str,
+                   audio: AudioInfo | None, start_s: float, duration_s: float, work: Path,
+                   container: Container, check: Callable[[Path], None] | None = None) -> None:
+    """Join encoded segments (stream copy) and add the source's audio, cut to the range.
+
+    ``source`` is the input video, or the path of any file with the ``audio`` stream.
+
+    The container (:func:`container_for`) decides the muxer and whether the audio is
+    copied or re-encoded. The result is written to a unique temporary file, handed to
+    ``check`` (which raises if it is not what was planned), and only then renamed over
+    ``out``.
+    """
+    listing = work / "concat.txt"
+    with atomic_output(listing, "w") as f:
+        for seg in segments:
+            escaped = str(seg.resolve()).replace("'", "'\\''")
+            f.write(f"file '{escaped}'\n")
+    args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
+    if audio is not None:
+        if start_s > 0:
+            args += ["-ss", f"{start_s:.6f}"]
+        path = source if isinstance(source, str) else source.path
+        args += ["-t", f"{duration_s:.6f}", "-i", path]
+    args += ["-map", "0:v:0", "-c:v", "copy"]
+    if audio is not None:
+        args += ["-map", f"1:a:{audio.index}", *audio_args(container, audio.codec)]
+    args += mux_args(container)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        run_ffmpeg([*args, str(tmp)], f"writing {out}")
+        if check is not None:
+            check(tmp)
+        publish(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

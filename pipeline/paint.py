@@ -1,9 +1,10 @@
 """Painting: one segment's plan + its source frames -> one encoded segment file.
 
 :func:`paint_segment` is a pure function of (input, index, plan, options, segment
-number): it reads the plan chunk, loads only the tiles the segment shows, rebuilds the
-canvas the segment starts from, applies each frame's changes (recolouring them by the
-paint-time strength), blends with the source, scores the pure mosaic, and encodes.
+number): it reads the plan chunk, loads only the tiles the segment shows, and has a
+:class:`Painter` rebuild the canvas the segment starts from, apply each frame's changes
+(recolouring them by the paint-time strength) and score the pure mosaic; it blends with
+the source and encodes (:class:`pipeline.encode.SegmentEncoder`).
 It runs in any process on any machine that sees the same paths, in any order, and
 gives the same frames. Its outputs, in the job's work directory:
 
@@ -21,28 +22,27 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import queue
-import tempfile
-import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import artifact_problem, record_artifact, umask_mode, write_json
+from pipeline.bank import IndexPin, pinned_bank
+from pipeline.cache import artifact_problem, record_artifact, write_json
 from pipeline.compose import Canvas, blend
-from pipeline.execute import steady_heap, trim_heap
+from pipeline.encode import SegmentEncoder, bgr_to_i420
+from pipeline.errors import PlanError
 from pipeline.grid import Grid
-from pipeline.index import TILES, IndexPin, load_groups, pinned_bank
+from pipeline.heap import steady_heap, trim_heap
 from pipeline.metrics import SUB, FrameScorer, tile_keys
-from pipeline.plan import DIFF_SCALE, RATIO_SCALE, PlanChunk, Segment, chunk_path, read_chunk
-from pipeline.video import FrameWriter, VideoInfo, bgr_to_i420, prefetch_frames
+from pipeline.planfile import PlanChunk, Segment, chunk_path, read_chunk
+from pipeline.tone import gains, shifts
+from pipeline.video import VideoInfo, prefetch_frames
 from pipeline.visibility import y_plane_spread
 
 log = logging.getLogger(__name__)
 
-_OUT_BUFFERS = 3  # painted frames (I420) waiting for the encoder
 _PROGRESS_EVERY = 8  # frames between progress-file updates
 
 
@@ -53,8 +53,8 @@ class PaintJob:
 
     ``key`` names the render job (plan + paint options), ``plan_key`` its plan.
     ``recolour`` is the paint-time recolour strength (0 in cluster mode), ``tone`` the
-    contrast-matching strength (:func:`gains`); ``codec`` the encoder's ffmpeg output
-    options.
+    contrast-matching strength (:func:`pipeline.tone.gains`); ``codec`` the encoder's
+    ffmpeg output options (:func:`pipeline.encode.codec_args`).
     """
 
     key: str
@@ -114,7 +114,8 @@ def paint_segment(job: PaintJob, seg: Segment) -> dict:
     steady_heap()  # a long-lived worker paints many segments: keep its memory flat
     chunk = read_chunk(chunk_path(job.plan_dir, seg.number), job.plan_key)
     if chunk is None:
-        raise RuntimeError(f"plan chunk {seg.number} is missing or damaged")
+        raise PlanError(f"plan chunk {seg.number} of {job.plan_dir} is missing or damaged; "
+                        "rerun to plan it again")
     stats = _paint(job, seg, chunk)
     stats.update({"key": job.key, "video": record_artifact(segment_path(job.work, seg.number))})
     write_json(stats_path(job.work, seg.number), stats)
@@ -123,96 +124,100 @@ def paint_segment(job: PaintJob, seg: Segment) -> dict:
     return stats
 
 
-def load_tiles(index_dir: str | Path, ids: np.ndarray) -> np.ndarray:
-    """Tiles ``ids`` (m,) sorted int of an index's bank, read into memory: (m, h, w, 3)."""
-    bank = np.load(Path(index_dir) / TILES, mmap_mode="r", allow_pickle=False)
-    return np.ascontiguousarray(bank[ids])
+class Painter:
+    """The frames of one segment, painted from its plan chunk: no encoder, no files
+    written (a zoom video or a preview takes these frames as they are).
 
+    It rebuilds the canvas the segment starts from, applies each frame's changes
+    (recolouring them by the paint-time strength), scores the pure mosaic when the job
+    reports, and yields the pure mosaic frames; :attr:`source` is the source frame of the
+    latest one (when the blend or the scores need it).
+    """
 
-def _groups(index_dir: str | Path) -> np.ndarray:
-    """The index's near-duplicate group of every tile, (N,) int64 (for the variety scores)."""
-    bank = np.load(Path(index_dir) / TILES, mmap_mode="r", allow_pickle=False)
-    return load_groups(index_dir, bank)
+    def __init__(self, job: PaintJob, seg: Segment, chunk: PlanChunk) -> None:
+        self.job, self.seg, self.chunk, self.grid = job, seg, chunk, job.grid
+        bank_ids = chunk.tile_ids()
+        bank, groups = pinned_bank(job.index_dir, job.index_pin, groups=job.report)
+        self.canvas = Canvas(self.grid, np.ascontiguousarray(bank[bank_ids]),
+                             track=SUB if job.report else 0, bank_ids=bank_ids)
+        del bank
+        start = chunk.start_state
+        self.canvas.reset(start.ids, start.orients, shifts(start.diffs, job.recolour),
+                          gains(start.ratios, job.tone))
+        self.scorer = FrameScorer(self.grid, groups) if job.report else None
+        if self.scorer is not None and chunk.start_src_lab is not None:
+            self.scorer.restore({"prev_src_lab": chunk.start_src_lab,
+                                 "prev_key": tile_keys(start.ids, start.orients)})
+        self.source: np.ndarray | None = None
 
+    def frames(self) -> Iterator[np.ndarray]:
+        """The pure mosaic of each frame of the segment, (out_h, out_w, 3) uint8 BGR (the
+        canvas's own image: valid until the next frame)."""
+        job, canvas = self.job, self.canvas
+        need_source = job.alpha > 0 or job.report
+        source = prefetch_frames(job.info, self.seg.start, self.seg.count) \
+            if need_source else None
+        try:
+            for i in range(self.seg.count):
+                self.source = next(source) if source is not None else None
+                cells, ids, orients, diffs, ratios = self.chunk.frame(i)
+                change = canvas.place(cells, ids, orients, shifts(diffs, job.recolour),
+                                      measure=self.scorer is not None,
+                                      gain=gains(ratios, job.tone))
+                if self.scorer is not None:
+                    self._score(cells, change)
+                yield canvas.image
+        finally:
+            if source is not None:
+                source.close()
 
-def shifts(diffs: np.ndarray, strength: float) -> np.ndarray | None:
-    """Recolour shifts (int16) from plan differences (1/16 levels) at ``strength``."""
-    if strength <= 0:
-        return None
-    return np.rint(diffs * np.float32(strength / DIFF_SCALE)).astype(np.int16)
+    def _score(self, cells: np.ndarray, change: np.ndarray) -> None:
+        grid, canvas = self.grid, self.canvas
+        per_cell = np.zeros(grid.cells, np.float32)
+        per_cell[cells] = change
+        placed = np.zeros(grid.cells, bool)
+        placed[cells] = True
+        self.scorer.update_ids(self.source, canvas.ids, canvas.orients,
+                               per_cell.reshape(grid.rows, grid.cols), canvas.sub,
+                               canvas.sub_lab, placed.reshape(grid.rows, grid.cols))
 
-
-# contrast gains are kept within these: a photo keeps (nearly) its own contrast (a gain
-# under 1 fades it towards a flat patch, which raises SSIM and hides the photo)
-GAIN_RANGE = (0.8, 1.25)
-GAIN_STEP = 64  # gains are quantised to 1/64
-
-
-def gains(ratios: np.ndarray, tone: float) -> np.ndarray | None:
-    """Contrast gains, float32 like ``ratios``, from the plan's contrast ratios (uint8 in
-    1/:data:`RATIO_SCALE`) at strength ``tone`` (0: none, 1: the cell's contrast), kept
-    within :data:`GAIN_RANGE`; None when ``tone`` is 0."""
-    if tone <= 0:
-        return None
-    g = np.power(ratios.astype(np.float32) / RATIO_SCALE, np.float32(tone))
-    g = np.rint(g * GAIN_STEP) / GAIN_STEP
-    return np.clip(g, *GAIN_RANGE).astype(np.float32)
+    def stats(self) -> dict:
+        """The segment's statistics (and scores, when the job reports)."""
+        grid, seg = self.grid, self.seg
+        stats = {"frames": seg.count, "active_cells": int(self.chunk.active.sum()),
+                 "cells": seg.count * grid.cells}
+        if self.scorer is not None:
+            stats["scores"] = self.scorer.scores.to_json()
+        return stats
 
 
 def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
+    """Paint, blend and encode the segment into its file; its statistics."""
     grid = job.grid
-    bank_ids = chunk.tile_ids()
-    bank, groups = pinned_bank(job.index_dir, job.index_pin, groups=job.report)
-    canvas = Canvas(grid, np.ascontiguousarray(bank[bank_ids]),
-                    track=SUB if job.report else 0, bank_ids=bank_ids)
-    del bank
-    start = chunk.start_state
-    canvas.reset(start.ids, start.orients, shifts(start.diffs, job.recolour),
-                 gains(start.ratios, job.tone))
-    scorer = FrameScorer(grid, groups) if job.report else None
-    if scorer is not None and chunk.start_src_lab is not None:
-        scorer.restore({"prev_src_lab": chunk.start_src_lab,
-                        "prev_key": tile_keys(start.ids, start.orients)})
-    need_source = job.alpha > 0 or job.report
-    source = prefetch_frames(job.info, seg.start, seg.count) if need_source else None
-    encoder = _Encoder(job, seg, grid)
+    painter = Painter(job, seg, chunk)
+    encoder = SegmentEncoder(job.work, segment_path(job.work, seg.number).name, grid.out_w,
+                             grid.out_h, job.info.rate, list(job.codec))
     try:
-        for i in range(seg.count):
-            frame = next(source) if source is not None else None
-            cells, ids, orients, diffs, ratios = chunk.frame(i)
-            change = canvas.place(cells, ids, orients, shifts(diffs, job.recolour),
-                                  measure=scorer is not None, gain=gains(ratios, job.tone))
-            if scorer is not None:
-                per_cell = np.zeros(grid.cells, np.float32)
-                per_cell[cells] = change
-                placed = np.zeros(grid.cells, bool)
-                placed[cells] = True
-                scorer.update(frame, None, canvas.ids, canvas.orients,
-                              per_cell.reshape(grid.rows, grid.cols), canvas.sub,
-                              canvas.sub_lab, changed=placed.reshape(grid.rows, grid.cols))
+        frames = painter.frames()
+        for i, mosaic in enumerate(frames):
             # the blend (if any) into the scratch frame, then straight to I420 (half the
             # bytes of BGR: the buffers queued for the encoder are I420)
-            shown = canvas.image if job.alpha <= 0 else blend(
-                canvas.image, frame, job.alpha, encoder.scratch, encoder.scratch)
+            shown = mosaic if job.alpha <= 0 else blend(
+                mosaic, painter.source, job.alpha, encoder.scratch, encoder.scratch)
             out = encoder.buffer()
             bgr_to_i420(shown, out)
-            if scorer is not None:  # the photos' contrast, painted and as written
-                scorer.scores.add_visibility(canvas.own, canvas.spread, None if job.alpha <= 0
-                                             else y_plane_spread(out[:grid.out_h], grid.rows,
-                                                                 grid.cols))
+            if painter.scorer is not None:  # the photos' contrast, painted and as written
+                painter.scorer.scores.add_visibility(
+                    painter.canvas.own, painter.canvas.spread, None if job.alpha <= 0
+                    else y_plane_spread(out[:grid.out_h], grid.rows, grid.cols))
             encoder.put(out)
             if (i + 1) % _PROGRESS_EVERY == 0:
                 _note_progress(job, seg, i + 1)
         encoder.finish(segment_path(job.work, seg.number))
     finally:
         encoder.abort()
-        if source is not None:
-            source.close()
-    stats = {"frames": seg.count, "active_cells": int(chunk.active.sum()),
-             "cells": seg.count * grid.cells}
-    if scorer is not None:
-        stats["scores"] = scorer.scores.to_json()
-    return stats
+        frames.close()  # stops the source's decoder
+    return painter.stats()
 
 
 def _note_progress(job: PaintJob, seg: Segment, frames: int) -> None:
@@ -220,71 +225,6 @@ def _note_progress(job: PaintJob, seg: Segment, frames: int) -> None:
         progress_path(job.work, seg.number).write_text(str(frames))
 
 
-class _Encoder:
-    """An ffmpeg encoder fed from a thread (the pipe write overlaps the painting of the
-    next frame), with a small pool of reusable I420 frame buffers."""
-
-    def __init__(self, job: PaintJob, seg: Segment, grid: Grid) -> None:
-        work = Path(job.work)
-        fd, tmp = tempfile.mkstemp(prefix=f".seg-{seg.number:05d}.", suffix=".mp4.tmp",
-                                   dir=work)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        self.writer = FrameWriter(self.tmp, grid.out_w, grid.out_h, job.info.rate,
-                                  list(job.codec))
-        self.scratch = np.empty((grid.out_h, grid.out_w, 3), np.uint8)
-        self._free: queue.Queue = queue.Queue()
-        for _ in range(_OUT_BUFFERS + 1):
-            self._free.put(np.empty((grid.out_h * 3 // 2, grid.out_w), np.uint8))
-        self._todo: queue.Queue = queue.Queue(_OUT_BUFFERS)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True, name="mosaic-encode")
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while (frame := self._todo.get()) is not None:
-                self.writer.write_i420(frame)
-                self._free.put(frame)
-        except BaseException as exc:  # handed to the painter
-            self._error = exc
-            self._free.put(None)  # wake a painter waiting for a buffer
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def buffer(self) -> np.ndarray:
-        """A frame buffer the encoder is done with."""
-        self._check()
-        buf = self._free.get()
-        self._check()
-        return buf
-
-    def put(self, frame: np.ndarray) -> None:
-        """Queue a painted frame for encoding."""
-        while True:
-            self._check()
-            try:
-                self._todo.put(frame, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def finish(self, dest: Path) -> None:
-        """Encode what is queued, close the file and rename it to ``dest``."""
-        self.put(None)
-        self._thread.join()
-        self._check()
-        self.writer.close()
-        os.chmod(self.tmp, umask_mode())
-        os.replace(self.tmp, dest)
-
-    def abort(self) -> None:
-        """Stop the encoder if it still runs and remove the temporary file."""
-        if self._thread.is_alive():
-            with contextlib.suppress(queue.Full):
-                self._todo.put_nowait(None)
-            self.writer.abort()
-            self._thread.join(timeout=5)
-        self.tmp.unlink(missing_ok=True)
+def warm_up() -> None:
+    """A painter process's first task: importing this module (which unpickling this
+    function does) is the warm-up."""

@@ -3,8 +3,8 @@
 The matching is the video render's ``nearest`` mode, reused as is: each cell's 4x4 CIELAB
 grid (:func:`~pipeline.features.lab_grid_means` on :func:`~pipeline.grid.cell_views`),
 made recolour-aware (:func:`~pipeline.matching.search_features`), probes the nearest tile
-clusters (:func:`~pipeline.matching.top_clusters_by_l2`) and takes the exact nearest
-tiles in them (:func:`~pipeline.matching.search_lists`); the
+clusters (:class:`~pipeline.search.TileSearch`, the planner's search) and takes the exact nearest
+tiles in them (:func:`~pipeline.search.search_lists`); the
 :class:`~pipeline.assign.TileAssigner` then picks one per cell with the neighbour rule,
 the repeat radius, the unseen-first preference and the per-tile cap, as for a fresh
 frame (``free``). Two rules are hard for a still, where a repeat stays on the wall:
@@ -14,7 +14,7 @@ frame (``free``). Two rules are hard for a still, where a repeat stays on the wa
 
 Cells whose pick breaks one of them (the assigner treats both as last resorts) are
 searched again with more candidates until none does. The image is then painted one row
-of cells at a time (tiles recoloured as :mod:`pipeline.paint` does, resized from the
+of cells at a time (tiles recoloured as :mod:`pipeline.tone` does for the video, resized from the
 index's tile bank when the output cells are larger, optionally blended with the source)
 into a raw file, which libvips converts to JPEG, PNG or TIFF: memory stays bounded by a
 strip, whatever the poster size.
@@ -27,7 +27,6 @@ import fcntl
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -35,24 +34,27 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from pipeline.assign import TileAssigner
+from pipeline.assign import TileAssigner, rank_within_groups
 from pipeline.cache import ensure_free
-from pipeline.compose import adjust, blend
+from pipeline.compose import blend
+from pipeline.config import PhotoOptions
 from pipeline.corpus import read_image_bytes
-from pipeline.errors import MosaicError, OutputError
-from pipeline.features import block_means, lab_grid_means
-from pipeline.grid import Grid, cell_views
+from pipeline.errors import ImageError, OutputError, PhotoError
+from pipeline.features import lab_grid_means
+from pipeline.grid import Grid, cell_views, pair_windows
 from pipeline.imagesize import pixel_problem
 from pipeline.index import TileIndex
-from pipeline.matching import (
-    TileClusters,
-    cluster_centroids,
-    search_features,
-    search_lists,
-    top_clusters_by_l2,
+from pipeline.matching import search_features
+from pipeline.search import TileClusters, TileSearch
+from pipeline.tone import (
+    adjust,
+    colour_diffs,
+    contrast_ratios,
+    gains,
+    luma_grid,
+    mean_colours,
+    shifts,
 )
-from pipeline.paint import gains, shifts
-from pipeline.plan import DIFF_SCALE, contrast_ratios, luma_grid
 
 log = logging.getLogger(__name__)
 
@@ -62,40 +64,6 @@ FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".tif": "tiff", ".tif
 _SEARCH_ROWS = 4096  # cells searched at once: bounded candidate buffers
 _REPAIR_ROUNDS = 6  # times the candidates double for cells that break a hard rule
 MATCH_MEMORY_SHARE = 0.5  # of the available memory, for the cells' views and candidates
-
-
-class ImageError(MosaicError):
-    """An input image is missing, unreadable or not an image."""
-
-
-@dataclass(frozen=True)
-class PhotoOptions:
-    """Options of ``mosaic photo`` (defaults as the video's ``nearest`` mode).
-
-    cols : cells across (with ``cell_size`` 0); rows follow the image's aspect.
-    cell_size : source pixels per cell across (0: from ``cols``).
-    tile_px : output pixels per cell across (0: the index's tile width); the height
-        keeps the tile's aspect.
-    radius : no repeat of a tile group within this Chebyshev distance (0: off).
-    max_uses : uses of one tile group in the whole picture at most (0: no cap).
-    alpha : weight of the source blended over the mosaic (0 pure mosaic, 1 the source).
-    recolour : share of the way each tile's mean colour moves to its cell's.
-    tone : strength of the contrast matching (as the video's ``render.tone``; with
-        recolouring on only).
-    """
-
-    cols: int = 100
-    cell_size: int = 0
-    tile_px: int = 0
-    radius: int = 3
-    max_uses: int = 0
-    alpha: float = 0.0
-    recolour: float = 0.9
-    tone: float = 0.0
-    nprobe: int = 4
-    candidates: int = 48
-    unseen: float = 0.1
-    quality: int = 90
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -154,12 +122,12 @@ def check_feasible(grid: Grid, groups: np.ndarray, opts: PhotoOptions) -> None:
     # block after block, suffice
     rows, cols = min(grid.rows, opts.radius + 1), min(grid.cols, opts.radius + 1)
     if opts.radius and n_groups < rows * cols:
-        raise MosaicError(f"the index has {n_groups} distinct tiles (near-duplicates "
+        raise PhotoError(f"the index has {n_groups} distinct tiles (near-duplicates "
                           f"counted once); --radius {opts.radius} needs at least "
                           f"{rows * cols} (no repeat in any block of {cols}x{rows} cells); "
                           "lower --radius or index more images")
     if opts.max_uses and n_groups * opts.max_uses < grid.cells:
-        raise MosaicError(f"{grid.cells} cells but {n_groups} distinct tiles used at most "
+        raise PhotoError(f"{grid.cells} cells but {n_groups} distinct tiles used at most "
                           f"{opts.max_uses} times each; raise --max-uses, use fewer "
                           "--cells or index more images")
 
@@ -172,7 +140,7 @@ def check_memory(grid: Grid, kept: int, opts: PhotoOptions, available: int) -> N
     k = min(kept, max(opts.candidates, 2 * (2 * opts.radius + 1) ** 2))
     need = grid.cells * (3 * 192 + 24 * k)
     if need > MATCH_MEMORY_SHARE * available:
-        raise MosaicError(f"{grid.cols}x{grid.rows} cells with {k} candidates each need "
+        raise PhotoError(f"{grid.cols}x{grid.rows} cells with {k} candidates each need "
                           f"about {need / 2**30:.1f} GiB to match, more than half the "
                           f"{available / 2**30:.1f} GiB available; use fewer --cells (or a "
                           "larger --cell-size) or a smaller --radius")
@@ -187,25 +155,11 @@ def violations(ids: np.ndarray, groups: np.ndarray, radius: int, max_uses: int
     ``max_uses`` times before it.
     """
     g = groups[ids]
-    rows, cols = g.shape
     bad = np.zeros(g.shape, bool)
-    reach_y, reach_x = min(radius, rows - 1), min(radius, cols - 1)  # within the grid
-    for dy in range(reach_y + 1):
-        for dx in range(-reach_x, reach_x + 1):
-            if dy == 0 and dx <= 0:
-                continue  # each pair once: the later cell is the one that breaks it
-            a = g[:rows - dy, max(0, -dx):cols - max(0, dx)]
-            b = g[dy:, max(0, dx):cols + min(0, dx)]
-            bad[dy:, max(0, dx):cols + min(0, dx)] |= a == b
+    for a, b in pair_windows(*g.shape, radius):  # each pair once: the later cell breaks it
+        bad[b] |= g[a] == g[b]
     if max_uses:
-        flat = g.ravel()
-        order = np.argsort(flat, kind="stable")
-        sorted_g = flat[order]
-        start = np.flatnonzero(np.r_[True, sorted_g[1:] != sorted_g[:-1]])
-        rank = np.arange(len(flat)) - np.repeat(start, np.diff(np.r_[start, len(flat)]))
-        over = np.zeros(len(flat), bool)
-        over[order] = rank >= max_uses
-        bad |= over.reshape(g.shape)
+        bad |= (rank_within_groups(g.ravel()) >= max_uses).reshape(g.shape)
     return np.flatnonzero(bad.ravel())
 
 
@@ -217,7 +171,7 @@ class PhotoMatcher:
         self.tiles = TileClusters.from_labels(index.centers, np.asarray(index.labels))
         self.lab_grid = int(index.manifest["params"]["lab_grid"])
         self.lab = search_features(np.asarray(index.lab, np.float32), 0.0, opts.recolour)
-        self.centroids = cluster_centroids(self.tiles, self.lab)
+        self.search = TileSearch(self.tiles, self.lab, _SEARCH_ROWS)
         self.groups = np.asarray(index.groups, np.int64)
         self.kept = len(self.tiles.members)
         self.k = min(self.kept, max(opts.candidates, 2 * (2 * opts.radius + 1) ** 2))
@@ -233,15 +187,7 @@ class PhotoMatcher:
     def candidates(self, queries: np.ndarray, k: int, nprobe: int
                    ) -> tuple[np.ndarray, np.ndarray]:
         """Each query's ``k`` nearest tiles in its ``nprobe`` nearest clusters, (n, k)."""
-        ids, dist = [], []
-        nprobe = min(nprobe, len(self.tiles.sizes))
-        for lo in range(0, len(queries), _SEARCH_ROWS):
-            q = queries[lo:lo + _SEARCH_ROWS]
-            probes = top_clusters_by_l2(q, self.centroids, nprobe)
-            i, d = search_lists(q, probes, self.tiles, self.lab, k)
-            ids.append(i)
-            dist.append(d)
-        ids, dist = np.concatenate(ids), np.concatenate(dist)
+        ids, dist = self.search.search(queries, k, nprobe)
         if self.excluded is not None:  # a fixed cell's group: not a candidate elsewhere
             out = (ids >= 0) & (self.groups[np.maximum(ids, 0)] == self.excluded)
             ids, dist = np.where(out, -1, ids), np.where(out, np.inf, dist)
@@ -279,7 +225,7 @@ class PhotoMatcher:
                 current[bad] = self.assigner.assign(bad, queries[bad], ids, dist, current)
             bad = self._violations(current)
             if len(bad):
-                raise MosaicError(f"{len(bad)} cells cannot be given a tile without a repeat "
+                raise PhotoError(f"{len(bad)} cells cannot be given a tile without a repeat "
                                   f"within --radius {self.opts.radius} or over --max-uses "
                                   f"{self.opts.max_uses}; relax them or index more images")
         return current.reshape(self.grid.rows, self.grid.cols)
@@ -292,17 +238,14 @@ class PhotoMatcher:
 def cell_shifts(views: np.ndarray, ids: np.ndarray, bank: np.ndarray, strength: float,
                 tone: float = 0.0) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Recolouring shifts, (n, 3) int16, and contrast gains, (n,) float32, as the video's
-    plan and painters compute them: cell mean minus tile mean in 1/:data:`DIFF_SCALE`
-    levels times ``strength``, and the gain of :func:`pipeline.plan.contrast_ratios` at
+    plan and painters compute them (:func:`pipeline.tone.colour_diffs` times ``strength``,
+    and the gain of :func:`pipeline.tone.contrast_ratios` at
     ``tone``. Both None with ``strength`` 0; the gains None with ``tone`` 0."""
     if strength <= 0:
         return None, None
     uniq, inverse = np.unique(ids, return_inverse=True)
     tiles = np.ascontiguousarray(bank[uniq])
-    tile_means = block_means(tiles, 1).reshape(-1, 3) * 255
-    cell_means = views.reshape(len(views), -1, 3).mean(1)
-    diffs = np.rint((cell_means - tile_means[inverse]) * DIFF_SCALE)
-    diffs = np.clip(diffs, -255 * DIFF_SCALE, 255 * DIFF_SCALE).astype(np.int16)
+    diffs = colour_diffs(views, mean_colours(tiles)[inverse])
     gain = None
     if tone > 0:
         ratios = contrast_ratios(luma_grid(views), luma_grid(tiles)[inverse],

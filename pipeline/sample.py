@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from pipeline.cache import atomic_output
+from pipeline.errors import OutputError
 from pipeline.video import run_ffmpeg
 
 
@@ -76,7 +77,7 @@ def make_sample_corpus(out_dir: str | Path, count: int = 400, seed: int = 0,
         params = [cv2.IMWRITE_JPEG_QUALITY, 92] if suffix == ".jpg" else []
         ok, buf = cv2.imencode(suffix, img, params)
         if not ok:
-            raise RuntimeError(f"cannot encode {path}")
+            raise OutputError(f"{path}: cannot encode the sample image")
         with atomic_output(path) as f:
             f.write(buf.tobytes())
     return paths

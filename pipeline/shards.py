@@ -16,8 +16,6 @@ import contextlib
 import dataclasses
 import logging
 import re
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.cache import (
+    READ_ERRORS,
     artifact_problem,
     digest_text,
     format_bytes,
@@ -43,8 +42,6 @@ CHUNK = 256  # files per worker task
 RECORDS = "records.json"
 # the files of a decode directory (and their temporaries): all that is ever deleted there
 SHARD_FILES = re.compile(r"shard-\d{6}-[0-9a-f]{12}\.npz|" + re.escape(RECORDS))
-# What reading a damaged .npz can raise (zipfile's CRC and directory errors, zlib, numpy)
-READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 Key = tuple[str, int, int]
 

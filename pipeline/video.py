@@ -1,5 +1,5 @@
-"""Video I/O: finding ffmpeg, probing, decoding and encoding through pipes, muxing audio
-(URLs are downloaded by :mod:`pipeline.download`).
+"""Video input: finding ffmpeg, probing, decoding frames through a pipe (encoding is
+:mod:`pipeline.encode`, URLs :mod:`pipeline.download`, the output's mux :mod:`pipeline.output`).
 
 Frames cross process boundaries as raw ``bgr24`` over pipes: ffmpeg decodes (applying
 rotation metadata and normalising to a constant frame rate) and ffmpeg encodes. PyAV,
@@ -15,31 +15,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import queue
-import shlex
 import shutil
 import stat
 import subprocess
-import tempfile
 import threading
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
-from pipeline.errors import FFmpegError, MosaicError, VideoError
-
-if TYPE_CHECKING:
-    from pipeline.output import Container
+from pipeline.errors import FFmpegError, ToolError, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +44,7 @@ def ffmpeg_exe() -> str:
     of :func:`pipeline.tools.ffmpeg_problem` (version and every feature used), else the
     one shipped by imageio-ffmpeg (with one info line saying why).
 
-    Raises :class:`~pipeline.errors.MosaicError` in one line when ``$MOSAIC_FFMPEG`` is
+    Raises :class:`~pipeline.errors.ToolError` in one line when ``$MOSAIC_FFMPEG`` is
     missing or does not run as ffmpeg (checked once per process); what it lacks is said
     in one warning.
     """
@@ -74,11 +66,11 @@ def _check_chosen(exe: str) -> None:
 
     found = shutil.which(exe)
     if found is None:
-        raise MosaicError(f"MOSAIC_FFMPEG={exe}: no such program; point it at an ffmpeg, "
+        raise ToolError(f"MOSAIC_FFMPEG={exe}: no such program; point it at an ffmpeg, "
                           "or unset it to use the bundled one")
     problem = ffmpeg_problem(found)
     if problem == "it does not run or is not ffmpeg":
-        raise MosaicError(f"MOSAIC_FFMPEG={exe}: {problem} (`{exe} -version` fails); point "
+        raise ToolError(f"MOSAIC_FFMPEG={exe}: {problem} (`{exe} -version` fails); point "
                           "it at a working ffmpeg, or unset it to use the bundled one")
     if problem:
         log.warning("MOSAIC_FFMPEG=%s: %s; some steps may fail", exe, problem)
@@ -99,7 +91,7 @@ def _default_ffmpeg() -> str:
             try:
                 _FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
             except RuntimeError as exc:
-                raise MosaicError(f"no usable ffmpeg: {exc}; install ffmpeg or set "
+                raise ToolError(f"no usable ffmpeg: {exc}; install ffmpeg or set "
                                   "MOSAIC_FFMPEG") from None
             if system:
                 log.info("not using the system ffmpeg %s: %s; using the bundled ffmpeg",
@@ -133,10 +125,18 @@ def check_regular(path: str | Path, what: str = "input") -> None:
         raise VideoError(f"{path}: is {kind}, not a regular file; give the {what} as a file")
 
 
+def ffmpeg_command(*args: str, overwrite: bool = False) -> list[str]:
+    """The ffmpeg command line with ``args``: quiet but for errors, never reading stdin,
+    overwriting its output only with ``overwrite``."""
+    return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+            *(["-y"] if overwrite else []), *args]
+
+
 def run_ffmpeg(args: list[str], what: str) -> None:
-    """Run ffmpeg with ``args`` to completion; raise :class:`FFmpegError` with its stderr."""
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    """Run ffmpeg with ``args`` to completion (its output overwritten); raise
+    :class:`FFmpegError` with its stderr."""
+    proc = subprocess.run(ffmpeg_command(*args, overwrite=True), capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         raise FFmpegError(what, proc.stderr)
 
@@ -258,7 +258,7 @@ def stop_pipes(thread: int | None = None) -> None:
                 piped._proc.kill()
 
 
-class _Piped:
+class Piped:
     """An ffmpeg process whose stderr is collected on a thread (for error messages)."""
 
     def __init__(self, cmd: list[str], **popen: object) -> None:
@@ -285,7 +285,7 @@ class _Piped:
         self._proc.wait()
 
 
-class FrameReader(_Piped):
+class FrameReader(Piped):
     """Decode frames ``[start, start + count)`` of a video as (H, W, 3) uint8 BGR arrays.
 
     ffmpeg seeks accurately to half a frame before ``start`` (so rounding cannot skip
@@ -299,7 +299,7 @@ class FrameReader(_Piped):
         self.info, self.count, self.slack = info, count, slack
         t = max(0.0, (start - 0.5) / info.rate) if start > 0 else 0.0
         r = info.rate
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+        cmd = ffmpeg_command()
         if start > 0:
             cmd += ["-ss", f"{t:.6f}"]
         cmd += ["-i", info.path, "-map", "0:v:0", "-vf", f"fps={r.numerator}/{r.denominator}",
@@ -390,146 +390,7 @@ def _tail(text: str, lines: int = 3) -> str:
     return f": {text}" if text else ""
 
 
-def encoder_args(encoder: str, crf: int, preset: str, extra: str = "") -> list[str]:
-    """ffmpeg output options of a video encoder: rate control, speed preset, and ``extra``
-    options (a shell-quoted string)."""
-    if encoder in ("libx264", "libx265"):
-        args = ["-c:v", encoder, "-preset", preset, "-crf", str(crf)]
-    elif encoder.endswith("_nvenc"):
-        nv_preset = preset if preset.startswith("p") and preset[1:].isdigit() else "p5"
-        args = ["-c:v", encoder, "-preset", nv_preset, "-rc", "vbr", "-cq", str(crf), "-b:v", "0"]
-    else:
-        args = ["-c:v", encoder]
-    return [*args, *shlex.split(extra)]
-
-
-def encode_command(path: str | Path, width: int, height: int, rate: Fraction,
-                   codec_args: list[str], source: str = "-", faststart: bool = False
-                   ) -> list[str]:
-    """The ffmpeg command that encodes raw I420 (yuv420p) frames from ``source`` (a pipe
-    by default) into an mp4 at the exact rational frame rate.
-
-    The frames come from :func:`bgr_to_i420` (BT.601 matrix, limited range) and are
-    tagged so; the primaries and transfer are sRGB's (BT.709).
-    """
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-           "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
-           "-r", f"{rate.numerator}/{rate.denominator}", "-i", source,
-           *codec_args, "-pix_fmt", "yuv420p", "-colorspace", "smpte170m",
-           "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
-    if faststart:
-        cmd += ["-movflags", "+faststart"]
-    return [*cmd, "-f", "mp4", str(path)]
-
-
-def bgr_to_i420(frame_bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 BGR, even H and W -> planar I420 (H * 3 / 2, W) uint8.
-
-    OpenCV's SIMD conversion (BT.601, limited range): a few ms at 5 megapixels, and half
-    the bytes of BGR through the pipe, so the encoder spends its time encoding.
-    """
-    return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2YUV_I420, dst=out)
-
-
-class FrameWriter(_Piped):
-    """Encode (H, W, 3) uint8 BGR frames written one by one into a video file.
-
-    Frames are converted to I420 here (:func:`bgr_to_i420`) and piped to ffmpeg, which
-    writes ``path`` (see :func:`encode_command`). :meth:`close` waits for it and raises
-    :class:`FFmpegError` on failure; :meth:`abort` kills it.
-    """
-
-    def __init__(self, path: str | Path, width: int, height: int, rate: Fraction,
-                 codec_args: list[str], faststart: bool = False) -> None:
-        if width % 2 or height % 2:
-            raise VideoError(f"{path}: {width}x{height} cannot be yuv420p: both sides must "
-                             "be even (use an even tile size)")
-        self.path = Path(path)
-        self.frames = 0
-        self._i420: np.ndarray | None = None  # made on the first BGR frame, then reused
-        self._shape = (height * 3 // 2, width)
-        super().__init__(encode_command(self.path, width, height, rate, codec_args,
-                                        faststart=faststart), stdin=subprocess.PIPE)
-
-    def write(self, frame_bgr: np.ndarray) -> None:
-        """Send one frame, (H, W, 3) uint8 BGR."""
-        if self._i420 is None:
-            self._i420 = np.empty(self._shape, np.uint8)
-        self.write_i420(bgr_to_i420(frame_bgr, self._i420))
-
-    def write_i420(self, frame_i420: np.ndarray) -> None:
-        """Send one frame already in I420, (H * 3 / 2, W) uint8 (:func:`bgr_to_i420`)."""
-        assert self._proc.stdin is not None
-        try:
-            self._proc.stdin.write(memoryview(np.ascontiguousarray(frame_i420)).cast("B"))
-        except BrokenPipeError:
-            raise FFmpegError(f"encoding {self.path}", self._finish()[1]) from None
-        self.frames += 1
-
-    def close(self) -> None:
-        """Finish the file; raises :class:`FFmpegError` if the encoder failed."""
-        assert self._proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            self._proc.stdin.close()
-        code, err = self._finish()
-        if code != 0:
-            raise FFmpegError(f"encoding {self.path}", err)
-
-    def abort(self) -> None:
-        """Kill the encoder; the partial file is left for the caller to remove."""
-        self._kill()
-
-
-def output_size_ok(width: int, height: int) -> bool:
-    """Whether a frame size fits H.264 level 5.2 (what most hardware players decode)."""
-    return math.ceil(width / 16) * math.ceil(height / 16) <= 36864 and max(width, height) <= 4096
-
-
-def is_url(text: str) -> bool:
-    """Whether ``text`` looks like a URL for yt-dlp rather than a local path."""
-    return "://" in text and text.split("://", 1)[0].lower() in ("http", "https", "ftp")
-
-
-def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo | str,
-                   audio: AudioInfo | None,
-                   start_s: float, duration_s: float, work: Path, container: Container,
-                   check: Callable[[Path], None] | None = None) -> None:
-    """Join encoded segments (stream copy) and add the source's audio, cut to the range.
-
-    ``source`` is the input video, or the path of any file with the ``audio`` stream.
-
-    The container (:func:`pipeline.output.container_for`) decides the muxer and whether
-    the audio is copied or re-encoded. The result is written to a unique temporary file,
-    handed to ``check`` (which raises if it is not what was planned), and only then
-    renamed over ``out``.
-    """
-    from pipeline.cache import atomic_output, umask_mode
-    from pipeline.output import audio_args, mux_args
-
-    listing = work / "concat.txt"
-    with atomic_output(listing, "w") as f:
-        for seg in segments:
-            escaped = str(seg.resolve()).replace("'", "'\\''")
-            f.write(f"file '{escaped}'\n")
-    args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
-    if audio is not None:
-        if start_s > 0:
-            args += ["-ss", f"{start_s:.6f}"]
-        path = source if isinstance(source, str) else source.path
-        args += ["-t", f"{duration_s:.6f}", "-i", path]
-    args += ["-map", "0:v:0", "-c:v", "copy"]
-    if audio is not None:
-        args += ["-map", f"1:a:{audio.index}", *audio_args(container, audio.codec)]
-    args += mux_args(container)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        run_ffmpeg([*args, str(tmp)], f"writing {out}")
-        if check is not None:
-            check(tmp)
-        os.chmod(tmp, umask_mode())  # mkstemp makes 0600; the output is an ordinary file
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Decode every frame of a video file (for tests and metrics), (H, W, 3) uint8 BGR."""
+    info = probe(path)
+    yield from FrameReader(info, 0, info.frames, slack=2)

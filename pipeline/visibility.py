@@ -32,6 +32,9 @@ TOP = 4.0  # shares at or above this go in the last bin
 BINS = int(TOP * PER_UNIT) + 1
 HALF = 0.5  # a photo shown below half its contrast is "faded"
 MATCH_CORRELATION = 0.9  # 8x8 luma signatures at least this correlated: the same tile
+# a tile or cell with a luma spread under this has no signature to tell it by (a codec's
+# noise is of that size): such tiles are not candidates, such cells are not identified
+SIGNATURE_SPREAD = 4.0
 _EPS = 2.0  # the k-d tree's approximation: neighbours within (1 + eps) of the nearest
 _LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights, Rec. 601
 _Y_SCALE = np.float32(255 / 219)  # limited-range Y (16..235) back to luma levels
@@ -144,10 +147,14 @@ def _signature(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
 class TileIdentifier:
     """Which tile of a bank, in which orientation, each mosaic cell shows.
 
-    Candidates come from a k-d tree over every (textured tile, orientation)'s 4x4
-    signature; the best of them by 8x8 signature correlation is the cell's tile when
+    Candidates come from a k-d tree over every (tile, orientation)'s 4x4 signature
+    (low-contrast tiles included: a cell showing one must find it, not a textured tile of
+    similar shape); the best of them by 8x8 signature correlation is the cell's tile when
     the correlation is at least :data:`MATCH_CORRELATION` (recolouring, contrast gains
     and a light blend change neither signature much; another tile rarely comes close).
+    Tiles and cells with a luma spread under :data:`SIGNATURE_SPREAD` have no usable
+    signature: a cell that flat is not identified (a photo faded that far cannot be told
+    from a blank one).
 
     Parameters
     ----------
@@ -156,13 +163,13 @@ class TileIdentifier:
     """
 
     def __init__(self, bank: np.ndarray, codes: tuple[int, ...] | None = None,
-                 candidates: int = 8) -> None:
+                 candidates: int = 16) -> None:
         from scipy.spatial import cKDTree  # only scoring from pixels needs it
 
         h, w = bank.shape[1:3]
         self.codes = codes or orientations("all", h == w)
         self.spread = bank_spread(bank)
-        self.ids = np.flatnonzero(self.spread >= MIN_SPREAD)
+        self.ids = np.flatnonzero(self.spread >= SIGNATURE_SPREAD)
         coarse, fine = [], []
         for lo in range(0, len(self.ids), 4096):
             tiles = np.asarray(bank[self.ids[lo:lo + 4096]])
@@ -199,5 +206,5 @@ class TileIdentifier:
             best[better] = corr[better]
             ids[better] = self.ids[tile_pos[better, j]]
             codes[better] = np.asarray(self.codes, np.uint8)[code_pos[better, j]]
-        ids[best < MATCH_CORRELATION] = -1
+        ids[(best < MATCH_CORRELATION) | (luma_spread(cells_bgr) < SIGNATURE_SPREAD)] = -1
         return ids, codes

@@ -19,8 +19,8 @@ from itertools import pairwise
 
 import numpy as np
 
-from pipeline import photo as ph
 from pipeline.camera import Link, Shot, Timeline, Zoom, ZoomPath, ease
+from pipeline.config import PhotoOptions
 from pipeline.errors import ConfigError
 from pipeline.index import TileIndex
 from pipeline.originals import Originals, TileBank
@@ -122,7 +122,7 @@ class ZoomMovie:
 
 
 def make_movie(image: np.ndarray, index: TileIndex, paths: list[str], opts: ZoomOptions,
-               photo: ph.PhotoOptions, target: Target | None = None) -> ZoomMovie:
+               photo: PhotoOptions, target: Target | None = None) -> ZoomMovie:
     """Plan the zoom of ``image`` (H, W, 3) uint8 BGR over ``index`` (whose tiles' source
     photos are ``paths``); ``target``: where the (last) zoom lands."""
     check_options(opts)

@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 
 from pipeline.camera import Shot, View
-from pipeline.compose import adjust, tile_means
 from pipeline.originals import Originals, TileBank
 from pipeline.resample import area_warp, coverage, lay_over
+from pipeline.tone import adjust, tile_means
 from pipeline.zoomplan import Level
 
 LEVEL_FRAMES = 8  # a whole-mosaic bank canvas is kept when at most this many frames' bytes

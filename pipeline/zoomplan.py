@@ -37,7 +37,9 @@ import numpy as np
 from pipeline import photo as ph
 from pipeline.cache import digest_file
 from pipeline.camera import View, centre_drift, fit_view, landing_view, outer_to_inner
+from pipeline.config import PhotoOptions
 from pipeline.corpus import centre_crop, decode_image, jpeg_size
+from pipeline.errors import ImageError
 from pipeline.features import lab_grid_means
 from pipeline.grid import Grid, cell_views
 from pipeline.index import TileIndex
@@ -112,7 +114,7 @@ def resolve_target(path: str | Path, index: TileIndex, paths: list[str]) -> Targ
     that is missing, or neither in the index nor an image."""
     p = Path(path)
     if not p.is_file():
-        raise ph.ImageError(f"{p}: --target: no such file")
+        raise ImageError(f"{p}: --target: no such file")
     digests = (index.manifest.get("sources") or {}).get("digests") or []
     digest = digest_file(p)
     if digest in digests:
@@ -124,7 +126,7 @@ def resolve_target(path: str | Path, index: TileIndex, paths: list[str]) -> Targ
     try:
         tile = decode_image(p.read_bytes(), p.suffix.lower(), tuple(index.tiles.shape[1:3]))
     except (OSError, ValueError):
-        raise ph.ImageError(f"{p}: --target is not in the index {index.path} and not a "
+        raise ImageError(f"{p}: --target is not in the index {index.path} and not a "
                             "readable image") from None
     return Target(str(p), tile=tile)
 
@@ -200,7 +202,7 @@ def tile_detail(tiles: np.ndarray) -> np.ndarray:
     return tiles.astype(np.float32).mean(3).reshape(len(tiles), -1).std(1)
 
 
-def plan_level(image: np.ndarray, index: TileIndex, bank: TileBank, opts: ph.PhotoOptions,
+def plan_level(image: np.ndarray, index: TileIndex, bank: TileBank, opts: PhotoOptions,
                paths: list[str], aim: Aim, target: Target | None = None) -> Level:
     """The mosaic of ``image`` (H, W, 3) uint8 BGR and its landing cell (module doc).
 
@@ -239,14 +241,14 @@ def plan_level(image: np.ndarray, index: TileIndex, bank: TileBank, opts: ph.Pho
                  landing_view(start, *landing, aspect, aim.frame))
 
 
-def _recolouring(views: np.ndarray, ids: np.ndarray, bank: TileBank, opts: ph.PhotoOptions
+def _recolouring(views: np.ndarray, ids: np.ndarray, bank: TileBank, opts: PhotoOptions
                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """``mosaic photo``'s recolour shifts and gains of every cell (bank or extra tiles)."""
     uniq, inverse = np.unique(ids, return_inverse=True)
     return ph.cell_shifts(views, inverse.ravel(), bank.take(uniq), opts.recolour, opts.tone)
 
 
-def plan_chain(image: np.ndarray, index: TileIndex, bank: TileBank, opts: ph.PhotoOptions,
+def plan_chain(image: np.ndarray, index: TileIndex, bank: TileBank, opts: PhotoOptions,
                paths: list[str], frame: tuple[int, int], cover: bool, chain: int = 0,
                target: Target | None = None) -> list[Level]:
     """The mosaics of a zoom: ``image`` (cropped to the ``frame`` (width, height) aspect

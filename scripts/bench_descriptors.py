@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.compose import recolour
-from pipeline.features import block_means, lab_grid_means
+from pipeline.features import block_means, lab_grid_means, luma
 from pipeline.grid import cell_views, make_grid
 from pipeline.index import load_index
 from pipeline.matching import search_features
-from pipeline.metrics import luma, ssim, sub_means
-from pipeline.stages.render import iter_frames
+from pipeline.metrics import ssim, sub_means
+from pipeline.tone import recolour
+from pipeline.video import iter_frames
 from pipeline.visibility import orient, orientations
 
 LUMA = np.array([0.114, 0.587, 0.299], np.float32)

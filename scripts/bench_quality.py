@@ -33,9 +33,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import load_config
 from pipeline.index import load_index
-from pipeline.metrics import score_videos
-from pipeline.stages.render import iter_frames, run_render
-from pipeline.video import probe
+from pipeline.stages.render import run_render
+from pipeline.stages.score import score_videos
+from pipeline.video import iter_frames, probe
 
 COLUMNS = [("visibility_median", "vis med", "{:.2f}"), ("visibility_p10", "vis p10", "{:.2f}"),
            ("visibility_below_half", "vis<.5", "{:.3f}"),

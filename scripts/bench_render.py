@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchutil import TreeRss, mib
 
 from pipeline.config import load_config
-from pipeline.stages.render import iter_frames, run_render
-from pipeline.video import bgr_to_i420, encode_command, encoder_args, probe
+from pipeline.encode import bgr_to_i420, encode_command, encoder_args
+from pipeline.stages.render import run_render
+from pipeline.video import iter_frames, probe
 
 
 def encode_floor(rendered: Path, work: Path, config) -> tuple[float, int]:

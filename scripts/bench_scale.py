@@ -33,7 +33,8 @@ from benchutil import TreeRss, mib  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.grid import make_grid  # noqa: E402
 from pipeline.index import load_index  # noqa: E402
-from pipeline.plan import Planner, plan_key, plan_segments  # noqa: E402
+from pipeline.planfile import plan_key, plan_segments  # noqa: E402
+from pipeline.stages.planner import Planner  # noqa: E402
 from pipeline.stages.render import frame_range  # noqa: E402
 from pipeline.video import probe  # noqa: E402
 

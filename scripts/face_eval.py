@@ -181,7 +181,8 @@ def yunet(score: float | None = None, **kw) -> Callable[[np.ndarray, int], list[
 
 def mosaic(image: np.ndarray, min_size: int) -> list[Box]:
     """``mosaic faces`` now: :func:`pipeline.faces.find_faces` (default options)."""
-    from pipeline.faces import FaceOptions, find_faces
+    from pipeline.config import FaceOptions
+    from pipeline.faces import find_faces
 
     return [f.box for f in find_faces(image, FaceOptions(min_size=min_size))[0]]
 

@@ -25,7 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import load_config
-from pipeline.stages.render import iter_frames, run_render
+from pipeline.stages.render import run_render
+from pipeline.video import iter_frames
 
 LOOKS = [("pure mosaic (--alpha 0)", ["render.alpha=0"]),
          ("as written (default, blend 0.2)", []),

@@ -21,9 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.config import PhotoOptions
 from pipeline.index import load_index
 from pipeline.originals import source_paths
-from pipeline.photo import PhotoOptions, read_image
+from pipeline.photo import read_image
 from pipeline.zoom import ZoomOptions, make_movie
 from pipeline.zoomplan import resolve_target
 

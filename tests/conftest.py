@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import make_clip
 
 from pipeline.cli import main
 from pipeline.sample import make_sample_corpus
@@ -54,37 +55,6 @@ def run_cli(capsys: pytest.CaptureFixture):
         return code, out, err
 
     return run
-
-
-def ffmpeg(*args: str) -> None:
-    """Run the bundled ffmpeg to make test media (lavfi sources).
-
-    Always imageio-ffmpeg's recent build, whatever system ffmpeg the pipeline itself
-    picks: test media may use options an older system ffmpeg lacks (``-display_rotation``
-    is ffmpeg 6+; Debian 12 ships 5.1), and the pipeline is then tested on those files.
-    """
-    import imageio_ffmpeg
-
-    from pipeline.errors import FFmpegError
-
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-           "-y", *(str(a) for a in args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise FFmpegError("making test media", proc.stderr)
-
-
-def make_clip(path: Path, size: str = "160x120", rate: str = "25", seconds: float = 2.0,
-              audio: bool = True, extra: tuple[str, ...] = ()) -> Path:
-    """A testsrc2 clip (H.264) with an optional 440 Hz AAC tone of the same length."""
-    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
-    if audio:
-        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
-    args += [*extra, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
-    if audio:
-        args += ["-c:a", "aac"]
-    ffmpeg(*args, path)
-    return path
 
 
 @pytest.fixture(scope="session")

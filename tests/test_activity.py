@@ -1,11 +1,21 @@
-"""When a cell may change its tile (pipeline.activity): settling and the scene-cut rule."""
+"""When a cell may change its tile (pipeline.activity): the activity mask, settling, the
+scene-cut rule, and the state machine that holds them."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.activity import CUT_DELTA_E, MOTION_DELTA_E, Settler
-from pipeline.plan import Tracking
+from pipeline.activity import (
+    CUT_DELTA_E,
+    MOTION_DELTA_E,
+    Activity,
+    ActivityTracker,
+    Phase,
+    Settler,
+    Tracking,
+    cell_lab,
+)
+from pipeline.grid import make_grid
 
 
 def _lab(values: list[float]) -> np.ndarray:
@@ -80,7 +90,7 @@ def test_quiet_switches_are_the_stalest_within_the_budget() -> None:
     from types import SimpleNamespace
 
     from pipeline.activity import QUIET_SHARE
-    from pipeline.plan import Planner
+    from pipeline.modes import NearestMode
 
     cells_in_grid = 400
     budget = int(QUIET_SHARE * cells_in_grid)
@@ -98,8 +108,48 @@ def test_quiet_switches_are_the_stalest_within_the_budget() -> None:
     cand_d = ((lab[cand_ids] - seen[:, None]) ** 2).sum(-1)
     quiet = np.ones(n, bool)
     quiet[3] = False  # decided as moving: not the quiet rule's business
-    got = Planner._stalest(fake, cells, quiet, seen, cand_ids, cand_d, current)
+    got = NearestMode.stalest(fake, cells, quiet, seen, cand_ids, cand_d, current)
     assert len(got) == budget
     # the stalest first: the cells whose tiles are furthest from what they now show
     assert got.tolist() == [9, 8, 6, 5][:budget]
     assert 3 not in got and 7 not in got
+
+
+def test_activity_follows_the_reference_definition() -> None:
+    g = make_grid(16, 16, (8, 8), 1)  # 2x2 cells of 8x8 source pixels
+    tracker = ActivityTracker(g, threshold=16, fraction=0.5)
+    frame = np.zeros((16, 16, 3), np.uint8)
+    assert tracker.update(frame).all()  # first frame: everything active
+    nxt = frame.copy()
+    nxt[:8, :8] = (10, 10, 10)  # L2 = 17.3 > 16 on the whole top-left cell
+    nxt[:8, 8:] = (9, 9, 9)  # L2 = 15.6: not a change
+    nxt[8:, :8][:4] = (50, 0, 0)  # exactly half of bottom-left changed: not more than half
+    nxt[8:, 8:][:5] = (50, 0, 0)  # 5 of 8 rows changed: active
+    assert tracker.update(nxt).tolist() == [[True, False], [False, True]]
+    # the reference image took the new values only where pixels changed: a further
+    # small step from the unchanged (9, 9, 9) area against 0 now crosses the threshold
+    again = nxt.copy()
+    again[:8, 8:] = (12, 12, 12)
+    assert tracker.update(again).tolist() == [[False, True], [False, False]]
+    tracker.reset()
+    assert tracker.update(again).all()
+
+
+def test_the_phases_cold_new_mask_settling() -> None:
+    g = make_grid(16, 32, (8, 8), 1)  # 2 x 4 cells
+    frame = np.full((16, 32, 3), 100, np.uint8)
+    cold = Activity(g, 10, 0.5, 4, 0.6, placed=False)
+    assert cold.phase is Phase.COLD
+    d = cold.decide(frame, cell_lab(frame, g))
+    assert d.cut and len(d.cells) == 8 and not d.quiet.any()  # all chosen afresh
+    assert cold.phase is Phase.SETTLING
+    assert len(cold.decide(frame, cell_lab(frame, g)).cells) == 0  # then nothing moves
+    new = Activity(g, 10, 0.5, 4, 0.6, placed=True)  # tiles, but nothing to compare with
+    assert new.phase is Phase.NEW_MASK
+    d = new.decide(frame, cell_lab(frame, g))
+    assert len(d.cells) == 8 and not d.cut
+    carried = Activity(g, 10, 0.5, 4, 0.6, new.tracking(), placed=True)
+    assert carried.phase is Phase.SETTLING  # the mask goes on
+    assert len(carried.decide(frame, cell_lab(frame, g)).cells) == 0
+    # a tracking is ignored on a blank canvas: cold whatever it says
+    assert Activity(g, 10, 0.5, 4, 0.6, new.tracking(), placed=False).phase is Phase.COLD

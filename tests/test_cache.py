@@ -1,13 +1,8 @@
-"""Reusable reliability helpers: artifact records, free space, disk-full writes, locks."""
+"""Reusable reliability helpers: artifact records, free space, disk-full writes."""
 
 from __future__ import annotations
 
-import logging
 import os
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +13,11 @@ from pipeline.cache import (
     atomic_memmap,
     check_artifact,
     ensure_free,
-    file_lock,
     free_bytes,
     record_artifact,
     write_npz,
 )
-from pipeline.errors import DiskFullError, LockedError, MosaicError
+from pipeline.errors import DiskFullError, MosaicError
 
 
 def test_record_and_check_artifact(tmp_path: Path) -> None:
@@ -70,56 +64,3 @@ def test_writes_on_a_full_disk_fail_cleanly(small_disk) -> None:
     with atomic_memmap(disk.path / "big.npy", (1 << 20,), np.uint8) as arr:
         arr[:] = 7
     assert np.load(disk.path / "big.npy").sum() == 7 << 20
-
-
-_HOLDER = textwrap.dedent("""
-    import sys, time
-    from pipeline.cache import file_lock
-    with file_lock(sys.argv[1], "job x"):
-        print("locked", flush=True)
-        time.sleep(float(sys.argv[2]))
-""")
-
-
-def _hold(lock: Path, seconds: float) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(lock), str(seconds)],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
-
-
-def test_lock_refuses_or_waits_naming_the_holder(tmp_path: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="pipeline")
-    lock = tmp_path / "job" / ".lock"
-    proc = _hold(lock, 30)
-    try:
-        with (pytest.raises(LockedError, match=rf"job x is in use by pid {proc.pid} on "),
-              file_lock(lock, "job x", timeout=0)):
-            pass
-        with (pytest.raises(LockedError, match="still in use"),
-              file_lock(lock, "job x", timeout=0.3)):
-            pass
-    finally:
-        proc.kill()
-        proc.wait()
-    with file_lock(lock, "job x", timeout=0):  # the kernel released the killed holder's lock
-        pass
-    proc = _hold(lock, 0.5)
-    start = time.monotonic()
-    with file_lock(lock, "job x"):  # waits, saying so once
-        assert time.monotonic() - start > 0.2 and proc.wait(timeout=10) == 0
-    assert any("waiting for it to finish" in r.getMessage() for r in caplog.records)
-
-
-def test_shared_locks_exclude_only_writers(tmp_path: Path) -> None:
-    lock = tmp_path / ".lock"
-    with file_lock(lock, "ix", shared=True), file_lock(lock, "ix", shared=True, timeout=0):
-        pass  # two readers at once
-    proc = _hold(lock, 30)
-    try:
-        with pytest.raises(LockedError), file_lock(lock, "ix", shared=True, timeout=0):
-            pass
-    finally:
-        proc.kill()
-        proc.wait()

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import default_toml_values, load_config, parse_tile_size
+from pipeline.config import load_config
+from pipeline.config_docs import default_toml_values
 from pipeline.errors import ConfigError
+from pipeline.sizes import parse_tile_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,3 +81,54 @@ def test_cli_reports_config_error_in_one_line(run_cli, corpus: Path, tmp_path: P
     assert code == 1
     assert err.strip() == "error: index.clusters: must be at least 2, got -4"
     assert not (tmp_path / "ix").exists()
+
+
+def test_readme_table_is_the_declarations() -> None:
+    """The README's option table is generated from the declarations in config.py: an
+    option added there without its docs fails here (and the default.toml test above)."""
+    from pipeline.config_docs import options_table
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index("<!-- options table")
+    table = text[text.index("\n", start) + 1:text.index("<!-- end of options table -->")]
+    assert table == options_table(), "run `python -m pipeline.config_docs` into the README"
+
+
+def test_every_option_is_declared_with_its_range_effect_and_doc() -> None:
+    import dataclasses
+
+    from pipeline.config import AFFECTS, SECTIONS
+
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            assert meta["affects"] in AFFECTS and meta["doc"], f"{section}.{f.name}"
+            if f.type in ("int", "float") and f.name not in ("seed",):
+                assert meta["low"] is not None, f"{section}.{f.name} has no range"
+
+
+def test_stills_and_faces_options_are_checked_like_any_other() -> None:
+    from pipeline.config import FaceOptions, PhotoOptions, check_options
+
+    assert load_config().photo == PhotoOptions() and load_config().faces == FaceOptions()
+    c = load_config(None, ["photo.radius=5", "faces.size=100x120"])
+    assert c.photo.radius == 5 and c.faces.size == (100, 120)
+    with pytest.raises(ConfigError, match=r"photo\.alpha: must be between 0\.0 and 1\.0"):
+        check_options("photo", PhotoOptions(alpha=1.5))
+    with pytest.raises(ConfigError, match=r"faces\.margin: must be between"):
+        check_options("faces", FaceOptions(margin=6.0))
+    with pytest.raises(ConfigError, match=r"faces\.size: must be at least 8x8"):
+        load_config(None, ["faces.size=6x6"])
+
+
+def test_readme_python_example_plans_frames_in_memory(tile_index: Path, capsys) -> None:
+    """The README's first Python example, run as written (on the test index)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text[text.index("## Python"):], re.S).group(1)
+    assert 'index_dir = ".cache/sample/index"' in code
+    exec(code.replace('".cache/sample/index"', repr(str(tile_index))), {})
+    expected = [line.split("# ")[1] for line in code.splitlines()
+                if line.startswith("print(")]
+    assert capsys.readouterr().out.splitlines() == [e.split(":")[0] for e in expected]

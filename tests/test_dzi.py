@@ -18,8 +18,7 @@ from pathlib import Path
 import cv2
 import pytest
 from chromium import Chromium, find_browser
-from test_photo import gradient_image
-from test_reliability import mosaic
+from helpers import gradient_image, mosaic
 
 READY = ("window.mosaicState && mosaicViewer.world.getItemCount() > 0 && "
          "mosaicViewer.world.getItemAt(0).getFullyLoaded() && "

@@ -17,10 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_reliability import mosaic
+from helpers import mosaic
 
+from pipeline.config import FaceOptions
 from pipeline.errors import MosaicError
-from pipeline.faces import FaceOptions, cut, detect_boxes, find_faces, model_path, pyramid
+from pipeline.faces import cut, detect_boxes, find_faces, model_path, pyramid
 
 data = pytest.importorskip("skimage.data", reason="scikit-image (the test extra) ships "
                            "the photographs")

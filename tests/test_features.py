@@ -5,21 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from helpers import reference_lab as srgb_to_lab
 
 from pipeline.features import block_means, colour_histogram, lab_grid_means
-
-
-def srgb_to_lab(bgr01: np.ndarray) -> np.ndarray:
-    """Independent CIE formula (sRGB, D65) for checking: (..., 3) BGR in 0..1 -> Lab."""
-    rgb = bgr01[..., ::-1].astype(np.float64)
-    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    m = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
-                  [0.019334, 0.119193, 0.950227]])
-    xyz = lin @ m.T / np.array([0.950456, 1.0, 1.088754])
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
-    lab_l = np.where(xyz[..., 1] > 0.008856, 116 * np.cbrt(xyz[..., 1]) - 16,
-                     903.3 * xyz[..., 1])
-    return np.stack([lab_l, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
 def test_histogram_known_bins() -> None:

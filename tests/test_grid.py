@@ -1,10 +1,10 @@
-"""Grid layout and the reference's activity mask."""
+"""Grid layout: cells, size limits, each cell's view, windows within a radius."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.grid import ActivityTracker, cell_views, make_grid
+from pipeline.grid import cell_views, make_grid, pair_windows
 
 
 def test_grid_rounds_up_to_whole_cells() -> None:
@@ -20,26 +20,6 @@ def test_grid_cap_lowers_the_scale() -> None:
     assert g.out_w == 4096 and g.out_h == 2304
 
 
-def test_activity_follows_the_reference_definition() -> None:
-    g = make_grid(16, 16, (8, 8), 1)  # 2x2 cells of 8x8 source pixels
-    tracker = ActivityTracker(g, threshold=16, fraction=0.5)
-    frame = np.zeros((16, 16, 3), np.uint8)
-    assert tracker.update(frame).all()  # first frame: everything active
-    nxt = frame.copy()
-    nxt[:8, :8] = (10, 10, 10)  # L2 = 17.3 > 16 on the whole top-left cell
-    nxt[:8, 8:] = (9, 9, 9)  # L2 = 15.6: not a change
-    nxt[8:, :8][:4] = (50, 0, 0)  # exactly half of bottom-left changed: not more than half
-    nxt[8:, 8:][:5] = (50, 0, 0)  # 5 of 8 rows changed: active
-    assert tracker.update(nxt).tolist() == [[True, False], [False, True]]
-    # the reference image took the new values only where pixels changed: a further
-    # small step from the unchanged (9, 9, 9) area against 0 now crosses the threshold
-    again = nxt.copy()
-    again[:8, 8:] = (12, 12, 12)
-    assert tracker.update(again).tolist() == [[False, True], [False, False]]
-    tracker.reset()
-    assert tracker.update(again).all()
-
-
 def test_cell_views_are_row_major() -> None:
     g = make_grid(16, 32, (8, 8), 1)  # 2 rows x 4 cols
     frame = np.zeros((16, 32, 3), np.uint8)
@@ -47,3 +27,18 @@ def test_cell_views_are_row_major() -> None:
     views = cell_views(frame, g, sample=4)
     assert views.shape == (8, 4, 4, 3)
     assert views[7].min() == 200 and views[:7].max() == 0
+
+
+def test_pair_windows_visit_each_pair_within_the_radius_once() -> None:
+    rows, cols = 4, 5
+    pairs = set()
+    for a, b in pair_windows(rows, cols, 2):
+        ra, ca = np.mgrid[a[0], a[1]]
+        rb, cb = np.mgrid[b[0], b[1]]
+        for p in zip(ra.ravel(), ca.ravel(), rb.ravel(), cb.ravel(), strict=True):
+            assert (p[2], p[3]) > (p[0], p[1])  # the second cell comes later
+            pairs.add(p)
+    want = {(r1, c1, r2, c2) for r1 in range(rows) for c1 in range(cols)
+            for r2 in range(rows) for c2 in range(cols)
+            if (r2, c2) > (r1, c1) and max(abs(r1 - r2), abs(c1 - c2)) <= 2}
+    assert pairs == want

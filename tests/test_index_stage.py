@@ -14,28 +14,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import assert_same_index
 
 from pipeline.config import IndexConfig
 from pipeline.index import load_index, prune_clusters, relabel
 from pipeline.stages.index import run_index
 
 SMALL = IndexConfig(clusters=8, jobs=1, shard_size=40)
-
-
-def arrays(index_dir: Path) -> dict[str, np.ndarray]:
-    """Every array artifact of an index, loaded into memory."""
-    out = {name: np.load(index_dir / name) for name in
-           ("tiles.npy", "features_hist.npy", "features_lab.npy")}
-    with np.load(index_dir / "clusters.npz") as z:
-        out.update({f"clusters/{k}": z[k] for k in z.files})
-    return out
-
-
-def assert_same_index(a: Path, b: Path) -> None:
-    left, right = arrays(a), arrays(b)
-    assert left.keys() == right.keys()
-    for key in left:
-        np.testing.assert_array_equal(left[key], right[key], err_msg=key)
 
 
 def test_index_writes_all_artifacts(corpus: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_clip
+from helpers import make_clip
 from livekit import LiveProcess
 
 from pipeline.cli import build_parser
@@ -52,7 +52,7 @@ def test_engine_paints_the_first_frame_then_keeps_a_still_scene(pool: TilePool) 
     eng = engine(pool)
     frame = gradient()
     first = eng.step(frame)
-    assert first.painted == eng.grid.cells and eng.state.placed
+    assert first.painted == eng.grid.cells and eng.state.canvas.placed
     image = eng.shown(frame, 0).copy()
     assert image.shape == (eng.grid.out_h, eng.grid.out_w, 3) and image.std() > 10
     for _ in range(5):  # the same frame again: nothing to decide, nothing repainted
@@ -64,10 +64,10 @@ def test_engine_paints_the_first_frame_then_keeps_a_still_scene(pool: TilePool) 
 def test_engine_repaints_where_the_source_moves(pool: TilePool) -> None:
     eng = engine(pool)
     eng.step(gradient())
-    ids = eng.state.ids.copy()
+    ids = eng.state.canvas.ids.copy()
     moved = [eng.step(gradient(shift=40 * k)) for k in range(1, 4)]
     assert sum(s.painted for s in moved) > 0
-    assert not np.array_equal(eng.state.ids, ids)
+    assert not np.array_equal(eng.state.canvas.ids, ids)
     blended = eng.shown(gradient(shift=120), 0.5)  # half source, half mosaic
     assert blended.shape == eng.canvas.image.shape
 
@@ -75,15 +75,15 @@ def test_engine_repaints_where_the_source_moves(pool: TilePool) -> None:
 def test_engine_configure_keeps_or_restarts_the_canvas(pool: TilePool) -> None:
     eng = engine(pool)
     eng.step(gradient())
-    ids = eng.state.ids.copy()
+    ids = eng.state.canvas.ids.copy()
     eng.configure(RenderConfig(tone=1.0), eng.grid)  # paint-only: same tiles
-    assert np.array_equal(eng.state.ids, ids)
+    assert np.array_equal(eng.state.canvas.ids, ids)
     eng.configure(RenderConfig(matching="refined", recolour=0.5), eng.grid)
-    assert np.array_equal(eng.state.ids, ids)  # a new planner, the same canvas
+    assert np.array_equal(eng.state.canvas.ids, ids)  # a new planner, the same canvas
     assert eng.step(gradient()).decided == 0
     grid, _ = layout((120, 160), (120, 160), pool.tile_hw, 10)
     eng.configure(RenderConfig(), grid)  # new cells: a new canvas
-    assert not eng.state.placed and eng.step(gradient()).painted == grid.cells
+    assert not eng.state.canvas.placed and eng.step(gradient()).painted == grid.cells
 
 
 def test_grown_tile_debuts_in_the_cell_it_fits(tile_index: Path) -> None:
@@ -98,7 +98,7 @@ def test_grown_tile_debuts_in_the_cell_it_fits(tile_index: Path) -> None:
     assert ids.tolist() == [pool.n - 1] and pool.groups[ids[0]] > pool.groups[:ids[0]].max()
     step = eng.step(frame)
     assert step.debuts == (ids[0],) and eng.showing(ids).all()
-    assert eng.state.ids[0, 0] == ids[0]
+    assert eng.state.canvas.ids[0, 0] == ids[0]
     cell = eng.canvas.image[:pool.tile_hw[0], :pool.tile_hw[1]].reshape(-1, 3).mean(0)
     assert cell[0] > 200 and cell[1] < 60 and cell[2] > 200  # painted, magenta
     assert len(eng.grow(np.repeat(magenta, 8, 0))) == 3  # the pool's room is 4

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from chromium import Chromium, find_browser
-from conftest import ffmpeg
+from helpers import ffmpeg
 from livekit import LiveProcess
 
 # the frame on the page: its size and a checksum of its pixels (drawn onto a canvas)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_clip
+from helpers import make_clip
 from livekit import LiveProcess, ffmpeg_processes
 
 from pipeline.video import FrameReader, probe

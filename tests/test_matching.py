@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.assign import rank_within_groups
 from pipeline.compose import Canvas
 from pipeline.features import colour_histogram
 from pipeline.grid import make_grid
-from pipeline.matching import ClusterMatcher, TileClusters, rank_within_groups
+from pipeline.matching import ClusterMatcher
+from pipeline.search import TileClusters
 
 
 def solid(colour: tuple[int, int, int], n: int, size: int = 4) -> np.ndarray:
@@ -66,7 +68,7 @@ def test_canvas_places_tiles_and_flips() -> None:
 
 def assigner_case(rows: int = 3, cols: int = 4):
     """A grid where every cell's candidates are tiles 7, 8, 9, 10, 11 (7 nearest)."""
-    from pipeline.matching import TileAssigner
+    from pipeline.assign import TileAssigner
 
     features = np.arange(20, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
     assigner = TileAssigner(rows, cols, features, margin=0.9)
@@ -104,7 +106,7 @@ def test_hysteresis_keeps_a_good_enough_tile() -> None:
 
 
 def test_usage_cap_spreads_tiles() -> None:
-    from pipeline.matching import TileAssigner
+    from pipeline.assign import TileAssigner
 
     assigner, cells, queries, cand, dist = assigner_case()
     capped = TileAssigner(3, 4, assigner.features, max_uses=3)  # 5 tiles x 3 >= 12 cells
@@ -113,7 +115,7 @@ def test_usage_cap_spreads_tiles() -> None:
 
 
 def test_smallest_sorted_is_a_stable_partial_sort() -> None:
-    from pipeline.matching import smallest_sorted
+    from pipeline.search import smallest_sorted
 
     rng = np.random.default_rng(2)
     d = rng.integers(0, 20, (300, 50)).astype(np.float32)  # many ties

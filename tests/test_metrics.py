@@ -7,7 +7,8 @@ import json
 import cv2
 import numpy as np
 import pytest
-from test_features import srgb_to_lab
+from helpers import reference_lab as srgb_to_lab
+from helpers import score_ids
 
 from pipeline.grid import make_grid
 from pipeline.metrics import FrameScorer, identical_neighbour_share, ssim
@@ -19,7 +20,7 @@ def test_mosaic_equal_to_the_upscaled_source_scores_perfectly() -> None:
     grid = make_grid(60, 80, (8, 8), 4)  # 30 x 40 cells of 8x8: exact 4x upscale
     up = cv2.resize(src, (grid.out_w, grid.out_h), interpolation=cv2.INTER_NEAREST)
     scorer = FrameScorer(grid)
-    scorer.update(src, up)
+    scorer.update_pixels(src, up)
     s = scorer.scores.summary()
     assert s["delta_e_cell"] < 0.05 and s["delta_e_subgrid"] < 0.05
     assert s["ssim_view"] > 0.999
@@ -35,7 +36,7 @@ def test_constant_colour_offset_gives_its_delta_e(offset: tuple[int, int, int],
     src = np.full((16, 16, 3), 100, np.uint8)
     mosaic = (src + np.array(offset)).astype(np.uint8)
     scorer = FrameScorer(grid)
-    scorer.update(src, mosaic)
+    scorer.update_pixels(src, mosaic)
     expected = np.linalg.norm(srgb_to_lab(np.array([100, 100, 100]) / 255)
                               - srgb_to_lab((100 + np.array(offset)) / 255))
     s = scorer.scores.summary()
@@ -54,9 +55,14 @@ def test_flickering_cells_are_churn_and_flicker() -> None:
     ids_b[0, 0] = 99
     for ids in (None, "ids"):
         scorer = FrameScorer(grid)
+        prev = None
         for t in range(5):
             frame, tiles = (a, ids_a) if t % 2 == 0 else (b, ids_b)
-            scorer.update(src, frame, tiles if ids else None)
+            if ids:
+                score_ids(scorer, src, frame, tiles, prev)
+            else:
+                scorer.update_pixels(src, frame)
+            prev = frame
         s = scorer.scores.summary()
         assert s["static_cells"] == 4 * 8  # 4 transitions x 8 cells
         assert s["churn"] == pytest.approx(1 / 8)  # one cell of eight changes every frame
@@ -67,7 +73,7 @@ def test_variety_counts() -> None:
     grid = make_grid(16, 24, (8, 8), 1)  # 2 x 3 cells
     ids = np.array([[1, 1, 2], [3, 4, 2]])  # (0,0)=(0,1) and (0,2)=(1,2)
     scorer = FrameScorer(grid)
-    scorer.update(np.zeros((16, 24, 3), np.uint8), np.zeros((16, 24, 3), np.uint8), ids)
+    score_ids(scorer, np.zeros((16, 24, 3), np.uint8), np.zeros((16, 24, 3), np.uint8), ids)
     s = scorer.scores.summary()
     assert s["distinct_tiles"] == 4
     assert s["identical_neighbours"] == pytest.approx(4 / 6)
@@ -82,7 +88,7 @@ def test_ssim_known_values() -> None:
 
 
 def test_score_command_on_videos(tmp_path, run_cli, tile_index, clip_with_audio) -> None:
-    from conftest import ffmpeg
+    from helpers import ffmpeg
 
     up = tmp_path / "up.mkv"  # the source itself, upscaled x2: a perfect "mosaic"
     ffmpeg("-i", clip_with_audio, "-vf", "scale=320:256:flags=neighbor", "-c:v", "ffv1", up)

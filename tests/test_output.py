@@ -7,7 +7,7 @@ from pathlib import Path
 
 import av
 import pytest
-from conftest import ffmpeg, make_clip
+from helpers import ffmpeg, make_clip
 
 from pipeline.errors import OutputError
 from pipeline.output import (

@@ -15,22 +15,17 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.cache import (
-    file_lock,
-    mark_owned,
-    open_cache,
-    owned_ancestor,
-    owned_kind,
-    temp_final_name,
-)
-from pipeline.clean import CleanError, clean_cache, refuse_unsafe
+from pipeline.cache import mark_owned, open_cache, owned_ancestor, owned_kind, temp_final_name
+from pipeline.clean import clean_cache, refuse_unsafe
 from pipeline.cli import one_line
-from pipeline.errors import OutputError
+from pipeline.config import PhotoOptions
+from pipeline.errors import CleanError, OutputError
 from pipeline.execute import choose_workers
 from pipeline.grid import Grid
 from pipeline.imagesize import image_size, pixel_problem
+from pipeline.locks import file_lock
 from pipeline.output import check_output, existing_problem, managed_place
-from pipeline.photo import PhotoOptions, check_feasible, violations
+from pipeline.photo import check_feasible, violations
 
 
 def test_markers_name_the_kind_and_are_found_from_below(tmp_path: Path) -> None:
@@ -69,7 +64,7 @@ def test_temporary_names_are_recognised(name: str, final: str | None) -> None:
 
 def test_a_lock_file_removed_while_waiting_is_made_again(tmp_path: Path) -> None:
     lock = tmp_path / "job" / ".lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys,time,os\nfrom pipeline.cache "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys,time,os\nfrom pipeline.locks "
                                "import file_lock\nwith file_lock(sys.argv[1], 'job'):\n"
                                " print('locked', flush=True); time.sleep(1.0)\n"
                                " os.unlink(sys.argv[1])", str(lock)],
@@ -158,7 +153,7 @@ def test_clean_waits_for_nothing_and_leaves_held_folders(tmp_path: Path) -> None
     import os
 
     os.utime(plan / "chunk-00000.npz", (old, old))
-    from pipeline.cache import hold
+    from pipeline.locks import hold
 
     with hold(plan, "the plan"):
         report = clean_cache(cache, 0)

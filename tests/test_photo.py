@@ -12,22 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_reliability import mosaic
+from helpers import gradient_image, mosaic
 
 from pipeline.index import load_index
 from pipeline.photo import MAX_SIDE, violations
-
-
-def gradient_image(path: Path, w: int = 320, h: int = 240, seed: int = 0) -> Path:
-    """A colourful test photo: gradients, a disc and some noise, written to ``path``."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w]
-    img = np.dstack([x * 255 / w, y * 255 / h, (x + y) % 256]).astype(np.float32)
-    img += rng.normal(0, 6, img.shape)
-    img = np.clip(img, 0, 255).astype(np.uint8)
-    cv2.circle(img, (w // 2, h // 2), h // 4, (30, 200, 240), -1)
-    cv2.imwrite(str(path), img)
-    return path
 
 
 @pytest.fixture(scope="module")

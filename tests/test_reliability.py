@@ -14,8 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import make_clip
-from test_index_stage import assert_same_index
+from helpers import assert_same_index, make_clip, mosaic, no_temporaries
 
 from pipeline.cache import mark_owned
 from pipeline.config import IndexConfig
@@ -25,22 +24,6 @@ from pipeline.stages.index import run_index
 
 SMALL_ARGS = ("--clusters", "8", "--jobs", "1", "--set", "index.shard_size=40")
 SMALL = IndexConfig(clusters=8, jobs=1, shard_size=40)
-
-
-def mosaic(*args: object, check_one_line: bool = True, **popen) -> subprocess.CompletedProcess:
-    """Run ``python -m pipeline ARGS`` as a user would; never a traceback, and a failure
-    is exactly one ``error:`` line."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, **popen)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    if proc.returncode != 0 and check_one_line:
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
-        assert len(errors) == 1 and proc.stderr.rstrip().endswith(errors[0]), proc.stderr
-    return proc
-
-
-def no_temporaries(root: Path) -> bool:
-    return not [p for p in root.rglob("*.tmp")]
 
 
 @pytest.fixture(scope="module")
@@ -343,7 +326,7 @@ def test_clean_removes_stale_work_and_reports_space(tmp_path: Path, corpus: Path
     for job in (old_job, busy_job):
         for f in job.iterdir():
             os.utime(f, (week_ago, week_ago))
-    holder = subprocess.Popen([sys.executable, "-c", "import sys,time\nfrom pipeline.cache "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys,time\nfrom pipeline.locks "
                                "import file_lock\nwith file_lock(sys.argv[1], 'job'):\n"
                                " print('locked', flush=True); time.sleep(60)",
                                str(busy_job / ".lock")], stdout=subprocess.PIPE, text=True)

@@ -24,10 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import make_clip
-
-FAST = ("--scale", "1", "--preset", "ultrafast", "--set", "render.segment_frames=10",
-        "--set", "render.encoder_threads=1")
+from helpers import FAST, make_clip, snapshot
+from helpers import alive as _alive
+from helpers import descendants as _descendants
+from helpers import framemd5 as _framemd5
 
 
 def mosaic(*args: object, check_one_line: bool = True, timeout: float = 300,
@@ -41,17 +41,6 @@ def mosaic(*args: object, check_one_line: bool = True, timeout: float = 300,
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
         assert len(errors) == 1 and proc.stderr.rstrip().endswith(errors[0]), proc.stderr
     return proc
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path -> content), symbolic links as targets."""
-    files = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink():
-            files[str(path.relative_to(root))] = os.readlink(path).encode()
-        elif path.is_file():
-            files[str(path.relative_to(root))] = path.read_bytes()
-    return files
 
 
 def user_folder(root: Path, files: dict[str, bytes], age_days: float = 0) -> dict[str, bytes]:
@@ -292,16 +281,6 @@ def _wait_for(condition, what: str, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
-def _framemd5(path: Path) -> list[str]:
-    import imageio_ffmpeg
-
-    out = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path),
-                          "-map", "0:v", "-f", "framemd5", "-"], capture_output=True,
-                         text=True, check=True)
-    return [line.rsplit(",", 1)[1].strip() for line in out.stdout.splitlines()
-            if line and not line.startswith("#")]
-
-
 @pytest.fixture(scope="module")
 def two_corpora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from pipeline.sample import make_sample_corpus
@@ -417,23 +396,6 @@ def test_finding_7_inspect_never_writes_into_the_index_or_a_wrong_format(
 
 # -- 8 -----------------------------------------------------------------------------------
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat_line = Path(f"/proc/{entry}/stat").read_bytes()
-            except OSError:
-                continue
-            ppid = int(stat_line[stat_line.rindex(b")") + 2:].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
 
 def _parent(pid: int) -> int:
     try:
@@ -448,14 +410,6 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()[:300]
     except OSError:
         return b""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat_line[stat_line.rindex(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 def gone_within(pids: set[int], seconds: float) -> bool:

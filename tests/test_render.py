@@ -13,11 +13,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import ffmpeg, make_clip
+from helpers import ffmpeg, make_clip
 
 from pipeline.config import RenderConfig
 from pipeline.output import scores_path
-from pipeline.stages.render import iter_frames, run_render
+from pipeline.stages.render import run_render
+from pipeline.video import iter_frames
 
 FAST = RenderConfig(scale=2, preset="ultrafast", segment_frames=20, cluster_batch_frames=8)
 
@@ -233,7 +234,8 @@ def test_noisy_still_source_does_not_churn(tile_index: Path, tmp_path: Path,
     code, text, _ = run_cli("score", clip, out, "--scale", "2", "-q")
     assert code == 0 and json.loads(text)["churn"] <= 0.02
     # the noise is real: the activity mask marks most cells in most frames
-    from pipeline.grid import ActivityTracker, make_grid
+    from pipeline.activity import ActivityTracker
+    from pipeline.grid import make_grid
 
     tracker = ActivityTracker(make_grid(120, 160, (32, 32), 2), config.activity_threshold)
     marked = [tracker.update(f).mean() for f in iter_frames(clip)][1:]

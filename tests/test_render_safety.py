@@ -12,8 +12,7 @@ from pathlib import Path
 
 import av
 import pytest
-from conftest import make_clip
-from test_reliability import mosaic, no_temporaries
+from helpers import make_clip, mosaic, no_temporaries
 
 from pipeline.cache import digest_file
 

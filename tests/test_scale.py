@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_clip
+from helpers import make_clip
 
-from pipeline.config import RenderConfig, load_config
-from pipeline.execute import choose_workers
+from pipeline.config import RenderConfig
 from pipeline.output import scores_path
 from pipeline.stages.render import run_render
 from pipeline.video import ffmpeg_exe
@@ -232,37 +231,3 @@ def test_unreachable_scheduler_is_one_line(clip: Path, tile_index: Path, tmp_pat
     assert code == 1 and "Traceback" not in err
     assert err.startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
     assert not (tmp_path / "o.mp4").exists()
-
-
-@pytest.mark.parametrize(("preset", "cores", "avail_gib", "expect"), [
-    ("ultrafast", 2, 22, (2, 1)),  # painting dominates: a worker per core
-    ("slow", 2, 22, (1, 3)),  # x264 dominates: one encoder, 1.5 threads per core
-    ("slow", 16, 120, (4, 4)),
-    ("ultrafast", 16, 6, (2, 8)),  # memory caps the workers; the cores go to x264 threads
-])
-def test_worker_choice_fits_cores_and_memory(preset: str, cores: int, avail_gib: int,
-                                             expect: tuple[int, int]) -> None:
-    choice = choose_workers(5120 * 2880, "libx264", preset, cores=cores,
-                            available=avail_gib << 30)
-    assert (choice.workers, choice.threads) == expect
-    assert choice.workers * choice.bytes_per_worker <= 0.6 * (avail_gib << 30)
-
-
-def test_x264_lookahead_is_shortened_only_for_very_large_frames() -> None:
-    from pipeline.execute import worker_bytes, x264_lookahead
-    from pipeline.stages.render import _codec
-
-    assert x264_lookahead(2560 * 1920, "slow") is None  # the preset's own 50 fit
-    assert x264_lookahead(5120 * 2880, "ultrafast") is None  # no lookahead to shorten
-    short = x264_lookahead(5120 * 2880, "slow")
-    assert short is not None and 10 <= short < 50
-    choice = choose_workers(5120 * 2880, "libx264", "slow", cores=2, available=22 << 30)
-    assert choice.lookahead == short
-    # the shorter lookahead is part of the memory estimate (about 1.3 GB less)
-    full = worker_bytes(5120 * 2880, "libx264", "slow", choice.threads)
-    assert full - choice.bytes_per_worker > 1 << 30
-    config = load_config().render
-    assert _codec(config, 3, short)[-2:] == ["-rc-lookahead", str(short)]
-    assert "-rc-lookahead" not in _codec(config, 3, None)
-    own = load_config(None, ["render.encoder_options=-x264-params rc-lookahead=40"]).render
-    assert "-rc-lookahead" not in _codec(own, 3, short)  # the user's choice stands

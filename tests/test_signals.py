@@ -21,9 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import make_clip
-from test_index_stage import assert_same_index
-from test_reliability3 import FAST, _alive, _descendants, _framemd5, snapshot
+from helpers import FAST, assert_same_index, make_clip, snapshot
+from helpers import alive as _alive
+from helpers import descendants as _descendants
+from helpers import framemd5 as _framemd5
 
 from pipeline.config import IndexConfig
 from pipeline.stages.index import run_index

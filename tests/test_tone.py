@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.compose import Canvas, adjust, recolour, retone
+from pipeline.compose import Canvas
+from pipeline.features import luma
 from pipeline.grid import make_grid
-from pipeline.metrics import luma, ssim, sub_means
-from pipeline.paint import GAIN_RANGE, gains
-from pipeline.plan import RATIO_SCALE, contrast_ratios, luma_grid
+from pipeline.metrics import ssim, sub_means
+from pipeline.tone import (
+    GAIN_RANGE,
+    RATIO_SCALE,
+    adjust,
+    contrast_ratios,
+    gains,
+    luma_grid,
+    recolour,
+    retone,
+)
 
 
 def _tiles(k: int = 6, seed: int = 0) -> np.ndarray:

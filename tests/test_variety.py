@@ -4,11 +4,13 @@ and the variety metrics on synthetic cases with known answers."""
 from __future__ import annotations
 
 import numpy as np
+from helpers import score_ids
 
 from pipeline.assign import TileAssigner, uses_cap
 from pipeline.grid import make_grid
 from pipeline.groups import HAMMING, group_near_duplicates, perceptual_hashes, tile_groups
-from pipeline.metrics import FrameScorer, id_repeats, pixel_repeats, shape_keys, textured
+from pipeline.metrics import FrameScorer
+from pipeline.repeats import id_repeats, pixel_repeats, shape_keys, textured
 
 
 def uniform_case(rows: int, cols: int, n_tiles: int, **kw):
@@ -165,14 +167,14 @@ def test_variety_metrics_known_answers() -> None:
     tiles[3 * cols + 0] = np.full((size, size, 3), 77, np.uint8)
     mosaic = mosaic_of(tiles, rows, cols)
     scorer = FrameScorer(grid, groups=np.arange(100))
-    scorer.update(mosaic, mosaic, ids)
+    score_ids(scorer, mosaic, mosaic, ids)
     s = scorer.scores.summary()
     assert s["textured_share"] == 23 / 24
     assert s["repeats_r2_id"] == 2 / 23 and s["repeats_r2"] == 2 / 23  # the recoloured pair
     assert s["distinct_share"] == 21 / 23  # 23 textured cells show 21 tiles
     # from pixels alone (another tool's output): the same repeats
     scorer = FrameScorer(grid)
-    scorer.update(mosaic, mosaic)
+    scorer.update_pixels(mosaic, mosaic)
     p = scorer.scores.summary()
     assert p["repeats_r2"] == 2 / 23 and "repeats_r2_id" not in p
     assert p["distinct_share"] == 22 / 23  # the mirrored copy is far, and looks new
@@ -206,7 +208,7 @@ def test_pixel_repeats_see_through_recolouring() -> None:
 def test_pixel_repeats_kept_up_to_date_equal_a_full_recount() -> None:
     """PixelRepeats, told which cells changed, gives exactly pixel_repeats' answer on
     every frame of a repetitive mosaic that changes a few cells at a time."""
-    from pipeline.metrics import PixelRepeats, cell_keys
+    from pipeline.repeats import PixelRepeats, cell_keys
 
     rng = np.random.default_rng(3)
     rows, cols, sub = 9, 13, 4
@@ -253,6 +255,6 @@ def test_scorer_told_the_changed_cells_scores_as_without() -> None:
         changed[cells] = True
         change = np.zeros((grid.rows, grid.cols), np.float32)
         for scorer, told in ((a, changed.reshape(grid.rows, grid.cols)), (b, None)):
-            scorer.update(source, None, canvas.ids, canvas.orients, change, canvas.sub,
-                          canvas.sub_lab, changed=told)
+            scorer.update_ids(source, canvas.ids, canvas.orients, change, canvas.sub,
+                              canvas.sub_lab, changed=told)
     assert a.scores.summary() == b.scores.summary()

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.compose import Canvas, blend, retone
+from pipeline.compose import Canvas, blend
+from pipeline.encode import bgr_to_i420
 from pipeline.grid import make_grid
 from pipeline.metrics import Scores
-from pipeline.video import bgr_to_i420
+from pipeline.tone import retone
 from pipeline.visibility import (
     MIN_SPREAD,
     PER_UNIT,
@@ -116,7 +117,7 @@ def test_identifier_finds_tiles_recoloured_faded_and_turned() -> None:
 def test_orientation_variants_follow_the_option(tile_index: Path, tmp_path: Path,
                                                 kind: str) -> None:
     """render.orientations=none places every tile as it is; all also turns them."""
-    from conftest import make_clip
+    from helpers import make_clip
 
     from pipeline.config import RenderConfig
     from pipeline.stages.render import run_render
@@ -138,7 +139,7 @@ def test_score_with_index_identifies_the_tiles_from_pixels(tile_index: Path, tmp
                                                            run_cli) -> None:
     """`mosaic score --index` tells each cell's tile from its pixels: its photo visibility
     agrees with the render's own report (which knows the tiles)."""
-    from conftest import make_clip
+    from helpers import make_clip
 
     clip = make_clip(tmp_path / "c.mp4", seconds=0.8, audio=False)
     out = tmp_path / "m.mp4"

@@ -15,12 +15,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ffmpeg
+from helpers import ffmpeg
 
+from pipeline.config import PhotoOptions
 from pipeline.corpus import centre_crop
 from pipeline.index import load_index
 from pipeline.originals import source_paths
-from pipeline.photo import PhotoOptions, violations
+from pipeline.photo import violations
 from pipeline.video import FrameReader, probe
 from pipeline.zoom import ZoomOptions, make_movie
 from pipeline.zoomplan import resolve_target, window_cells

@@ -43,7 +43,6 @@ from pipeline.cache import (
     atomic_output,
     digest_bytes,
     digest_text,
-    file_lock,
     mark_owned,
     owned_kind,
     temp_final_name,
@@ -53,6 +52,7 @@ from pipeline.corpus import FileEntry, _to_bgr8, read_image_bytes, scan_corpus_r
 from pipeline.errors import CorpusError, OutputError
 from pipeline.groups import perceptual_hashes
 from pipeline.imagesize import pixel_problem
+from pipeline.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def faces_of(path: str, out_dir: Path, opts: fc.FaceOptions, journal=None) -> di
         name = f"face-{digest[:16]}-{n}.jpg"
         ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, opts.quality])
         if not ok:
-            raise RuntimeError(f"{path}: JPEG encoding of a crop failed")
+            raise OutputError(f"{path}: JPEG encoding of a crop failed")
         if journal is not None:
             journal.write(name + "\n")
             journal.flush()

@@ -36,13 +36,11 @@ from pipeline import __version__
 from pipeline import index as ix
 from pipeline import shards as sh
 from pipeline.cache import (
-    HOLD,
     MARKER,
     atomic_memmap,
     atomic_output,
     digest_text,
     ensure_free,
-    file_lock,
     mark_owned,
     owned_kind,
     record_artifact,
@@ -54,6 +52,7 @@ from pipeline.config import IndexConfig
 from pipeline.corpus import FileEntry, scan_corpus_report
 from pipeline.errors import CorpusError, OutputError, TileIndexError
 from pipeline.groups import VERSION as GROUPS_VERSION
+from pipeline.locks import HOLD, file_lock
 
 log = logging.getLogger(__name__)
 

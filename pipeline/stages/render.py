@@ -21,7 +21,7 @@ once and removes their temporary files.
 
 The job's folders are marked as the tool's; the render holds its job's lock, and a
 shared hold on its plan and its download, so ``mosaic clean`` leaves them alone. The
-index is pinned (:func:`pipeline.index.pin_index`): a rebuild of it while the render runs
+index is pinned (:func:`pipeline.bank.pin_index`): a rebuild of it while the render runs
 stops the render with one line, and nothing planned or painted from the new tiles is kept.
 """
 
@@ -32,82 +32,44 @@ import json
 import logging
 import math
 import os
-import queue
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from pipeline.cache import (
-    artifact_problem,
-    digest_file,
-    digest_text,
-    ensure_free,
-    file_lock,
-    hold,
-    mark_owned,
-    open_cache,
-    owned_kind,
-    write_json,
-)
-from pipeline.clean import JOB_FILES, PLAN_FILES, remove_temporaries
-from pipeline.config import RenderConfig
-from pipeline.download import download, download_folder
-from pipeline.errors import (
-    ConfigError,
-    IndexChangedError,
-    LockedError,
-    MosaicError,
-    OutputError,
-    VideoError,
-)
-from pipeline.execute import SCHEDULER_ENV, WorkerPlan, choose_workers, make_pool, steady_heap
+from pipeline.bank import pin_index
+from pipeline.cache import digest_file, digest_text, ensure_free, mark_owned, open_cache, write_json
+from pipeline.clean import JOB_FILES, remove_temporaries
+from pipeline.config import RenderConfig, paint_options
+from pipeline.download import download, download_folder, is_url
+from pipeline.encode import codec_args, output_size_ok
+from pipeline.errors import ConfigError, LockedError, OutputError, VideoError
+from pipeline.execute import SCHEDULER_ENV, WorkerPlan, choose_workers, make_pool
 from pipeline.grid import check_frame_size, check_source_size, make_grid
-from pipeline.index import check_pin, load_index, pin_index
+from pipeline.heap import steady_heap
+from pipeline.index import load_index
+from pipeline.locks import file_lock, hold
 from pipeline.metrics import Scores
 from pipeline.output import (
     Container,
     check_output,
+    concat_and_mux,
     container_for,
     default_output,
     existing_problem,
     scores_path,
 )
-from pipeline.paint import PaintJob, finished, paint_segment, progress_path, segment_path
-from pipeline.plan import (
-    MANIFEST,
-    Planner,
-    Segment,
-    chunk_path,
-    plan_key,
-    plan_segments,
-    read_manifest,
-    recolours,
-)
-from pipeline.video import (
-    AudioInfo,
-    FrameReader,
-    VideoInfo,
-    check_regular,
-    concat_and_mux,
-    encoder_args,
-    ffmpeg_exe,
-    is_url,
-    local_path,
-    output_size_ok,
-    probe,
-    stop_pipes,
-)
+from pipeline.paint import PaintJob, finished, segment_path, warm_up
+from pipeline.planfile import PLAN_FILES, Segment, plan_key, plan_segments, read_manifest
+from pipeline.stages.painting import RenderJob, render_segments
+from pipeline.stages.planner import Planner
+from pipeline.video import AudioInfo, VideoInfo, check_regular, ffmpeg_exe, local_path, probe
 
 log = logging.getLogger(__name__)
 
 RENDER_VERSION = "4"  # bump when painting changes: invalidates cached segments
 DONE = "done.json"
-_POLL = 0.2  # seconds between looks at the workers
 
 
 @dataclass
@@ -175,116 +137,10 @@ def resolve_input(video: str, cache_dir: Path, ytdlp_format: str) -> Path:
 
 
 def job_key(plan: str, config: RenderConfig) -> str:
-    """The digest naming a render job: its plan and the options that change the pixels
-    or the encoding (not the worker or thread counts)."""
-    paint = {"alpha": config.alpha, "recolour": config.recolour if recolours(config) else 0,
-             "tone": config.tone if recolours(config) else 0,
-             "report": config.report, "encoder": config.encoder, "crf": config.crf,
-             "preset": config.preset, "encoder_options": config.encoder_options}
-    return digest_text(RENDER_VERSION, plan, json.dumps(paint, sort_keys=True))
-
-
-class SegmentError(MosaicError):
-    """A painter failed: names the segment and the cause."""
-
-    def __init__(self, seg: Segment, cause: BaseException) -> None:
-        what = str(cause) or type(cause).__name__
-        super().__init__(f"segment {seg.number} (frames {seg.start}-"
-                         f"{seg.start + seg.count - 1}): {what}")
-
-
-@dataclass
-class _Job:
-    """One run's moving parts: the planner, the painters' job, what is left to paint."""
-
-    planner: Planner
-    paint: PaintJob
-    segments: list[Segment]
-    plan_reused: bool
-    to_paint: list[Segment]
-    done: dict[int, dict]  # statistics of the segments already painted
-
-
-def _render_segments(job: _Job, pool, bar: tqdm) -> dict[int, dict]:
-    """Plan (on a thread) and paint (in the pool) what is missing; each segment's stats.
-
-    A segment is handed to the pool as soon as its chunk exists, and once the index is
-    checked to be still the pinned one (a chunk planned while it changed is removed).
-    The bar counts the frames painted by all workers (from their progress files). On
-    any failure or interrupt the painters and the plan's decoder are stopped at once.
-    """
-    planned: queue.Queue[Segment] = queue.Queue()
-    stop, failure = threading.Event(), []
-
-    def on_chunk(seg: Segment) -> None:
-        try:
-            check_pin(job.paint.index_dir, job.paint.index_pin)
-        except IndexChangedError:
-            chunk_path(job.paint.plan_dir, seg.number).unlink(missing_ok=True)
-            (Path(job.paint.plan_dir) / MANIFEST).unlink(missing_ok=True)
-            raise
-        planned.put(seg)
-
-    def plan() -> None:
-        try:
-            if job.plan_reused:
-                for seg in job.segments:
-                    planned.put(seg)
-            else:
-                job.planner.run(job.segments, on_chunk, stop)
-        except BaseException as exc:  # handed to the main thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=plan, daemon=True, name="mosaic-plan")
-    thread.start()
-    waiting = {s.number: s for s in job.to_paint}
-    running: dict = {}
-    stats: dict[int, dict] = {}
-    failed = True
-    try:
-        while waiting or running or thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    seg = planned.get_nowait()
-                    if seg.number in waiting:
-                        del waiting[seg.number]
-                        running[pool.submit(paint_segment, job.paint, seg,
-                                            key=f"paint-{seg.number:05d}")] = seg
-            for future, seg in list(running.items()):
-                if future.done():
-                    try:
-                        stats[seg.number] = future.result()
-                    except IndexChangedError:
-                        raise
-                    except Exception as exc:
-                        raise SegmentError(seg, exc) from exc
-                    del running[future]
-            if failure:
-                raise failure[0]
-            if not thread.is_alive() and waiting and planned.empty():
-                raise RuntimeError(f"the plan ended without segments {sorted(waiting)}")
-            _show_progress(bar, job, stats, running.values())
-            time.sleep(_POLL)
-        _show_progress(bar, job, stats, [])
-        failed = False
-    finally:
-        stop.set()
-        for future in running:
-            future.cancel()
-        if failed:  # stop everything now: painters, their encoders, the plan's decoder
-            pool.close(abort=True)
-            stop_pipes(thread.ident)
-        thread.join(timeout=5 if failed else None)
-    return stats
-
-
-def _show_progress(bar: tqdm, job: _Job, stats: dict[int, dict], running) -> None:
-    frames = sum(s["frames"] for s in stats.values())
-    for seg in running:
-        with contextlib.suppress(OSError, ValueError):
-            frames += int(progress_path(job.paint.work, seg.number).read_text() or 0)
-    if frames > bar.n:
-        bar.update(frames - bar.n)
+    """The digest naming a render job: its plan and the options declared as changing the
+    pixels or the encoding (:func:`pipeline.config.paint_options`; not the worker or
+    thread counts)."""
+    return digest_text(RENDER_VERSION, plan, json.dumps(paint_options(config), sort_keys=True))
 
 
 @dataclass
@@ -391,9 +247,9 @@ def _set_up(target: _Target, source: Path, index, span: tuple
     cache = target.cache_dir
     paint = PaintJob(key, pkey, info, grid, str(index.path), str(cache / "plans" / pkey),
                      str(cache / "render" / key), config.alpha,
-                     config.recolour if recolours(config) else 0.0, config.report,
-                     tuple(_codec(config, choice.threads, choice.lookahead)),
-                     config.tone if recolours(config) else 0.0, pin_index(index))
+                     config.recolour if config.recolours else 0.0, config.report,
+                     tuple(codec_args(config, choice.threads, choice.lookahead)),
+                     config.tone if config.recolours else 0.0, pin_index(index))
     return paint, segments, report, choice
 
 
@@ -440,16 +296,16 @@ def _run_job(paint: PaintJob, planner: Planner, segments: list[Segment],
     return report
 
 
-def _paint_missing(job: _Job, workers: int, scheduler: str | None, progress: bool,
+def _paint_missing(job: RenderJob, workers: int, scheduler: str | None, progress: bool,
                    report: RenderReport) -> dict[int, dict]:
     """Plan and paint what is missing on a pool, with one progress bar over all frames."""
-    pool = make_pool(min(workers, len(job.to_paint)), scheduler)
+    pool = make_pool(min(workers, len(job.to_paint)), scheduler, warm_up)
     bar = tqdm(total=sum(s.count for s in job.to_paint), desc="render", unit="frames",
                disable=None if progress else True, smoothing=0.1)
     t = time.perf_counter()
     try:
         with bar:
-            stats = _render_segments(job, pool, bar)
+            stats = render_segments(job, pool, bar)
     finally:
         pool.close()
     report.render_seconds = time.perf_counter() - t
@@ -484,7 +340,7 @@ def _check_joined(path: Path, out: Path, info: VideoInfo, count: int,
 
 
 def _prepare(paint: PaintJob, planner: Planner, segments: list[Segment],
-             report: RenderReport) -> _Job:
+             report: RenderReport) -> RenderJob:
     """What is left to paint; say when the plan is reused or resumed."""
     done = {s.number: stats for s in segments if (stats := finished(paint, s.number))}
     to_paint = [s for s in segments if s.number not in done]
@@ -494,23 +350,12 @@ def _prepare(paint: PaintJob, planner: Planner, segments: list[Segment],
         if to_paint:
             log.info("reusing the plan of these frames (%s): only painting",
                      paint.plan_key[:12])
-        return _Job(planner, paint, segments, True, to_paint, done)
+        return RenderJob(planner, paint, segments, True, to_paint, done)
     if to_paint:
         todo = planner.missing(segments)
         if 0 < len(todo) < len(segments):
             log.info("resuming the plan at segment %d of %d", todo[0].number, len(segments))
-    return _Job(planner, paint, segments, False, to_paint, done)
-
-
-def _codec(config: RenderConfig, threads: int, lookahead: int | None = None) -> list[str]:
-    """The encoder's options, with its thread count for x264/x265 and x264's shortened
-    lookahead (:func:`pipeline.execute.x264_lookahead`) unless the options set them."""
-    args = encoder_args(config.encoder, config.crf, config.preset, config.encoder_options)
-    if config.encoder in ("libx264", "libx265") and "-threads" not in args:
-        args += ["-threads", str(threads)]
-    if config.encoder == "libx264" and lookahead and "rc-lookahead" not in config.encoder_options:
-        args += ["-rc-lookahead", str(lookahead)]
-    return args
+    return RenderJob(planner, paint, segments, False, to_paint, done)
 
 
 def _summarise(report: RenderReport, stats: list[dict], config: RenderConfig, video: str,
@@ -531,47 +376,10 @@ def _summarise(report: RenderReport, stats: list[dict], config: RenderConfig, vi
                                       "output": str(out), "scores": report.scores})
 
 
-def verify_renders(cache_dir: str | Path) -> dict[str, str]:
-    """Fully check every plan chunk and painted segment under ``cache_dir`` against the
-    whole-file digests recorded when they were written.
-
-    Only the tool's own plan and job folders are looked at (marked, or named by the key
-    their records hold), and only their own record files. A damaged one loses its record
-    (the plan's manifest, the segment's ``.json``), so the next run of its render redoes
-    just it. Returns ``{file path: problem}``.
-    """
-    cache_dir, problems = Path(cache_dir), {}
-    for manifest in sorted(cache_dir.glob("plans/*/manifest.json")):
-        plan = _read_json(manifest) or {}
-        if owned_kind(manifest.parent) != "plan" and plan.get("key") != manifest.parent.name:
-            continue
-        for number, record in enumerate(plan.get("chunks", [])):
-            chunk = manifest.parent / f"chunk-{number:05d}.npz"
-            if (problem := artifact_problem(chunk, record, full=True)) is not None:
-                problems[str(chunk)] = problem
-                chunk.unlink(missing_ok=True)
-                manifest.unlink(missing_ok=True)
-    for record in sorted(cache_dir.glob("render/*/seg-[0-9][0-9][0-9][0-9][0-9].json")):
-        stats = _read_json(record) or {}
-        if owned_kind(record.parent) != "job" and stats.get("key") != record.parent.name:
-            continue
-        video = record.with_suffix(".mp4")
-        if (problem := artifact_problem(video, stats.get("video"), full=True)) is not None:
-            problems[str(video)] = problem
-            record.unlink(missing_ok=True)
-            (record.parent / DONE).unlink(missing_ok=True)
-    return problems
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
-
-def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Decode every frame of a video file (for tests and metrics), (H, W, 3) uint8 BGR."""
-    info = probe(path)
-    yield from FrameReader(info, 0, info.frames, slack=2)
 

@@ -4,7 +4,7 @@ photo (or, with ``reverse``, out of it).
 Steps: check the options and the output path before any work (the output is never an
 input); read the image, the index and its source paths, the target and the audio; plan
 the movie (:func:`pipeline.zoom.make_movie`); draw every frame into the encoder
-(:class:`~pipeline.video.FrameWriter`, drawing the next frame while the last is sent),
+(:class:`~pipeline.encode.FrameWriter`, drawing the next frame while the last is sent),
 in a temporary directory beside the output; mux the audio cut to the video's length and
 check the file (:func:`~pipeline.video.concat_and_mux`), which is only then renamed over
 the output. Source photos that could not be read are counted in one warning line.
@@ -24,19 +24,13 @@ from tqdm import tqdm
 
 from pipeline import photo as ph
 from pipeline.cache import mark_owned, open_cache
+from pipeline.config import PhotoOptions
+from pipeline.encode import FrameWriter, encoder_args
 from pipeline.errors import OutputError, VideoError
 from pipeline.index import load_index
 from pipeline.originals import source_paths
-from pipeline.output import check_output, container_for, default_output
-from pipeline.video import (
-    AudioInfo,
-    FrameWriter,
-    check_regular,
-    concat_and_mux,
-    encoder_args,
-    local_path,
-    probe,
-)
+from pipeline.output import check_output, concat_and_mux, container_for, default_output
+from pipeline.video import AudioInfo, check_regular, local_path, probe
 from pipeline.zoom import ZoomMovie, ZoomOptions, check_options, make_movie
 from pipeline.zoomplan import resolve_target
 
@@ -76,7 +70,7 @@ def probe_audio(path: str | Path) -> AudioInfo:
 
 
 def run_zoom(image_path: str | Path, index_dir: str | Path, out: str | Path | None,
-             opts: ZoomOptions, photo_opts: ph.PhotoOptions, cache_dir: str | Path,
+             opts: ZoomOptions, photo_opts: PhotoOptions, cache_dir: str | Path,
              target: str | Path | None = None, audio_path: str | Path | None = None,
              progress: bool = False, force: bool = False) -> ZoomReport:
     """Make the zoom video of ``image_path`` (see the module doc); returns the report.

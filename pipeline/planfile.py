@@ -1,0 +1,275 @@
+"""The plan artifact: what the planner engine decided, stored per segment of frames.
+
+Artifacts, in ``<cache>/plans/<plan key>/`` (names: :func:`chunk_path`, :data:`MANIFEST`,
+all of them :data:`PLAN_FILES`):
+
+* ``chunk-NNNNN.npz``: the plan of segment N (compressed, written atomically). It holds
+  the canvas at the segment's start (``start_*``: what the previous segment ended on,
+  so a still scene does not reshuffle at a boundary), the per-frame changes (``cells``,
+  ``ids``, ``orients``, ``diffs``, ``ratios``, sliced by ``offsets``), each frame's
+  active-cell count, and the state at its end (``end_*``), from which a killed plan resumes.
+* ``manifest.json``: written last, once every chunk is there: the key, the frame range
+  and each chunk's size and digest.
+
+The plan key (:func:`plan_key`) covers the input, the index, the frame range and every
+option declared as affecting the plan (:func:`pipeline.config.plan_options`: the recolour
+strength among them, the search measures the error left after recolouring); paint-only
+options (blend, encoder, crf, preset, scores, contrast) do not enter it, so a re-render
+that changes only those reuses the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from pipeline.activity import Tracking
+from pipeline.cache import (
+    READ_ERRORS,
+    artifact_problem,
+    atomic_output,
+    digest_text,
+    record_artifact,
+    write_json,
+)
+from pipeline.config import RenderConfig, plan_options
+from pipeline.tone import RATIO_SCALE
+
+log = logging.getLogger(__name__)
+
+PLAN_VERSION = "4"  # bump when planning changes: invalidates cached plans
+MANIFEST = "manifest.json"
+PLAN_FILES = re.compile(r"chunk-\d{5}\.npz|manifest\.json")  # all a plan folder holds
+_CHUNK_ZLIB_LEVEL = 1  # a third of the default level's time, for a few percent in size
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames ``[start, start + count)`` of the source, planned and painted as ``number``."""
+
+    number: int
+    start: int
+    count: int
+
+
+def plan_segments(first: int, count: int, size: int) -> list[Segment]:
+    """Cut ``count`` frames from ``first`` into segments of ``size`` frames."""
+    return [Segment(k, first + k * size, min(size, count - k * size))
+            for k in range(math.ceil(count / size))]
+
+
+def plan_key(input_digest: str, index_digest: str, config: RenderConfig, first: int,
+             count: int) -> str:
+    """The digest naming a plan: input, index, frame range and the planning options."""
+    return digest_text(PLAN_VERSION, input_digest, index_digest,
+                       json.dumps(plan_options(config), sort_keys=True), str(first),
+                       str(count))
+
+
+def segment_seed(seed: int, number: int) -> int:
+    """The seed of one segment, derived from the job's seed and its number."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def chunk_path(plan_dir: str | Path, number: int) -> Path:
+    """Where the plan of segment ``number`` lives."""
+    return Path(plan_dir) / f"chunk-{number:05d}.npz"
+
+
+@dataclass
+class CanvasState:
+    """What every cell shows: tile id (-1 = none), orientation, recolour difference,
+    contrast ratio.
+
+    Attributes
+    ----------
+    ids : ndarray (rows, cols), int64.
+    orients : ndarray (rows, cols), uint8, orientation codes
+        (:func:`pipeline.visibility.orient`: 0 as is, 1 mirrored, ...).
+    diffs : ndarray (rows, cols, 3), int16, cell mean minus tile mean (BGR) in
+        1/:data:`pipeline.tone.DIFF_SCALE` levels (:func:`pipeline.tone.colour_diffs`).
+    ratios : ndarray (rows, cols), uint8, the contrast gain the cell wants in
+        1/:data:`pipeline.tone.RATIO_SCALE` (:func:`pipeline.tone.contrast_ratios`).
+    """
+
+    ids: np.ndarray
+    orients: np.ndarray
+    diffs: np.ndarray
+    ratios: np.ndarray
+
+    @classmethod
+    def empty(cls, rows: int, cols: int) -> CanvasState:
+        """A blank canvas of ``rows x cols`` cells: no tile anywhere."""
+        return cls(np.full((rows, cols), -1, np.int64), np.zeros((rows, cols), np.uint8),
+                   np.zeros((rows, cols, 3), np.int16),
+                   np.full((rows, cols), RATIO_SCALE, np.uint8))
+
+    def copy(self) -> CanvasState:
+        return CanvasState(self.ids.copy(), self.orients.copy(), self.diffs.copy(),
+                           self.ratios.copy())
+
+    @property
+    def placed(self) -> bool:
+        """Whether any cell has a tile."""
+        return bool((self.ids >= 0).any())
+
+
+class FrameChange(NamedTuple):
+    """One frame's changes: the cells (re)placed (k,) int, their tile ids (k,) int,
+    orientation codes (k,) uint8, recolour differences (k, 3) int16 and contrast ratios
+    (k,) uint8; how many cells the frame decided (``active``), and whether it was a
+    scene cut (``cut``: its moving cells chosen afresh; not stored in a chunk)."""
+
+    cells: np.ndarray
+    ids: np.ndarray
+    orients: np.ndarray
+    diffs: np.ndarray
+    ratios: np.ndarray
+    active: int = 0
+    cut: bool = False
+
+
+@dataclass
+class PlanChunk:
+    """One segment's plan, as read back from ``chunk-NNNNN.npz`` (see the module doc).
+
+    ``start_src_lab`` (rows, cols, 3) float32 is the Lab cell colour of the source frame
+    just before the segment (stability scores continue across the boundary), or None.
+    """
+
+    number: int
+    start: int
+    count: int
+    offsets: np.ndarray
+    cells: np.ndarray
+    ids: np.ndarray
+    orients: np.ndarray
+    diffs: np.ndarray
+    ratios: np.ndarray
+    active: np.ndarray
+    start_state: CanvasState
+    end_state: CanvasState
+    start_src_lab: np.ndarray | None
+    end_src_lab: np.ndarray
+    end_tracking: Tracking | None = None
+
+    def frame(self, i: int) -> tuple[np.ndarray, ...]:
+        """Frame ``i``'s changes: cells (k,) int64, ids (k,) int64, orients (k,) uint8,
+        diffs (k, 3) int16, ratios (k,) uint8."""
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        return (self.cells[lo:hi].astype(np.int64), self.ids[lo:hi].astype(np.int64),
+                self.orients[lo:hi], self.diffs[lo:hi], self.ratios[lo:hi])
+
+    def tile_ids(self) -> np.ndarray:
+        """Every tile id the segment shows, sorted and unique: (m,) int64."""
+        start = self.start_state.ids[self.start_state.ids >= 0]
+        return np.unique(np.concatenate([start, self.ids]).astype(np.int64))
+
+
+def write_chunk(path: Path, key: str, seg: Segment, frames: list[FrameChange],
+                start: CanvasState, end: CanvasState, start_src_lab: np.ndarray | None,
+                end_src_lab: np.ndarray, tracking: Tracking) -> None:
+    """Write one segment's plan atomically."""
+    sizes = [len(f.cells) for f in frames]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def cat(i: int, dtype: type, shape: tuple[int, ...] = ()) -> np.ndarray:
+        parts = [np.asarray(f[i], dtype).reshape(-1, *shape) for f in frames]
+        return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype)
+
+    arrays = {
+        "key": np.array(key), "meta": np.array([seg.number, seg.start, seg.count], np.int64),
+        "offsets": offsets, "cells": cat(0, np.int32), "ids": cat(1, np.int32),
+        "orients": cat(2, np.uint8), "diffs": cat(3, np.int16, (3,)), "ratios": cat(4, np.uint8),
+        "active": np.asarray([f.active for f in frames], np.int32),
+        "start_ids": start.ids.astype(np.int32), "start_orients": start.orients,
+        "start_diffs": start.diffs, "start_ratios": start.ratios,
+        "end_ids": end.ids.astype(np.int32), "end_orients": end.orients, "end_diffs": end.diffs,
+        "end_ratios": end.ratios, "end_src_lab": end_src_lab,
+        "end_reference": tracking.reference, "end_pending": tracking.pending,
+        "end_waited": tracking.waited, "end_cell_lab": tracking.lab,
+        "start_src_lab": (start_src_lab if start_src_lab is not None
+                          else np.zeros((0,), np.float32)),
+    }
+    with atomic_output(path) as f:
+        _savez_fast(f, arrays)
+
+
+def _savez_fast(f, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` at a fast zlib level: the same ``.npz`` format."""
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_DEFLATED,
+                         compresslevel=_CHUNK_ZLIB_LEVEL, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
+
+
+def read_chunk(path: Path, key: str | None = None) -> PlanChunk | None:
+    """Read a chunk; None when it is missing, unreadable or (with ``key``) another plan's."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if key is not None and str(z["key"]) != key:
+                return None
+            number, start, count = (int(v) for v in z["meta"])
+            lab = z["start_src_lab"]
+            return PlanChunk(
+                number, start, count, z["offsets"], z["cells"], z["ids"], z["orients"],
+                z["diffs"], z["ratios"], z["active"],
+                CanvasState(z["start_ids"].astype(np.int64), z["start_orients"],
+                            z["start_diffs"], z["start_ratios"]),
+                CanvasState(z["end_ids"].astype(np.int64), z["end_orients"], z["end_diffs"],
+                            z["end_ratios"]),
+                lab if lab.size else None, z["end_src_lab"],
+                Tracking(z["end_reference"], z["end_pending"], z["end_waited"],
+                         z["end_cell_lab"]))
+    except READ_ERRORS as exc:
+        log.debug("plan chunk %s unusable: %s", path, exc)
+        return None
+
+
+def chunk_key(path: Path) -> str | None:
+    """The plan key a chunk records, or None when it is unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["key"])
+    except READ_ERRORS:
+        return None
+
+
+def read_manifest(plan_dir: Path, key: str, full: bool = False) -> dict | None:
+    """The plan's manifest when the plan is complete and its chunks intact: sizes and
+    sample digests every time, whole digests with ``full``. A damaged chunk is said in
+    one line and removed, so that it is planned again."""
+    try:
+        manifest = json.loads((Path(plan_dir) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("key") != key:
+        return None
+    for number, record in enumerate(manifest.get("chunks", [])):
+        path = chunk_path(plan_dir, number)
+        if (problem := artifact_problem(path, record, full)) is not None:
+            log.warning("plan chunk %s: %s; it will be planned again", path, problem)
+            path.unlink(missing_ok=True)
+            (Path(plan_dir) / MANIFEST).unlink(missing_ok=True)
+            return None
+    return manifest
+
+
+def write_manifest(plan_dir: Path, key: str, segments: list[Segment], rows: int,
+                   cols: int) -> dict:
+    """Write the manifest (last): the key, the range and each chunk's size and digest."""
+    chunks = [record_artifact(chunk_path(plan_dir, seg.number)) for seg in segments]
+    manifest = {"key": key, "version": PLAN_VERSION, "first": segments[0].start,
+                "frames": sum(s.count for s in segments), "grid": [rows, cols],
+                "chunks": chunks}
+    write_json(Path(plan_dir) / MANIFEST, manifest)
+    return manifest

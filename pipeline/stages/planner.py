@@ -1,0 +1,139 @@
+"""The render's plan stage: the planner engine (:mod:`pipeline.plan`) over a video's
+segments, with its storage (:mod:`pipeline.planfile`), its lock and its resumption.
+
+:class:`Planner` decodes each segment's frames, feeds them to the engine one batch at a
+time, and writes the segment's chunk; each segment starts from the canvas and the
+activity the previous one ended on (``render.carry_tiles``), read back from its chunk
+when a killed plan resumes. The plan folder's lock is held throughout: another job
+planning the same frames waits, then uses the chunks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from pipeline.activity import Tracking
+from pipeline.bank import read_tiles
+from pipeline.config import RenderConfig
+from pipeline.errors import PlanError
+from pipeline.grid import Grid
+from pipeline.heap import trim_heap
+from pipeline.index import TileIndex
+from pipeline.locks import file_lock
+from pipeline.metrics import source_cells
+from pipeline.plan import PlanEngine
+from pipeline.planfile import (
+    CanvasState,
+    FrameChange,
+    Segment,
+    chunk_path,
+    read_chunk,
+    segment_seed,
+    write_chunk,
+    write_manifest,
+)
+from pipeline.video import VideoInfo, prefetch_frames
+
+
+class Planner:
+    """Plans the segments of one render job, one after the other.
+
+    Parameters
+    ----------
+    info, grid : the source and its cell layout.
+    index : the tile index (features and clusters; the tile bank only for tile means).
+    config : the render options (paint-only ones are ignored).
+    plan_dir : where the chunks go; ``key`` names the plan.
+    """
+
+    def __init__(self, info: VideoInfo, grid: Grid, index: TileIndex, config: RenderConfig,
+                 plan_dir: Path, key: str) -> None:
+        self.info, self.grid, self.config = info, grid, config
+        self.plan_dir, self.key = Path(plan_dir), key
+        # tiles are read only for their colours, through a map that lives for one read:
+        # the plan's memory does not grow with the tiles it has used
+        self.engine = PlanEngine(grid, index, config, partial(read_tiles, index.path))
+
+    def missing(self, segments: list[Segment]) -> list[Segment]:
+        """The segments still to plan: from the first one without a valid chunk on.
+
+        Each chunk starts from the previous one's end, so everything after a missing
+        chunk is planned again.
+        """
+        for i, seg in enumerate(segments):
+            if read_chunk(chunk_path(self.plan_dir, seg.number), self.key) is None:
+                return segments[i:]
+        return []
+
+    def run(self, segments: list[Segment], on_chunk: Callable[[Segment], None],
+            stop: threading.Event | None = None) -> None:
+        """Plan what is missing of ``segments`` in order, then write the manifest.
+
+        Holds the plan directory's lock (another job planning the same frames is waited
+        for, then its chunks are used). ``on_chunk`` is called for every segment whose
+        chunk exists, as it lands; ``stop`` ends the pass early (without a manifest).
+        """
+        # the search is many small matrix products: BLAS threads only add overhead there,
+        # and the plan shares the cores with the painters
+        with file_lock(self.plan_dir / ".lock", f"the plan {self.key[:12]}"), \
+                threadpool_limits(1, user_api="blas"):
+            todo = self.missing(segments)
+            for seg in segments[:len(segments) - len(todo)]:
+                on_chunk(seg)
+            start, src_lab, tracking = self._resume(todo)
+            for seg in todo:
+                if stop is not None and stop.is_set():
+                    return
+                if not self.config.carry_tiles:
+                    start, src_lab, tracking = self._blank(), None, None
+                start, src_lab, tracking = self.plan_segment(seg, start, src_lab, tracking)
+                trim_heap()  # between segments: fragmentation must not add up
+                on_chunk(seg)
+            write_manifest(self.plan_dir, self.key, segments, self.grid.rows, self.grid.cols)
+
+    def _blank(self) -> CanvasState:
+        return CanvasState.empty(self.grid.rows, self.grid.cols)
+
+    def _resume(self, todo: list[Segment]
+                ) -> tuple[CanvasState, np.ndarray | None, Tracking | None]:
+        """Where the first segment to plan starts: the previous chunk's end, or blank."""
+        if todo and todo[0].number > 0 and self.config.carry_tiles:
+            prev = read_chunk(chunk_path(self.plan_dir, todo[0].number - 1), self.key)
+            if prev is None:
+                raise PlanError(f"plan chunk {todo[0].number - 1} of {self.plan_dir} "
+                                "vanished while planning; rerun to plan it again")
+            return prev.end_state, prev.end_src_lab, prev.end_tracking
+        return self._blank(), None, None
+
+    def plan_segment(self, seg: Segment, start: CanvasState,
+                     start_src_lab: np.ndarray | None, tracking: Tracking | None = None
+                     ) -> tuple[CanvasState, np.ndarray, Tracking]:
+        """Plan one segment from ``start`` (and, carried over, the activity mask and the
+        settling where ``tracking`` left them); writes its chunk and returns its end
+        state, the Lab cell colours of its last source frame and its tracking."""
+        engine, batch = self.engine, self.config.cluster_batch_frames
+        state = engine.start(start, tracking, segment_seed(self.config.seed, seg.number))
+        changes: list[FrameChange] = []
+        last = None
+        frames = prefetch_frames(self.info, seg.start, seg.count)
+        try:
+            for b0 in range(0, seg.count, batch):
+                block = [next(frames) for _ in range(min(batch, seg.count - b0))]
+                done, state = engine.plan(state, block)
+                changes += done
+                last = block[-1]
+        finally:
+            frames.close()
+        end_src_lab = source_cells(last, self.grid)[1]
+        end_tracking = state.tracking()
+        carried = start.placed
+        write_chunk(chunk_path(self.plan_dir, seg.number), self.key, seg, changes, start,
+                    state.canvas, start_src_lab if carried else None, end_src_lab,
+                    end_tracking)
+        return state.canvas, end_src_lab, end_tracking

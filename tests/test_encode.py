@@ -1,0 +1,99 @@
+"""Encoding: encoder arguments from the options, the frame writers, the memory model."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import load_config
+from pipeline.encode import (
+    FrameWriter,
+    SegmentEncoder,
+    bgr_to_i420,
+    codec_args,
+    encoder_args,
+    encoder_bytes,
+    x264_lookahead,
+)
+from pipeline.errors import FFmpegError, VideoError
+from pipeline.execute import choose_workers, worker_bytes
+from pipeline.video import iter_frames, probe
+
+
+def test_encoder_args_per_encoder() -> None:
+    assert encoder_args("libx264", 20, "slow") == ["-c:v", "libx264", "-preset", "slow",
+                                                    "-crf", "20"]
+    assert encoder_args("h264_nvenc", 23, "slow", "-bf 2")[:4] == ["-c:v", "h264_nvenc",
+                                                                  "-preset", "p5"]
+    assert encoder_args("h264_nvenc", 23, "slow", "-bf 2")[-2:] == ["-bf", "2"]
+    assert encoder_args("mpeg4", 5, "slow") == ["-c:v", "mpeg4"]
+
+
+def test_x264_lookahead_is_shortened_only_for_very_large_frames() -> None:
+    assert x264_lookahead(2560 * 1920, "slow") is None  # the preset's own 50 fit
+    assert x264_lookahead(5120 * 2880, "ultrafast") is None  # no lookahead to shorten
+    short = x264_lookahead(5120 * 2880, "slow")
+    assert short is not None and 10 <= short < 50
+    choice = choose_workers(5120 * 2880, "libx264", "slow", cores=2, available=22 << 30)
+    assert choice.lookahead == short
+    # the shorter lookahead is part of the memory estimate (about 1.3 GB less)
+    full = worker_bytes(5120 * 2880, "libx264", "slow", choice.threads)
+    assert full - choice.bytes_per_worker > 1 << 30
+    assert encoder_bytes(5120 * 2880, "libx264", "slow", 1, short) < encoder_bytes(
+        5120 * 2880, "libx264", "slow", 1)
+    config = load_config().render
+    assert codec_args(config, 3, short)[-2:] == ["-rc-lookahead", str(short)]
+    assert codec_args(config, 3, None)[-2:] == ["-threads", "3"]
+    own = load_config(None, ["render.encoder_options=-x264-params rc-lookahead=40"]).render
+    assert "-rc-lookahead" not in codec_args(own, 3, short)  # the user's choice stands
+
+
+def _frames(n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [np.repeat(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), 8, 0).repeat(8, 1)
+            for _ in range(n)]
+
+
+def test_frame_writer_writes_every_frame_at_the_exact_rate(tmp_path: Path) -> None:
+    out = tmp_path / "w.mp4"
+    writer = FrameWriter(out, 64, 48, Fraction(30000, 1001), ["-c:v", "libx264", "-qp", "0"])
+    frames = _frames(5)
+    for f in frames:
+        writer.write(f)
+    writer.close()
+    info = probe(out)
+    assert (info.width, info.height, info.frames, info.rate) == (64, 48, 5,
+                                                                 Fraction(30000, 1001))
+    decoded = list(iter_frames(out))
+    # lossless x264 of I420: only the colour subsampling differs from the BGR frames
+    assert len(decoded) == 5
+    assert np.abs(decoded[0].astype(int) - frames[0]).mean() < 12
+
+
+def test_frame_writer_refuses_odd_sizes_and_reports_ffmpeg_failures(tmp_path: Path) -> None:
+    with pytest.raises(VideoError, match="both sides must be even"):
+        FrameWriter(tmp_path / "odd.mp4", 63, 48, Fraction(25), ["-c:v", "libx264"])
+    writer = FrameWriter(tmp_path / "bad.mp4", 64, 48, Fraction(25), ["-c:v", "no-such-codec"])
+    with pytest.raises(FFmpegError, match=r"bad\.mp4"):
+        for f in _frames(50):
+            writer.write(f)
+        writer.close()
+
+
+def test_segment_encoder_renames_when_finished_and_leaves_nothing_when_aborted(
+        tmp_path: Path) -> None:
+    enc = SegmentEncoder(tmp_path, "seg-00003.mp4", 64, 48, Fraction(25), ["-c:v", "libx264"])
+    assert enc.tmp.name.startswith(".seg-00003.") and enc.tmp.name.endswith(".mp4.tmp")
+    for f in _frames(4):
+        enc.put(bgr_to_i420(f, enc.buffer()))
+    enc.finish(tmp_path / "seg-00003.mp4")
+    enc.abort()
+    assert probe(tmp_path / "seg-00003.mp4").frames == 4
+    aborted = SegmentEncoder(tmp_path, "seg-00004.mp4", 64, 48, Fraction(25),
+                             ["-c:v", "libx264"])
+    aborted.put(bgr_to_i420(_frames(1)[0], aborted.buffer()))
+    aborted.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg-00003.mp4"]

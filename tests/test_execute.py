@@ -1,0 +1,69 @@
+"""Where tasks run: the worker choice (cores, memory, segments), the local pool with its
+warm-up, and stopping a process tree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import alive
+
+from pipeline.execute import LocalPool, choose_workers, descendants, make_pool, stop_trees
+
+
+@pytest.mark.parametrize(("preset", "cores", "avail_gib", "expect"), [
+    ("ultrafast", 2, 22, (2, 1)),  # painting dominates: a worker per core
+    ("slow", 2, 22, (1, 3)),  # x264 dominates: one encoder, 1.5 threads per core
+    ("slow", 16, 120, (4, 4)),
+    ("ultrafast", 16, 6, (2, 8)),  # memory caps the workers; the cores go to x264 threads
+])
+def test_worker_choice_fits_cores_and_memory(preset: str, cores: int, avail_gib: int,
+                                             expect: tuple[int, int]) -> None:
+    choice = choose_workers(5120 * 2880, "libx264", preset, cores=cores,
+                            available=avail_gib << 30)
+    assert (choice.workers, choice.threads) == expect
+    assert choice.workers * choice.bytes_per_worker <= 0.6 * (avail_gib << 30)
+
+
+def test_workers_asked_for_are_capped_by_cores_memory_and_segments() -> None:
+    choice = choose_workers(1280 * 960, "libx264", "ultrafast", workers=8, cores=2,
+                            available=22 << 30, segments=5)
+    assert choice.workers == 2 and choice.asked == 8
+    assert "capped to 2" in choice.describe_cap(5)
+    choice = choose_workers(1280 * 960, "libx264", "ultrafast", workers=8, cores=16,
+                            available=22 << 30, segments=3)
+    assert choice.workers == 3
+    choice = choose_workers(5120 * 2880, "libx264", "placebo", workers=8, cores=16,
+                            available=4 << 30)
+    assert choice.workers == 1  # one always runs, whatever the memory
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def test_local_pool_runs_tasks_in_other_processes_after_the_warm_up() -> None:
+    pool = make_pool(1, None, warm_up=_pid)
+    assert isinstance(pool, LocalPool)
+    try:
+        future = pool.submit(_pid, key="pid")
+        assert future.result(timeout=120) != os.getpid()
+    finally:
+        pool.close()
+
+
+def test_stop_trees_kills_a_process_and_what_it_started() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                               "subprocess.Popen([sys.executable, '-c', "
+                               "'import time; time.sleep(60)']); time.sleep(60)"])
+    deadline = time.monotonic() + 20
+    while not descendants([parent.pid]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = descendants([parent.pid])
+    assert children
+    stop_trees([parent.pid])
+    parent.wait(timeout=10)
+    assert not [pid for pid in children if alive(pid)]  # gone, or a zombie awaiting init

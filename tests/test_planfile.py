@@ -1,0 +1,100 @@
+"""The plan artifact: segments, chunks written and read back, keys, the manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.activity import Tracking
+from pipeline.config import RenderConfig, paint_options, plan_options
+from pipeline.planfile import (
+    MANIFEST,
+    PLAN_FILES,
+    CanvasState,
+    FrameChange,
+    Segment,
+    chunk_key,
+    chunk_path,
+    plan_key,
+    plan_segments,
+    read_chunk,
+    read_manifest,
+    segment_seed,
+    write_chunk,
+    write_manifest,
+)
+
+
+def test_segments_cover_the_range() -> None:
+    assert plan_segments(10, 25, 10) == [Segment(0, 10, 10), Segment(1, 20, 10),
+                                         Segment(2, 30, 5)]
+    assert segment_seed(0, 1) != segment_seed(0, 2) and segment_seed(7, 1) == segment_seed(7, 1)
+
+
+def _chunk(tmp_path: Path, number: int = 0) -> tuple[Path, list[FrameChange]]:
+    rng = np.random.default_rng(number)
+    start = CanvasState.empty(2, 3)
+    end = CanvasState(rng.integers(0, 9, (2, 3)), np.ones((2, 3), np.uint8),
+                      np.full((2, 3, 3), -5, np.int16), np.full((2, 3), 70, np.uint8))
+    frames = [FrameChange(np.arange(6), rng.integers(0, 9, 6), np.zeros(6, np.uint8),
+                          np.zeros((6, 3), np.int16), np.full(6, 64, np.uint8), 6),
+              FrameChange(np.array([4]), np.array([3]), np.array([1], np.uint8),
+                          np.array([[1, 2, 3]], np.int16), np.array([65], np.uint8), 2)]
+    tracking = Tracking(np.zeros((4, 6, 3), np.uint8), np.zeros(6, bool),
+                        np.zeros(6, np.int32), np.zeros((6, 3), np.float32))
+    path = chunk_path(tmp_path, number)
+    write_chunk(path, "k" * 32, Segment(number, 10 * number, 2), frames, start, end, None,
+                np.ones((2, 3, 3), np.float32), tracking)
+    return path, frames
+
+
+def test_a_chunk_reads_back_as_written(tmp_path: Path) -> None:
+    path, frames = _chunk(tmp_path)
+    assert PLAN_FILES.fullmatch(path.name) and chunk_key(path) == "k" * 32
+    chunk = read_chunk(path, "k" * 32)
+    assert (chunk.number, chunk.start, chunk.count) == (0, 0, 2)
+    for i, frame in enumerate(frames):
+        for got, want in zip(chunk.frame(i), frame[:5], strict=True):
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(chunk.active, [6, 2])
+    assert not chunk.start_state.placed and chunk.start_src_lab is None
+    assert chunk.end_state.orients.all() and chunk.end_tracking.reference.shape == (4, 6, 3)
+    assert list(chunk.tile_ids()) == sorted(set(frames[0].ids) | {3})
+
+
+def test_a_chunk_of_another_plan_or_damaged_is_not_read(tmp_path: Path) -> None:
+    path, _ = _chunk(tmp_path)
+    assert read_chunk(path, "x" * 32) is None
+    path.write_bytes(path.read_bytes()[:100])
+    assert read_chunk(path) is None and chunk_key(path) is None
+
+
+def test_manifest_is_checked_and_a_damaged_chunk_is_dropped(tmp_path: Path) -> None:
+    segs = [Segment(0, 0, 2), Segment(1, 10, 2)]
+    paths = [_chunk(tmp_path, 0)[0], _chunk(tmp_path, 1)[0]]
+    manifest = write_manifest(tmp_path, "k" * 32, segs, 2, 3)
+    assert manifest["frames"] == 4 and manifest["grid"] == [2, 3]
+    assert read_manifest(tmp_path, "k" * 32) == manifest
+    assert read_manifest(tmp_path, "other") is None
+    paths[1].write_bytes(b"damaged")
+    assert read_manifest(tmp_path, "k" * 32) is None
+    assert not paths[1].exists() and not (tmp_path / MANIFEST).exists()
+
+
+def test_the_plan_key_follows_the_options_declared_as_planning_ones() -> None:
+    base = RenderConfig()
+    key = plan_key("in", "ix", base, 0, 100)
+    assert plan_key("in", "ix", base, 0, 99) != key
+    for f in dataclasses.fields(RenderConfig):
+        other = {bool: lambda v: not v, int: lambda v: v + 2, float: lambda v: v / 2 + 0.01,
+                 str: lambda v: v}[type(f.default)](f.default)
+        if f.name in ("matching", "orientations"):
+            other = "refined" if f.name == "matching" else "all"
+        changed = dataclasses.replace(base, **{f.name: other})
+        plans = f.metadata["affects"].startswith("plan")
+        assert (plan_key("in", "ix", changed, 0, 100) != key) == (
+            plans and other != f.default), f.name
+        assert (f.name in plan_options(base)) == plans
+        assert (f.name in paint_options(base)) == f.metadata["affects"].endswith("paint")

@@ -1,0 +1,90 @@
+"""Video input: ffmpeg's command line, probing, decoding a range, the prefetching reader,
+and the checks made before anything is read."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_clip
+
+from pipeline.errors import VideoError
+from pipeline.video import (
+    FrameReader,
+    check_regular,
+    ffmpeg_command,
+    ffmpeg_exe,
+    iter_frames,
+    local_path,
+    prefetch_frames,
+    probe,
+)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 s of 64x48 testsrc2 at 25 fps with a tone."""
+    return make_clip(tmp_path_factory.mktemp("video") / "c.mp4", size="64x48", seconds=1.0)
+
+
+def test_ffmpeg_command_is_spelled_once() -> None:
+    assert ffmpeg_command("-i", "x")[:5] == [ffmpeg_exe(), "-hide_banner", "-nostdin",
+                                              "-loglevel", "error"]
+    assert ffmpeg_command("-i", "x")[5:] == ["-i", "x"]
+    assert ffmpeg_command("o", overwrite=True)[5:] == ["-y", "o"]
+
+
+def test_probe_gives_size_rate_frames_and_audio(clip: Path) -> None:
+    info = probe(clip)
+    assert (info.width, info.height, info.rate, info.frames) == (64, 48, Fraction(25), 25)
+    assert len(info.audio) == 1 and info.audio[0].codec == "aac"
+    assert info.codec == "h264" and info.rotation == 0
+
+
+def test_a_range_decodes_the_same_frames_as_the_whole(clip: Path) -> None:
+    info = probe(clip)
+    whole = list(iter_frames(clip))
+    assert len(whole) == 25 and whole[0].shape == (48, 64, 3) and whole[0].dtype == np.uint8
+    for a, b in zip(FrameReader(info, 0, 5), whole[:5], strict=True):
+        np.testing.assert_array_equal(a, b)
+    ahead = prefetch_frames(info, 20, 5)
+    np.testing.assert_array_equal(next(ahead), whole[20])
+    ahead.close()  # stops its decoder mid-range
+
+
+@pytest.mark.xfail(strict=True, reason="known, left as it is by the structure issue (its "
+                   "output must not change): a range starting past frame 0 gives its first "
+                   "frame twice, then every frame one late")
+def test_a_range_past_the_start_is_not_shifted(clip: Path) -> None:
+    info = probe(clip)
+    whole = list(iter_frames(clip))
+    for a, b in zip(FrameReader(info, 10, 5), whole[10:15], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_truncated_request_is_an_error_past_the_slack(clip: Path) -> None:
+    info = probe(clip)
+    assert len(list(FrameReader(info, 20, 7, slack=2))) == 7  # last frame repeated twice
+    with pytest.raises(VideoError, match="decoder gave"):
+        list(FrameReader(info, 20, 9, slack=2))
+
+
+def test_inputs_are_checked_before_reading(tmp_path: Path) -> None:
+    with pytest.raises(VideoError, match="no such file"):
+        probe(tmp_path / "missing.mp4")
+    with pytest.raises(VideoError, match="is a directory"):
+        probe(tmp_path)
+    (tmp_path / "t.txt").write_text("not a video")
+    with pytest.raises(VideoError, match="not a readable video"):
+        probe(tmp_path / "t.txt")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(VideoError, match="FIFO"):
+        check_regular(fifo)
+    assert local_path("file:///tmp/a%20b.mp4") == "/tmp/a b.mp4"
+    assert local_path("clip.mp4") == "clip.mp4"
+    with pytest.raises(VideoError, match="another host"):
+        local_path("file://elsewhere/a.mp4")
