@@ -1,6 +1,12 @@
 """Measure ``mosaic live`` in real time: frames shown per second, end-to-end latency,
 dropped frames, CPU and memory, for each clip fed at ``--fps`` (30 by default).
 
+A clip whose own rate is not ``--fps`` is first re-timed to it (ffmpeg's ``fps`` filter,
+x264 at CRF 12, into a temporary file: frames repeated or dropped, evenly spaced), so
+that it is fed at an even 30 frames a second: fed to ``mosaic live --fps 30`` as it is,
+a 10 fps clip's repeated frames would come out of ffmpeg three at a time. The share of
+repeated frames is printed (a repeated frame is a still frame: little work).
+
 For each clip the script starts ``mosaic live CLIP --index DIR --loop --fps 30 --port 0``
 as a user does (default live settings otherwise), connects one viewer to its MJPEG
 stream that takes every frame as fast as it can, lets it warm up (the first frame
@@ -28,6 +34,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -35,6 +42,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchutil import TreeRss, mib
+
+from pipeline.video import ffmpeg_exe, probe
 
 
 class Viewer(threading.Thread):
@@ -113,6 +122,19 @@ def bench(clip: str, index: str, fps: float, warmup: float, seconds: float,
     }
 
 
+def retimed(clip: str, fps: float, folder: str) -> tuple[str, float]:
+    """``clip`` at ``fps`` frames a second (itself when it already is); the share of its
+    frames that repeat the one before."""
+    rate = float(probe(clip).rate or 0)
+    if abs(rate - fps) < 0.01:
+        return clip, 0.0
+    out = str(Path(folder) / f"{Path(clip).stem}-{fps:g}fps.mp4")
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", clip,
+                    "-vf", f"fps={fps:g}", "-c:v", "libx264", "-crf", "12", "-preset",
+                    "veryfast", "-pix_fmt", "yuv420p", "-an", out], check=True)
+    return out, max(0.0, 1 - rate / fps)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("clips", nargs="+")
@@ -123,17 +145,25 @@ def main() -> None:
     p.add_argument("--live-args", default="", help="more options for mosaic live")
     args = p.parse_args()
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
-    for clip in args.clips:
-        r = bench(clip, args.index, args.fps, args.warmup, args.seconds,
-                  args.live_args.split())
-        print(f"{r['clip']}: {r['shown_fps']} frames shown/s (engine {r['engine_fps']}), "
-              f"latency read->sent p50 {r['sent_ms']['p50']} ms p95 {r['sent_ms']['p95']} ms"
-              f", read->received p50 {r['received_ms']['p50']} ms p95 "
-              f"{r['received_ms']['p95']} ms; dropped {r['dropped']} of {r['read']}; cells "
-              f"{r['cols']['min']}..{r['cols']['max']} (median {r['cols']['median']}); "
-              f"work {r['work_ms']} ms/frame; CPU {r['cpu_per_s']} s/s; peak RSS "
-              f"{r['peak_rss']}; load {r['load'][0]} -> {r['load'][1]}", flush=True)
-        print(json.dumps(r), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for clip in args.clips:
+            fed, repeated = retimed(clip, args.fps, tmp)
+            r = bench(fed, args.index, args.fps, args.warmup, args.seconds,
+                      args.live_args.split())
+            r["clip"], r["repeated_frames"] = Path(clip).name, round(repeated, 3)
+            report(r)
+
+
+def report(r: dict) -> None:
+    print(f"{r['clip']} ({r['repeated_frames']:.0%} repeated frames): "
+          f"{r['shown_fps']} frames shown/s (engine {r['engine_fps']}), "
+          f"latency read->sent p50 {r['sent_ms']['p50']} ms p95 {r['sent_ms']['p95']} ms"
+          f", read->received p50 {r['received_ms']['p50']} ms p95 "
+          f"{r['received_ms']['p95']} ms; dropped {r['dropped']} of {r['read']}; cells "
+          f"{r['cols']['min']}..{r['cols']['max']} (median {r['cols']['median']}); "
+          f"work {r['work_ms']} ms/frame; CPU {r['cpu_per_s']} s/s; peak RSS "
+          f"{r['peak_rss']}; load {r['load'][0]} -> {r['load'][1]}", flush=True)
+    print(json.dumps(r), flush=True)
 
 
 if __name__ == "__main__":
