@@ -7,6 +7,7 @@
 #   make photo IMAGE=FILE [INDEX=DIR] [OUT=FILE] [ARGS="--cells 200 --tile-px 64 --dzi"]
 #   make faces SRC=DIR OUT=DIR [ARGS="--min-size 48"]   face-tile corpus, then make index CORPUS=DIR
 #   make zoom IMAGE=FILE [INDEX=DIR] [OUT=FILE] [ARGS="--target me.jpg --audio song.mp3"]
+#   make live SOURCE=/dev/video0|FILE|URL [INDEX=DIR] [ARGS="--loop --grow faces/"]
 #   make bench-index [BENCH_ARGS="--count 20000"]
 #   make clean-cache [ARGS="--older-than 2d --dry-run"]   stale checkpoints, temp files, old renders
 
@@ -19,6 +20,7 @@ CORPUS ?=
 VIDEO  ?=
 IMAGE  ?=
 SRC    ?=
+SOURCE ?=
 OUT    ?=
 ARGS   ?=
 BENCH_ARGS ?=
@@ -27,7 +29,7 @@ SAMPLE := $(CACHE)/sample
 
 export MOSAIC_CACHE := $(CACHE)
 
-.PHONY: setup test lint index render photo faces zoom demo bench-index bench-render clean clean-cache
+.PHONY: setup test lint index render photo faces zoom live demo bench-index bench-render clean clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +60,10 @@ photo: setup
 zoom: setup
 	@test -n "$(IMAGE)" || { echo "usage: make zoom IMAGE=FILE [INDEX=DIR] [OUT=FILE] [ARGS=...]" >&2; exit 2; }
 	$(BIN)/mosaic zoom "$(IMAGE)" --index "$(INDEX)" $(if $(OUT),--out "$(OUT)") $(ARGS)
+
+live: setup
+	@test -n "$(SOURCE)" || { echo "usage: make live SOURCE=/dev/video0|FILE|URL [INDEX=DIR] [ARGS=...]" >&2; exit 2; }
+	$(BIN)/mosaic live "$(SOURCE)" --index "$(INDEX)" $(ARGS)
 
 faces: setup
 	@test -n "$(SRC)" -a -n "$(OUT)" || { echo "usage: make faces SRC=DIR OUT=DIR [ARGS=...]" >&2; exit 2; }

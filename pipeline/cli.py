@@ -2,7 +2,7 @@
 
 Each command's parser and handler live in a module of their own (:mod:`pipeline.cli_index`,
 :mod:`pipeline.cli_render`, :mod:`pipeline.cli_stills`, :mod:`pipeline.cli_zoom`,
-:mod:`pipeline.cli_cache`), all
+:mod:`pipeline.cli_live`, :mod:`pipeline.cli_cache`), all
 built from the shared helpers of :mod:`pipeline.cli_args`; this module puts them
 together and runs one.
 
@@ -34,6 +34,7 @@ from pipeline.cli_index import (
     cmd_inspect,
     cmd_sample,
 )
+from pipeline.cli_live import add_live_parser, cmd_live
 from pipeline.cli_render import (
     add_render_parser,
     add_sample_clip_parser,
@@ -65,6 +66,7 @@ _COMMANDS = {"index": (add_index_parser, cmd_index),
              "photo": (add_photo_parser, cmd_photo),
              "faces": (add_faces_parser, cmd_faces),
              "zoom": (add_zoom_parser, cmd_zoom),
+             "live": (add_live_parser, cmd_live),
              "score": (add_score_parser, cmd_score),
              "sample-clip": (add_sample_clip_parser, cmd_sample_clip),
              "verify": (add_verify_parser, cmd_verify),

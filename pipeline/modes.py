@@ -240,8 +240,9 @@ class _Builder:
     """Makes a mode from an index, a grid and the render options."""
 
     def __init__(self, index: TileIndex, grid: Grid, config: RenderConfig,
-                 tile_means: Any) -> None:
+                 tile_means: Any, flat: np.ndarray | None = None) -> None:
         self.index, self.grid, self.config, self.tile_means = index, grid, config, tile_means
+        self.flat = flat
         self.tiles = TileClusters.from_labels(index.centers, np.asarray(index.labels))
         self.bins = int(index.manifest["params"]["hist_bins"])
         self.lab_grid = int(index.manifest["params"]["lab_grid"])
@@ -260,16 +261,19 @@ class _Builder:
         assigner = TileAssigner(grid.rows, grid.cols, lab, cfg.hysteresis, cfg.max_uses,
                                 groups=index.groups, radius=cfg.repeat_radius,
                                 use_cap=cfg.use_cap, unseen=cfg.unseen, joint=cfg.joint,
-                                flat=flat_tiles(index, cfg.flat_spread))
+                                flat=self.flat if self.flat is not None else
+                                flat_tiles(index, cfg.flat_spread))
         return (cfg, grid, TileSearch(self.tiles, lab, SEARCH_BLOCK), orients, assigner,
                 self.lab_grid, self.tile_means)
 
 
-def matching_mode(index: TileIndex, grid: Grid, config: RenderConfig, tile_means: Any
-                  ) -> MatchingMode:
+def matching_mode(index: TileIndex, grid: Grid, config: RenderConfig, tile_means: Any,
+                  flat: np.ndarray | None = None) -> MatchingMode:
     """The mode ``config.matching`` names (:data:`MODES`), for ``index`` and ``grid``;
-    ``tile_means``: tile ids (k,) -> their mean colours (k, 3) float32, 0..255."""
-    return MODES[config.matching](_Builder(index, grid, config, tile_means))
+    ``tile_means``: tile ids (k,) -> their mean colours (k, 3) float32, 0..255; ``flat``:
+    the blank tiles (N,) bool when already known (a live pool keeps them; default:
+    :func:`flat_tiles` reads them from the bank)."""
+    return MODES[config.matching](_Builder(index, grid, config, tile_means, flat))
 
 
 MODES = {

@@ -30,7 +30,10 @@ NUMBER_FLAGS = [("render", "V", "--start"), ("render", "V", "--duration"),
                 ("index", "--corpus", "--clusters"), ("score", "A B", "--scale"),
                 ("score", "A B", "--frames"), ("inspect", "I --out", "--zoom"),
                 ("zoom", "I", "--duration"), ("zoom", "I", "--fps"), ("zoom", "I", "--hold"),
-                ("zoom", "I", "--size"), ("zoom", "I", "--cells"), ("zoom", "I", "--chain")]
+                ("zoom", "I", "--size"), ("zoom", "I", "--cells"), ("zoom", "I", "--chain"),
+                ("live", "S", "--fps"), ("live", "S", "--cells"), ("live", "S", "--port"),
+                ("live", "S", "--quality"), ("live", "S", "--stall"),
+                ("live", "S", "--max-clients")]
 # (sample and sample-clip take the same number types; a fuzzed good value there would
 # really generate millions of images or hours of video)
 VALUES = st.one_of(
@@ -134,6 +137,10 @@ ALL_FLAGS = [
                                           "--recolour", "--tone", "--crf", "--preset")],
     *[(["zoom", M], f, "path") for f in ("--index", "--out", "--target", "--audio")],
     (["zoom"], "POS", "path"),
+    *[(["live", M], f, "value") for f in ("--fps", "--cells", "--port", "--host",
+                                          "--max-clients", "--quality", "--stall", "--set")],
+    *[(["live", M], f, "path") for f in ("--index", "--grow", "--record", "--config")],
+    (["live"], "POS", "path"),
 ]
 PATHS = st.one_of(
     st.sampled_from(["", " ", ".", "..", "-", "--", "~", "a b", "ü", "x.mp4", "x.json",
