@@ -17,7 +17,9 @@ wall`` takes the measured wall time instead), plus the time to move its bytes of
 ``--transfer`` kinds (default bank, chunk and segment: read and written) over the
 worker's own link at ``--bandwidth`` MB/s (shared storage: nothing is local; the
 storage side is not a bottleneck). A dep that is not among the records (a plan reused
-from an earlier run) counts as done at the start.
+from an earlier run) counts as done at the start. Records of any kind but ``job`` are
+tasks, so new kinds (shot detection, per-block features) replay without a change here;
+those without a segment (the mux) are tasks of the whole job.
 
 ``--scale-to-frames F`` projects a longer video: the recorded tasks are repeated (ids
 kept apart) until they cover F frames (rounded up to whole segments), the last copy cut
@@ -46,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.tasklog import read_tasks
 
-KINDS = ("plan", "paint", "mux")
+NOT_TASKS = ("job",)  # record kinds that describe a run, not a task
 DEFAULT_TRANSFER = ("bank", "chunk", "segment")
 
 
@@ -60,6 +62,7 @@ class Task:
     transfer: float
     deps: list[str] = field(default_factory=list)
     frames: tuple[int, int] = (0, 0)
+    whole: bool = False  # a task of the whole job (the mux), not of one segment
 
     @property
     def duration(self) -> float:
@@ -100,11 +103,11 @@ def select_run(records: list[dict], run: str | None = None) -> list[dict]:
 
 def make_tasks(records: list[dict], duration: str = "cpu", bandwidth: float | None = None,
                transfer: tuple[str, ...] = DEFAULT_TRANSFER) -> list[Task]:
-    """Tasks from task records (``job`` and unknown kinds skipped); ``bandwidth`` in
+    """Tasks from task records of any kind (``job`` records skipped); ``bandwidth`` in
     MB/s (10^6 bytes), None for no transfer cost."""
     tasks = []
     for r in records:
-        if r.get("kind") not in KINDS:
+        if r.get("kind") in NOT_TASKS:
             continue
         compute = float(r["wall_s"]) if duration == "wall" else \
             float(r["cpu_s"]) + float(r.get("child_cpu_s", 0.0))
@@ -112,12 +115,12 @@ def make_tasks(records: list[dict], duration: str = "cpu", bandwidth: float | No
                     for k, v in r.get(side, {}).items() if k in transfer)
         seconds = moved / (bandwidth * 1e6) if bandwidth else 0.0
         tasks.append(Task(r["id"], r["kind"], compute, seconds, list(r.get("deps", [])),
-                          tuple(r["frames"])))
+                          tuple(r["frames"]), r.get("segment") is None))
     return tasks
 
 
 def _frames_span(tasks: list[Task]) -> tuple[int, int]:
-    work = [t for t in tasks if t.kind != "mux"]
+    work = [t for t in tasks if not t.whole] or tasks
     return min(t.frames[0] for t in work), max(t.frames[1] for t in work)
 
 
@@ -126,8 +129,8 @@ def scale_tasks(tasks: list[Task], frames: int, chained: bool = True) -> list[Ta
     first, end = _frames_span(tasks)
     span = end - first
     factor = frames / span
-    body = [t for t in tasks if t.kind != "mux"]
-    muxes = [t for t in tasks if t.kind == "mux"]
+    body = [t for t in tasks if not t.whole]
+    muxes = [t for t in tasks if t.whole]
     ids = {t.id for t in body}
     plans = [t for t in body if t.kind == "plan"]
     plan_ids = {t.id for t in plans}
@@ -146,10 +149,10 @@ def scale_tasks(tasks: list[Task], frames: int, chained: bool = True) -> list[Ta
             shift = c * span
             out.append(Task(f"{t.id}@{c}", t.kind, t.compute, t.transfer, deps,
                             (t.frames[0] + shift, t.frames[1] + shift)))
-    painted = [t.id for t in out if t.kind == "paint"]
-    for m in muxes:
-        out.append(Task(m.id, m.kind, m.compute * factor, m.transfer * factor, painted,
-                        (first, first + frames)))
+    for m in muxes:  # after every copy of what it waited for
+        deps = [t.id for t in out if t.id.rsplit("@", 1)[0] in m.deps]
+        out.append(Task(m.id, m.kind, m.compute * factor, m.transfer * factor, deps,
+                        (first, first + frames), True))
     return out
 
 
@@ -216,7 +219,7 @@ def simulate(tasks: list[Task], workers: int) -> Projection:
 
 def recorded_span(records: list[dict]) -> float:
     """Wall seconds from the first task's start to the last one's end, as recorded."""
-    work = [r for r in records if r.get("kind") in KINDS]
+    work = [r for r in records if r.get("kind") not in NOT_TASKS]
     return max(r["start"] + r["wall_s"] for r in work) - min(r["start"] for r in work)
 
 
@@ -232,9 +235,10 @@ def report(records: list[dict], args: argparse.Namespace) -> list[str]:
     tasks = make_tasks(records, args.duration, args.bandwidth, tuple(args.transfer))
     first, end = _frames_span(tasks)
     job = next((r for r in records if r.get("kind") == "job"), {})
-    counts = {k: sum(1 for t in tasks if t.kind == k) for k in KINDS}
-    lines = [f"run {records[0].get('run')}: {counts['plan']} plan, {counts['paint']} paint, "
-             f"{counts['mux']} mux tasks over frames [{first}, {end}); recorded with "
+    kinds = list(dict.fromkeys(t.kind for t in tasks))
+    counts = ", ".join(f"{sum(1 for t in tasks if t.kind == k)} {k}" for k in kinds)
+    lines = [f"run {records[0].get('run')}: {counts} tasks over frames [{first}, {end}); "
+             "recorded with "
              f"{job.get('workers', '?')} worker(s) on {job.get('cores', '?')} cores, "
              f"{_clock(recorded_span(records))} from the first task's start to the last's end"]
     if job.get("plan_reused"):
@@ -245,7 +249,7 @@ def report(records: list[dict], args: argparse.Namespace) -> list[str]:
                      f"({args.scale_to_frames / (end - first):.1f}x the recorded "
                      f"{end - first}), copies planned "
                      + ("independently" if args.independent_copies else "as one stream"))
-    work = {k: sum(t.compute for t in tasks if t.kind == k) for k in KINDS}
+    work = {k: sum(t.compute for t in tasks if t.kind == k) for k in kinds}
     moved = sum(t.transfer for t in tasks)
     lines.append(f"durations: {args.duration} seconds; transfer of "
                  f"{', '.join(args.transfer) or 'nothing'} at "

@@ -105,6 +105,26 @@ def test_scaled_copies_as_one_stream_or_independent() -> None:
     assert max(t.frames[1] for t in part if t.kind == "paint") == 50
 
 
+def test_any_task_kind_replays() -> None:
+    # a later planner's graph: state-free feature tasks (2 s, no deps) feed the plan
+    # chain (0.5 s each). On 3 workers: preps 0-2; plans 2-2.5, 2.5-3, 3-3.5; paints
+    # 2.5-3.5, 3-4, 3.5-4.5; mux 4.5-5
+    records = []
+    for n in range(3):
+        span = (10 * n, 10 * n + 10)
+        records.append(rec("prep", n, span, 2.0, []))
+        records.append(rec("plan", n, span, 0.5,
+                           [f"prep-{n:05d}"] + ([f"plan-{n - 1:05d}"] if n else [])))
+        records.append(rec("paint", n, span, 1.0, [f"plan-{n:05d}"]))
+    records.append(rec("mux", None, (0, 30), 0.5, [f"paint-{n:05d}" for n in range(3)]))
+    tasks = ps.make_tasks(records)
+    assert ps.simulate(tasks, 3).makespan == pytest.approx(5.0)
+    assert ps.simulate(tasks, 1).makespan == pytest.approx(3 * 2 + 3 * 0.5 + 3 + 0.5)
+    scaled = ps.scale_tasks(tasks, 60)  # the mux waits for both copies' paints
+    mux = next(t for t in scaled if t.kind == "mux")
+    assert len(mux.deps) == 6 and all(d.startswith("paint-") for d in mux.deps)
+
+
 def test_missing_deps_count_as_done_and_cycles_are_refused() -> None:
     # the plan was reused: paints whose plans are not recorded are ready at once
     paints = [rec("paint", n, (n, n + 1), 2.0, [f"plan-{n:05d}"]) for n in range(2)]
