@@ -16,9 +16,11 @@ which sensor noise, grain or ripples barely move (a 32-pixel cell averages them 
   previous frame. A marked cell is decided in such a frame, its tile switching by the
   usual hysteresis.
 * **quiet**: a marked cell that has waited ``frames`` frames without moving is decided
-  quietly: its colour is refreshed, and its tile switches only if it has gone clearly
-  stale (:data:`QUIET_GAIN`), for at most :data:`QUIET_SHARE` of the cells a frame,
-  stalest first (:meth:`pipeline.modes.NearestMode.stalest`). So waiting never freezes a
+  quietly: its tile switches only if it has gone clearly stale (:data:`QUIET_GAIN`), and
+  a tile it keeps gets its colour refreshed only where that corrects
+  :data:`QUIET_COLOUR` levels or more, together for at most :data:`QUIET_SHARE` of the
+  cells a frame, stalest first (:meth:`pipeline.modes.NearestMode.stalest`,
+  :meth:`~pipeline.modes.NearestMode.recolours`). So waiting never freezes a
   tile that has gone wrong for good, and noise never switches one.
 * **scene cut**: a frame in which more than ``scene_cut`` of the cells moved by
   :data:`CUT_DELTA_E` or more; its moving cells are chosen afresh (no hysteresis, the

@@ -12,14 +12,17 @@ It runs the real ``mosaic`` command (the one installed in this checkout's venv) 
 * stills (``mosaic photo``): a sample image with the sample index, a frame of the real
   clip with the real index (contrast matching and a blend);
 * a faces run (``mosaic faces``) on generated photos (scikit-image's astronaut, a mirror,
-  a re-encode, a cat).
+  a re-encode, a cat);
+* zooms (``mosaic zoom``) on a sample image with the sample index, in and out (the latter
+  with contrast matching), encoded losslessly (``--crf 0``) so that the decoded frames do
+  not depend on x264's threads.
 
 and writes one JSON of digests: per render the framemd5 of the decoded output (the
 frame lines of ``ffmpeg -f framemd5``), its ``scores.json`` scores, the plan key and a
 digest of every array in the plan's chunks; per still the file's digest and the decoded
-pixels'; for faces each crop's digest and the manifest. Work goes into ``--work`` (the
-same folder before and after: the index digest covers the corpus's absolute path, so the
-plan keys are comparable only from the same place).
+pixels'; for faces each crop's digest and the manifest; per zoom the framemd5. Work goes
+into ``--work`` (the same folder before and after: the index digest covers the corpus's
+absolute path, so the plan keys are comparable only from the same place).
 
     python scripts/identity_check.py --work /tmp/idc --out before.json
     (change the code)
@@ -187,6 +190,25 @@ def faces(work: Path, cache: Path) -> dict:
     return {"crops": crops, "manifest": manifest}
 
 
+ZOOMS = {  # name: extra args
+    "zoom-in": [],
+    "zoom-out": ["--reverse", "--tone", "0.5"],
+}
+
+
+def zooms(inputs: dict[str, Path], work: Path, cache: Path) -> dict:
+    out = {}
+    image = inputs["sample"] / "corpus" / "sample_0000.png"
+    for name, extra in ZOOMS.items():
+        dest = work / "out" / f"{name}.mp4"
+        dest.unlink(missing_ok=True)
+        run("zoom", str(image), "--index", str(inputs["sample"] / "index"), "--out", str(dest),
+            "--size", "320x180", "--duration", "2", "--fps", "10", "--cells", "24",
+            "--preset", "ultrafast", "--crf", "0", "-q", *extra, cache=cache)
+        out[name] = {"framemd5": framemd5(dest)}
+    return out
+
+
 def versions() -> dict[str, str]:
     """PLAN_VERSION and RENDER_VERSION of the code checked."""
     try:
@@ -221,7 +243,8 @@ def main() -> int:
         inputs = prepare(work)
         cache = inputs["cache"]
         result = {"renders": renders(inputs, work, cache),
-                  "stills": stills(inputs, work, cache), "faces": faces(work, cache)}
+                  "stills": stills(inputs, work, cache), "faces": faces(work, cache),
+                  "zooms": zooms(inputs, work, cache)}
     result["versions"] = versions()
     args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)

@@ -122,6 +122,51 @@ def test_settle_rule_a_marked_still_cell_waits_then_is_refreshed_quietly(
     assert change.active == 1
 
 
+def drifting(frame: np.ndarray, cells: dict[tuple[int, int], float], frames: int
+             ) -> list[np.ndarray]:
+    """``frames`` frames after ``frame``: each cell of ``cells`` gets a checkerboard of
+    +-20 (every pixel changes: the activity mask marks it) and its colour drifts by
+    ``step`` levels a frame (a mean colour move well under ΔE 2: never "moving")."""
+    checker = (np.indices((TILE, TILE)).sum(0) % 2) * 40 - 20
+    out = []
+    for k in range(1, frames + 1):
+        f = frame.astype(np.int16)
+        for (r, c), step in cells.items():
+            f[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE] += (
+                checker[..., None] + round(step * k))
+        out.append(np.clip(f, 0, 255).astype(np.uint8))
+    return out
+
+
+def test_quiet_recolour_where_the_colour_drifted_4_levels_largest_first(
+        index: TileIndex) -> None:
+    """The quiet colour rule (:data:`pipeline.activity.QUIET_COLOUR`): a marked cell
+    that never moves but whose colour has drifted is, once it has waited, re-placed with
+    its own tile and a new colour difference, if that corrects 4 levels or more; within
+    the quiet budget (1% of the cells, at least 1 a frame: here 1 of 24), the largest
+    drift first. A cell drifting less than that keeps its colour."""
+    engine = engine_for(index, settle=4, recolour=0.9)
+    state = engine.start()
+    frame = frame_of(0)
+    _, state = engine.step(state, frame)
+    ids, diffs = state.canvas.ids.copy(), state.canvas.diffs.copy()
+    big, small = (1, 1), (2, 4)  # drift 3 and 2 levels a frame: 12 and 8 after 4 frames
+    changes, state = engine.plan(state, drifting(frame, {big: 3, small: 2}, 5))
+    assert [c.active for c in changes] == [0, 0, 0, 2, 0]  # both waited, decided quietly
+    quiet = changes[3]
+    assert list(quiet.cells) == [big[0] * COLS + big[1]]  # the budget: the largest only
+    np.testing.assert_array_equal(state.canvas.ids, ids)  # no tile switched
+    assert not (state.canvas.diffs[big] == diffs[big]).all()  # its colour refreshed
+    np.testing.assert_array_equal(state.canvas.diffs[small], diffs[small])
+    # a drift under 4 levels (2 after 4 frames) is no reason to re-place a still cell,
+    # even with the budget free
+    engine = engine_for(index, settle=4, recolour=0.9)
+    state = engine.start()
+    _, state = engine.step(state, frame)
+    changes, state = engine.plan(state, drifting(frame, {small: 0.5}, 5))
+    assert changes[3].active == 1 and len(changes[3].cells) == 0
+
+
 def test_scene_cut_chooses_the_moving_cells_afresh(index: TileIndex) -> None:
     engine = engine_for(index)
     state = engine.start()
