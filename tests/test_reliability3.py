@@ -152,6 +152,7 @@ def test_finding_1_clean_of_a_real_cache_keeps_what_is_not_its_own(
     assert run.returncode == 0, run.stderr
     assert "1 old render job(s), 1 old plan(s)" in run.stdout, run.stdout
     assert not list(job.glob("seg-*")) and not list((cache / "plans").iterdir())
+    assert not (job / "tasks.jsonl").exists()  # the task records are the tool's too
     assert (job / "notes.txt").read_bytes() == before["notes.txt"]
     assert snapshot(cache / "render" / "my-project") == theirs
     assert f"kept {job}" in run.stderr and "left " in run.stderr

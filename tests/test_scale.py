@@ -19,6 +19,7 @@ from helpers import make_clip
 from pipeline.config import RenderConfig
 from pipeline.output import scores_path
 from pipeline.stages.render import run_render
+from pipeline.tasklog import TASKS, read_tasks
 from pipeline.video import ffmpeg_exe
 
 # encoder threads fixed: x264's bitstream depends on its thread count, not on the workers
@@ -86,6 +87,10 @@ def test_dask_cluster_equals_one_worker(clip: Path, tile_index: Path, single: Pa
     # the painting really ran on the cluster's workers
     work = next((tmp_path / "cache" / "render").iterdir())
     assert len(list(work.glob("seg-*.json"))) == 8
+    # their task records came back with the results, written here (tasks.jsonl)
+    paints = [r for r in read_tasks(work / TASKS) if r["kind"] == "paint"]
+    assert sorted(r["segment"] for r in paints) == list(range(8))
+    assert all(r["pid"] != os.getpid() and r["cpu_s"] > 0 for r in paints)
 
 
 def test_killed_dask_worker_is_replaced_and_output_identical(

@@ -6,6 +6,10 @@ The plan runs on a thread of this process (:class:`pipeline.stages.planner.Plann
 painters (:func:`pipeline.paint.paint_segment`) are local worker processes or Dask tasks
 (:mod:`pipeline.execute`). A segment is handed to the pool once the index is checked to
 be still the pinned one (a chunk planned while it changed is removed).
+
+Every plan and paint task's record (:mod:`pipeline.tasklog`) is appended to the job's
+``tasks.jsonl`` by this process: the plan thread's as each chunk is written, a painter's
+when its result is collected.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from tqdm import tqdm
 
 from pipeline.bank import check_pin
 from pipeline.errors import IndexChangedError, MosaicError, PlanError
-from pipeline.paint import PaintJob, paint_segment, progress_path
+from pipeline.execute import usable_cores
+from pipeline.paint import PaintJob, paint_task, progress_path
 from pipeline.planfile import MANIFEST, Segment, chunk_path
 from pipeline.stages.planner import Planner
+from pipeline.tasklog import TaskLog
 from pipeline.video import stop_pipes
 
 _POLL = 0.2  # seconds between looks at the workers
@@ -48,6 +54,22 @@ class RenderJob:
     plan_reused: bool
     to_paint: list[Segment]
     done: dict[int, dict]  # statistics of the segments already painted
+    tasks: TaskLog | None = None  # where the task records go
+
+
+def job_record(job: RenderJob, workers: int, threads: int, local: bool) -> dict:
+    """The record that opens a run's task records: the frames, the segments, the
+    workers and the sizes (``scripts/project_scale.py`` reads it)."""
+    paint, segs = job.paint, job.segments
+    return {"id": "job", "kind": "job", "segment": None,
+            "frames": [segs[0].start, segs[-1].start + segs[-1].count],
+            "segments": len(segs), "to_paint": len(job.to_paint),
+            "plan_reused": job.plan_reused, "workers": workers, "threads": threads,
+            "scheduler": not local, "cores": usable_cores(),
+            "source": [paint.info.width, paint.info.height],
+            "out_size": [paint.grid.out_w, paint.grid.out_h],
+            "grid": [paint.grid.rows, paint.grid.cols], "codec": list(paint.codec),
+            "start": round(time.time(), 3)}
 
 
 class _Run:
@@ -62,6 +84,8 @@ class _Run:
         self.running: dict = {}
         self.stats: dict[int, dict] = {}
         self.thread = threading.Thread(target=self._plan, daemon=True, name="mosaic-plan")
+        if job.tasks is not None:
+            job.planner.on_task = job.tasks.append
 
     def _on_chunk(self, seg: Segment) -> None:
         paint = self.job.paint
@@ -89,7 +113,7 @@ class _Run:
                 seg = self.planned.get_nowait()
                 if seg.number in self.waiting:
                     del self.waiting[seg.number]
-                    future = self.pool.submit(paint_segment, self.job.paint, seg,
+                    future = self.pool.submit(paint_task, self.job.paint, seg,
                                               key=f"paint-{seg.number:05d}")
                     self.running[future] = seg
 
@@ -97,12 +121,14 @@ class _Run:
         for future, seg in list(self.running.items()):
             if future.done():
                 try:
-                    self.stats[seg.number] = future.result()
+                    self.stats[seg.number], record = future.result()
                 except IndexChangedError:
                     raise
                 except Exception as exc:
                     raise SegmentError(seg, exc) from exc
                 del self.running[future]
+                if self.job.tasks is not None:
+                    self.job.tasks.append(record)
 
     def loop(self) -> None:
         """Until every segment is painted: submit what is planned, collect what is done."""

@@ -5,14 +5,14 @@ segments, with its storage (:mod:`pipeline.planfile`), its lock and its resumpti
 time, and writes the segment's chunk; each segment starts from the canvas and the
 activity the previous one ended on (``render.carry_tiles``), read back from its chunk
 when a killed plan resumes. The plan folder's lock is held throughout: another job
-planning the same frames waits, then uses the chunks.
+planning the same frames waits, then uses the chunks. Each segment planned is a task
+whose record (:mod:`pipeline.tasklog`) goes to :attr:`Planner.on_task` when set.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from pipeline.planfile import (
     write_chunk,
     write_manifest,
 )
+from pipeline.tasklog import TaskClock, file_bytes, source_bytes
 from pipeline.video import VideoInfo, prefetch_frames
 
 
@@ -50,15 +51,26 @@ class Planner:
     index : the tile index (features and clusters; the tile bank only for tile means).
     config : the render options (paint-only ones are ignored).
     plan_dir : where the chunks go; ``key`` names the plan.
+
+    ``on_task``, when set, is called with the task record of every segment planned.
     """
 
     def __init__(self, info: VideoInfo, grid: Grid, index: TileIndex, config: RenderConfig,
                  plan_dir: Path, key: str) -> None:
         self.info, self.grid, self.config = info, grid, config
         self.plan_dir, self.key = Path(plan_dir), key
+        self.index_path = index.path
+        self.on_task: Callable[[dict], None] | None = None
+        self._bank_read = 0  # bytes of tiles read (for the task records)
         # tiles are read only for their colours, through a map that lives for one read:
         # the plan's memory does not grow with the tiles it has used
-        self.engine = PlanEngine(grid, index, config, partial(read_tiles, index.path))
+        self.engine = PlanEngine(grid, index, config, self._read_tiles)
+
+    def _read_tiles(self, ids: np.ndarray) -> np.ndarray:
+        """:func:`pipeline.bank.read_tiles` of the index, counting the bytes read."""
+        tiles = read_tiles(self.index_path, ids)
+        self._bank_read += tiles.nbytes
+        return tiles
 
     def missing(self, segments: list[Segment]) -> list[Segment]:
         """The segments still to plan: from the first one without a valid chunk on.
@@ -118,6 +130,7 @@ class Planner:
         settling where ``tracking`` left them); writes its chunk and returns its end
         state, the Lab cell colours of its last source frame and its tracking."""
         engine, batch = self.engine, self.config.cluster_batch_frames
+        clock, self._bank_read = TaskClock(), 0
         state = engine.start(start, tracking, segment_seed(self.config.seed, seg.number))
         changes: list[FrameChange] = []
         last = None
@@ -136,4 +149,12 @@ class Planner:
         write_chunk(chunk_path(self.plan_dir, seg.number), self.key, seg, changes, start,
                     state.canvas, start_src_lab if carried else None, end_src_lab,
                     end_tracking)
+        if self.on_task is not None:
+            deps = [f"plan-{seg.number - 1:05d}"] if seg.number and self.config.carry_tiles \
+                else []
+            self.on_task(clock.record(
+                "plan", seg.number, (seg.start, seg.start + seg.count), deps,
+                {"bank": self._bank_read,
+                 "source": source_bytes(self.info.path, seg.count, self.info.frames)},
+                {"chunk": file_bytes(chunk_path(self.plan_dir, seg.number))}))
         return state.canvas, end_src_lab, end_tracking

@@ -13,6 +13,8 @@ Data flows one way: video -> frames -> cells -> **plan** (tile choices) -> **pai
    encoded file atomically into the job's work directory.
 4. The client joins the segments (concat demuxer, stream copy), adds the audio, and
    renames the result over the output path; ``done.json`` records it.
+5. Every plan, paint and mux task's kind, frames, CPU and wall time and bytes read and
+   written are appended to the job's ``tasks.jsonl`` (:mod:`pipeline.tasklog`).
 
 A kill loses at most the chunk and the segments in flight: a rerun of the same command
 resumes the plan from its last chunk and paints only the missing segments. An interrupt
@@ -45,7 +47,7 @@ from pipeline.config import RenderConfig, paint_options
 from pipeline.download import download, download_folder, is_url
 from pipeline.encode import codec_args, output_size_ok
 from pipeline.errors import ConfigError, LockedError, OutputError, VideoError
-from pipeline.execute import SCHEDULER_ENV, WorkerPlan, choose_workers, make_pool
+from pipeline.execute import SCHEDULER_ENV, LocalPool, WorkerPlan, choose_workers, make_pool
 from pipeline.grid import check_frame_size, check_source_size, make_grid
 from pipeline.heap import steady_heap
 from pipeline.index import load_index
@@ -62,8 +64,9 @@ from pipeline.output import (
 )
 from pipeline.paint import PaintJob, finished, segment_path, warm_up
 from pipeline.planfile import PLAN_FILES, Segment, plan_key, plan_segments, read_manifest
-from pipeline.stages.painting import RenderJob, render_segments
+from pipeline.stages.painting import RenderJob, job_record, render_segments
 from pipeline.stages.planner import Planner
+from pipeline.tasklog import TaskClock, TaskLog, file_bytes
 from pipeline.video import AudioInfo, VideoInfo, check_regular, ffmpeg_exe, local_path, probe
 
 log = logging.getLogger(__name__)
@@ -285,9 +288,13 @@ def _run_job(paint: PaintJob, planner: Planner, segments: list[Segment],
     ensure_free(out.parent, _output_bytes(seg_files, info, count, audio), f"writing {out}")
     locks = mark_owned(target.cache_dir / "locks", "locks")
     with file_lock(locks / f"{digest_text(str(out.resolve()))}.lock", f"the output {out}"):
+        clock = TaskClock()
         concat_and_mux(seg_files, out, info, audio, float(first / info.rate),
                        float(count / info.rate), work, target.container,
                        check=lambda path: _check_joined(path, out, info, count, audio))
+        job.tasks.append(clock.record(
+            "mux", None, (first, first + count), [f"paint-{s.number:05d}" for s in segments],
+            {"segment": file_bytes(*seg_files)}, {"output": file_bytes(out)}))
         _summarise(report, [stats[s.number] for s in job.segments], target.config,
                    target.video, Path(paint.index_dir))
         report.seconds = time.perf_counter() - target.started
@@ -300,6 +307,8 @@ def _paint_missing(job: RenderJob, workers: int, scheduler: str | None, progress
                    report: RenderReport) -> dict[int, dict]:
     """Plan and paint what is missing on a pool, with one progress bar over all frames."""
     pool = make_pool(min(workers, len(job.to_paint)), scheduler, warm_up)
+    job.tasks.append(job_record(job, pool.workers if isinstance(pool, LocalPool) else 0,
+                                report.threads, isinstance(pool, LocalPool)))
     bar = tqdm(total=sum(s.count for s in job.to_paint), desc="render", unit="frames",
                disable=None if progress else True, smoothing=0.1)
     t = time.perf_counter()
@@ -350,12 +359,13 @@ def _prepare(paint: PaintJob, planner: Planner, segments: list[Segment],
         if to_paint:
             log.info("reusing the plan of these frames (%s): only painting",
                      paint.plan_key[:12])
-        return RenderJob(planner, paint, segments, True, to_paint, done)
+        return RenderJob(planner, paint, segments, True, to_paint, done,
+                         TaskLog(paint.work))
     if to_paint:
         todo = planner.missing(segments)
         if 0 < len(todo) < len(segments):
             log.info("resuming the plan at segment %d of %d", todo[0].number, len(segments))
-    return RenderJob(planner, paint, segments, False, to_paint, done)
+    return RenderJob(planner, paint, segments, False, to_paint, done, TaskLog(paint.work))
 
 
 def _summarise(report: RenderReport, stats: list[dict], config: RenderConfig, video: str,

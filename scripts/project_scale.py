@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Project a render onto N workers from its measured task durations (``tasks.jsonl``).
+
+A render appends one record per task to its job directory's ``tasks.jsonl``
+(:mod:`pipeline.tasklog`): plan and paint tasks per segment and the final mux, each with
+its CPU and wall seconds, bytes read and written by kind, and ``deps``, the tasks whose
+outputs it reads (today's planner carries each chunk on from the previous one, so the
+plan tasks form one chain over the whole video; a segment is painted after its plan; the
+mux joins every segment).
+
+This replays one run's records in a list-scheduling simulation: N identical workers
+(one core each); whenever a worker is free it takes the ready task (all deps done) with
+the longest path to the end of the job (its "bottom level"; ties in record order). A
+task occupies its worker for its duration, by default its CPU seconds (its process's
+threads plus the ffmpeg processes it waited for: the work, as if on one core; ``--duration
+wall`` takes the measured wall time instead), plus the time to move its bytes of the
+``--transfer`` kinds (default bank, chunk and segment: read and written) over the
+worker's own link at ``--bandwidth`` MB/s (shared storage: nothing is local; the
+storage side is not a bottleneck). A dep that is not among the records (a plan reused
+from an earlier run) counts as done at the start. Records of any kind but ``job`` are
+tasks, so new kinds (shot detection, per-block features) replay without a change here;
+those without a segment (the mux) are tasks of the whole job.
+
+``--scale-to-frames F`` projects a longer video: the recorded tasks are repeated (ids
+kept apart) until they cover F frames (rounded up to whole segments), the last copy cut
+short; the mux is one task whose duration and bytes grow with the frames. Copies are
+planned as one stream, as today's engine does (each copy's first plan waits for the
+previous copy's last), or, with ``--independent-copies``, independently (as separate
+shots planned in parallel would be).
+
+It prints, per N, the makespan, the speed-up over N = 1, the utilisation (busy
+worker-seconds over N x makespan) and what bounds it: the critical path (the longest
+chain of durations) or the work (total duration / N).
+
+    python scripts/project_scale.py CACHE/render/JOB/tasks.jsonl --workers 1 2 16 64 160 \\
+        --bandwidth 125 --scale-to-frames 180000
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.tasklog import read_tasks
+
+NOT_TASKS = ("job",)  # record kinds that describe a run, not a task
+DEFAULT_TRANSFER = ("bank", "chunk", "segment")
+
+
+@dataclass
+class Task:
+    """One task of the graph: its own duration (compute + transfer) and deps."""
+
+    id: str
+    kind: str
+    compute: float
+    transfer: float
+    deps: list[str] = field(default_factory=list)
+    frames: tuple[int, int] = (0, 0)
+    whole: bool = False  # a task of the whole job (the mux), not of one segment
+
+    @property
+    def duration(self) -> float:
+        return self.compute + self.transfer
+
+
+@dataclass
+class Projection:
+    """The simulation's result for one N."""
+
+    workers: int
+    makespan: float
+    busy: float
+    critical_path: float
+
+    @property
+    def utilisation(self) -> float:
+        return self.busy / (self.workers * self.makespan) if self.makespan > 0 else 0.0
+
+    @property
+    def bound(self) -> str:
+        """What sets the makespan's floor: the critical path or the work over N."""
+        return "critical path" if self.critical_path >= self.busy / self.workers else "work"
+
+
+def select_run(records: list[dict], run: str | None = None) -> list[dict]:
+    """The records of ``run`` (default: the last run that has plan or paint tasks)."""
+    if run is None:
+        runs = [r.get("run") for r in records if r.get("kind") in ("plan", "paint")]
+        if not runs:
+            raise ValueError("no plan or paint task records")
+        run = runs[-1]
+    chosen = [r for r in records if r.get("run") == run]
+    if not chosen:
+        raise ValueError(f"no records of run {run}")
+    return chosen
+
+
+def make_tasks(records: list[dict], duration: str = "cpu", bandwidth: float | None = None,
+               transfer: tuple[str, ...] = DEFAULT_TRANSFER) -> list[Task]:
+    """Tasks from task records of any kind (``job`` records skipped); ``bandwidth`` in
+    MB/s (10^6 bytes), None for no transfer cost."""
+    tasks = []
+    for r in records:
+        if r.get("kind") in NOT_TASKS:
+            continue
+        compute = float(r["wall_s"]) if duration == "wall" else \
+            float(r["cpu_s"]) + float(r.get("child_cpu_s", 0.0))
+        moved = sum(int(v) for side in ("read", "written")
+                    for k, v in r.get(side, {}).items() if k in transfer)
+        seconds = moved / (bandwidth * 1e6) if bandwidth else 0.0
+        tasks.append(Task(r["id"], r["kind"], compute, seconds, list(r.get("deps", [])),
+                          tuple(r["frames"]), r.get("segment") is None))
+    return tasks
+
+
+def _frames_span(tasks: list[Task]) -> tuple[int, int]:
+    work = [t for t in tasks if not t.whole] or tasks
+    return min(t.frames[0] for t in work), max(t.frames[1] for t in work)
+
+
+def scale_tasks(tasks: list[Task], frames: int, chained: bool = True) -> list[Task]:
+    """The graph repeated to cover ``frames`` frames (see the module's description)."""
+    first, end = _frames_span(tasks)
+    span = end - first
+    factor = frames / span
+    body = [t for t in tasks if not t.whole]
+    muxes = [t for t in tasks if t.whole]
+    ids = {t.id for t in body}
+    plans = [t for t in body if t.kind == "plan"]
+    plan_ids = {t.id for t in plans}
+    heads = [t.id for t in plans if not any(d in plan_ids for d in t.deps)]
+    tails = [t.id for t in plans if not any(t.id in p.deps for p in plans)]
+    out: list[Task] = []
+    for c in range(math.ceil(factor)):
+        left = frames - c * span  # frames this copy still has to cover
+        kept = {t.id for t in body if t.frames[0] - first < left}
+        for t in body:
+            if t.id not in kept:
+                continue
+            deps = [f"{d}@{c}" for d in t.deps if d in ids and d in kept]
+            if chained and c > 0 and t.id in heads:
+                deps += [f"{h}@{c - 1}" for h in tails]
+            shift = c * span
+            out.append(Task(f"{t.id}@{c}", t.kind, t.compute, t.transfer, deps,
+                            (t.frames[0] + shift, t.frames[1] + shift)))
+    for m in muxes:  # after every copy of what it waited for
+        deps = [t.id for t in out if t.id.rsplit("@", 1)[0] in m.deps]
+        out.append(Task(m.id, m.kind, m.compute * factor, m.transfer * factor, deps,
+                        (first, first + frames), True))
+    return out
+
+
+def _children(tasks: list[Task]) -> dict[str, list[str]]:
+    """Each task's dependants (deps that are not among ``tasks`` are ignored)."""
+    children: dict[str, list[str]] = {t.id: [] for t in tasks}
+    for t in tasks:
+        for d in t.deps:
+            if d in children:
+                children[d].append(t.id)
+    return children
+
+
+def _waiting(tasks: list[Task]) -> dict[str, int]:
+    """Each task's number of deps among ``tasks``."""
+    ids = {t.id for t in tasks}
+    return {t.id: sum(1 for d in t.deps if d in ids) for t in tasks}
+
+
+def bottom_levels(tasks: list[Task]) -> dict[str, float]:
+    """Each task's longest path of durations to the end of the graph, itself included
+    (ValueError when the deps form a cycle)."""
+    by_id, children, waiting = {t.id: t for t in tasks}, _children(tasks), _waiting(tasks)
+    todo = [tid for tid, n in waiting.items() if n == 0]
+    order = []
+    while todo:
+        tid = todo.pop()
+        order.append(tid)
+        for c in children[tid]:
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                todo.append(c)
+    if len(order) != len(tasks):
+        raise ValueError("the task dependencies form a cycle")
+    level: dict[str, float] = {}
+    for tid in reversed(order):
+        level[tid] = by_id[tid].duration + max((level[c] for c in children[tid]), default=0.0)
+    return level
+
+
+def simulate(tasks: list[Task], workers: int) -> Projection:
+    """List scheduling of ``tasks`` on ``workers`` workers (highest bottom level first)."""
+    by_id, children, waiting = {t.id: t for t in tasks}, _children(tasks), _waiting(tasks)
+    level = bottom_levels(tasks)
+    rank = {t.id: i for i, t in enumerate(tasks)}
+    ready = [(-level[t.id], rank[t.id], t.id) for t in tasks if waiting[t.id] == 0]
+    heapq.heapify(ready)
+    running: list[tuple[float, int, str]] = []
+    now, free = 0.0, workers
+    while ready or running:
+        while free and ready:
+            _, _, tid = heapq.heappop(ready)
+            heapq.heappush(running, (now + by_id[tid].duration, rank[tid], tid))
+            free -= 1
+        now, _, tid = heapq.heappop(running)
+        free += 1
+        for c in children[tid]:
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                heapq.heappush(ready, (-level[c], rank[c], c))
+    return Projection(workers, now, sum(t.duration for t in tasks),
+                      max(level.values(), default=0.0))
+
+
+def recorded_span(records: list[dict]) -> float:
+    """Wall seconds from the first task's start to the last one's end, as recorded."""
+    work = [r for r in records if r.get("kind") not in NOT_TASKS]
+    return max(r["start"] + r["wall_s"] for r in work) - min(r["start"] for r in work)
+
+
+def _clock(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    h, rest = divmod(round(seconds), 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def report(records: list[dict], args: argparse.Namespace) -> list[str]:
+    """The projection's lines for the chosen run."""
+    tasks = make_tasks(records, args.duration, args.bandwidth, tuple(args.transfer))
+    first, end = _frames_span(tasks)
+    job = next((r for r in records if r.get("kind") == "job"), {})
+    kinds = list(dict.fromkeys(t.kind for t in tasks))
+    counts = ", ".join(f"{sum(1 for t in tasks if t.kind == k)} {k}" for k in kinds)
+    lines = [f"run {records[0].get('run')}: {counts} tasks over frames [{first}, {end}); "
+             "recorded with "
+             f"{job.get('workers', '?')} worker(s) on {job.get('cores', '?')} cores, "
+             f"{_clock(recorded_span(records))} from the first task's start to the last's end"]
+    if job.get("plan_reused"):
+        lines.append("note: the plan was reused in this run: no plan tasks were recorded")
+    if args.scale_to_frames:
+        tasks = scale_tasks(tasks, args.scale_to_frames, not args.independent_copies)
+        lines.append(f"scaled to {args.scale_to_frames} frames "
+                     f"({args.scale_to_frames / (end - first):.1f}x the recorded "
+                     f"{end - first}), copies planned "
+                     + ("independently" if args.independent_copies else "as one stream"))
+    work = {k: sum(t.compute for t in tasks if t.kind == k) for k in kinds}
+    moved = sum(t.transfer for t in tasks)
+    lines.append(f"durations: {args.duration} seconds; transfer of "
+                 f"{', '.join(args.transfer) or 'nothing'} at "
+                 + (f"{args.bandwidth:g} MB/s per worker" if args.bandwidth else "no cost"))
+    lines.append("work: " + ", ".join(f"{k} {_clock(v)}" for k, v in work.items())
+                 + f", transfer {_clock(moved)}")
+    lines.append(f"{'N':>5} {'makespan':>10} {'speed-up':>9} {'utilisation':>12}  bound "
+                 "(critical path / work per worker)")
+    one = sum(t.duration for t in tasks)  # one worker never waits: the makespan at N = 1
+    for n in args.workers:
+        p = simulate(tasks, n)
+        speedup = one / p.makespan if p.makespan else 1.0
+        lines.append(f"{n:>5} {_clock(p.makespan):>10} {speedup:8.2f}x {p.utilisation:>11.0%}  "
+                     f"{p.bound} ({_clock(p.critical_path)} / {_clock(p.busy / n)})")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("tasks", type=Path, help="a render job's tasks.jsonl")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 16, 64, 160])
+    ap.add_argument("--bandwidth", type=float, default=125.0,
+                    help="MB/s per worker for the transferred bytes (default 125: 1 Gb/s; "
+                         "0: no transfer cost)")
+    ap.add_argument("--transfer", nargs="*", default=list(DEFAULT_TRANSFER),
+                    help="byte kinds moved over the network (bank chunk segment source "
+                         "output)")
+    ap.add_argument("--duration", choices=("cpu", "wall"), default="cpu")
+    ap.add_argument("--scale-to-frames", type=int, help="project a video this many frames long")
+    ap.add_argument("--independent-copies", action="store_true",
+                    help="with --scale-to-frames: plan the copies independently")
+    ap.add_argument("--run", help="the run to replay (default: the last one with tasks)")
+    args = ap.parse_args(argv)
+    if any(n < 1 for n in args.workers) or (args.scale_to_frames or 1) < 1 \
+            or args.bandwidth < 0:
+        print("error: --workers, --scale-to-frames must be >= 1 and --bandwidth >= 0",
+              file=sys.stderr)
+        return 2
+    try:
+        records = select_run(read_tasks(args.tasks), args.run)
+        lines = report(records, args)
+    except OSError as exc:
+        print(f"error: {args.tasks}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"error: {args.tasks}: not usable task records ({exc})", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
