@@ -16,12 +16,18 @@ which sensor noise, grain or ripples barely move (a 32-pixel cell averages them 
   previous frame. A marked cell is decided in such a frame, its tile switching by the
   usual hysteresis.
 * **quiet**: a marked cell that has waited ``frames`` frames without moving is decided
-  quietly: its tile switches only if it has gone clearly stale (:data:`QUIET_GAIN`), and
-  a tile it keeps gets its colour refreshed only where that corrects
-  :data:`QUIET_COLOUR` levels or more, together for at most :data:`QUIET_SHARE` of the
-  cells a frame, stalest first (:meth:`pipeline.modes.NearestMode.stalest`,
+  quietly: its tile switches only if it has gone clearly stale (:data:`QUIET_GAIN`), for
+  at most :data:`QUIET_SHARE` of the cells a frame, stalest first; a tile it keeps gets
+  its colour refreshed only where that corrects :data:`QUIET_COLOUR` levels or more, for
+  at most :data:`QUIET_RECOLOUR_SHARE` of the cells a frame, largest first
+  (:meth:`pipeline.modes.NearestMode.stalest`,
   :meth:`~pipeline.modes.NearestMode.recolours`). So waiting never freezes a
   tile that has gone wrong for good, and noise never switches one.
+* **drift**: a cell is marked too when its mean colour has moved by
+  :data:`DRIFT_DELTA_E` or more since it was last decided, though no pixel changed by
+  the mask's threshold in any one frame: a slow pan or a fade, which the frame
+  difference misses. A cell's mean barely follows noise, so a still region is not
+  marked by it. (``frames`` 0, the reference's rule, marks by the mask alone.)
 * **scene cut**: a frame in which more than ``scene_cut`` of the cells moved by
   :data:`CUT_DELTA_E` or more; its moving cells are chosen afresh (no hysteresis, the
   joint assignment), its still cells as above. A frame full of noise marks every cell
@@ -58,11 +64,17 @@ CUT_DELTA_E = 3 * STATIC_DELTA_E  # a cell that changed this much in a frame: a 
 # share of the grid's cells switches quietly in a frame, stalest first: a still region
 # never flickers, and a slowly changing one (a slow pan over grass) catches up within
 # the stability scores' churn budget
-QUIET_GAIN = 1.0
+QUIET_GAIN = 2.0
 QUIET_SHARE = 0.01
 # a quiet cell that keeps its tile has its colour refreshed only when that corrects this
-# many levels or more (within the same budget): small drifts wait for the cell to move
+# many levels or more, for at most this share of the grid's cells a frame (a budget of
+# its own: a refresh keeps the photo, it only follows the picture's colour)
 QUIET_COLOUR = 4.0
+QUIET_RECOLOUR_SHARE = 0.03
+# a cell whose mean colour moved this much since it was last decided is marked, whatever
+# the mask says (a slow pan, a fade); noise moves a cell's mean by about 1-2 on grainy
+# footage, and it does not add up over frames as a pan does
+DRIFT_DELTA_E = 3.0
 
 
 @dataclass(frozen=True)
@@ -93,12 +105,15 @@ class Tracking:
     pending, waited : ndarrays (cells,), bool and int32: cells marked and waiting for
         motion, and for how many frames.
     lab : ndarray (cells, 3), float32, Lab cell colours of the last frame.
+    fitted : ndarray (cells, 3), float32, or None: each cell's Lab colour when it was
+        last decided (None: ``lab``).
     """
 
     reference: np.ndarray
     pending: np.ndarray
     waited: np.ndarray
     lab: np.ndarray
+    fitted: np.ndarray | None = None
 
 
 def cell_lab(frame_bgr: np.ndarray, grid: Grid) -> np.ndarray:
@@ -117,7 +132,8 @@ class Settler:
     It continues where ``tracking`` (the previous segment's :class:`Tracking`, or
     anything with ``pending``, ``waited`` and ``lab``) left it, or starts
     empty; ``tracking`` may also be just the Lab cell colours (cells, 3) of the frame
-    before.
+    before. ``fitted`` (cells, 3) float32 holds each cell's Lab colour when it was last
+    decided (the drift rule's baseline).
     """
 
     def __init__(self, cells: int, frames: int, tracking=None, scene_cut: float = 0.6
@@ -126,12 +142,17 @@ class Settler:
         self.pending = np.zeros(cells, bool)
         self.waited = np.zeros(cells, np.int32)
         self.prev: np.ndarray | None = None
+        self.fitted: np.ndarray | None = None
+        fitted = None
         if hasattr(tracking, "pending"):
             self.pending[:] = tracking.pending
             self.waited[:] = tracking.waited
+            fitted = getattr(tracking, "fitted", None)
             tracking = tracking.lab
         if tracking is not None:
             self.prev = np.asarray(tracking, np.float32).reshape(-1, 3)
+            self.fitted = np.array(self.prev if fitted is None else fitted, np.float32
+                                   ).reshape(-1, 3)
 
     def decide(self, changed: np.ndarray, lab: np.ndarray, fresh: bool = False) -> Decision:
         """The cells to decide in this frame, from the activity mask's ``changed``
@@ -139,23 +160,25 @@ class Settler:
         ``fresh`` (a new activity mask: nothing to compare with) decides every marked
         and waiting cell at once."""
         prev, self.prev = self.prev, lab
-        if fresh or prev is None:
+        if fresh or prev is None or self.fitted is None:
             cells = np.flatnonzero(self.pending | changed)
             self.pending[:] = False
             self.waited[:] = 0
+            self.fitted = np.array(lab, np.float32, copy=True)
             return Decision(cells, np.zeros(len(cells), bool), False)
         delta = _delta_e(lab, prev)
         cut = bool((delta >= CUT_DELTA_E).mean() > self.scene_cut)
         if self.frames <= 0:
             cells = np.flatnonzero(changed)
             return Decision(cells, np.zeros(len(cells), bool), cut)
-        self.pending |= changed
+        self.pending |= changed | (_delta_e(lab, self.fitted) >= DRIFT_DELTA_E)
         self.waited[self.pending] += 1
         moving = delta >= MOTION_DELTA_E
         quiet = self.pending & ~moving & (self.waited >= self.frames)
         decide = (self.pending & moving) | quiet
         self.pending &= ~decide
         self.waited[decide] = 0
+        self.fitted[decide] = lab[decide]
         cells = np.flatnonzero(decide)
         return Decision(cells, quiet[cells], cut)
 
@@ -268,4 +291,4 @@ class Activity:
         """A copy of where the mask and the settling stand (after at least one frame)."""
         s = self.settler
         return Tracking(self.mask.reference.copy(), s.pending.copy(), s.waited.copy(),
-                        s.prev.copy())
+                        s.prev.copy(), s.fitted.copy())

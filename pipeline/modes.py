@@ -20,7 +20,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.activity import QUIET_COLOUR, QUIET_GAIN, QUIET_SHARE, Decision
+from pipeline.activity import (
+    QUIET_COLOUR,
+    QUIET_GAIN,
+    QUIET_RECOLOUR_SHARE,
+    QUIET_SHARE,
+    Decision,
+)
 from pipeline.assign import TileAssigner
 from pipeline.config import RenderConfig
 from pipeline.features import colour_histogram, lab_grid_means
@@ -164,22 +170,20 @@ class NearestMode:
         if self.config.recolours:  # re-placed: recoloured again (quietly only where it pays)
             moved |= ~quiet
             if quiet.any():
-                moved[self.recolours(cells, quiet & ~moved, views, canvas,
-                                     int(quiet[moved].sum()))] = True
+                moved[self.recolours(cells, quiet & ~moved, views, canvas)] = True
         return cells[moved], ids[moved], codes[moved]
 
     def recolours(self, cells: np.ndarray, kept: np.ndarray, views: np.ndarray,
-                  canvas: CanvasState, switched: int) -> np.ndarray:
+                  canvas: CanvasState) -> np.ndarray:
         """Quiet cells that keep their tile but get its colour refreshed, (j,) positions
         into ``cells``: those whose colour has drifted by
         :data:`~pipeline.activity.QUIET_COLOUR` levels or more that a refresh would
-        correct, largest first, within what the frame's quiet budget
-        (:data:`~pipeline.activity.QUIET_SHARE` of the cells) leaves after ``switched``
-        quiet switches. A colour change in a still cell is seen; one step now beats many
-        small ones."""
+        correct, largest first, at most
+        :data:`~pipeline.activity.QUIET_RECOLOUR_SHARE` of the grid's cells a frame. A
+        colour change in a still cell is seen; one step now beats many small ones."""
         pos = np.flatnonzero(kept)
-        budget = max(1, int(QUIET_SHARE * self.grid.cells)) - switched
-        if budget <= 0 or not len(pos):
+        budget = max(1, int(QUIET_RECOLOUR_SHARE * self.grid.cells))
+        if not len(pos):
             return pos[:0]
         r, c = np.divmod(cells[pos], self.grid.cols)
         tile_mean = self.tile_means(canvas.ids[r, c])

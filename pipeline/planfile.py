@@ -45,7 +45,7 @@ from pipeline.tone import RATIO_SCALE
 
 log = logging.getLogger(__name__)
 
-PLAN_VERSION = "4"  # bump when planning changes: invalidates cached plans
+PLAN_VERSION = "5"  # bump when planning changes: invalidates cached plans
 MANIFEST = "manifest.json"
 PLAN_FILES = re.compile(r"chunk-\d{5}\.npz|manifest\.json")  # all a plan folder holds
 _CHUNK_ZLIB_LEVEL = 1  # a third of the default level's time, for a few percent in size
@@ -196,6 +196,7 @@ def write_chunk(path: Path, key: str, seg: Segment, frames: list[FrameChange],
         "end_ratios": end.ratios, "end_src_lab": end_src_lab,
         "end_reference": tracking.reference, "end_pending": tracking.pending,
         "end_waited": tracking.waited, "end_cell_lab": tracking.lab,
+        "end_fitted": tracking.fitted if tracking.fitted is not None else tracking.lab,
         "start_src_lab": (start_src_lab if start_src_lab is not None
                           else np.zeros((0,), np.float32)),
     }
@@ -229,7 +230,7 @@ def read_chunk(path: Path, key: str | None = None) -> PlanChunk | None:
                             z["end_ratios"]),
                 lab if lab.size else None, z["end_src_lab"],
                 Tracking(z["end_reference"], z["end_pending"], z["end_waited"],
-                         z["end_cell_lab"]))
+                         z["end_cell_lab"], z["end_fitted"]))
     except READ_ERRORS as exc:
         log.debug("plan chunk %s unusable: %s", path, exc)
         return None

@@ -153,3 +153,71 @@ def test_the_phases_cold_new_mask_settling() -> None:
     assert len(carried.decide(frame, cell_lab(frame, g)).cells) == 0
     # a tracking is ignored on a blank canvas: cold whatever it says
     assert Activity(g, 10, 0.5, 4, 0.6, new.tracking(), placed=False).phase is Phase.COLD
+
+
+def test_a_slow_drift_marks_a_cell_that_the_mask_misses_and_noise_does_not() -> None:
+    """The drift rule: a cell whose colour creeps (a slow pan, a fade) by less than
+    MOTION_DELTA_E a frame, never marked by the mask, is marked once it has moved
+    DRIFT_DELTA_E since it was last decided, then waits and is decided quietly. A cell
+    whose colour only jitters around one value (noise) is never marked by it."""
+    from pipeline.activity import DRIFT_DELTA_E
+
+    step = DRIFT_DELTA_E / 2.5  # under the motion line every frame
+    assert step < MOTION_DELTA_E
+    s = Settler(2, 2, _lab([50, 50]))
+    none = np.zeros(2, bool)
+    jitter = [50 + 0.9 * DRIFT_DELTA_E / 2, 50 - 0.9 * DRIFT_DELTA_E / 2]
+    got = []
+    for i in range(1, 8):
+        d = s.decide(none, _lab([50 + step * i, jitter[i % 2]]))
+        got.append((d.cells.tolist(), d.quiet.tolist()))
+    # frames 1, 2: drifted 0.4 and 0.8 of the line; frame 3 (1.2): marked, waits 1;
+    # frame 4: waited 2 without moving: decided quietly; then the drift counts afresh
+    assert got[:4] == [([], []), ([], []), ([], []), ([0], [True])]
+    assert all(cells != [1] and 1 not in cells for cells, _ in got)
+    assert s.fitted[0, 0] == np.float32(50 + step * 4)
+    # settle 0 is the reference's rule: the mask alone
+    ref = Settler(1, 0, _lab([50]))
+    assert all(len(ref.decide(np.zeros(1, bool), _lab([50 + 2 * step * i])).cells) == 0
+               for i in range(1, 6))
+
+
+def test_the_drift_baseline_is_carried_by_the_tracking() -> None:
+    s = Settler(2, 2, _lab([50, 50]))
+    s.decide(np.array([True, False]), _lab([51, 51]))  # cell 0 marked, waits
+    s.decide(np.zeros(2, bool), _lab([51, 52]))
+    s.decide(np.zeros(2, bool), _lab([51, 52]))
+    t = Tracking(np.zeros((2, 2, 3), np.uint8), s.pending, s.waited, s.prev, s.fitted)
+    again = Settler(2, 2, t)
+    np.testing.assert_array_equal(again.fitted, s.fitted)
+    assert again.fitted[0, 0] == 51 and again.fitted[1, 0] == 50  # 0 decided, 1 not
+    # an older Tracking without a baseline: the last frame's colours stand for it
+    old = Settler(2, 2, Tracking(t.reference, t.pending, t.waited, t.lab))
+    np.testing.assert_array_equal(old.fitted, t.lab)
+
+
+def test_quiet_recolours_have_a_budget_of_their_own() -> None:
+    """Quiet colour refreshes: the cells drifted QUIET_COLOUR levels or more, largest
+    first, at most QUIET_RECOLOUR_SHARE of the grid's cells a frame, however many quiet
+    switches the frame made."""
+    from types import SimpleNamespace
+
+    from pipeline.activity import QUIET_COLOUR, QUIET_RECOLOUR_SHARE
+    from pipeline.modes import NearestMode
+    from pipeline.planfile import CanvasState
+
+    cells_in_grid = 400
+    budget = int(QUIET_RECOLOUR_SHARE * cells_in_grid)
+    n = budget + 5
+    fake = SimpleNamespace(grid=SimpleNamespace(cells=cells_in_grid, cols=20),
+                           config=SimpleNamespace(recolour=1.0),
+                           tile_means=lambda ids: np.full((len(ids), 3), 100, np.float32))
+    canvas = CanvasState.empty(20, 20)
+    canvas.ids[:] = 0
+    drift = np.linspace(QUIET_COLOUR + 10, QUIET_COLOUR - 1, n)  # the last two too small
+    views = np.broadcast_to((100 + drift)[:, None, None, None], (n, 4, 4, 3)).astype(
+        np.float32)
+    got = NearestMode.recolours(fake, np.arange(n), np.ones(n, bool), views, canvas)
+    assert got.tolist() == list(range(budget))  # largest drift first, within the budget
+    few = NearestMode.recolours(fake, np.arange(n), np.arange(n) >= n - 3, views, canvas)
+    assert few.tolist() == [n - 3]  # the two under QUIET_COLOUR keep their colour
