@@ -69,8 +69,8 @@ QUIET_SHARE = 0.01
 # a quiet cell that keeps its tile has its colour refreshed only when that corrects this
 # many levels or more, for at most this share of the grid's cells a frame (a budget of
 # its own: a refresh keeps the photo, it only follows the picture's colour)
-QUIET_COLOUR = 4.0
-QUIET_RECOLOUR_SHARE = 0.03
+QUIET_COLOUR = 8.0
+QUIET_RECOLOUR_SHARE = 0.01
 # a cell whose mean colour moved this much since it was last decided is marked, whatever
 # the mask says (a slow pan, a fade); noise moves a cell's mean by about 1-2 on grainy
 # footage, and it does not add up over frames as a pan does
@@ -87,11 +87,14 @@ class Decision:
     quiet : ndarray (k,), bool, decided without moving (colour refresh; a tile switch
         only for a clearly better one).
     cut : bool, a scene cut: the moving cells are chosen afresh.
+    drifted : ndarray (k,), bool, or None: quiet cells marked by their colour's drift
+        alone (the mask saw no change): their colour may be refreshed, their tile stays.
     """
 
     cells: np.ndarray
     quiet: np.ndarray
     cut: bool
+    drifted: np.ndarray | None = None
 
 
 @dataclass
@@ -107,6 +110,8 @@ class Tracking:
     lab : ndarray (cells, 3), float32, Lab cell colours of the last frame.
     fitted : ndarray (cells, 3), float32, or None: each cell's Lab colour when it was
         last decided (None: ``lab``).
+    masked : ndarray (cells,), bool, or None: waiting cells the mask marked (the others
+        wait for their drift alone; None: all of them).
     """
 
     reference: np.ndarray
@@ -114,6 +119,7 @@ class Tracking:
     waited: np.ndarray
     lab: np.ndarray
     fitted: np.ndarray | None = None
+    masked: np.ndarray | None = None
 
 
 def cell_lab(frame_bgr: np.ndarray, grid: Grid) -> np.ndarray:
@@ -141,6 +147,7 @@ class Settler:
         self.frames, self.scene_cut = frames, scene_cut
         self.pending = np.zeros(cells, bool)
         self.waited = np.zeros(cells, np.int32)
+        self.masked = np.zeros(cells, bool)
         self.prev: np.ndarray | None = None
         self.fitted: np.ndarray | None = None
         fitted = None
@@ -148,6 +155,8 @@ class Settler:
             self.pending[:] = tracking.pending
             self.waited[:] = tracking.waited
             fitted = getattr(tracking, "fitted", None)
+            masked = getattr(tracking, "masked", None)
+            self.masked[:] = tracking.pending if masked is None else masked
             tracking = tracking.lab
         if tracking is not None:
             self.prev = np.asarray(tracking, np.float32).reshape(-1, 3)
@@ -163,6 +172,7 @@ class Settler:
         if fresh or prev is None or self.fitted is None:
             cells = np.flatnonzero(self.pending | changed)
             self.pending[:] = False
+            self.masked[:] = False
             self.waited[:] = 0
             self.fitted = np.array(lab, np.float32, copy=True)
             return Decision(cells, np.zeros(len(cells), bool), False)
@@ -171,16 +181,19 @@ class Settler:
         if self.frames <= 0:
             cells = np.flatnonzero(changed)
             return Decision(cells, np.zeros(len(cells), bool), cut)
+        self.masked |= changed
         self.pending |= changed | (_delta_e(lab, self.fitted) >= DRIFT_DELTA_E)
         self.waited[self.pending] += 1
         moving = delta >= MOTION_DELTA_E
         quiet = self.pending & ~moving & (self.waited >= self.frames)
         decide = (self.pending & moving) | quiet
+        drifted = (quiet & ~self.masked)[decide]
         self.pending &= ~decide
+        self.masked &= ~decide
         self.waited[decide] = 0
         self.fitted[decide] = lab[decide]
         cells = np.flatnonzero(decide)
-        return Decision(cells, quiet[cells], cut)
+        return Decision(cells, quiet[cells], cut, drifted)
 
 
 class ActivityTracker:
@@ -291,4 +304,4 @@ class Activity:
         """A copy of where the mask and the settling stand (after at least one frame)."""
         s = self.settler
         return Tracking(self.mask.reference.copy(), s.pending.copy(), s.waited.copy(),
-                        s.prev.copy(), s.fitted.copy())
+                        s.prev.copy(), s.fitted.copy(), s.masked.copy())

@@ -73,7 +73,8 @@ class ClusterMode:
     def gate(self, decision: Decision) -> Decision:
         if decision.quiet.any():
             loud = ~decision.quiet
-            return Decision(decision.cells[loud], decision.quiet[loud], decision.cut)
+            return Decision(decision.cells[loud], decision.quiet[loud], decision.cut,
+                            None if decision.drifted is None else decision.drifted[loud])
         return decision
 
     def candidates(self, views: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -158,7 +159,8 @@ class NearestMode:
         margin = None
         if quiet.any():
             margin = np.where(quiet, np.float32(0), np.float32(self.config.hysteresis))
-            margin[self.stalest(cells, quiet, seen, cand_ids, cand_d, current)] = \
+            may = quiet if decision.drifted is None else quiet & ~decision.drifted
+            margin[self.stalest(cells, may, seen, cand_ids, cand_d, current)] = \
                 self.config.hysteresis
         ids = self.assigner.assign(cells, seen, cand_ids, cand_d, current,
                                    decision.cut & ~quiet, margin)

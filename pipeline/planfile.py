@@ -197,6 +197,7 @@ def write_chunk(path: Path, key: str, seg: Segment, frames: list[FrameChange],
         "end_reference": tracking.reference, "end_pending": tracking.pending,
         "end_waited": tracking.waited, "end_cell_lab": tracking.lab,
         "end_fitted": tracking.fitted if tracking.fitted is not None else tracking.lab,
+        "end_masked": tracking.masked if tracking.masked is not None else tracking.pending,
         "start_src_lab": (start_src_lab if start_src_lab is not None
                           else np.zeros((0,), np.float32)),
     }
@@ -230,7 +231,7 @@ def read_chunk(path: Path, key: str | None = None) -> PlanChunk | None:
                             z["end_ratios"]),
                 lab if lab.size else None, z["end_src_lab"],
                 Tracking(z["end_reference"], z["end_pending"], z["end_waited"],
-                         z["end_cell_lab"], z["end_fitted"]))
+                         z["end_cell_lab"], z["end_fitted"], z["end_masked"]))
     except READ_ERRORS as exc:
         log.debug("plan chunk %s unusable: %s", path, exc)
         return None

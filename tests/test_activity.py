@@ -174,7 +174,7 @@ def test_a_slow_drift_marks_a_cell_that_the_mask_misses_and_noise_does_not() -> 
     # frames 1, 2: drifted 0.4 and 0.8 of the line; frame 3 (1.2): marked, waits 1;
     # frame 4: waited 2 without moving: decided quietly; then the drift counts afresh
     assert got[:4] == [([], []), ([], []), ([], []), ([0], [True])]
-    assert all(cells != [1] and 1 not in cells for cells, _ in got)
+    assert all(1 not in cells for cells, _ in got)
     assert s.fitted[0, 0] == np.float32(50 + step * 4)
     # settle 0 is the reference's rule: the mask alone
     ref = Settler(1, 0, _lab([50]))
@@ -182,14 +182,31 @@ def test_a_slow_drift_marks_a_cell_that_the_mask_misses_and_noise_does_not() -> 
                for i in range(1, 6))
 
 
+def test_a_cell_marked_by_drift_alone_may_only_be_recoloured() -> None:
+    """A quiet cell the mask never marked (its colour drifted: light, a fade) keeps its
+    tile, its colour refreshed; one the mask marked may switch when clearly stale."""
+    from pipeline.activity import DRIFT_DELTA_E
+
+    s = Settler(2, 1, _lab([50, 50]))
+    half = DRIFT_DELTA_E / 2  # under the motion line
+    d = s.decide(np.array([False, True]), _lab([50 + half, 50.5]))
+    assert d.cells.tolist() == [1] and d.quiet.tolist() == [True]
+    assert d.drifted.tolist() == [False]  # the mask marked it: it may switch
+    d = s.decide(np.zeros(2, bool), _lab([50 + 2 * half, 50.5]))
+    assert d.cells.tolist() == [0] and d.quiet.tolist() == [True]
+    assert d.drifted.tolist() == [True]  # drift alone: its colour only
+
+
 def test_the_drift_baseline_is_carried_by_the_tracking() -> None:
     s = Settler(2, 2, _lab([50, 50]))
     s.decide(np.array([True, False]), _lab([51, 51]))  # cell 0 marked, waits
     s.decide(np.zeros(2, bool), _lab([51, 52]))
     s.decide(np.zeros(2, bool), _lab([51, 52]))
-    t = Tracking(np.zeros((2, 2, 3), np.uint8), s.pending, s.waited, s.prev, s.fitted)
+    t = Tracking(np.zeros((2, 2, 3), np.uint8), s.pending, s.waited, s.prev, s.fitted,
+                 s.masked)
     again = Settler(2, 2, t)
     np.testing.assert_array_equal(again.fitted, s.fitted)
+    np.testing.assert_array_equal(again.masked, s.masked)
     assert again.fitted[0, 0] == 51 and again.fitted[1, 0] == 50  # 0 decided, 1 not
     # an older Tracking without a baseline: the last frame's colours stand for it
     old = Settler(2, 2, Tracking(t.reference, t.pending, t.waited, t.lab))
@@ -214,7 +231,8 @@ def test_quiet_recolours_have_a_budget_of_their_own() -> None:
                            tile_means=lambda ids: np.full((len(ids), 3), 100, np.float32))
     canvas = CanvasState.empty(20, 20)
     canvas.ids[:] = 0
-    drift = np.linspace(QUIET_COLOUR + 10, QUIET_COLOUR - 1, n)  # the last two too small
+    drift = np.r_[np.linspace(QUIET_COLOUR + 10, QUIET_COLOUR + 1, n - 2),
+                  QUIET_COLOUR - 1, QUIET_COLOUR - 2]  # the last two too small
     views = np.broadcast_to((100 + drift)[:, None, None, None], (n, 4, 4, 3)).astype(
         np.float32)
     got = NearestMode.recolours(fake, np.arange(n), np.ones(n, bool), views, canvas)

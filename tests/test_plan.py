@@ -101,7 +101,7 @@ def test_settle_rule_a_marked_still_cell_waits_then_is_refreshed_quietly(
     """A cell whose pixels all change but whose mean colour does not (a checkerboard of
     +-20 laid on it) is marked but not moving: it waits ``settle`` frames, then is decided
     quietly: its tile kept (nothing clearly better), and not even re-placed (its colour
-    has not drifted: a quiet refresh is spent only where it corrects 4 levels or more)."""
+    has not drifted: a quiet refresh is spent only where it corrects 8 levels or more)."""
     engine = engine_for(index, settle=4)
     state = engine.start()
     frame = frame_of(0)
@@ -138,12 +138,12 @@ def drifting(frame: np.ndarray, cells: dict[tuple[int, int], float], frames: int
     return out
 
 
-def test_quiet_recolour_where_the_colour_drifted_4_levels_largest_first(
+def test_quiet_recolour_where_the_colour_drifted_8_levels_largest_first(
         index: TileIndex) -> None:
     """The quiet colour rule (:data:`pipeline.activity.QUIET_COLOUR`): a marked cell
     that never moves but whose colour has drifted is, once it has waited, re-placed with
-    its own tile and a new colour difference, if that corrects 4 levels or more; within
-    the quiet budget (1% of the cells, at least 1 a frame: here 1 of 24), the largest
+    its own tile and a new colour difference, if that corrects 8 levels or more; within
+    the recolour budget (1% of the cells, at least 1 a frame: here 1 of 24), the largest
     drift first. A cell drifting less than that keeps its colour."""
     engine = engine_for(index, settle=4, recolour=0.9)
     state = engine.start()
@@ -158,7 +158,7 @@ def test_quiet_recolour_where_the_colour_drifted_4_levels_largest_first(
     np.testing.assert_array_equal(state.canvas.ids, ids)  # no tile switched
     assert not (state.canvas.diffs[big] == diffs[big]).all()  # its colour refreshed
     np.testing.assert_array_equal(state.canvas.diffs[small], diffs[small])
-    # a drift under 4 levels (2 after 4 frames) is no reason to re-place a still cell,
+    # a drift under 8 levels (2 after 4 frames) is no reason to re-place a still cell,
     # even with the budget free
     engine = engine_for(index, settle=4, recolour=0.9)
     state = engine.start()
