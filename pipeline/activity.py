@@ -27,7 +27,9 @@ which sensor noise, grain or ripples barely move (a 32-pixel cell averages them 
   :data:`DRIFT_DELTA_E` or more since it was last decided, though no pixel changed by
   the mask's threshold in any one frame: a slow pan or a fade, which the frame
   difference misses. A cell's mean barely follows noise, so a still region is not
-  marked by it. (``frames`` 0, the reference's rule, marks by the mask alone.)
+  marked by it. A quiet cell marked by its drift alone (:attr:`Decision.drifted`) keeps
+  its tile: light changed, not the picture; only its colour may be refreshed.
+  (``frames`` 0, the reference's rule, marks by the mask alone.)
 * **scene cut**: a frame in which more than ``scene_cut`` of the cells moved by
   :data:`CUT_DELTA_E` or more; its moving cells are chosen afresh (no hysteresis, the
   joint assignment), its still cells as above. A frame full of noise marks every cell
@@ -72,9 +74,11 @@ QUIET_SHARE = 0.01
 QUIET_COLOUR = 8.0
 QUIET_RECOLOUR_SHARE = 0.01
 # a cell whose mean colour moved this much since it was last decided is marked, whatever
-# the mask says (a slow pan, a fade); noise moves a cell's mean by about 1-2 on grainy
-# footage, and it does not add up over frames as a pan does
-DRIFT_DELTA_E = 3.0
+# the mask says (a slow pan, a fade, a change of light): as far over frames as a moving
+# cell moves in one. Noise jitters a cell's mean about one value rather than adding up
+# as a pan does, and a cell marked by drift alone may only have its colour refreshed
+# (where that corrects QUIET_COLOUR levels), which noise does not reach
+DRIFT_DELTA_E = 2.0
 
 
 @dataclass(frozen=True)

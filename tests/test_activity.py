@@ -200,8 +200,8 @@ def test_a_cell_marked_by_drift_alone_may_only_be_recoloured() -> None:
 def test_the_drift_baseline_is_carried_by_the_tracking() -> None:
     s = Settler(2, 2, _lab([50, 50]))
     s.decide(np.array([True, False]), _lab([51, 51]))  # cell 0 marked, waits
-    s.decide(np.zeros(2, bool), _lab([51, 52]))
-    s.decide(np.zeros(2, bool), _lab([51, 52]))
+    s.decide(np.zeros(2, bool), _lab([51, 51.5]))
+    s.decide(np.zeros(2, bool), _lab([51, 51.5]))
     t = Tracking(np.zeros((2, 2, 3), np.uint8), s.pending, s.waited, s.prev, s.fitted,
                  s.masked)
     again = Settler(2, 2, t)
