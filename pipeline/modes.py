@@ -48,7 +48,8 @@ class MatchingMode(Protocol):
 
     def gate(self, decision: Decision) -> Decision: ...
 
-    def candidates(self, views: list[np.ndarray]) -> list[Any]: ...
+    def candidates(self, views: list[np.ndarray],
+                   kept: list[np.ndarray | None] | None = None) -> list[Any]: ...
 
     def choose(self, cells: np.ndarray, found: Any, canvas: CanvasState, decision: Decision,
                views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
@@ -77,8 +78,10 @@ class ClusterMode:
                             None if decision.drifted is None else decision.drifted[loud])
         return decision
 
-    def candidates(self, views: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per frame, the tiles (k,) int64 and mirror codes (k,) uint8 of its cells."""
+    def candidates(self, views: list[np.ndarray], kept: list[np.ndarray | None] | None = None
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per frame, the tiles (k,) int64 and mirror codes (k,) uint8 of its cells
+        (``kept``: ignored, as :meth:`gate` passes no quiet cell)."""
         if not any(len(v) for v in views):  # a still stretch: nothing to match
             return [(np.zeros(0, np.int64), np.zeros(0, np.uint8)) for _ in views]
         hists = np.concatenate([colour_histogram(v, self.bins) for v in views])
@@ -115,9 +118,18 @@ class NearestMode:
         """The lists each cell probes, or None: the clusters of nearest centroid."""
         return None
 
-    def candidates(self, views: list[np.ndarray]) -> list[tuple]:
+    def candidates(self, views: list[np.ndarray], kept: list[np.ndarray | None] | None = None
+                   ) -> list[tuple]:
         """Per frame, its cells' search features (k, D) and candidates: ids, squared
-        distances and orientation codes, (k, candidates) each."""
+        distances and orientation codes, (k, candidates) each. ``kept`` (per frame, (k,)
+        bool or None): cells that keep their tile whatever is found (marked by drift
+        alone: :attr:`pipeline.activity.Decision.drifted`), not searched; they get no
+        candidate."""
+        if kept is not None and any(k is not None and k.any() for k in kept):
+            masks = [np.zeros(len(v), bool) if k is None else k
+                     for v, k in zip(views, kept, strict=True)]
+            found = self.candidates([v[~m] for v, m in zip(views, masks, strict=True)])
+            return [self._none_for(f, m) for f, m in zip(found, masks, strict=True)]
         cfg = self.config
         if not any(len(v) for v in views):
             none = np.zeros(0, np.int64)
@@ -142,6 +154,18 @@ class NearestMode:
         cand = [np.concatenate([p[i] for p in parts]) for i in range(3)]
         return list(zip(_split(queries, views), *(_split(c, views) for c in cand),
                         strict=True))
+
+    def _none_for(self, found: tuple, kept: np.ndarray) -> tuple:
+        """``found`` for the searched cells, widened to all (``kept`` (k,) bool: the
+        others), the kept ones with zero features and no candidate (id -1, distance
+        inf), which the assignment reads as: keep the tile."""
+        n, k = len(kept), self.config.candidates
+        out = (np.zeros((n, self.lab.shape[1]), np.float32), np.full((n, k), -1, np.int64),
+               np.full((n, k), np.inf, np.float32), np.zeros((n, k), np.uint8))
+        if (~kept).any():
+            for full, part in zip(out, found, strict=True):
+                full[~kept] = part
+        return out
 
     def choose(self, cells: np.ndarray, found: tuple, canvas: CanvasState,
                decision: Decision, views: np.ndarray

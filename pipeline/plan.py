@@ -138,7 +138,7 @@ class PlanEngine:
         decisions = [self.decide(state, x) for x in inputs]
         views = [cell_views(x.frame, self.grid)[d.cells]
                  for x, d in zip(inputs, decisions, strict=True)]
-        found = self.mode.candidates(views)
+        found = self.mode.candidates(views, [d.drifted for d in decisions])
         changes = [self.apply(state, d, v, c)
                    for d, v, c in zip(decisions, views, found, strict=True)]
         return changes, state
