@@ -106,9 +106,17 @@ def cell_lab(frame_bgr: np.ndarray, grid: Grid) -> np.ndarray:
     return srgb_to_lab(area_means(frame_bgr, grid.cols, grid.rows)).reshape(-1, 3)
 
 
-def _delta_e(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def cell_delta_e(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ΔE (CIE76) between two frames' Lab cell colours (cells, 3) float32: (cells,) float32."""
     d = a - b
     return np.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2 + d[:, 2] ** 2)
+
+
+def cut_share(delta: np.ndarray) -> float:
+    """Share of the cells whose colour jumped by :data:`CUT_DELTA_E` or more, from their
+    :func:`cell_delta_e` (cells,) float32: a frame is a scene cut when it is over
+    ``render.scene_cut`` (the planner's rule; :mod:`pipeline.shots` applies it alone)."""
+    return float((delta >= CUT_DELTA_E).mean())
 
 
 class Settler:
@@ -144,8 +152,8 @@ class Settler:
             self.pending[:] = False
             self.waited[:] = 0
             return Decision(cells, np.zeros(len(cells), bool), False)
-        delta = _delta_e(lab, prev)
-        cut = bool((delta >= CUT_DELTA_E).mean() > self.scene_cut)
+        delta = cell_delta_e(lab, prev)
+        cut = cut_share(delta) > self.scene_cut
         if self.frames <= 0:
             cells = np.flatnonzero(changed)
             return Decision(cells, np.zeros(len(cells), bool), cut)
