@@ -72,7 +72,7 @@ def cut_shares(video: Video, grid: Grid, start: int, stop: int) -> np.ndarray:
     if stop == start:
         return shares
     first = max(0, start - 1)  # one frame of overlap: a cut at ``start`` is found
-    frames = prefetch_frames(info, first, stop - first)
+    frames = prefetch_frames(info, first, stop - first, exact=True)
     try:
         prev = cell_lab(next(frames), grid) if first < start else None
         for i in range(stop - start):

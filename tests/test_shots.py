@@ -25,15 +25,19 @@ FRAMES = sum(n for _, n in SHOTS)
 
 @pytest.fixture(scope="module")
 def shots_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four lavfi shots joined (H.264, a keyframe every 8 frames: ranges start mid-GOP)."""
+    """Four lavfi shots joined (H.264, a keyframe every 8 frames: ranges start mid-GOP),
+    with an AAC tone that starts with the video (where a seek without ``exact`` decoding
+    comes one frame late)."""
     out = tmp_path_factory.mktemp("shots") / "shots.mp4"
     chains = [f"{src}{':' if '=' in src else '='}size={W}x{H}:rate={RATE},"
               f"trim=end_frame={n},setpts=PTS-STARTPTS,format=yuv420p[v{k}]"
               for k, (src, n) in enumerate(SHOTS)]
     graph = ";".join(chains) + ";" + "".join(f"[v{k}]" for k in range(len(SHOTS))) + \
         f"concat=n={len(SHOTS)}:v=1:a=0[v]"
-    ffmpeg("-filter_complex", graph, "-map", "[v]", "-c:v", "libx264", "-preset",
-           "ultrafast", "-g", "8", "-pix_fmt", "yuv420p", out)
+    ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration="
+           f"{FRAMES / RATE}", "-filter_complex", graph, "-map", "[v]", "-map", "0:a",
+           "-c:v", "libx264", "-preset", "ultrafast", "-g", "8", "-pix_fmt", "yuv420p",
+           "-c:a", "aac", out)
     return out
 
 
@@ -43,7 +47,8 @@ def grid():
 
 
 def test_the_clip_holds_the_planned_frames(shots_clip: Path) -> None:
-    assert probe(shots_clip).frames == FRAMES
+    info = probe(shots_clip)
+    assert info.frames == FRAMES and info.audio
 
 
 def test_cuts_are_found_at_the_joins_and_only_there(shots_clip: Path, grid) -> None:

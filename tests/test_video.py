@@ -65,6 +65,17 @@ def test_a_range_past_the_start_is_not_shifted(clip: Path) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("start", [0, 1, 10, 22])
+def test_an_exact_range_is_not_shifted(clip: Path, start: int) -> None:
+    """``exact`` (the shot pass's decoding): any range gives the whole's frames."""
+    info = probe(clip)
+    whole = list(iter_frames(clip))
+    got = list(prefetch_frames(info, start, 25 - start, exact=True))
+    assert len(got) == 25 - start
+    for a, b in zip(got, whole[start:], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_truncated_request_is_an_error_past_the_slack(clip: Path) -> None:
     info = probe(clip)
     assert len(list(FrameReader(info, 20, 7, slack=2))) == 7  # last frame repeated twice
