@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Shot boundaries (issue 18): where today's plan resets, against a state-free pass and
-PySceneDetect, on the multi-shot clip and on controls, with what each costs.
+PySceneDetect, on the multi-shot clip and on two looped clips, with what each costs.
 
 For each clip, at the render's default grid (``render.scale``, the index's tile size):
 
@@ -8,18 +8,21 @@ For each clip, at the render's default grid (``render.scale``, the index's tile 
   from the plan stage itself (:class:`pipeline.stages.planner.Planner` over the render's
   segments, into a temporary folder) with the index ``--index``;
 * **ours**: :func:`pipeline.shots.find_cuts` (the plan's cut test on its own), one
-  sequential pass, and :func:`~pipeline.shots.find_cuts_parallel` over ``--ranges``
-  time ranges on 1 and 2 joblib workers (wall time);
+  sequential pass; then :func:`~pipeline.shots.find_cuts_parallel` over ``--ranges``
+  time ranges on 1 and 2 joblib workers (wall time, the workers' start included);
 * **content**, **adaptive**: PySceneDetect's ContentDetector and AdaptiveDetector at
-  their defaults (OpenCV backend), run by the Python of ``--scenedetect-python`` (its
-  own venv: it is no dependency of the project).
+  their defaults (OpenCV backend), run by ``--scenedetect-python`` (its own venv: it is
+  no dependency of the project). Its frame numbers are mapped onto ours by matching its
+  first decoded frames with ours (our decoder pads the frame-rate grid's first slot where
+  the video starts after the audio: then its frame n is our n + 1).
 
-Frame 0 is left out everywhere (the plan marks it because its canvas starts blank). A
-found cut matches a boundary within ±1 frame, one to one. The multi-shot clip's true
-boundaries are its joins (``scripts/fetch_media.py``: ``multishot_cuts``); the looped
-controls' are their loop seams (``--loop-seams``: the clip's own known joins). CPU is
-user + system time of this process and its waited-for children (ffmpeg decoders), or of
-the PySceneDetect process, around the detection only; single process.
+Frame 0 is left out everywhere. A found cut matches a true one within ±1 frame, one to
+one. Truth: the multi-shot clip's joins (``scripts/fetch_media.py``), and every cut a
+viewer sees: the joins, the cuts inside the sources' pieces and the loop seams, from the
+sources' own cuts labelled by eye (:data:`BIKES_CUTS`, :data:`MEGAMIND_CUTS`; a seam of
+Megamind counts at its one black frame). CPU is user + system time around the detection
+only, of this process and its waited-for children (ffmpeg decoders), or of the
+PySceneDetect process (its decoding threads included); single process.
 
     python scripts/bench_shots.py [--media .cache/media] [--index DIR] [--ranges 4]
 """
@@ -37,6 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -48,15 +54,21 @@ from pipeline.index import load_index  # noqa: E402
 from pipeline.planfile import plan_key, plan_segments  # noqa: E402
 from pipeline.shots import find_cuts, find_cuts_parallel, split_even  # noqa: E402
 from pipeline.stages.planner import Planner  # noqa: E402
-from pipeline.video import probe  # noqa: E402
+from pipeline.video import FrameReader, probe  # noqa: E402
 
 CLIPS = ("multishot-640x480.mp4", "bikes3x-640x480.mp4", "megamind-1280x720.mp4")
-# the controls are loops of one source (scripts/fetch_media.py make_clip): megamind's 270
-# frames 4 times over at its own rate; bikes' 250 frames 12 times, every third kept
-LOOP_SEAMS = {"bikes3x-640x480.mp4": [math.ceil(250 * k / 3) for k in range(1, 12)],
-              "megamind-1280x720.mp4": [270, 540, 810]}
+# the sources' own cuts, labelled by eye on frame pairs: bikes.mp4 (250 frames, a montage;
+# bikes3x keeps every third frame of it looped 12 times) and Megamind.avi (270 frames,
+# looped 4 times; in our numbering of megamind-1280x720: black frames 0-1, the picture from
+# 2, film cuts at 99, 155 and 201; each seam one black frame, at 271 + 270 (k - 1))
+BIKES_CUTS = (30, 76, 137, 187, 242)
+MEGAMIND_CUTS = (99, 155, 201)
+# cuts inside the multi-shot clip's Megamind pieces (re-timed to 25 fps), labelled by eye:
+# its opening black frame, three film cuts and a loop seam's black frame
+MULTISHOT_MEGAMIND = (1, 276, 334, 555, 800)
 SCENEDETECT = """
 import json, sys, time
+import cv2
 from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
 video = open_video(sys.argv[1])
 manager = SceneManager()
@@ -65,8 +77,36 @@ cpu, wall = time.process_time(), time.perf_counter()
 frames = manager.detect_scenes(video)
 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
 cuts = [s[0].frame_num for s in manager.get_scene_list()][1:]
-print(json.dumps({"cuts": cuts, "frames": frames, "cpu": cpu, "wall": wall}))
+cap, thumbs = cv2.VideoCapture(sys.argv[1]), []
+for _ in range(48):
+    thumbs.append(cv2.resize(cap.read()[1], (16, 12), interpolation=cv2.INTER_AREA).tolist())
+print(json.dumps({"cuts": cuts, "frames": frames, "cpu": cpu, "wall": wall,
+                  "thumbs": thumbs}))
 """
+
+
+def bikes3x_truth(frames: int) -> list[int]:
+    """bikes3x's cuts: output frame i shows bikes.mp4's frame 3i of the looped stream, so
+    a source cut c of loop k shows at ceil((250 k + c) / 3); seams are c = 0."""
+    cuts = {math.ceil((250 * k + c) / 3) for k in range(12) for c in (0, *BIKES_CUTS)}
+    return sorted(f for f in cuts if 0 < f < frames)
+
+
+def megamind_truth(frames: int) -> list[int]:
+    """megamind-1280x720's cuts: the picture after the opening black (2), the source's
+    cuts in each loop, and each seam (one boundary, at its black frame)."""
+    cuts = {2, 271, 541, 811} | {270 * k + c for k in range(4) for c in MEGAMIND_CUTS}
+    return sorted(f for f in cuts if 0 < f < frames)
+
+
+def multishot_truth() -> tuple[list[int], list[int]]:
+    """The multi-shot clip's joins, and every cut: the joins, the bikes pieces' cuts
+    (piece k shows bikes3x's frames [76 k, 76 k + 76) from frame 90 + 263 k) and the
+    Megamind pieces' (labelled)."""
+    joins = multishot_cuts()[1:]
+    bikes = [90 + 263 * k + t - 76 * k for k in range(4) for t in bikes3x_truth(1000)
+             if 76 * k < t < 76 * k + 76]
+    return joins, sorted(set(joins) | set(bikes) | set(MULTISHOT_MEGAMIND))
 
 
 def cpu_split() -> tuple[float, float]:
@@ -74,11 +114,6 @@ def cpu_split() -> tuple[float, float]:
     me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
                                                 resource.RUSAGE_CHILDREN))
     return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
-
-
-def cpu_seconds() -> float:
-    """User + system seconds of this process and its waited-for children so far."""
-    return sum(cpu_split())
 
 
 def matched(found: list[int], truth: list[int], tol: int = 1) -> int:
@@ -106,7 +141,6 @@ def plan_resets(video: Path, index, work: Path) -> tuple[list[int], float, float
     config = load_config().render
     info = probe(video)
     grid = make_grid(info.height, info.width, index.tiles.shape[1:3], config.scale)
-    segments = plan_segments(0, info.frames, config.segment_frames)
     planner = Planner(info, grid, index, config, work / f"plan-{video.stem}",
                       plan_key("bench-shots", index.digest, config, 0, info.frames))
     cuts: list[int] = []
@@ -120,9 +154,9 @@ def plan_resets(video: Path, index, work: Path) -> tuple[list[int], float, float
         return changes, state
 
     planner.engine.plan = plan_and_note
-    cpu, wall = cpu_seconds(), time.perf_counter()
-    planner.run(segments, lambda seg: None)
-    cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
+    cpu, wall = sum(cpu_split()), time.perf_counter()
+    planner.run(plan_segments(0, info.frames, config.segment_frames), lambda seg: None)
+    cpu, wall = sum(cpu_split()) - cpu, time.perf_counter() - wall
     assert seen[0] == info.frames, (seen[0], info.frames)
     return [f for f in cuts if f > 0], cpu, wall
 
@@ -152,30 +186,65 @@ def ours_parallel(video: Path, tile_hw: tuple[int, int], ranges: int, workers: i
     return cuts, time.perf_counter() - wall
 
 
+def frame_offset(video: Path, thumbs: list) -> int:
+    """Our frame number of OpenCV's frame n is n + this (-2..2): its first 48 frames'
+    16x12 thumbnails matched with ours."""
+    info = probe(video)
+    mine = [cv2.resize(f, (16, 12), interpolation=cv2.INTER_AREA).astype(np.float32)
+            for f in FrameReader(info, 0, 52, exact=True)]
+    theirs = np.asarray(thumbs, np.float32)
+    errors = {d: np.mean([np.abs(theirs[i] - mine[i + d]).mean() for i in range(4, 46)])
+              for d in range(-2, 3)}
+    return min(errors, key=errors.get)
+
+
 def scenedetect(python: str, video: Path, detector: str) -> tuple[list[int], float, float]:
     """PySceneDetect's ``detector`` ("content" or "adaptive") at its defaults, in its own
-    Python: cuts (its scenes' first frames but the first), CPU and wall seconds."""
+    Python: cuts (its scenes' first frames but the first, in our numbering), CPU and wall
+    seconds."""
     out = subprocess.run([python, "-c", SCENEDETECT, str(video), detector],
                          capture_output=True, text=True, check=True).stdout
     got = json.loads(out.strip().splitlines()[-1])
-    return got["cuts"], got["cpu"], got["wall"]
+    shift = frame_offset(video, got["thumbs"])
+    if shift:
+        print(f"  {video.name}: PySceneDetect's frame n is our n {shift:+d}")
+    return [c + shift for c in got["cuts"]], got["cpu"], got["wall"]
 
 
-def report(name: str, frames: int, truth: list[int], rows: dict, plan: list[int]) -> None:
-    """Print one clip's table."""
-    print(f"\n{name}: {frames} frames; true boundaries ({len(truth)}): "
-          f"{', '.join(map(str, truth))}")
-    print(f"{'method':<10} {'cuts':>5} {'vs true P/R':>12} {'vs plan P/R':>12} "
-          f"{'CPU ms/frame':>13} {'wall s':>7}")
+def report(name: str, frames: int, truths: dict[str, list[int]], rows: dict) -> None:
+    """Print one clip's table: each method's cuts against each truth and the plan."""
+    plan = rows["plan"][0]
+    for label, truth in truths.items():
+        print(f"  {label} ({len(truth)}): {', '.join(map(str, truth))}")
+    heads = "".join(f"{'vs ' + label + ' P/R':>16}" for label in truths)
+    print(f"{'method':<9}{'cuts':>5}{heads}{'vs plan P/R':>13}{'CPU ms/frame':>14}"
+          f"{'wall s':>8}")
     for method, (cuts, cpu, wall, *_) in rows.items():
-        print(f"{method:<10} {len(cuts):>5} {pr(cuts, truth):>12} {pr(cuts, plan):>12} "
-              f"{1000 * cpu / frames:>13.2f} {wall:>7.1f}")
+        scores = "".join(f"{pr(cuts, truth):>16}" for truth in truths.values())
+        print(f"{method:<9}{len(cuts):>5}{scores}{pr(cuts, plan):>13}"
+              f"{1000 * cpu / frames:>14.2f}{wall:>8.1f}")
     for method, (cuts, *_) in rows.items():
         print(f"  {method}: {', '.join(map(str, cuts)) or '-'}")
-    decode = rows["ours"][3]
+    mine, decode = rows["ours"][0], rows["ours"][3]
+    late = [f for f in plan if f not in mine and f - 1 in mine]
+    print(f"  plan and ours: {len(set(plan) & set(mine))} frames the same; the plan one "
+          f"frame later at {len(late)} ({', '.join(map(str, late)) or '-'}); other "
+          f"differences: {sorted(set(plan) ^ set(mine) - set(late) - {f - 1 for f in late})}")
     print(f"  ours' CPU: {1000 * decode / frames:.2f} ms/frame in ffmpeg's decoder, "
           f"{1000 * (rows['ours'][1] - decode) / frames:.2f} in Python (cell means, Lab, "
           "the test)")
+
+
+def truths_of(clip: Path, frames: int) -> dict[str, list[int]]:
+    """The true cuts a clip is scored against, by name."""
+    if clip.name.startswith("multishot"):
+        joins, every = multishot_truth()
+        return {"joins": joins, "all cuts": every}
+    if clip.name.startswith("bikes3x"):
+        return {"all cuts": bikes3x_truth(frames)}
+    if clip.name.startswith("megamind"):
+        return {"all cuts": megamind_truth(frames)}
+    return {}
 
 
 def main() -> None:
@@ -204,17 +273,15 @@ def main() -> None:
             for det in ("content", "adaptive"):
                 results[clip.name][det] = scenedetect(args.scenedetect_python, clip, det)
     for clip in clips:  # last: the workers' processes end after every CPU measurement
-        rows = results[clip.name]
-        frames = probe(clip).frames
-        truth = multishot_cuts()[1:] if clip.name.startswith("multishot") else \
-            LOOP_SEAMS.get(clip.name, [])
-        report(clip.name, frames, truth, rows, rows["plan"][0])
+        rows, frames = results[clip.name], probe(clip).frames
+        print(f"\n{clip.name}: {frames} frames")
+        report(clip.name, frames, truths_of(clip, frames), rows)
         for workers in (1, 2):
             cuts, wall = ours_parallel(clip, tile_hw, args.ranges, workers)
-            same = "same cuts as" if cuts == rows["ours"][0] else "DIFFERENT cuts from"
-            print(f"  ours parallel, {args.ranges} ranges on {workers} worker(s): "
+            same = "the same cuts as" if cuts == rows["ours"][0] else "DIFFERENT cuts from"
+            print(f"  ours in parallel, {args.ranges} ranges on {workers} worker(s): "
                   f"{wall:.1f} s wall ({frames / wall:.0f} fps), {same} the sequential pass")
-    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":
