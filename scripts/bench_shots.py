@@ -135,21 +135,27 @@ def pr(found: list[int], truth: list[int]) -> str:
     return f"{p:.2f}/{r:.2f}"
 
 
-def plan_resets(video: Path, index, work: Path) -> tuple[list[int], float, float]:
-    """The frames a default render's plan marks as cuts (frame 0 left out), and the
-    plan's CPU and wall seconds (the whole plan: the cut flag is a by-product)."""
+def plan_resets(video: Path, index, work: Path
+                ) -> tuple[list[int], float, float, list[float]]:
+    """The frames a default render's plan marks as cuts (frame 0 left out), the plan's
+    CPU and wall seconds (the whole plan: the cut flag is a by-product), and the share
+    of the cells each of those frames decides (the rest keep their tiles)."""
     config = load_config().render
     info = probe(video)
     grid = make_grid(info.height, info.width, index.tiles.shape[1:3], config.scale)
     planner = Planner(info, grid, index, config, work / f"plan-{video.stem}",
                       plan_key("bench-shots", index.digest, config, 0, info.frames))
     cuts: list[int] = []
+    decided: list[float] = []
     seen = [0]
     plan = planner.engine.plan
 
     def plan_and_note(state, frames):
         changes, state = plan(state, frames)
-        cuts.extend(seen[0] + i for i, c in enumerate(changes) if c.cut)
+        for i, c in enumerate(changes):
+            if c.cut and seen[0] + i > 0:
+                cuts.append(seen[0] + i)
+                decided.append(c.active / grid.cells)
         seen[0] += len(changes)
         return changes, state
 
@@ -158,7 +164,7 @@ def plan_resets(video: Path, index, work: Path) -> tuple[list[int], float, float
     planner.run(plan_segments(0, info.frames, config.segment_frames), lambda seg: None)
     cpu, wall = sum(cpu_split()) - cpu, time.perf_counter() - wall
     assert seen[0] == info.frames, (seen[0], info.frames)
-    return [f for f in cuts if f > 0], cpu, wall
+    return cuts, cpu, wall, decided
 
 
 def ours(video: Path, tile_hw: tuple[int, int]) -> tuple[list[int], float, float, float]:
@@ -225,11 +231,14 @@ def report(name: str, frames: int, truths: dict[str, list[int]], rows: dict) -> 
               f"{1000 * cpu / frames:>14.2f}{wall:>8.1f}")
     for method, (cuts, *_) in rows.items():
         print(f"  {method}: {', '.join(map(str, cuts)) or '-'}")
-    mine, decode = rows["ours"][0], rows["ours"][3]
+    mine, decode, decided = rows["ours"][0], rows["ours"][3], rows["plan"][3]
+    if decided:
+        print(f"  at the plan's resets it decides {100 * np.median(decided):.0f}% of the "
+              f"cells (median; least {100 * min(decided):.0f}%): the others keep their tiles")
     late = [f for f in plan if f not in mine and f - 1 in mine]
     print(f"  plan and ours: {len(set(plan) & set(mine))} frames the same; the plan one "
           f"frame later at {len(late)} ({', '.join(map(str, late)) or '-'}); other "
-          f"differences: {sorted(set(plan) ^ set(mine) - set(late) - {f - 1 for f in late})}")
+          f"differences: {sorted((set(plan) ^ set(mine)) - set(late) - {f - 1 for f in late})}")
     print(f"  ours' CPU: {1000 * decode / frames:.2f} ms/frame in ffmpeg's decoder, "
           f"{1000 * (rows['ours'][1] - decode) / frames:.2f} in Python (cell means, Lab, "
           "the test)")
@@ -268,8 +277,8 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-shots-") as tmp:
         for clip in clips:
-            plan, cpu, wall = plan_resets(clip, index, Path(tmp))
-            results[clip.name] = {"plan": (plan, cpu, wall), "ours": ours(clip, tile_hw)}
+            results[clip.name] = {"plan": plan_resets(clip, index, Path(tmp)),
+                                  "ours": ours(clip, tile_hw)}
             for det in ("content", "adaptive"):
                 results[clip.name][det] = scenedetect(args.scenedetect_python, clip, det)
     for clip in clips:  # last: the workers' processes end after every CPU measurement
@@ -281,6 +290,9 @@ def main() -> None:
             same = "the same cuts as" if cuts == rows["ours"][0] else "DIFFERENT cuts from"
             print(f"  ours in parallel, {args.ranges} ranges on {workers} worker(s): "
                   f"{wall:.1f} s wall ({frames / wall:.0f} fps), {same} the sequential pass")
+        warm = ours_parallel(clip, tile_hw, args.ranges, 2)[1]  # the workers started
+        print(f"  again on the 2 workers already started: {warm:.1f} s wall "
+              f"({frames / warm:.0f} fps)")
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 
