@@ -9,8 +9,12 @@ consecutive frames, so any range of frames can be searched on its own: a range
 exactly at ``start`` is found, and :func:`find_cuts_parallel` runs ranges as joblib
 tasks and returns exactly what one sequential pass over them returns.
 
-Frame 0 starts the first shot and is never listed (there is nothing before it); the
-plan marks it as a cut because its canvas starts blank. Nothing is written anywhere.
+Frames are decoded exactly (:class:`pipeline.video.FrameReader` with ``exact``): a range
+gives the whole decode's frames from any start. The render's own decoder does not yet
+(past frame 0 of an MP4 whose audio starts with its video, every frame of a segment comes
+one late), so on such files the plan's cuts after its first segment are one frame later
+than these. Frame 0 starts the first shot and is never listed (there is nothing before
+it); the plan marks it as a cut because its canvas starts blank. Nothing is written.
 """
 
 from __future__ import annotations
