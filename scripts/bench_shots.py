@@ -25,6 +25,7 @@ only, of this process and its waited-for children (ffmpeg decoders), or of the
 PySceneDetect process (its decoding threads included); single process.
 
     python scripts/bench_shots.py [--media .cache/media] [--index DIR] [--ranges 4]
+        [--repeats 3] [--parallel-only]
 """
 
 from __future__ import annotations
@@ -256,6 +257,28 @@ def truths_of(clip: Path, frames: int) -> dict[str, list[int]]:
     return {}
 
 
+def parallel(clip: Path, tile_hw: tuple[int, int], ranges: int, sequential: list[int],
+             repeats: int) -> None:
+    """Print the parallel pass's wall time on 1 and on 2 workers (median of ``repeats``
+    alternating runs; the 2 workers started once before) and whether its cuts are the
+    sequential pass's."""
+    frames = probe(clip).frames
+    start = ours_parallel(clip, tile_hw, ranges, 2)[1]  # the workers' start, timed once
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    same = True
+    for _ in range(repeats):
+        for workers in (1, 2):
+            cuts, wall = ours_parallel(clip, tile_hw, ranges, workers)
+            walls[workers].append(wall)
+            same &= cuts == sequential
+    one, two = (float(np.median(walls[w])) for w in (1, 2))
+    print(f"  ours in parallel over {ranges} ranges, median of {repeats}: 1 worker "
+          f"{one:.2f} s ({frames / one:.0f} fps), 2 workers {two:.2f} s "
+          f"({frames / two:.0f} fps): {one / two:.2f}x; the first call on 2 workers, "
+          f"their start included, {start:.2f} s; "
+          f"{'the same' if same else 'DIFFERENT'} cuts as the sequential pass every time")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--media", type=Path, default=ROOT / ".cache/media")
@@ -263,6 +286,9 @@ def main() -> None:
                     help="tile index for the plan (default: MEDIA/photo-index-40k)")
     ap.add_argument("--clips", nargs="+", default=list(CLIPS))
     ap.add_argument("--ranges", type=int, default=4, help="time ranges of the parallel pass")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of the parallel pass")
+    ap.add_argument("--parallel-only", action="store_true",
+                    help="only the state-free pass, sequential and parallel")
     ap.add_argument("--scenedetect-python", default=str(
         ROOT / ".cache/scenedetect-venv/bin/python"))
     args = ap.parse_args()
@@ -277,22 +303,23 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-shots-") as tmp:
         for clip in clips:
-            results[clip.name] = {"plan": plan_resets(clip, index, Path(tmp)),
-                                  "ours": ours(clip, tile_hw)}
+            results[clip.name] = {"ours": ours(clip, tile_hw)}
+            if args.parallel_only:
+                continue
+            results[clip.name]["plan"] = plan_resets(clip, index, Path(tmp))
             for det in ("content", "adaptive"):
                 results[clip.name][det] = scenedetect(args.scenedetect_python, clip, det)
     for clip in clips:  # last: the workers' processes end after every CPU measurement
         rows, frames = results[clip.name], probe(clip).frames
         print(f"\n{clip.name}: {frames} frames")
-        report(clip.name, frames, truths_of(clip, frames), rows)
-        for workers in (1, 2):
-            cuts, wall = ours_parallel(clip, tile_hw, args.ranges, workers)
-            same = "the same cuts as" if cuts == rows["ours"][0] else "DIFFERENT cuts from"
-            print(f"  ours in parallel, {args.ranges} ranges on {workers} worker(s): "
-                  f"{wall:.1f} s wall ({frames / wall:.0f} fps), {same} the sequential pass")
-        warm = ours_parallel(clip, tile_hw, args.ranges, 2)[1]  # the workers started
-        print(f"  again on the 2 workers already started: {warm:.1f} s wall "
-              f"({frames / warm:.0f} fps)")
+        if args.parallel_only:
+            cpu = rows["ours"][1]
+            print(f"  ours: {len(rows['ours'][0])} cuts, {1000 * cpu / frames:.2f} ms CPU "
+                  "a frame")
+        else:
+            report(clip.name, frames, truths_of(clip, frames),
+                   {k: rows[k] for k in ("plan", "ours", "content", "adaptive")})
+        parallel(clip, tile_hw, args.ranges, rows["ours"][0], args.repeats)
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 
