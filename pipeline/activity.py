@@ -106,17 +106,22 @@ def cell_lab(frame_bgr: np.ndarray, grid: Grid) -> np.ndarray:
     return srgb_to_lab(area_means(frame_bgr, grid.cols, grid.rows)).reshape(-1, 3)
 
 
-def cell_delta_e(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """ΔE (CIE76) between two frames' Lab cell colours (cells, 3) float32: (cells,) float32."""
+def _delta_e(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     d = a - b
     return np.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2 + d[:, 2] ** 2)
 
 
-def cut_share(delta: np.ndarray) -> float:
-    """Share of the cells whose colour jumped by :data:`CUT_DELTA_E` or more, from their
-    :func:`cell_delta_e` (cells,) float32: a frame is a scene cut when it is over
-    ``render.scene_cut`` (the planner's rule; :mod:`pipeline.shots` applies it alone)."""
+def jumped(delta: np.ndarray) -> float:
+    """Share of the cells whose colour moved by :data:`CUT_DELTA_E` or more since the frame
+    before, from their ΔE ``delta`` (cells,) float32: a frame is a scene cut when this is
+    over ``render.scene_cut``."""
     return float((delta >= CUT_DELTA_E).mean())
+
+
+def cut_share(lab: np.ndarray, prev: np.ndarray) -> float:
+    """:func:`jumped` between two frames' Lab cell colours, ``lab`` and ``prev`` (cells, 3)
+    float32: the planner's cut test, which :mod:`pipeline.shots` applies on its own."""
+    return jumped(_delta_e(lab, prev))
 
 
 class Settler:
@@ -152,8 +157,8 @@ class Settler:
             self.pending[:] = False
             self.waited[:] = 0
             return Decision(cells, np.zeros(len(cells), bool), False)
-        delta = cell_delta_e(lab, prev)
-        cut = cut_share(delta) > self.scene_cut
+        delta = _delta_e(lab, prev)
+        cut = jumped(delta) > self.scene_cut
         if self.frames <= 0:
             cells = np.flatnonzero(changed)
             return Decision(cells, np.zeros(len(cells), bool), cut)

@@ -27,7 +27,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 
-from pipeline.activity import cell_delta_e, cell_lab, cut_share
+from pipeline.activity import cell_lab, cut_share
 from pipeline.errors import VideoError
 from pipeline.grid import Grid
 from pipeline.video import VideoInfo, prefetch_frames, probe
@@ -82,7 +82,7 @@ def cut_shares(video: Video, grid: Grid, start: int, stop: int) -> np.ndarray:
         for i in range(stop - start):
             lab = cell_lab(next(frames), grid)
             if prev is not None:
-                shares[i] = cut_share(cell_delta_e(lab, prev))
+                shares[i] = cut_share(lab, prev)
             prev = lab
     finally:
         frames.close()
