@@ -118,12 +118,6 @@ def split_even(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
     return split_range(start, stop, max(1, math.ceil((stop - start) / parts)))
 
 
-def _range_cuts(info: VideoInfo, grid: Grid, start: int, stop: int, scene_cut: float
-                ) -> list[int]:
-    """One task of :func:`find_cuts_parallel` (a module-level function: picklable)."""
-    return find_cuts(info, grid, start, stop, scene_cut)
-
-
 def find_cuts_parallel(video: Video, grid: Grid, ranges: Sequence[tuple[int, int]],
                        scene_cut: float, workers: int = 2) -> list[int]:
     """:func:`find_cuts` over each of ``ranges`` as joblib tasks on ``workers``
@@ -136,16 +130,16 @@ def find_cuts_parallel(video: Video, grid: Grid, ranges: Sequence[tuple[int, int
     backend is joblib's current one (``joblib.parallel_config(backend="dask")`` runs
     the tasks on a Dask cluster).
     """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, not {workers}")
     info = _info(video)
     for a, b in ranges:
         check_range(info, a, b)
     todo = [(a, b) for a, b in ranges if b > a]
     if not todo:
         return []
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, not {workers}")
     log.debug("shot boundaries of %s: %d ranges on %d workers", info.path, len(todo),
               workers)
-    tasks = (joblib.delayed(_range_cuts)(info, grid, a, b, scene_cut) for a, b in todo)
+    tasks = (joblib.delayed(find_cuts)(info, grid, a, b, scene_cut) for a, b in todo)
     found = joblib.Parallel(n_jobs=min(workers, len(todo)))(tasks)
     return sorted({f for cuts in found for f in cuts})
