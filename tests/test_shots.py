@@ -110,6 +110,8 @@ def test_a_range_past_the_end_is_refused_in_one_line(shots_clip: Path, grid) -> 
     # the parallel pass checks every range before any work
     with pytest.raises(VideoError, match="past the end"):
         find_cuts_parallel(shots_clip, grid, [(0, 10), (FRAMES, FRAMES + 3)], 0.6)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        find_cuts_parallel(shots_clip, grid, [(0, 10)], 0.6, workers=0)
 
 
 def test_a_grid_for_another_size_is_refused(shots_clip: Path) -> None:
