@@ -136,6 +136,19 @@ def _delta_e(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(d[:, 0] ** 2 + d[:, 1] ** 2 + d[:, 2] ** 2)
 
 
+def jumped(delta: np.ndarray) -> float:
+    """Share of the cells whose colour moved by :data:`CUT_DELTA_E` or more since the frame
+    before, from their ΔE ``delta`` (cells,) float32: a frame is a scene cut when this is
+    over ``render.scene_cut``."""
+    return float((delta >= CUT_DELTA_E).mean())
+
+
+def cut_share(lab: np.ndarray, prev: np.ndarray) -> float:
+    """:func:`jumped` between two frames' Lab cell colours, ``lab`` and ``prev`` (cells, 3)
+    float32: the planner's cut test, which :mod:`pipeline.shots` applies on its own."""
+    return jumped(_delta_e(lab, prev))
+
+
 class Settler:
     """Changes wait for motion (see the module doc): one call per frame.
 
@@ -181,7 +194,7 @@ class Settler:
             self.fitted = np.array(lab, np.float32, copy=True)
             return Decision(cells, np.zeros(len(cells), bool), False)
         delta = _delta_e(lab, prev)
-        cut = bool((delta >= CUT_DELTA_E).mean() > self.scene_cut)
+        cut = jumped(delta) > self.scene_cut
         if self.frames <= 0:
             cells = np.flatnonzero(changed)
             return Decision(cells, np.zeros(len(cells), bool), cut)

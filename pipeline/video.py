@@ -292,18 +292,21 @@ class FrameReader(Piped):
     the wanted frame), applies rotation, and resamples to the constant frame rate
     ``info.rate``. Iterating yields frames; :meth:`close` stops the decoder. Up to
     ``slack`` frames missing at the very end are filled by repeating the last one; a
-    larger shortfall raises :class:`VideoError`.
-    """
+    larger shortfall raises :class:`VideoError`. Past frame 0 of an MP4 whose audio starts
+    with its video that gives the first frame twice, then each one late (the render's
+    output keeps it); ``exact`` gives the whole decode's frames from any ``start``."""
 
-    def __init__(self, info: VideoInfo, start: int, count: int, slack: int = 0) -> None:
-        self.info, self.count, self.slack = info, count, slack
-        t = max(0.0, (start - 0.5) / info.rate) if start > 0 else 0.0
-        r = info.rate
-        cmd = ffmpeg_command()
-        if start > 0:
-            cmd += ["-ss", f"{t:.6f}"]
-        cmd += ["-i", info.path, "-map", "0:v:0", "-vf", f"fps={r.numerator}/{r.denominator}",
-                "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
+    def __init__(self, info: VideoInfo, start: int, count: int, slack: int = 0,
+                 exact: bool = False) -> None:
+        self.info, self.count, self.slack, r = info, count, slack, info.rate
+        fps = f"fps={r.numerator}/{r.denominator}"
+        seek = ["-ss", f"{float((start - 0.5) / r):.6f}"] if start > 0 else []
+        if exact:  # timestamps kept from the file's start; the fps filter trims/pads to start
+            fps += f":start_time={float(start / r):.6f}"
+            seek = ["-ss", f"{max(0.0, float((start - 2) / r)):.6f}", "-copyts", "-start_at_zero"]
+        cmd = ffmpeg_command(*seek, "-i", info.path, "-map", "0:v:0", "-vf", fps,
+                             *["-fps_mode", "passthrough"] * exact, "-frames:v", str(count),
+                             "-f", "rawvideo", "-pix_fmt", "bgr24", "-")
         super().__init__(cmd, stdout=subprocess.PIPE, bufsize=0)
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -341,16 +344,16 @@ class FrameReader(Piped):
 _END = object()
 
 
-def prefetch_frames(info: VideoInfo, start: int, count: int, depth: int = 6
-                    ) -> Generator[np.ndarray, None, None]:
+def prefetch_frames(info: VideoInfo, start: int, count: int, depth: int = 6,
+                    exact: bool = False) -> Generator[np.ndarray, None, None]:
     """Frames ``[start, start + count)``, (H, W, 3) uint8 BGR, decoded ahead on a thread.
 
     Up to ``depth`` frames wait in a queue while the caller works on the current one.
-    The last frame or two of the video may be repeats (see :class:`FrameReader`).
-    Closing the generator stops the decoder.
+    The last frame or two of the video may be repeats, and ``exact`` is as in
+    :class:`FrameReader`. Closing the generator stops the decoder.
     """
     slack = 2 if start + count - 1 >= info.frames - 2 else 0
-    reader = FrameReader(info, start, count, slack=slack)
+    reader = FrameReader(info, start, count, slack=slack, exact=exact)
     frames: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_clip
+from helpers import ffmpeg, make_clip
 
 from pipeline.errors import VideoError
 from pipeline.video import (
@@ -63,6 +63,33 @@ def test_a_range_past_the_start_is_not_shifted(clip: Path) -> None:
     whole = list(iter_frames(clip))
     for a, b in zip(FrameReader(info, 10, 5), whole[10:15], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def late_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 s of 64x48 testsrc2 at 25 fps whose video starts 0.03 s after its tone."""
+    out = tmp_path_factory.mktemp("video") / "late.mp4"
+    ffmpeg("-itsoffset", "0.03", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1",
+           "-f", "lavfi", "-i", "sine=duration=1", "-c:v", "libx264", "-preset", "ultrafast",
+           "-pix_fmt", "yuv420p", "-c:a", "aac", out)
+    return out
+
+
+@pytest.mark.parametrize("which", ["clip", "late_clip"])
+def test_an_exact_range_gives_the_whole_decodes_frames(which: str,
+                                                       request: pytest.FixtureRequest) -> None:
+    """``exact`` (the shot pass's decoding): any range gives the frames of the whole
+    decode, on a clip whose audio starts with its video (where a seek without it comes
+    one frame late) and on one whose video starts after its audio."""
+    path = request.getfixturevalue(which)
+    info = probe(path)
+    whole = list(iter_frames(path))
+    assert len(whole) == info.frames
+    for start in (0, 1, 10, info.frames - 3):
+        got = list(prefetch_frames(info, start, info.frames - start, exact=True))
+        assert len(got) == info.frames - start
+        for a, b in zip(got, whole[start:], strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_truncated_request_is_an_error_past_the_slack(clip: Path) -> None:
