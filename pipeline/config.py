@@ -102,7 +102,7 @@ class RenderConfig:
                                        low=1, high=256, affects="plan")
     refine_clusters: int = option(3, "refined: tile clusters searched per cell cluster",
                                   low=1, affects="plan")
-    nprobe: int = option(8, "nearest: tile clusters probed per cell", low=1, affects="plan")
+    nprobe: int = option(4, "nearest: tile clusters probed per cell", low=1, affects="plan")
     candidates: int = option(32, "candidates per cell for the variety rules and the joint "
                              "assignment", low=5, high=256, affects="plan")
     mean_weight: float = option(0.0, "weight of the mean colour next to the 4x4 Lab grid "

@@ -175,7 +175,8 @@ class Painter:
         canvas's own image: valid until the next frame)."""
         job, canvas = self.job, self.canvas
         need_source = job.alpha > 0 or job.report
-        source = prefetch_frames(job.info, self.seg.start, self.seg.count) \
+        source = prefetch_frames(job.info, self.seg.start, self.seg.count,
+                                 exact=True) \
             if need_source else None
         try:
             for i in range(self.seg.count):

@@ -134,7 +134,7 @@ class Planner:
         state = engine.start(start, tracking, segment_seed(self.config.seed, seg.number))
         changes: list[FrameChange] = []
         last = None
-        frames = prefetch_frames(self.info, seg.start, seg.count)
+        frames = prefetch_frames(self.info, seg.start, seg.count, exact=True)
         try:
             for b0 in range(0, seg.count, batch):
                 block = [next(frames) for _ in range(min(batch, seg.count - b0))]

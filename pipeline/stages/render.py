@@ -71,7 +71,7 @@ from pipeline.video import AudioInfo, VideoInfo, check_regular, ffmpeg_exe, loca
 
 log = logging.getLogger(__name__)
 
-RENDER_VERSION = "4"  # bump when painting changes: invalidates cached segments
+RENDER_VERSION = "5"  # bump when painting changes: invalidates cached segments
 DONE = "done.json"
 
 
