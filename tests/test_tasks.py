@@ -56,7 +56,10 @@ def test_render_records_every_task(clip_with_audio: Path, tile_index: Path,
         chunk = chunk_path(plan_dir, n).stat().st_size
         assert plan["written"] == {"chunk": chunk} and paint["read"]["chunk"] == chunk
         assert paint["written"] == {"segment": segment_path(work, n).stat().st_size}
-        assert plan["read"]["bank"] > 0 and plan["read"]["bank"] % tile_bytes == 0
+        # the plan reads a tile's pixels once (its colour statistics are kept): a later
+        # segment that places only tiles seen before reads none
+        assert plan["read"]["bank"] >= (1 if n == 0 else 0)
+        assert plan["read"]["bank"] % tile_bytes == 0
         assert paint["read"]["bank"] > 0 and paint["read"]["bank"] % tile_bytes == 0
         assert plan["read"]["source"] > 0 and paint["read"]["source"] > 0
         for r in (plan, paint):
