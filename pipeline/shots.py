@@ -30,6 +30,7 @@ import numpy as np
 from pipeline.activity import cell_lab, cut_share
 from pipeline.errors import VideoError
 from pipeline.grid import Grid
+from pipeline.planfile import plan_segments
 from pipeline.video import VideoInfo, prefetch_frames, probe
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def split_range(start: int, stop: int, size: int) -> list[tuple[int, int]]:
     shorter): ``[(start, start + size), ...]``; an empty range gives ``[]``."""
     if size < 1:
         raise ValueError(f"range size must be >= 1, not {size}")
-    return [(a, min(a + size, stop)) for a in range(start, stop, size)]
+    return [(s.start, s.start + s.count) for s in plan_segments(start, stop - start, size)]
 
 
 def split_even(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
