@@ -103,6 +103,8 @@ class RenderConfig:
     refine_clusters: int = option(3, "refined: tile clusters searched per cell cluster",
                                   low=1, affects="plan")
     nprobe: int = option(4, "nearest: tile clusters probed per cell", low=1, affects="plan")
+    plan_threads: int = option(0, "threads of the plan's candidate search (0 = the usable "
+                               "cores; the plan is the same on any number)", low=0)
     candidates: int = option(32, "candidates per cell for the variety rules and the joint "
                              "assignment", low=5, high=256, affects="plan")
     mean_weight: float = option(0.0, "weight of the mean colour next to the 4x4 Lab grid "
@@ -123,8 +125,8 @@ class RenderConfig:
                                 affects="plan")
     unseen: float = option(0.1, "prefer tiles not on screen: distances x (1 + unseen x "
                            "uses on the canvas)", low=0.0, high=100.0, affects="plan")
-    joint: bool = option(True, "min-cost assignment of a frame chosen afresh (first "
-                         "frame, scene cut)", affects="plan")
+    joint: bool = option(False, "min-cost assignment of a frame chosen afresh (first "
+                         "frame, scene cut); off: the greedy passes alone", affects="plan")
     scene_cut: float = option(0.6, "share of the cells whose colour jumps (ΔE 6) that "
                               "makes a frame a scene cut", low=0.0, high=1.0, affects="plan")
     settle: int = option(4, "a marked cell waits this many still frames for its source to "

@@ -16,6 +16,7 @@ is:
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,6 +30,7 @@ from pipeline.activity import (
 )
 from pipeline.assign import TileAssigner
 from pipeline.config import RenderConfig
+from pipeline.execute import usable_cores
 from pipeline.features import colour_histogram, lab_grid_means
 from pipeline.grid import Grid
 from pipeline.index import TileIndex
@@ -39,6 +41,7 @@ from pipeline.tone import DIFF_SCALE
 from pipeline.visibility import bank_spread, orientations
 
 SEARCH_BLOCK = 8192  # queries searched at once (about 10 MB of scratch)
+MIN_THREAD_BLOCK = 512  # fewest queries worth a thread of their own
 
 
 class MatchingMode(Protocol):
@@ -107,6 +110,19 @@ class NearestMode:
         self.orients, self.assigner, self.lab_grid = orients, assigner, lab_grid
         self.lab = search.features
         self.tile_means = tile_means  # tile ids -> (k, 3) mean colours (0..255)
+        self.threads = config.plan_threads or usable_cores()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _map(self, fn: Any, items: list) -> list:
+        """``fn`` over ``items``, on the search threads (``render.plan_threads``), in
+        order. The search's matrix products and partitions release the GIL, and a
+        cell's candidates do not depend on which cells share its block, so the result
+        is the same on any number of threads."""
+        if self.threads <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="mosaic-search")
+        return list(self._pool.map(fn, items))
 
     def reset(self, seed: int) -> None:
         """Nothing to reset: the search carries no state."""
@@ -137,20 +153,22 @@ class NearestMode:
         queries = search_features(lab_grid_means(np.concatenate(views), self.lab_grid),
                                   cfg.mean_weight, cfg.recolour)
         coarse = self.coarse(views)
-        block = self.search.block
+        # in blocks of queries: the scratch stays bounded however many cells a batch of
+        # frames has active (a scene cut at 5120x2880 is 14,400 of them per frame); at
+        # least one block per search thread
+        block = min(self.search.block, max(MIN_THREAD_BLOCK,
+                                           -(-len(queries) // self.threads)))
 
-        def search(lo: int, code: int) -> tuple[np.ndarray, np.ndarray]:
+        def search(lo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             # a tile in orientation ``code`` against the cell is the tile as it is against
             # the cell turned back: the same distance, searched in the tiles' own features
-            q = self.orients.unturn(queries[lo:lo + block], code)
             probes = coarse[lo:lo + block] if coarse is not None else None
-            return self.search.block_search(q, cfg.candidates, cfg.nprobe, probes)
+            return self.orients.merge(
+                [self.search.block_search(self.orients.unturn(queries[lo:lo + block], c),
+                                          cfg.candidates, cfg.nprobe, probes)
+                 for c in self.orients.codes], cfg.candidates)
 
-        # in blocks of queries: the scratch stays bounded however many cells a batch of
-        # frames has active (a scene cut at 5120x2880 is 14,400 of them per frame)
-        parts = [self.orients.merge([search(lo, c) for c in self.orients.codes],
-                                    cfg.candidates)
-                 for lo in range(0, len(queries), block)]
+        parts = self._map(search, list(range(0, len(queries), block)))
         cand = [np.concatenate([p[i] for p in parts]) for i in range(3)]
         return list(zip(_split(queries, views), *(_split(c, views) for c in cand),
                         strict=True))

@@ -14,7 +14,8 @@ Each frame goes through:
    (activity mask, settling, scene cuts), as the matching mode can carry it out;
 3. batch-level matching for the decided cells of all frames of a batch at once
    (:meth:`pipeline.modes.MatchingMode.candidates`: in nearest mode, a pure function of
-   the cells' views: features and the candidate search);
+   the cells' views: features and the candidate search, in blocks of cells spread over
+   ``render.plan_threads`` threads);
 4. the sequential choice (:meth:`~pipeline.modes.MatchingMode.choose`): hysteresis, the
    variety rules, the canvas updated, and the recolour differences and contrast ratios
    of the placed tiles (:mod:`pipeline.tone`).

@@ -1,8 +1,9 @@
-"""The planner engine on hand-made frames, in memory: no files, no video, no threads.
+"""The planner engine on hand-made frames, in memory: no files, no video.
 
 The index is made in memory too (random textured tiles, clustered); frames are numpy
 arrays of 4 x 6 cells of 16 px. Frames go in, each frame's changes come out, and the
-state carries the canvas and the activity from one call to the next.
+state carries the canvas and the activity from one call to the next. One test splits
+the candidate search over threads.
 """
 
 from __future__ import annotations
@@ -202,6 +203,24 @@ def test_one_frame_at_a_time_plans_as_a_batch_does(index: TileIndex) -> None:
         change, state = engine.step(state, frame)
         single.append(change)
     for a, b in zip(batch, single, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_the_search_threads_change_nothing(index: TileIndex,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate search split over threads (blocks of 4 queries here) plans exactly
+    what one thread plans, cut, quiet and moving frames included."""
+    import pipeline.modes
+
+    monkeypatch.setattr(pipeline.modes, "MIN_THREAD_BLOCK", 4)
+    frames = [frame_of(0), frame_of(0), frame_of(2), frame_of(2), frame_of(3)]
+    plans = []
+    for threads in (1, 3):
+        engine = engine_for(index, plan_threads=threads)
+        plans.append(engine.plan(engine.start(), frames)[0])
+        assert (engine.mode._pool is not None) == (threads > 1)
+    for a, b in zip(*plans, strict=True):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)
 
