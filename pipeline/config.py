@@ -145,7 +145,9 @@ class RenderConfig:
                                        high=442.0, affects="plan")
     active_fraction: float = option(0.5, "a cell is marked when more than this share of "
                                     "it changed", low=0.0, high=1.0, affects="plan")
-    segment_frames: int = option(256, "frames per cached segment", low=1, affects="plan")
+    segment_frames: int = option(0, "frames per cached segment (0 = sized to the job: about 8 "
+                                 "segments in whole batches, at most 256)", low=0,
+                                 affects="plan")
     seed: int = option(0, "matching seed; segments derive theirs from it", low=0,
                        high=2**32 - 1, affects="plan")
     workers: int = option(0, "painters at once (0 = fit the cores and the memory)", low=0,

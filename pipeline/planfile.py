@@ -66,6 +66,27 @@ def plan_segments(first: int, count: int, size: int) -> list[Segment]:
             for k in range(math.ceil(count / size))]
 
 
+JOB_SEGMENTS = 8  # a job is cut into about this many segments, where they can be short
+MAX_SEGMENT_FRAMES = 256  # and none is longer (a kill redoes at most one)
+
+
+def segment_size(count: int, unit: int) -> int:
+    """Frames per segment of a job of ``count`` frames: about ``count /``
+    :data:`JOB_SEGMENTS`, in whole plan batches of ``unit`` frames, at most
+    :data:`MAX_SEGMENT_FRAMES`. A short job is cut too, so that its first segments are
+    painted while the plan runs on and several painters share it; the size depends on
+    the job alone, never on the workers, so every executor plans the same segments."""
+    want = -(-count // JOB_SEGMENTS)
+    return max(1, min(MAX_SEGMENT_FRAMES, -(-want // unit) * unit))
+
+
+def job_segments(first: int, count: int, config: RenderConfig) -> list[Segment]:
+    """The segments of a render job of ``count`` frames from ``first``: of
+    ``render.segment_frames`` frames, or, for 0 (the default), of :func:`segment_size`."""
+    size = config.segment_frames or segment_size(count, config.cluster_batch_frames)
+    return plan_segments(first, count, size)
+
+
 def plan_key(input_digest: str, index_digest: str, config: RenderConfig, first: int,
              count: int) -> str:
     """The digest naming a plan: input, index, frame range and the planning options."""

@@ -33,7 +33,7 @@ from benchutil import TreeRss, mib  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.grid import make_grid  # noqa: E402
 from pipeline.index import load_index  # noqa: E402
-from pipeline.planfile import plan_key, plan_segments  # noqa: E402
+from pipeline.planfile import job_segments, plan_key  # noqa: E402
 from pipeline.stages.planner import Planner  # noqa: E402
 from pipeline.stages.render import frame_range  # noqa: E402
 from pipeline.video import probe  # noqa: E402
@@ -99,7 +99,7 @@ def plan_alone(video: str, index_dir: str, work: Path, frames: int, overrides: l
     info = probe(video)
     grid = make_grid(info.height, info.width, index.tiles.shape[1:3], config.scale)
     first, count = frame_range(info, 0.0, None, frames)
-    segments = plan_segments(first, count, config.segment_frames)
+    segments = job_segments(first, count, config)
     plan_dir = work / "plan-alone"
     planner = Planner(info, grid, index, config, plan_dir,
                       plan_key("bench", index.digest, config, first, count))

@@ -52,7 +52,7 @@ from fetch_media import multishot_cuts  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.grid import make_grid  # noqa: E402
 from pipeline.index import load_index  # noqa: E402
-from pipeline.planfile import plan_key, plan_segments  # noqa: E402
+from pipeline.planfile import job_segments, plan_key  # noqa: E402
 from pipeline.shots import find_cuts, find_cuts_parallel, split_even  # noqa: E402
 from pipeline.stages.planner import Planner  # noqa: E402
 from pipeline.video import FrameReader, probe  # noqa: E402
@@ -162,7 +162,7 @@ def plan_resets(video: Path, index, work: Path
 
     planner.engine.plan = plan_and_note
     cpu, wall = sum(cpu_split()), time.perf_counter()
-    planner.run(plan_segments(0, info.frames, config.segment_frames), lambda seg: None)
+    planner.run(job_segments(0, info.frames, config), lambda seg: None)
     cpu, wall = sum(cpu_split()) - cpu, time.perf_counter() - wall
     assert seen[0] == info.frames, (seen[0], info.frames)
     return cuts, cpu, wall, decided

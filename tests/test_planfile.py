@@ -17,6 +17,7 @@ from pipeline.planfile import (
     Segment,
     chunk_key,
     chunk_path,
+    job_segments,
     plan_key,
     plan_segments,
     read_chunk,
@@ -31,6 +32,21 @@ def test_segments_cover_the_range() -> None:
     assert plan_segments(10, 25, 10) == [Segment(0, 10, 10), Segment(1, 20, 10),
                                          Segment(2, 30, 5)]
     assert segment_seed(0, 1) != segment_seed(0, 2) and segment_seed(7, 1) == segment_seed(7, 1)
+
+
+def test_a_job_is_cut_to_its_length_in_whole_batches() -> None:
+    """By default about 8 segments a job, in whole 32-frame batches, at most 256 frames:
+    a short job is cut too (its first segments are painted while the plan runs on), a
+    long one in segments of 256; render.segment_frames asks for a size."""
+    config = RenderConfig()  # segment_frames 0, cluster_batch_frames 32
+    sizes = {n: [s.count for s in job_segments(5, n, config)] for n in (1, 30, 120, 1000, 5000)}
+    assert sizes[1] == [1] and sizes[30] == [30]
+    assert sizes[120] == [32, 32, 32, 24]
+    assert sizes[1000] == [128] * 7 + [104]
+    assert set(sizes[5000][:-1]) == {256} and sum(sizes[5000]) == 5000
+    assert job_segments(5, 120, config)[1].start == 37
+    fixed = dataclasses.replace(config, segment_frames=50)  # a size asked for is kept
+    assert [s.count for s in job_segments(0, 120, fixed)] == [50, 50, 20]
 
 
 def _chunk(tmp_path: Path, number: int = 0) -> tuple[Path, list[FrameChange]]:

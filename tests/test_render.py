@@ -291,6 +291,6 @@ def test_failing_encoder_is_a_clear_error(clip_with_audio: Path, tile_index: Pat
                            "--scale", "2", "--set", "render.encoder=h264_nvenc", "-q")
     assert code == 1 and "Traceback" not in err
     # one line naming the segment and the cause
-    assert err.startswith("error: segment 0 (frames 0-49): encoding") and "ffmpeg failed" in err
+    assert err.startswith("error: segment 0 (frames 0-31): encoding") and "ffmpeg failed" in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()

@@ -3,7 +3,8 @@
 Data flows one way: video -> frames -> cells -> **plan** (tile choices) -> **paint**
 (frames) -> segments -> output.
 
-1. The frame range is cut into segments (256 frames by default).
+1. The frame range is cut into segments: about 8 a job, in whole plan batches, at most
+   256 frames (:func:`pipeline.planfile.segment_size`), or ``render.segment_frames``.
 2. The plan (:mod:`pipeline.plan`) runs on a thread of this process, one segment after
    the other, and writes one chunk per segment. It is keyed by the input, the index,
    the range and the planning options only, so a re-render that changes only the blend,
@@ -63,7 +64,7 @@ from pipeline.output import (
     scores_path,
 )
 from pipeline.paint import PaintJob, finished, segment_path, warm_up
-from pipeline.planfile import PLAN_FILES, Segment, plan_key, plan_segments, read_manifest
+from pipeline.planfile import PLAN_FILES, Segment, job_segments, plan_key, read_manifest
 from pipeline.stages.painting import RenderJob, job_record, render_segments
 from pipeline.stages.planner import Planner
 from pipeline.tasklog import TaskClock, TaskLog, file_bytes
@@ -237,7 +238,7 @@ def _set_up(target: _Target, source: Path, index, span: tuple
                  "it (cap it with render.max_width=4096)", grid.out_w, grid.out_h)
     target.audio = _pick_audio(info, config.audio_stream)
     target.first, target.count = frame_range(info, *span)
-    segments = plan_segments(target.first, target.count, config.segment_frames)
+    segments = job_segments(target.first, target.count, config)
     pkey = plan_key(digest_file(source), index.digest, config, target.first, target.count)
     key = job_key(pkey, config)
     report = RenderReport(out=target.out, frames=target.count, audio=target.audio is not None,
