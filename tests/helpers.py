@@ -156,6 +156,24 @@ def ffmpeg(*args: str) -> None:
         raise FFmpegError("making test media", proc.stderr)
 
 
+def make_shots(path: Path, size: str = "160x120", seconds: float = 1.0) -> Path:
+    """A multi-shot clip (H.264, 25 fps) with a tone: testsrc2, SMPTE bars, a Mandelbrot
+    zoom and testsrc2 again, ``seconds`` each, cut hard from one to the next."""
+    sources = [f"testsrc2=size={size}:rate=25", f"smptebars=size={size}:rate=25",
+               f"mandelbrot=size={size}:rate=25", f"testsrc2=size={size}:rate=25"]
+    args: list[str] = []
+    for src in sources:
+        args += ["-f", "lavfi", "-t", str(seconds), "-i", src]
+    total = seconds * len(sources)
+    args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={total}",
+             "-filter_complex", "".join(f"[{i}:v]" for i in range(len(sources)))
+             + f"concat=n={len(sources)}:v=1:a=0[v]", "-map", "[v]", "-map",
+             f"{len(sources)}:a", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt",
+             "yuv420p", "-c:a", "aac"]
+    ffmpeg(*args, path)
+    return path
+
+
 def make_clip(path: Path, size: str = "160x120", rate: str = "25", seconds: float = 2.0,
               audio: bool = True, extra: tuple[str, ...] = ()) -> Path:
     """A testsrc2 clip (H.264) with an optional 440 Hz AAC tone of the same length."""

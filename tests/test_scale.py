@@ -1,5 +1,6 @@
 """Plan once, paint in parallel: identical output with 1 worker, 2 workers and a real
-Dask cluster; resilience to killed workers and killed jobs; plans reused."""
+Dask cluster, on a multi-shot clip, whatever the plan's search threads; resilience to
+killed workers and killed jobs; plans reused."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_clip
+from helpers import make_clip, make_shots
 
 from pipeline.config import RenderConfig
+from pipeline.grid import make_grid
 from pipeline.output import scores_path
+from pipeline.shots import find_cuts
 from pipeline.stages.render import run_render
 from pipeline.tasklog import TASKS, read_tasks
-from pipeline.video import ffmpeg_exe
+from pipeline.video import ffmpeg_exe, probe
 
 # encoder threads fixed: x264's bitstream depends on its thread count, not on the workers
 SMALL = RenderConfig(scale=2, preset="ultrafast", segment_frames=10, encoder_threads=1)
@@ -40,16 +43,21 @@ def scores_of(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 s of testsrc2 with a tone: 75 frames, 8 segments of 10."""
-    return make_clip(tmp_path_factory.mktemp("scale") / "clip.mp4", seconds=3)
+    """Four shots of 20 frames with a tone: 80 frames, 8 segments of 10."""
+    path = make_shots(tmp_path_factory.mktemp("scale") / "clip.mp4", seconds=0.8)
+    info = probe(path)
+    grid = make_grid(info.height, info.width, (32, 32), SMALL.scale)
+    assert find_cuts(info, grid, 0, info.frames, SMALL.scene_cut) == [20, 40, 60]
+    return path
 
 
 @pytest.fixture(scope="module")
 def single(clip: Path, tile_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The reference: one worker, a single stream of segments."""
+    """The reference: one worker, a single stream of segments, one search thread."""
     tmp = tmp_path_factory.mktemp("single")
     out = tmp / "one.mp4"
-    run_render(str(clip), tile_index, out, RenderConfig(**{**SMALL.__dict__, "workers": 1}),
+    run_render(str(clip), tile_index, out,
+               RenderConfig(**{**SMALL.__dict__, "workers": 1, "plan_threads": 1}),
                tmp / "cache", progress=False)
     return out
 
@@ -65,14 +73,15 @@ def cluster():
 
 
 def test_two_workers_equal_one(clip: Path, tile_index: Path, single: Path,
-                               tmp_path: Path) -> None:
+                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pipeline.modes.MIN_THREAD_BLOCK", 8)  # the search really splits
     out = tmp_path / "two.mp4"
     report = run_render(str(clip), tile_index, out,
-                        RenderConfig(**{**SMALL.__dict__, "workers": 2}), tmp_path / "cache",
-                        progress=False)
-    assert report.workers == 2 and report.rendered == 75
+                        RenderConfig(**{**SMALL.__dict__, "workers": 2, "plan_threads": 3}),
+                        tmp_path / "cache", progress=False)
+    assert report.workers == 2 and report.rendered == 80
     assert framemd5(out) == framemd5(single)
-    assert len(framemd5(out)) == 75
+    assert len(framemd5(out)) == 80
     assert scores_of(out) == scores_of(single)  # churn/flicker across boundaries included
 
 
