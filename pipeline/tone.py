@@ -40,14 +40,7 @@ def colour_diffs(cells_bgr: np.ndarray, tile_means: np.ndarray) -> np.ndarray:
     """Recolour differences, cell mean minus tile mean, (k, 3) int16 in 1/:data:`DIFF_SCALE`
     levels: ``cells_bgr`` (k, h, w, 3) uint8, ``tile_means`` (k, 3) as
     :func:`mean_colours` gives them."""
-    k, h, w = cells_bgr.shape[:3]
-    flat = np.ascontiguousarray(cells_bgr).reshape(k, h * w, 3)
-    # exact integer sums (OpenCV's, 17x faster than numpy's mean of uint8), then the
-    # mean in float64: the same values as numpy's mean
-    sums = cv2.reduce(flat, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).reshape(k, 3) if k \
-        else np.zeros((0, 3), np.int32)
-    cell_means = sums / np.float64(flat.shape[1])
-    diffs = np.rint((cell_means - tile_means) * DIFF_SCALE)
+    diffs = np.rint((exact_means(cells_bgr) - tile_means) * DIFF_SCALE)
     return np.clip(diffs, -255 * DIFF_SCALE, 255 * DIFF_SCALE).astype(np.int16)
 
 
@@ -103,13 +96,22 @@ def gains(ratios: np.ndarray, tone: float) -> np.ndarray | None:
     return np.clip(g, *GAIN_RANGE).astype(np.float32)
 
 
-def tile_means(tiles: np.ndarray) -> np.ndarray:
-    """Exact mean colour of each tile (k, h, w, 3) uint8: (k, 3) float32 (OpenCV's integer
-    sums, ~8x faster than numpy's widening sum)."""
-    k = len(tiles)
-    flat = np.ascontiguousarray(tiles).reshape(k, -1, 3)
+def exact_means(tiles: np.ndarray) -> np.ndarray:
+    """Exact mean colour of each tile or cell (k, h, w, 3) uint8: (k, 3) float64, the
+    same values as numpy's mean (OpenCV's integer sums, 8-17x faster than numpy's
+    widening sum)."""
+    k, h, w = tiles.shape[:3]
+    if k == 0:
+        return np.zeros((0, 3), np.float64)
+    flat = np.ascontiguousarray(tiles).reshape(k, h * w, 3)
     sums = cv2.reduce(flat, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).reshape(k, 3)
-    return (sums / flat.shape[1]).astype(np.float32)
+    return sums / np.float64(h * w)
+
+
+def tile_means(tiles: np.ndarray) -> np.ndarray:
+    """Exact mean colour of each tile (k, h, w, 3) uint8: (k, 3) float32
+    (:func:`exact_means`)."""
+    return exact_means(tiles).astype(np.float32)
 
 
 def adjust(tiles: np.ndarray, shift: np.ndarray | None, gain: np.ndarray | None,
