@@ -138,6 +138,10 @@ class RenderConfig:
                          "only)", low=0.0, high=1.0, affects="paint")
     carry_tiles: bool = option(True, "start each segment from the previous one's last "
                                "tiles", affects="plan")
+    shot_frames: int = option(32, "shortest shot planned on its own: from a blank canvas, "
+                              "in parallel with the others (shorter ones stay in the shot "
+                              "before; 0 = one plan over the whole job)", low=0,
+                              affects="plan")
     report: bool = option(True, "write `OUT.scores.json` (e.g. `clip.mp4.scores.json`)",
                           affects="paint")
     activity_threshold: float = option(10.0, "a pixel changed when its BGR L2 difference "

@@ -304,8 +304,10 @@ class LocalPool:
         for _ in range(workers if warm_up is not None else 0):
             self._executor.submit(warm_up)
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Future:
-        """Run ``fn(*args)`` in a worker process."""
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, priority: int = 0
+               ) -> Future:
+        """Run ``fn(*args)`` in a worker process (first come, first served: ``key`` and
+        ``priority`` are for Dask)."""
         return self._executor.submit(fn, *args)
 
     def close(self, abort: bool = False) -> None:
@@ -338,10 +340,12 @@ class DaskPool:
         self._run = uuid.uuid4().hex[:8]
         self._submitted: list = []
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Future:
-        """Run ``fn(*args)`` as a Dask task named ``key`` (retried on failure)."""
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, priority: int = 0
+               ) -> Future:
+        """Run ``fn(*args)`` as a Dask task named ``key`` (retried on failure); of the
+        tasks ready, those of higher ``priority`` run first."""
         future = self.client.submit(fn, *args, key=f"{key}-{self._run}",
-                                    retries=self.retries, pure=False)
+                                    retries=self.retries, pure=False, priority=priority)
         self._submitted.append(future)
         return future
 

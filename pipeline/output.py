@@ -27,8 +27,8 @@ from pathlib import Path
 from pipeline.cache import CACHE_WORK, atomic_output, digest_text, owned_ancestor, publish
 from pipeline.download import is_url
 from pipeline.encode import ENCODER_CODECS
-from pipeline.errors import OutputError
-from pipeline.video import AudioInfo, VideoInfo, run_ffmpeg
+from pipeline.errors import OutputError, VideoError
+from pipeline.video import AudioInfo, VideoInfo, probe, run_ffmpeg
 
 # marked folders whose files the tool replaces or deletes: never an output's place
 MANAGED_KINDS = frozenset({"index", "job", "plan", "download", "locks", "tmp", "dzi",
@@ -285,3 +285,21 @@ def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo | str,
         publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_joined(path: Path, out: Path, info: VideoInfo, count: int,
+                  audio: AudioInfo | None) -> None:
+    """Raise unless the joined file holds what was planned: the frame count, one video
+    stream (and one audio stream when the source had audio), the planned duration."""
+    try:
+        got = probe(path)
+    except VideoError as exc:
+        raise OutputError(f"{out}: the joined file is unreadable ({exc})") from None
+    wanted_audio = 1 if audio is not None else 0
+    duration = float(count / info.rate)
+    if got.frames != count or len(got.audio) != wanted_audio or \
+            abs(got.duration - duration) > 1.5 / float(info.rate):
+        raise OutputError(f"{out}: the joined file has {got.frames} frames, "
+                          f"{len(got.audio)} audio stream(s) and {got.duration:.2f} s where "
+                          f"{count} frames, {wanted_audio} and {duration:.2f} s were planned; "
+                          "it was not written (rerun to repair)")

@@ -8,8 +8,11 @@ all of them :data:`PLAN_FILES`):
   so a still scene does not reshuffle at a boundary), the per-frame changes (``cells``,
   ``ids``, ``orients``, ``diffs``, ``ratios``, sliced by ``offsets``), each frame's
   active-cell count, and the state at its end (``end_*``), from which a killed plan resumes.
-* ``manifest.json``: written last, once every chunk is there: the key, the frame range
-  and each chunk's size and digest.
+* ``shots.json``: the job's shot starts (:func:`write_shots`), found before planning
+  (:mod:`pipeline.shots`): a shot of at least ``render.shot_frames`` frames is planned
+  from a blank canvas, on its own, so shots are planned in parallel;
+* ``manifest.json``: written last, once every chunk is there: the key, the frame range,
+  the shot starts and each chunk's size and digest.
 
 The plan key (:func:`plan_key`) covers the input, the index, the frame range and every
 option declared as affecting the plan (:func:`pipeline.config.plan_options`: the recolour
@@ -20,11 +23,13 @@ that changes only those reuses the plan.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import re
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -45,19 +50,26 @@ from pipeline.tone import RATIO_SCALE
 
 log = logging.getLogger(__name__)
 
-PLAN_VERSION = "5"  # bump when planning changes: invalidates cached plans
+PLAN_VERSION = "6"  # bump when planning changes: invalidates cached plans
 MANIFEST = "manifest.json"
-PLAN_FILES = re.compile(r"chunk-\d{5}\.npz|manifest\.json")  # all a plan folder holds
+SHOTS = "shots.json"
+PLAN_FILES = re.compile(r"chunk-\d{5}\.npz|manifest\.json|shots\.json")  # all a plan folder holds
 _CHUNK_ZLIB_LEVEL = 1  # a third of the default level's time, for a few percent in size
 
 
 @dataclass(frozen=True)
 class Segment:
-    """Frames ``[start, start + count)`` of the source, planned and painted as ``number``."""
+    """Frames ``[start, start + count)`` of the source, planned and painted as ``number``.
+
+    ``fresh``: planned from a blank canvas (a job's first segment, a shot's first, or
+    every segment without ``render.carry_tiles``), so it needs no other segment's plan;
+    the others continue from the previous segment's end.
+    """
 
     number: int
     start: int
     count: int
+    fresh: bool = False
 
 
 def plan_segments(first: int, count: int, size: int) -> list[Segment]:
@@ -80,11 +92,49 @@ def segment_size(count: int, unit: int) -> int:
     return max(1, min(MAX_SEGMENT_FRAMES, -(-want // unit) * unit))
 
 
-def job_segments(first: int, count: int, config: RenderConfig) -> list[Segment]:
+def job_segments(first: int, count: int, config: RenderConfig,
+                 shots: Sequence[int] = ()) -> list[Segment]:
     """The segments of a render job of ``count`` frames from ``first``: of
-    ``render.segment_frames`` frames, or, for 0 (the default), of :func:`segment_size`."""
+    ``render.segment_frames`` frames, or, for 0 (the default), of :func:`segment_size`,
+    each shot (from each of ``shots``, the frames where a shot starts, to the next) cut on
+    its own (in equal pieces of at most that size, unless ``render.segment_frames`` is
+    set). A shot's first segment is fresh (planned from a blank canvas), and so is every
+    segment without ``render.carry_tiles``."""
     size = config.segment_frames or segment_size(count, config.cluster_batch_frames)
-    return plan_segments(first, count, size)
+    stop = first + count
+    bounds = [first, *sorted({s for s in shots if first < s < stop}), stop]
+    out: list[Segment] = []
+    for a, b in itertools.pairwise(bounds):
+        # a shot cut into equal pieces, where the size is the job's own (not a stub of a
+        # frame or two after whole segments); a size asked for is kept
+        piece = size if config.segment_frames or len(bounds) == 2 else \
+            -(-(b - a) // -(-(b - a) // size))
+        for k, seg in enumerate(plan_segments(a, b - a, piece)):
+            out.append(Segment(len(out), seg.start, seg.count,
+                               k == 0 or not config.carry_tiles))
+    return out
+
+
+def write_shots(plan_dir: str | Path, key: str, starts: Sequence[int]) -> None:
+    """Record the shot starts of plan ``key`` (atomically): the segments are cut there."""
+    write_json(Path(plan_dir) / SHOTS, {"key": key, "starts": [int(s) for s in starts]})
+
+
+def read_shots(plan_dir: str | Path, key: str) -> list[int] | None:
+    """The shot starts recorded for plan ``key``, or None (none yet, another plan's, or
+    unreadable: they are found again)."""
+    try:
+        data = json.loads((Path(plan_dir) / SHOTS).read_text())
+        if data.get("key") == key and all(isinstance(s, int) for s in data["starts"]):
+            return list(data["starts"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def planned(plan_dir: str | Path, key: str, segments: Sequence[Segment]) -> set[int]:
+    """The numbers of ``segments`` whose chunk of plan ``key`` is there and readable."""
+    return {s.number for s in segments if chunk_key(chunk_path(plan_dir, s.number)) == key}
 
 
 def plan_key(input_digest: str, index_digest: str, config: RenderConfig, first: int,
@@ -293,6 +343,6 @@ def write_manifest(plan_dir: Path, key: str, segments: list[Segment], rows: int,
     chunks = [record_artifact(chunk_path(plan_dir, seg.number)) for seg in segments]
     manifest = {"key": key, "version": PLAN_VERSION, "first": segments[0].start,
                 "frames": sum(s.count for s in segments), "grid": [rows, cols],
-                "chunks": chunks}
+                "shots": [s.start for s in segments if s.fresh], "chunks": chunks}
     write_json(Path(plan_dir) / MANIFEST, manifest)
     return manifest

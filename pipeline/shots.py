@@ -9,12 +9,15 @@ consecutive frames, so any range of frames can be searched on its own: a range
 exactly at ``start`` is found, and :func:`find_cuts_parallel` runs ranges as joblib
 tasks and returns exactly what one sequential pass over them returns.
 
-Frames are decoded exactly (:class:`pipeline.video.FrameReader` with ``exact``): a range
-gives the whole decode's frames from any start. The render's own decoder does not yet
-(past frame 0 of an MP4 whose audio starts with its video, every frame of a segment comes
-one late), so on such files the plan's cuts after its first segment are one frame later
-than these. Frame 0 starts the first shot and is never listed (there is nothing before
-it); the plan marks it as a cut because its canvas starts blank. Nothing is written.
+Frames are decoded exactly (:class:`pipeline.video.FrameReader` with ``exact``), as the
+plan and the painters decode them: a range gives the whole decode's frames from any
+start. Frame 0 starts the first shot and is never listed (there is nothing before it);
+the plan marks it as a cut because its canvas starts blank. Nothing is written here.
+
+The render (:func:`job_shots`) keeps the cuts that start a shot of at least
+``render.shot_frames`` frames (:func:`shot_starts`) and plans each such shot from a
+blank canvas, on its own (:func:`pipeline.planfile.job_segments`): the shots of a job are
+planned in parallel, and a cut inside a shorter one is handled by its plan, as before.
 """
 
 from __future__ import annotations
@@ -144,3 +147,39 @@ def find_cuts_parallel(video: Video, grid: Grid, ranges: Sequence[tuple[int, int
     tasks = (joblib.delayed(find_cuts)(info, grid, a, b, scene_cut) for a, b in todo)
     found = joblib.Parallel(n_jobs=min(workers, len(todo)))(tasks)
     return sorted({f for cuts in found for f in cuts})
+
+
+PARALLEL_FRAMES = 2048  # a job at least this long looks for its cuts on several workers
+
+
+def shot_starts(cuts: Sequence[int], first: int, count: int, min_frames: int) -> list[int]:
+    """The cuts of ``cuts`` (frames, sorted) that start a shot planned on its own: each
+    at least ``min_frames`` after the previous start (``first`` the first) and before
+    ``first + count - min_frames`` (a short last shot stays with the one before).
+    ``min_frames`` 0 keeps none: one plan over the whole range."""
+    if min_frames < 1:
+        return []
+    starts, last, stop = [], first, first + count
+    for c in sorted(cuts):
+        if c - last >= min_frames and stop - c >= min_frames:
+            starts.append(int(c))
+            last = c
+    return starts
+
+
+def job_shots(info: VideoInfo, grid: Grid, first: int, count: int, scene_cut: float,
+              min_frames: int, workers: int = 1) -> list[int]:
+    """Where the shots of a render job of ``count`` frames from ``first`` start
+    (:func:`shot_starts` of its cuts; the first shot's start is not listed). A job of
+    :data:`PARALLEL_FRAMES` frames or more is searched in ``4 x workers`` ranges on
+    ``workers`` processes (joblib's current backend); a shorter one here, in one pass.
+    ``min_frames`` 0: no search, ``[]``."""
+    if min_frames < 1 or count < 2 * min_frames:
+        return []
+    stop = first + count
+    if count >= PARALLEL_FRAMES and workers > 1:
+        cuts = find_cuts_parallel(info, grid, split_even(first, stop, 4 * workers),
+                                  scene_cut, workers)
+    else:
+        cuts = find_cuts(info, grid, first, stop, scene_cut)
+    return shot_starts(cuts, first, count, min_frames)

@@ -146,17 +146,17 @@ def test_second_render_started_while_the_first_encodes(clip: Path, tile_index: P
 def test_a_joined_file_unlike_the_plan_is_never_taken_for_the_output(
         clip: Path, tmp_path: Path) -> None:
     from pipeline.errors import OutputError
-    from pipeline.stages.render import _check_joined
+    from pipeline.output import check_joined
     from pipeline.video import probe
 
     info = probe(clip)  # 30 frames with audio
-    _check_joined(clip, tmp_path / "o.mp4", info, 30, info.audio[0])  # as planned: passes
+    check_joined(clip, tmp_path / "o.mp4", info, 30, info.audio[0])  # as planned: passes
     short = make_clip(tmp_path / "short.mp4", seconds=0.6)
     with pytest.raises(OutputError, match=r"15 frames, 1 audio stream.*30 frames"):
-        _check_joined(short, tmp_path / "o.mp4", info, 30, info.audio[0])
+        check_joined(short, tmp_path / "o.mp4", info, 30, info.audio[0])
     silent = make_clip(tmp_path / "silent.mp4", seconds=1.2, audio=False)
     with pytest.raises(OutputError, match="0 audio stream"):
-        _check_joined(silent, tmp_path / "o.mp4", info, 30, info.audio[0])
+        check_joined(silent, tmp_path / "o.mp4", info, 30, info.audio[0])
 
 
 @pytest.mark.parametrize("damage", ["segment", "plan chunk", "plan chunk, manifest kept"])

@@ -26,7 +26,10 @@ from pipeline.tasklog import TASKS, read_tasks
 from pipeline.video import ffmpeg_exe, probe
 
 # encoder threads fixed: x264's bitstream depends on its thread count, not on the workers
-SMALL = RenderConfig(scale=2, preset="ultrafast", segment_frames=10, encoder_threads=1)
+# shots of 16 frames or more planned on their own: the clip's four shots are four
+# independent plan chains of two segments each
+SMALL = RenderConfig(scale=2, preset="ultrafast", segment_frames=10, encoder_threads=1,
+                     shot_frames=16)
 
 
 def framemd5(path: Path) -> list[str]:
@@ -83,6 +86,16 @@ def test_two_workers_equal_one(clip: Path, tile_index: Path, single: Path,
     assert framemd5(out) == framemd5(single)
     assert len(framemd5(out)) == 80
     assert scores_of(out) == scores_of(single)  # churn/flicker across boundaries included
+    # each shot planned on its own, in the workers: a shot's first segment needs no
+    # other plan, the next one continues it
+    plan = next((tmp_path / "cache" / "plans").iterdir())
+    assert json.loads((plan / "manifest.json").read_text())["shots"] == [0, 20, 40, 60]
+    work = next((tmp_path / "cache" / "render").iterdir())
+    plans = {r["segment"]: r for r in read_tasks(work / TASKS) if r["kind"] == "plan"}
+    assert sorted(plans) == list(range(8))
+    assert all(plans[n]["deps"] == ([] if n % 2 == 0 else [f"plan-{n - 1:05d}"])
+               for n in plans)
+    assert all(r["pid"] != os.getpid() for r in plans.values())
 
 
 def test_dask_cluster_equals_one_worker(clip: Path, tile_index: Path, single: Path,

@@ -64,9 +64,9 @@ def test_render_records_every_task(clip_with_audio: Path, tile_index: Path,
         assert plan["read"]["source"] > 0 and paint["read"]["source"] > 0
         for r in (plan, paint):
             assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["child_cpu_s"] >= 0
-        # the plan runs in this process, the painters in worker processes, and a painter's
-        # encoder (a child it waits for) is counted in its task
-        assert plan["pid"] == os.getpid() and paint["pid"] != os.getpid()
+        # plans and paints run in worker processes, and a painter's encoder (a child it
+        # waits for) is counted in its task
+        assert plan["pid"] != os.getpid() and paint["pid"] != os.getpid()
         assert paint["child_cpu_s"] > 0
         assert paint["start"] >= plan["start"] + plan["wall_s"] - 0.01  # after its plan
     mux = by_id["mux"]

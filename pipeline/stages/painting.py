@@ -1,22 +1,25 @@
-"""The render's paint stage: each segment handed to a pool of painters as soon as its
-plan chunk lands, one progress bar over all of them, and everything stopped at once on a
+"""The render's plan and paint tasks on one pool: each segment planned as soon as the
+segment it continues is (a shot's first segment at once), painted as soon as its plan
+chunk lands, one progress bar over all of them, and everything stopped at once on a
 failure or an interrupt.
 
-The plan runs on a thread of this process (:class:`pipeline.stages.planner.Planner`); the
-painters (:func:`pipeline.paint.paint_segment`) are local worker processes or Dask tasks
-(:mod:`pipeline.execute`). A segment is handed to the pool once the index is checked to
-be still the pinned one (a chunk planned while it changed is removed).
+Plan tasks (:func:`pipeline.stages.planner.plan_task`) and paint tasks
+(:func:`pipeline.paint.paint_task`) run on the same workers: local processes or Dask
+tasks (:mod:`pipeline.execute`). The client keeps at most one task per local worker in
+flight and hands a free worker the first segment ready to plan before any to paint (the
+plan is the longer chain); on Dask every ready task is submitted, plans at a higher
+priority. It holds the plan folder's lock while any segment is being planned, checks
+each landed chunk against the pinned index (a chunk planned while it changed is
+removed), and writes the plan's manifest once every chunk is there.
 
 Every plan and paint task's record (:mod:`pipeline.tasklog`) is appended to the job's
-``tasks.jsonl`` by this process: the plan thread's as each chunk is written, a painter's
-when its result is collected.
+``tasks.jsonl`` by this process as its result is collected.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +27,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.bank import check_pin
-from pipeline.errors import IndexChangedError, MosaicError, PlanError
-from pipeline.execute import usable_cores
+from pipeline.errors import IndexChangedError, MosaicError
+from pipeline.execute import LocalPool, usable_cores
+from pipeline.locks import file_lock
 from pipeline.paint import PaintJob, paint_task, progress_path
-from pipeline.planfile import MANIFEST, Segment, chunk_path
-from pipeline.stages.planner import Planner
+from pipeline.planfile import MANIFEST, Segment, chunk_path, planned, write_manifest
+from pipeline.stages.planner import PlanJob, plan_task
 from pipeline.tasklog import TaskLog
-from pipeline.video import stop_pipes
 
 _POLL = 0.2  # seconds between looks at the workers
+_PLAN_PRIORITY = 1  # on Dask: a ready plan task goes before ready paint tasks
 
 
 class SegmentError(MosaicError):
@@ -46,9 +50,9 @@ class SegmentError(MosaicError):
 
 @dataclass
 class RenderJob:
-    """One run's moving parts: the planner, the painters' job, what is left to paint."""
+    """One run's moving parts: the plan's job, the painters' job, what is left to do."""
 
-    planner: Planner
+    plan: PlanJob
     paint: PaintJob
     segments: list[Segment]
     plan_reused: bool
@@ -63,7 +67,8 @@ def job_record(job: RenderJob, workers: int, threads: int, local: bool) -> dict:
     paint, segs = job.paint, job.segments
     return {"id": "job", "kind": "job", "segment": None,
             "frames": [segs[0].start, segs[-1].start + segs[-1].count],
-            "segments": len(segs), "to_paint": len(job.to_paint),
+            "segments": len(segs), "shots": sum(s.fresh for s in segs),
+            "to_paint": len(job.to_paint),
             "plan_reused": job.plan_reused, "workers": workers, "threads": threads,
             "scheduler": not local, "cores": usable_cores(),
             "source": [paint.info.width, paint.info.height],
@@ -73,99 +78,146 @@ def job_record(job: RenderJob, workers: int, threads: int, local: bool) -> dict:
 
 
 class _Run:
-    """The plan thread and the painters of one :func:`render_segments` call."""
+    """The plan and paint tasks of one :func:`render_segments` call."""
 
     def __init__(self, job: RenderJob, pool, bar: tqdm) -> None:
         self.job, self.pool, self.bar = job, pool, bar
-        self.planned: queue.Queue[Segment] = queue.Queue()
-        self.stop = threading.Event()
-        self.failure: list[BaseException] = []
+        self.slots = pool.workers if isinstance(pool, LocalPool) else 1 << 30
+        self.planned: set[int] = set()
+        self.to_plan: list[Segment] = []
         self.waiting = {s.number: s for s in job.to_paint}
-        self.running: dict = {}
+        self.running: dict = {}  # future -> ("plan" | "paint", segment)
         self.stats: dict[int, dict] = {}
-        self.thread = threading.Thread(target=self._plan, daemon=True, name="mosaic-plan")
-        if job.tasks is not None:
-            job.planner.on_task = job.tasks.append
+        self.manifest = job.plan_reused
 
-    def _on_chunk(self, seg: Segment) -> None:
-        paint = self.job.paint
-        try:
-            check_pin(paint.index_dir, paint.index_pin)
-        except IndexChangedError:
-            chunk_path(paint.plan_dir, seg.number).unlink(missing_ok=True)
-            (Path(paint.plan_dir) / MANIFEST).unlink(missing_ok=True)
-            raise
-        self.planned.put(seg)
+    def start(self) -> None:
+        """What is planned already (read under the plan's lock: another job may have
+        planned it meanwhile) and what is left to plan."""
+        job = self.job
+        if job.plan_reused:
+            self.planned = {s.number for s in job.segments}
+        else:
+            self.planned = planned(job.plan.plan_dir, job.plan.key, job.segments)
+        self.to_plan = [s for s in job.segments if s.number not in self.planned]
 
-    def _plan(self) -> None:
-        try:
-            if self.job.plan_reused:
-                for seg in self.job.segments:
-                    self.planned.put(seg)
+    def _next(self) -> tuple[str, Segment] | None:
+        """The next task to hand a free worker: the first segment ready to plan (fresh,
+        or continuing a planned one), else the first planned one left to paint."""
+        busy = {seg.number for kind, seg in self.running.values() if kind == "plan"}
+        for seg in self.to_plan:
+            if seg.number not in busy and (seg.fresh or seg.number - 1 in self.planned):
+                return "plan", seg
+        for number in sorted(self.waiting):
+            if number in self.planned:
+                return "paint", self.waiting[number]
+        return None
+
+    def _submit(self) -> None:
+        while len(self.running) < self.slots and (task := self._next()) is not None:
+            kind, seg = task
+            if kind == "plan":
+                future = self.pool.submit(plan_task, self.job.plan, seg,
+                                          key=f"plan-{seg.number:05d}",
+                                          priority=_PLAN_PRIORITY)
             else:
-                self.job.planner.run(self.job.segments, self._on_chunk, self.stop)
-        except BaseException as exc:  # handed to the main thread
-            self.failure.append(exc)
+                del self.waiting[seg.number]
+                future = self.pool.submit(paint_task, self.job.paint, seg,
+                                          key=f"paint-{seg.number:05d}")
+            self.running[future] = task
 
-    def _submit_planned(self) -> None:
-        with contextlib.suppress(queue.Empty):
-            while True:
-                seg = self.planned.get_nowait()
-                if seg.number in self.waiting:
-                    del self.waiting[seg.number]
-                    future = self.pool.submit(paint_task, self.job.paint, seg,
-                                              key=f"paint-{seg.number:05d}")
-                    self.running[future] = seg
+    def _landed(self, seg: Segment) -> None:
+        """A plan task's chunk landed: still the pinned index (else it goes)?"""
+        plan = self.job.plan
+        try:
+            if plan.index_pin is not None:
+                check_pin(plan.index_dir, plan.index_pin)
+        except IndexChangedError:
+            chunk_path(plan.plan_dir, seg.number).unlink(missing_ok=True)
+            (Path(plan.plan_dir) / MANIFEST).unlink(missing_ok=True)
+            raise
+        self.planned.add(seg.number)
+        self.to_plan.remove(seg)
 
-    def _collect_done(self) -> None:
-        for future, seg in list(self.running.items()):
-            if future.done():
-                try:
-                    self.stats[seg.number], record = future.result()
-                except IndexChangedError:
+    def _collect(self) -> None:
+        for future, (kind, seg) in list(self.running.items()):
+            if not future.done():
+                continue
+            try:
+                result = future.result()
+            except IndexChangedError:
+                raise
+            except Exception as exc:
+                if kind == "plan":  # its own one-line error (a bad source, a full disk)
                     raise
-                except Exception as exc:
-                    raise SegmentError(seg, exc) from exc
-                del self.running[future]
-                if self.job.tasks is not None:
-                    self.job.tasks.append(record)
+                raise SegmentError(seg, exc) from exc
+            del self.running[future]
+            if kind == "plan":
+                self._landed(seg)
+                record = result
+            else:
+                self.stats[seg.number], record = result
+            if self.job.tasks is not None:
+                self.job.tasks.append(record)
+        self._finish_plan()
+
+    def _finish_plan(self) -> None:
+        """The plan's manifest, written (last) once every chunk is there."""
+        if not self.manifest and not self.to_plan:
+            plan, grid = self.job.plan, self.job.plan.grid
+            write_manifest(Path(plan.plan_dir), plan.key, self.job.segments, grid.rows,
+                           grid.cols)
+            self.manifest = True
+
+    def _wait(self) -> None:
+        """Until a task ends or :data:`_POLL` seconds pass."""
+        local = [f for f in self.running if isinstance(f, concurrent.futures.Future)]
+        if local and len(local) == len(self.running):
+            concurrent.futures.wait(local, timeout=_POLL,
+                                    return_when=concurrent.futures.FIRST_COMPLETED)
+        else:
+            time.sleep(_POLL)
 
     def loop(self) -> None:
-        """Until every segment is painted: submit what is planned, collect what is done."""
-        while self.waiting or self.running or self.thread.is_alive():
-            self._submit_planned()
-            self._collect_done()
-            if self.failure:
-                raise self.failure[0]
-            if not self.thread.is_alive() and self.waiting and self.planned.empty():
-                raise PlanError(f"the plan ended without segments {sorted(self.waiting)}")
-            show_progress(self.bar, self.job, self.stats, self.running.values())
-            time.sleep(_POLL)
+        """Until every segment is planned and painted: hand out what is ready, collect
+        what is done."""
+        self._finish_plan()
+        while self.waiting or self.running or not self.manifest:
+            self._submit()
+            if not self.running:
+                raise MosaicError(f"nothing left to run, but segments "
+                                  f"{sorted(self.waiting) or [s.number for s in self.to_plan]} "
+                                  "are not done (a plan chunk vanished? rerun)")
+            self._wait()
+            self._collect()
+            show_progress(self.bar, self.job, self.stats,
+                          [seg for kind, seg in self.running.values() if kind == "paint"])
         show_progress(self.bar, self.job, self.stats, [])
 
     def close(self, failed: bool) -> None:
-        """Stop the plan; after a failure, the painters, their encoders and the plan's
-        decoder at once."""
-        self.stop.set()
+        """After a failure or an interrupt: the workers, their encoders and decoders
+        stopped at once."""
         for future in self.running:
             future.cancel()
         if failed:
             self.pool.close(abort=True)
-            stop_pipes(self.thread.ident)
-        self.thread.join(timeout=5 if failed else None)
 
 
 def render_segments(job: RenderJob, pool, bar: tqdm) -> dict[int, dict]:
-    """Plan (on a thread) and paint (in the pool) what is missing; each segment's stats.
+    """Plan and paint what is missing on ``pool``; each painted segment's stats.
 
-    The bar counts the frames painted by all workers (from their progress files). On
-    any failure or interrupt the painters and the plan's decoder are stopped at once.
+    Holds the plan folder's lock while anything is left to plan (another job planning
+    the same frames is waited for; its chunks are then used). The bar counts the frames
+    painted by all workers (from their progress files). On any failure or interrupt the
+    workers and everything they started are stopped at once.
     """
     run = _Run(job, pool, bar)
-    run.thread.start()
+    lock = contextlib.nullcontext() if job.plan_reused else file_lock(
+        Path(job.plan.plan_dir) / ".lock", f"the plan {job.plan.key[:12]}")
     failed = True
     try:
-        run.loop()
+        with lock:
+            run.start()
+            run.loop()
         failed = False
     finally:
         run.close(failed)

@@ -1,30 +1,37 @@
 """The render's plan stage: the planner engine (:mod:`pipeline.plan`) over a video's
-segments, with its storage (:mod:`pipeline.planfile`), its lock and its resumption.
+segments, with its storage (:mod:`pipeline.planfile`) and its resumption.
 
-:class:`Planner` decodes each segment's frames, feeds them to the engine one batch at a
-time, and writes the segment's chunk; each segment starts from the canvas and the
-activity the previous one ended on (``render.carry_tiles``), read back from its chunk
-when a killed plan resumes. The plan folder's lock is held throughout: another job
-planning the same frames waits, then uses the chunks. Each segment planned is a task
-whose record (:mod:`pipeline.tasklog`) goes to :attr:`Planner.on_task` when set.
+:class:`Planner` decodes a segment's frames, feeds them to the engine one batch at a
+time, and writes the segment's chunk. A fresh segment (a shot's first: see
+:func:`pipeline.planfile.job_segments`) starts from a blank canvas; any other from the
+canvas and the activity the previous segment ended on, read back from its chunk. So the
+segments of one shot are planned in order, and different shots in any order, anywhere:
+:func:`plan_task` plans one segment in a worker process (local or Dask), with the planner
+kept between the worker's tasks. :meth:`Planner.run` plans segments one after the other
+in this process, under the plan folder's lock (the render's client holds that lock while
+its workers plan). Each segment planned is a task whose record (:mod:`pipeline.tasklog`)
+goes to :attr:`Planner.on_task` when set.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pipeline.activity import Tracking
-from pipeline.bank import read_tiles
+from pipeline.bank import IndexPin, check_pin, read_tiles
 from pipeline.config import RenderConfig
 from pipeline.errors import PlanError
+from pipeline.execute import decode_backend
 from pipeline.grid import Grid
 from pipeline.heap import trim_heap
-from pipeline.index import TileIndex
+from pipeline.index import TileIndex, load_index
 from pipeline.locks import file_lock
 from pipeline.metrics import source_cells
 from pipeline.plan import PlanEngine
@@ -34,12 +41,17 @@ from pipeline.planfile import (
     Segment,
     chunk_path,
     read_chunk,
+    read_shots,
     segment_seed,
     write_chunk,
     write_manifest,
+    write_shots,
 )
+from pipeline.shots import PARALLEL_FRAMES, job_shots
 from pipeline.tasklog import TaskClock, file_bytes, source_bytes
 from pipeline.video import VideoInfo, prefetch_frames
+
+log = logging.getLogger(__name__)
 
 
 class Planner:
@@ -102,7 +114,7 @@ class Planner:
             for seg in todo:
                 if stop is not None and stop.is_set():
                     return
-                if not self.config.carry_tiles:
+                if seg.fresh:
                     start, src_lab, tracking = self._blank(), None, None
                 start, src_lab, tracking = self.plan_segment(seg, start, src_lab, tracking)
                 trim_heap()  # between segments: fragmentation must not add up
@@ -114,14 +126,23 @@ class Planner:
 
     def _resume(self, todo: list[Segment]
                 ) -> tuple[CanvasState, np.ndarray | None, Tracking | None]:
-        """Where the first segment to plan starts: the previous chunk's end, or blank."""
-        if todo and todo[0].number > 0 and self.config.carry_tiles:
+        """Where the first segment to plan starts: blank when it is fresh, else the
+        previous chunk's end."""
+        if todo and not todo[0].fresh and todo[0].number > 0:
             prev = read_chunk(chunk_path(self.plan_dir, todo[0].number - 1), self.key)
             if prev is None:
                 raise PlanError(f"plan chunk {todo[0].number - 1} of {self.plan_dir} "
                                 "vanished while planning; rerun to plan it again")
             return prev.end_state, prev.end_src_lab, prev.end_tracking
         return self._blank(), None, None
+
+    def plan_one(self, seg: Segment) -> None:
+        """Plan segment ``seg`` alone: from a blank canvas when it is fresh, else from
+        the previous segment's chunk (which must be there: :class:`PlanError`
+        otherwise). Writes its chunk (the caller holds the plan's lock)."""
+        with threadpool_limits(1, user_api="blas"):
+            self.plan_segment(seg, *self._resume([seg]))
+            trim_heap()
 
     def plan_segment(self, seg: Segment, start: CanvasState,
                      start_src_lab: np.ndarray | None, tracking: Tracking | None = None
@@ -150,11 +171,81 @@ class Planner:
                     state.canvas, start_src_lab if carried else None, end_src_lab,
                     end_tracking)
         if self.on_task is not None:
-            deps = [f"plan-{seg.number - 1:05d}"] if seg.number and self.config.carry_tiles \
-                else []
+            deps = [] if seg.fresh or not seg.number else [f"plan-{seg.number - 1:05d}"]
             self.on_task(clock.record(
                 "plan", seg.number, (seg.start, seg.start + seg.count), deps,
                 {"bank": self._bank_read,
                  "source": source_bytes(self.info.path, seg.count, self.info.frames)},
                 {"chunk": file_bytes(chunk_path(self.plan_dir, seg.number))}))
         return state.canvas, end_src_lab, end_tracking
+
+
+@dataclass(frozen=True)
+class PlanJob:
+    """What a worker needs to plan a job's segments (picklable; paths valid where it
+    runs, as for the painters): the source, its grid, the index and the pin it was
+    planned with, the options, the plan folder and key."""
+
+    info: VideoInfo
+    grid: Grid
+    index_dir: str
+    config: RenderConfig
+    plan_dir: str
+    key: str
+    index_pin: IndexPin | None = None
+
+
+_PLANNER: tuple[PlanJob, Planner] | None = None  # this worker's, kept for its next task
+
+
+def _planner(job: PlanJob) -> Planner:
+    """This process's planner of ``job`` (made on its first task: the index loaded, the
+    search built; kept while the tasks are of the same job: the same plan in the same
+    folder)."""
+    global _PLANNER
+    if _PLANNER is None or _PLANNER[0] != job:
+        _PLANNER = None  # the previous plan's memory goes before the next one's comes
+        planner = Planner(job.info, job.grid, load_index(job.index_dir), job.config,
+                          Path(job.plan_dir), job.key)
+        _PLANNER = (job, planner)
+    return _PLANNER[1]
+
+
+def plan_task(job: PlanJob, seg: Segment) -> dict:
+    """Plan segment ``seg`` of ``job`` in this process (a worker's task); its task
+    record. The index must still be the pinned one before and after
+    (:class:`~pipeline.errors.IndexChangedError`: the chunk is removed)."""
+    if job.index_pin is not None:
+        check_pin(job.index_dir, job.index_pin)
+    planner = _planner(job)
+    records: list[dict] = []
+    planner.on_task = records.append
+    try:
+        planner.plan_one(seg)
+    finally:
+        planner.on_task = None
+    if job.index_pin is not None:
+        try:
+            check_pin(job.index_dir, job.index_pin)
+        except Exception:
+            chunk_path(job.plan_dir, seg.number).unlink(missing_ok=True)
+            raise
+    return records[0]
+
+
+def plan_shots(plan: PlanJob, first: int, count: int, scheduler: str | None,
+               workers: int) -> list[int]:
+    """Where the shots of the job's ``count`` frames from ``first`` start
+    (:func:`pipeline.shots.job_shots`): as recorded in the plan's folder, or found now
+    (a long job on ``workers`` processes, or on the Dask cluster of ``scheduler``) and
+    recorded (:func:`pipeline.planfile.write_shots`)."""
+    config = plan.config
+    if (starts := read_shots(plan.plan_dir, plan.key)) is not None:
+        return starts
+    if config.shot_frames and count >= PARALLEL_FRAMES:
+        log.info("finding the shots of %d frames", count)
+    with decode_backend(scheduler) as n_jobs:
+        starts = job_shots(plan.info, plan.grid, first, count, config.scene_cut,
+                           config.shot_frames, 8 if n_jobs is not None else workers)
+    write_shots(plan.plan_dir, plan.key, starts)
+    return starts

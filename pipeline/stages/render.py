@@ -5,13 +5,17 @@ Data flows one way: video -> frames -> cells -> **plan** (tile choices) -> **pai
 
 1. The frame range is cut into segments: about 8 a job, in whole plan batches, at most
    256 frames (:func:`pipeline.planfile.segment_size`), or ``render.segment_frames``.
-2. The plan (:mod:`pipeline.plan`) runs on a thread of this process, one segment after
-   the other, and writes one chunk per segment. It is keyed by the input, the index,
-   the range and the planning options only, so a re-render that changes only the blend,
-   the recolour strength or the encoder reuses it.
-3. As each chunk lands, its segment is handed to a painter (:mod:`pipeline.paint`): a
-   local worker process, or a Dask task with ``--scheduler``. Each writes its own
-   encoded file atomically into the job's work directory.
+   Each shot of at least ``render.shot_frames`` frames (found by a state-free pass,
+   :func:`pipeline.shots.job_shots`, and kept in the plan's folder) starts a segment
+   planned from a blank canvas.
+2. The plan (:mod:`pipeline.plan`) writes one chunk per segment: a shot's first segment
+   at once, the others once the segment they continue is planned. Plan tasks run on the
+   same workers as the painters (:mod:`pipeline.stages.painting`): local processes, or
+   Dask tasks with ``--scheduler``; so the shots of a job are planned in parallel. The
+   plan is keyed by the input, the index, the range and the planning options only, so a
+   re-render that changes only the blend, the recolour strength or the encoder reuses it.
+3. As each chunk lands, its segment is handed to a painter (:mod:`pipeline.paint`). Each
+   writes its own encoded file atomically into the job's work directory.
 4. The client joins the segments (concat demuxer, stream copy), adds the audio, and
    renames the result over the output path; ``done.json`` records it.
 5. Every plan, paint and mux task's kind, frames, CPU and wall time and bytes read and
@@ -48,7 +52,13 @@ from pipeline.config import RenderConfig, paint_options
 from pipeline.download import download, download_folder, is_url
 from pipeline.encode import codec_args, output_size_ok
 from pipeline.errors import ConfigError, LockedError, OutputError, VideoError
-from pipeline.execute import SCHEDULER_ENV, LocalPool, WorkerPlan, choose_workers, make_pool
+from pipeline.execute import (
+    SCHEDULER_ENV,
+    LocalPool,
+    WorkerPlan,
+    choose_workers,
+    make_pool,
+)
 from pipeline.grid import check_frame_size, check_source_size, make_grid
 from pipeline.heap import steady_heap
 from pipeline.index import load_index
@@ -56,6 +66,7 @@ from pipeline.locks import file_lock, hold
 from pipeline.metrics import Scores
 from pipeline.output import (
     Container,
+    check_joined,
     check_output,
     concat_and_mux,
     container_for,
@@ -64,9 +75,16 @@ from pipeline.output import (
     scores_path,
 )
 from pipeline.paint import PaintJob, finished, segment_path, warm_up
-from pipeline.planfile import PLAN_FILES, Segment, job_segments, plan_key, read_manifest
+from pipeline.planfile import (
+    PLAN_FILES,
+    Segment,
+    job_segments,
+    plan_key,
+    planned,
+    read_manifest,
+)
 from pipeline.stages.painting import RenderJob, job_record, render_segments
-from pipeline.stages.planner import Planner
+from pipeline.stages.planner import PlanJob, plan_shots
 from pipeline.tasklog import TaskClock, TaskLog, file_bytes
 from pipeline.video import AudioInfo, VideoInfo, check_regular, ffmpeg_exe, local_path, probe
 
@@ -211,22 +229,23 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
         source = resolve_input(video, cache_dir, config.ytdlp_format)
         check_output(out, reads=[source, *(p for p in index.path.iterdir() if p.is_file())],
                      kind="video", force=force, cache_dir=cache_dir)
-        paint, segments, report, choice = _set_up(target, source, index,
-                                                  (start_s, duration_s, max_frames))
+        paint, report, choice = _set_up(target, source, index,
+                                        (start_s, duration_s, max_frames))
         held.enter_context(hold(paint.plan_dir, f"the plan {paint.plan_key[:12]}"))
         mark_owned(paint.plan_dir, "plan")
         with file_lock(Path(paint.work) / ".lock",
                        f"the render job {paint.key[:12]} ({video})"):
             mark_owned(paint.work, "job")
-            planner = Planner(paint.info, paint.grid, index, config, Path(paint.plan_dir),
-                              paint.plan_key)
-            return _run_job(paint, planner, segments, report, choice, target)
+            plan = PlanJob(paint.info, paint.grid, paint.index_dir, config, paint.plan_dir,
+                           paint.plan_key, paint.index_pin)
+            return _run_job(paint, plan, report, choice, target)
 
 
 def _set_up(target: _Target, source: Path, index, span: tuple
-            ) -> tuple[PaintJob, list[Segment], RenderReport, WorkerPlan]:
+            ) -> tuple[PaintJob, RenderReport, WorkerPlan]:
     """Probe the input, lay out the cells and the range (all checked), name the plan and
-    the job, choose the workers, pin the index; the painters' job and the segments."""
+    the job, choose the workers (for the segments the job has before it is cut at its
+    shots: the fewest it can have), pin the index; the painters' job."""
     config = target.config
     info = probe(source)
     check_source_size(info.width, info.height, str(source))
@@ -254,11 +273,11 @@ def _set_up(target: _Target, source: Path, index, span: tuple
                      config.recolour if config.recolours else 0.0, config.report,
                      tuple(codec_args(config, choice.threads, choice.lookahead)),
                      config.tone if config.recolours else 0.0, pin_index(index))
-    return paint, segments, report, choice
+    return paint, report, choice
 
 
-def _run_job(paint: PaintJob, planner: Planner, segments: list[Segment],
-             report: RenderReport, choice: WorkerPlan, target: _Target) -> RenderReport:
+def _run_job(paint: PaintJob, plan: PlanJob, report: RenderReport, choice: WorkerPlan,
+             target: _Target) -> RenderReport:
     """The job, under its lock: up to date, or plan and paint what is missing, join,
     verify and rename over OUT; a failure or interrupt removes the job's temporaries."""
     work, info, out = Path(paint.work), paint.info, target.out
@@ -273,7 +292,10 @@ def _run_job(paint: PaintJob, planner: Planner, segments: list[Segment],
         report.active_share = done.get("active_share", 0.0)
         return report
     try:
-        job = _prepare(paint, planner, segments, report)
+        segments = job_segments(target.first, target.count, target.config,
+                                plan_shots(plan, target.first, target.count,
+                                           target.scheduler, choice.workers))
+        job = _prepare(paint, plan, segments, report)
         stats = dict(job.done)
         if job.to_paint:
             if target.local:
@@ -292,7 +314,7 @@ def _run_job(paint: PaintJob, planner: Planner, segments: list[Segment],
         clock = TaskClock()
         concat_and_mux(seg_files, out, info, audio, float(first / info.rate),
                        float(count / info.rate), work, target.container,
-                       check=lambda path: _check_joined(path, out, info, count, audio))
+                       check=lambda path: check_joined(path, out, info, count, audio))
         job.tasks.append(clock.record(
             "mux", None, (first, first + count), [f"paint-{s.number:05d}" for s in segments],
             {"segment": file_bytes(*seg_files)}, {"output": file_bytes(out)}))
@@ -331,25 +353,7 @@ def _output_bytes(segments: list[Path], info: VideoInfo, count: int,
     return video + (int(count / info.rate * 40_000) if audio is not None else 0)
 
 
-def _check_joined(path: Path, out: Path, info: VideoInfo, count: int,
-                  audio: AudioInfo | None) -> None:
-    """Raise unless the joined file holds what was planned: the frame count, one video
-    stream (and one audio stream when the source had audio), the planned duration."""
-    try:
-        got = probe(path)
-    except VideoError as exc:
-        raise OutputError(f"{out}: the joined file is unreadable ({exc})") from None
-    wanted_audio = 1 if audio is not None else 0
-    duration = float(count / info.rate)
-    if got.frames != count or len(got.audio) != wanted_audio or \
-            abs(got.duration - duration) > 1.5 / float(info.rate):
-        raise OutputError(f"{out}: the joined file has {got.frames} frames, "
-                          f"{len(got.audio)} audio stream(s) and {got.duration:.2f} s where "
-                          f"{count} frames, {wanted_audio} and {duration:.2f} s were planned; "
-                          "it was not written (rerun to repair)")
-
-
-def _prepare(paint: PaintJob, planner: Planner, segments: list[Segment],
+def _prepare(paint: PaintJob, plan: PlanJob, segments: list[Segment],
              report: RenderReport) -> RenderJob:
     """What is left to paint; say when the plan is reused or resumed."""
     done = {s.number: stats for s in segments if (stats := finished(paint, s.number))}
@@ -360,13 +364,13 @@ def _prepare(paint: PaintJob, planner: Planner, segments: list[Segment],
         if to_paint:
             log.info("reusing the plan of these frames (%s): only painting",
                      paint.plan_key[:12])
-        return RenderJob(planner, paint, segments, True, to_paint, done,
-                         TaskLog(paint.work))
+        return RenderJob(plan, paint, segments, True, to_paint, done, TaskLog(paint.work))
     if to_paint:
-        todo = planner.missing(segments)
-        if 0 < len(todo) < len(segments):
-            log.info("resuming the plan at segment %d of %d", todo[0].number, len(segments))
-    return RenderJob(planner, paint, segments, False, to_paint, done, TaskLog(paint.work))
+        have = planned(plan.plan_dir, plan.key, segments)
+        if 0 < len(have) < len(segments):
+            log.info("resuming the plan: %d of %d segments to plan",
+                     len(segments) - len(have), len(segments))
+    return RenderJob(plan, paint, segments, False, to_paint, done, TaskLog(paint.work))
 
 
 def _summarise(report: RenderReport, stats: list[dict], config: RenderConfig, video: str,
