@@ -4,9 +4,9 @@
 A render appends one record per task to its job directory's ``tasks.jsonl``
 (:mod:`pipeline.tasklog`): plan and paint tasks per segment and the final mux, each with
 its CPU and wall seconds, bytes read and written by kind, and ``deps``, the tasks whose
-outputs it reads (today's planner carries each chunk on from the previous one, so the
-plan tasks form one chain over the whole video; a segment is painted after its plan; the
-mux joins every segment).
+outputs it reads (the planner carries each chunk on from the previous one within a shot,
+so the plan tasks form one chain per shot of at least ``render.shot_frames`` frames; a
+segment is painted after its plan; the mux joins every segment).
 
 This replays one run's records in a list-scheduling simulation: N identical workers
 (one core each); whenever a worker is free it takes the ready task (all deps done) with
@@ -23,10 +23,10 @@ those without a segment (the mux) are tasks of the whole job.
 
 ``--scale-to-frames F`` projects a longer video: the recorded tasks are repeated (ids
 kept apart) until they cover F frames (rounded up to whole segments), the last copy cut
-short; the mux is one task whose duration and bytes grow with the frames. Copies are
-planned as one stream, as today's engine does (each copy's first plan waits for the
-previous copy's last), or, with ``--independent-copies``, independently (as separate
-shots planned in parallel would be).
+short; the mux is one task whose duration and bytes grow with the frames. By default a
+copy's first shot continues the previous copy's last (its first plan task waits for the
+previous copy's last one: the recorded chains, joined end to end, the conservative
+model), or, with ``--independent-copies``, each copy starts a shot of its own.
 
 It prints, per N, the makespan, the speed-up over N = 1, the utilisation (busy
 worker-seconds over N x makespan) and what bounds it: the critical path (the longest
@@ -133,9 +133,9 @@ def scale_tasks(tasks: list[Task], frames: int, chained: bool = True) -> list[Ta
     muxes = [t for t in tasks if t.whole]
     ids = {t.id for t in body}
     plans = [t for t in body if t.kind == "plan"]
-    plan_ids = {t.id for t in plans}
-    heads = [t.id for t in plans if not any(d in plan_ids for d in t.deps)]
-    tails = [t.id for t in plans if not any(t.id in p.deps for p in plans)]
+    # the first shot of a copy continues the last of the copy before
+    heads = [min(plans, key=lambda t: t.frames[0]).id] if plans else []
+    tails = [max(plans, key=lambda t: t.frames[0]).id] if plans else []
     out: list[Task] = []
     for c in range(math.ceil(factor)):
         left = frames - c * span  # frames this copy still has to cover
@@ -248,7 +248,8 @@ def report(records: list[dict], args: argparse.Namespace) -> list[str]:
         lines.append(f"scaled to {args.scale_to_frames} frames "
                      f"({args.scale_to_frames / (end - first):.1f}x the recorded "
                      f"{end - first}), copies planned "
-                     + ("independently" if args.independent_copies else "as one stream"))
+                     + ("independently" if args.independent_copies else
+                        "with each copy's first shot continuing the last of the one before"))
     work = {k: sum(t.compute for t in tasks if t.kind == k) for k in kinds}
     moved = sum(t.transfer for t in tasks)
     lines.append(f"durations: {args.duration} seconds; transfer of "
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", choices=("cpu", "wall"), default="cpu")
     ap.add_argument("--scale-to-frames", type=int, help="project a video this many frames long")
     ap.add_argument("--independent-copies", action="store_true",
-                    help="with --scale-to-frames: plan the copies independently")
+                    help="with --scale-to-frames: each copy starts a shot of its own")
     ap.add_argument("--run", help="the run to replay (default: the last one with tasks)")
     args = ap.parse_args(argv)
     if any(n < 1 for n in args.workers) or (args.scale_to_frames or 1) < 1 \
