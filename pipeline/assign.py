@@ -185,20 +185,31 @@ class TileAssigner:
             return has
         gpad, usage = self._context(current)
         own = np.where(has, self.groups[np.maximum(cur, 0)], -3)
+        if self.unseen:
+            cur_cost *= 1 + np.float32(self.unseen) * (usage[np.maximum(own, 0)] - 1)
+        ratio = np.float32(self.margin) if margin is None else np.asarray(margin, np.float32)
+        limit = ratio**2 * cur_cost
+        # an alternative costs at least its distance (the unseen weighting only adds), so
+        # a cell none of whose candidates is under its limit keeps its tile: only the
+        # others are tested against the rules
+        keep = has.copy()
+        rows = np.flatnonzero(has & (cost.min(1) < limit))
+        if not len(rows):
+            return keep
+        cost, cand_g, own = cost[rows], cand_g[rows], own[rows]
         others = usage[np.maximum(cand_g, 0)] - (cand_g == own[:, None])
         alt = cost.copy()
         if self.unseen:
             alt *= 1 + np.float32(self.unseen) * others
-            cur_cost *= 1 + np.float32(self.unseen) * (usage[np.maximum(own, 0)] - 1)
         blocked = cand_g == own[:, None]  # its own tile is not an alternative
         if self.cap:
             blocked |= others >= self.caps[np.maximum(cand_g, 0)]
         if self.radius:
-            window = gpad[self._pad_index[cells][:, None] + self._window[None, :]]
+            window = gpad[self._pad_index[cells[rows]][:, None] + self._window[None, :]]
             blocked |= in_window(cand_g, window)
         best = np.where(blocked, np.inf, alt).min(1)
-        ratio = np.float32(self.margin) if margin is None else np.asarray(margin, np.float32)
-        return has & ~(best < ratio**2 * cur_cost)
+        keep[rows] = ~(best < limit[rows])
+        return keep
 
     def _pick(self, cells: np.ndarray, cost: np.ndarray, cand_g: np.ndarray,
               gpad: np.ndarray, usage: np.ndarray, prefer: np.ndarray | None) -> np.ndarray:

@@ -16,9 +16,11 @@ Each frame goes through:
    (:meth:`pipeline.modes.MatchingMode.candidates`: in nearest mode, a pure function of
    the cells' views: features and the candidate search, in blocks of cells spread over
    ``render.plan_threads`` threads);
-4. the sequential choice (:meth:`~pipeline.modes.MatchingMode.choose`): hysteresis, the
+4. the decided cells' exact mean colours and luma grids (state-free, with recolouring:
+   :meth:`PlanEngine.cell_tones`);
+5. the sequential choice (:meth:`~pipeline.modes.MatchingMode.choose`): hysteresis, the
    variety rules, the canvas updated, and the recolour differences and contrast ratios
-   of the placed tiles (:mod:`pipeline.tone`).
+   of the placed tiles (:mod:`pipeline.tone`, from the cells' tones of step 4).
 
 A batch (:meth:`PlanEngine.plan`) is ``render.cluster_batch_frames`` frames in the
 render; the cluster modes fit one k-means step per batch, so the batching is part of the
@@ -38,7 +40,14 @@ from pipeline.grid import Grid, cell_views
 from pipeline.index import TileIndex
 from pipeline.modes import MatchingMode, matching_mode
 from pipeline.planfile import CanvasState, FrameChange
-from pipeline.tone import RATIO_SCALE, colour_diffs, contrast_ratios, luma_grid, mean_colours
+from pipeline.tone import (
+    RATIO_SCALE,
+    contrast_ratios,
+    diffs_of_means,
+    exact_means,
+    luma_grid,
+    mean_colours,
+)
 
 TileReader = Callable[[np.ndarray], np.ndarray]  # tile ids (k,) -> pixels (k, h, w, 3)
 
@@ -140,28 +149,40 @@ class PlanEngine:
         views = [cell_views(x.frame, self.grid)[d.cells]
                  for x, d in zip(inputs, decisions, strict=True)]
         found = self.mode.candidates(views, [d.drifted for d in decisions])
-        changes = [self.apply(state, d, v, c)
-                   for d, v, c in zip(decisions, views, found, strict=True)]
+        tones = [self.cell_tones(v) for v in views]
+        changes = [self.apply(state, d, v, c, t)
+                   for d, v, c, t in zip(decisions, views, found, tones, strict=True)]
         return changes, state
+
+    def cell_tones(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """What the recolour differences and contrast ratios need of cells ``views``
+        (k, s, s, 3) uint8, computed from them alone: exact mean colours (k, 3) float64
+        (:func:`pipeline.tone.exact_means`) and 4x4 luma grids (k, 16) float32; None
+        without recolouring."""
+        if not self.config.recolours:
+            return None
+        return exact_means(views), luma_grid(views)
 
     def step(self, state: PlanState, frame: np.ndarray) -> tuple[FrameChange, PlanState]:
         """Plan one frame (a batch of one)."""
         changes, state = self.plan(state, [frame])
         return changes[0], state
 
-    def apply(self, state: PlanState, decision: Decision, views: np.ndarray, found
-              ) -> FrameChange:
+    def apply(self, state: PlanState, decision: Decision, views: np.ndarray, found,
+              tones: tuple[np.ndarray, np.ndarray] | None = None) -> FrameChange:
         """One frame's choice (sequential): its decided cells' tiles from their
-        candidates ``found``, placed on the canvas; the frame's changes."""
+        candidates ``found``, placed on the canvas; the frame's changes. ``tones``: the
+        cells' :meth:`cell_tones` (None: computed here)."""
         placed, ids, orients = self.mode.choose(decision.cells, found, state.canvas,
                                                 decision, views)
         diffs = np.zeros((len(placed), 3), np.int16)
         ratios = np.full(len(placed), RATIO_SCALE, np.uint8)
         if self.config.recolours and len(placed):
             means, grids = self.tile_stats(ids)
-            seen = views[np.searchsorted(decision.cells, placed)]  # the placed cells' views
-            diffs = colour_diffs(seen, means)
-            ratios = contrast_ratios(luma_grid(seen), grids, orients)
+            cell_means, cell_grids = tones if tones is not None else self.cell_tones(views)
+            at = np.searchsorted(decision.cells, placed)  # the placed cells' rows
+            diffs = diffs_of_means(cell_means[at], means)
+            ratios = contrast_ratios(cell_grids[at], grids, orients)
         canvas = state.canvas
         r, c = np.divmod(placed, self.grid.cols)
         canvas.ids[r, c], canvas.orients[r, c], canvas.diffs[r, c] = ids, orients, diffs

@@ -219,21 +219,31 @@ class Orientations:
         self.codes, self.grid = codes, grid
         perms = [orient(np.arange(grid * grid).reshape(1, grid, grid), c).reshape(-1)
                  for c in range(8)]
-        # the grid seen in orientation c, turned back: its inverse permutation
-        self._back = np.stack([np.argsort(p) for p in perms])
+        # the grid seen in orientation c, turned back: its inverse permutation, as one of
+        # the feature columns (3 values per sub-cell; the extra columns stay in place)
+        back = np.stack([np.argsort(p) for p in perms])
+        self._columns = (3 * back[:, :, None] + np.arange(3)).reshape(8, -1)
 
     def unturn(self, queries: np.ndarray, code: int | np.ndarray) -> np.ndarray:
         """Cell features (n, D) float32 turned back from orientation ``code`` (one code, or
         (n,) codes): a tile in that orientation is as far from the cell as the tile
-        itself is from the result."""
-        if np.isscalar(code) and code == 0:
-            return queries
-        n, g2 = len(queries), self.grid * self.grid
-        cells = queries[:, :3 * g2].reshape(n, g2, 3)
-        back = self._back[np.broadcast_to(np.asarray(code), (n,))]
-        out = np.take_along_axis(cells, back[:, :, None], 1).reshape(n, 3 * g2)
-        return np.concatenate([out, queries[:, 3 * g2:]], 1) if queries.shape[1] > 3 * g2 \
-            else out
+        itself is from the result. (A permutation of the columns: the same values.)"""
+        if np.isscalar(code):
+            return queries if code == 0 else queries[:, self._order(int(code), queries)]
+        codes = np.broadcast_to(np.asarray(code), (len(queries),))
+        out = queries.copy()
+        for c in np.unique(codes):
+            if c != 0:
+                rows = np.flatnonzero(codes == c)
+                out[rows] = queries[rows][:, self._order(int(c), queries)]
+        return out
+
+    def _order(self, code: int, queries: np.ndarray) -> np.ndarray:
+        """The columns of ``queries`` (n, D) in orientation ``code`` turned back."""
+        cols = self._columns[code]
+        extra = queries.shape[1] - len(cols)
+        return np.concatenate([cols, np.arange(len(cols), len(cols) + extra)]) if extra \
+            else cols
 
     def merge(self, found: list[tuple[np.ndarray, np.ndarray]], k: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -40,7 +40,13 @@ def colour_diffs(cells_bgr: np.ndarray, tile_means: np.ndarray) -> np.ndarray:
     """Recolour differences, cell mean minus tile mean, (k, 3) int16 in 1/:data:`DIFF_SCALE`
     levels: ``cells_bgr`` (k, h, w, 3) uint8, ``tile_means`` (k, 3) as
     :func:`mean_colours` gives them."""
-    diffs = np.rint((exact_means(cells_bgr) - tile_means) * DIFF_SCALE)
+    return diffs_of_means(exact_means(cells_bgr), tile_means)
+
+
+def diffs_of_means(cell_means: np.ndarray, tile_means: np.ndarray) -> np.ndarray:
+    """:func:`colour_diffs` from the cells' exact means (k, 3) float64
+    (:func:`exact_means`) and the tiles' (k, 3)."""
+    diffs = np.rint((cell_means - tile_means) * DIFF_SCALE)
     return np.clip(diffs, -255 * DIFF_SCALE, 255 * DIFF_SCALE).astype(np.int16)
 
 

@@ -128,3 +128,28 @@ def test_smallest_sorted_is_a_stable_partial_sort() -> None:
                                       np.take_along_axis(d, want, 1))
         if m <= 8:
             np.testing.assert_array_equal(got, want)
+
+
+def test_unturn_is_the_grid_turned_back() -> None:
+    """A cell's features turned back from orientation c are those of the cell's image seen
+    in orientation c's inverse: each code, one code for all rows or a code per row, with
+    the extra columns left in place."""
+    from pipeline.search import Orientations
+    from pipeline.visibility import orient
+
+    g = 4
+    rng = np.random.default_rng(0)
+    grids = rng.random((24, g, g, 3)).astype(np.float32)  # (n, g, g, 3) sub-cell values
+    extra = rng.random((24, 2)).astype(np.float32)
+    queries = np.concatenate([grids.reshape(24, -1), extra], 1)
+    turns = Orientations(tuple(range(8)), g)
+    codes = np.arange(24) % 8
+    per_row = turns.unturn(queries, codes)
+    for c in range(8):
+        one = turns.unturn(queries, c)
+        # turning the result by c gives the cell back
+        back = orient(one[:, :3 * g * g].reshape(24, g, g, 3), c).reshape(24, -1)
+        np.testing.assert_array_equal(back, queries[:, :3 * g * g])
+        np.testing.assert_array_equal(one[:, 3 * g * g:], extra)
+        np.testing.assert_array_equal(per_row[codes == c], one[codes == c])
+    assert turns.unturn(queries, 0) is queries
