@@ -169,7 +169,7 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
                       asked if asked > workers else 0)
 
 
-PAINTER_NICE = 5  # local painters yield the CPU to the plan, which they all wait for
+PAINTER_NICE = 5  # local workers (plan and paint tasks) yield the CPU to the client's scheduling
 
 
 def _start_painter() -> None:
