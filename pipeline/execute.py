@@ -173,10 +173,9 @@ PAINTER_NICE = 5  # local workers (plan and paint tasks) yield the CPU to the cl
 
 
 def _start_painter() -> None:
-    """A local worker's initialiser: run (and start its encoders and decoders) at a lower
-    priority than the planning process. The plan is sequential and every painter waits
-    for its chunks: at equal priority the painters and their encoders take most of the
-    cores and the plan falls behind, then they idle while it catches up.
+    """A local worker's initialiser: run its plan and paint tasks (and start its encoders
+    and decoders) at a lower priority than the client, which hands out the next task as
+    soon as one ends and joins the output: it is never kept waiting for a core.
 
     Ctrl-C at a terminal reaches every process of the job; a painter ignores it (the
     client, which gets it too, stops the painters with :func:`stop_trees`)."""
