@@ -49,6 +49,23 @@ def test_a_job_is_cut_to_its_length_in_whole_batches() -> None:
     assert [s.count for s in job_segments(0, 120, fixed)] == [50, 50, 20]
 
 
+def test_a_job_is_cut_at_its_shots() -> None:
+    """Each shot is cut on its own, in equal pieces of at most the job's size, and its
+    first segment is fresh (planned from a blank canvas); shots outside the range are
+    ignored; a size asked for is kept; without carry_tiles every segment is fresh."""
+    config = RenderConfig()  # 200 frames: segments of up to 32
+    segs = job_segments(0, 200, config, [90, 123, 166, 500])
+    assert [(s.start, s.count, s.fresh) for s in segs] == [
+        (0, 30, True), (30, 30, False), (60, 30, False), (90, 17, True), (107, 16, False),
+        (123, 22, True), (145, 21, False), (166, 17, True), (183, 17, False)]
+    assert [s.number for s in segs] == list(range(9))
+    assert [s.fresh for s in job_segments(0, 120, config)] == [True, False, False, False]
+    fixed = dataclasses.replace(config, segment_frames=50)
+    assert [s.count for s in job_segments(0, 120, fixed, [60])] == [50, 10, 50, 10]
+    apart = dataclasses.replace(config, carry_tiles=False)
+    assert all(s.fresh for s in job_segments(0, 120, apart, [60]))
+
+
 def _chunk(tmp_path: Path, number: int = 0) -> tuple[Path, list[FrameChange]]:
     rng = np.random.default_rng(number)
     start = CanvasState.empty(2, 3)

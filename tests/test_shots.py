@@ -13,7 +13,14 @@ from pipeline.activity import Activity, cell_lab
 from pipeline.config import RenderConfig
 from pipeline.errors import VideoError
 from pipeline.grid import make_grid
-from pipeline.shots import cut_shares, find_cuts, find_cuts_parallel, split_even, split_range
+from pipeline.shots import (
+    cut_shares,
+    find_cuts,
+    find_cuts_parallel,
+    shot_starts,
+    split_even,
+    split_range,
+)
 from pipeline.video import iter_frames, probe
 
 W, H, RATE = 160, 120, 25
@@ -126,3 +133,14 @@ def test_ranges_split_consecutively() -> None:
     assert split_even(0, 2, 5) == [(0, 1), (1, 2)]
     with pytest.raises(ValueError):
         split_range(0, 10, 0)
+
+
+def test_short_shots_stay_with_the_one_before() -> None:
+    """A cut starts a shot planned on its own only when the shot before and the one it
+    starts are both at least min_frames long; 0 plans the whole range as one."""
+    cuts = [10, 40, 45, 100]
+    assert shot_starts(cuts, 0, 120, 32) == [40]  # 10: too soon; 45: too soon; 100: too late
+    assert shot_starts(cuts, 0, 140, 32) == [40, 100]
+    assert shot_starts(cuts, 0, 120, 5) == [10, 40, 45, 100]
+    assert shot_starts(cuts, 0, 120, 0) == []
+    assert shot_starts([], 0, 120, 32) == []
