@@ -27,11 +27,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.bank import check_pin
+from pipeline.clean import remove_temporaries
 from pipeline.errors import IndexChangedError, MosaicError
 from pipeline.execute import LocalPool, usable_cores
 from pipeline.locks import file_lock
 from pipeline.paint import PaintJob, paint_task, progress_path
-from pipeline.planfile import MANIFEST, Segment, chunk_path, planned, write_manifest
+from pipeline.planfile import (
+    MANIFEST,
+    PLAN_FILES,
+    Segment,
+    chunk_path,
+    planned,
+    write_manifest,
+)
 from pipeline.stages.planner import PlanJob, plan_task
 from pipeline.tasklog import TaskLog
 
@@ -211,16 +219,19 @@ def render_segments(job: RenderJob, pool, bar: tqdm) -> dict[int, dict]:
     workers and everything they started are stopped at once.
     """
     run = _Run(job, pool, bar)
+    plan_dir = Path(job.plan.plan_dir)
     lock = contextlib.nullcontext() if job.plan_reused else file_lock(
-        Path(job.plan.plan_dir) / ".lock", f"the plan {job.plan.key[:12]}")
-    failed = True
-    try:
-        with lock:
+        plan_dir / ".lock", f"the plan {job.plan.key[:12]}")
+    with lock:
+        failed = True
+        try:
             run.start()
             run.loop()
-        failed = False
-    finally:
-        run.close(failed)
+            failed = False
+        finally:
+            run.close(failed)
+            if failed and not job.plan_reused:  # a chunk being written when stopped
+                remove_temporaries(plan_dir, PLAN_FILES)
     return run.stats
 
 
