@@ -242,10 +242,12 @@ def plan_shots(plan: PlanJob, first: int, count: int, scheduler: str | None,
     config = plan.config
     if (starts := read_shots(plan.plan_dir, plan.key)) is not None:
         return starts
+    args = (plan.info, plan.grid, first, count, config.scene_cut, config.shot_frames)
     if config.shot_frames and count >= PARALLEL_FRAMES:
         log.info("finding the shots of %d frames", count)
-    with decode_backend(scheduler) as n_jobs:
-        starts = job_shots(plan.info, plan.grid, first, count, config.scene_cut,
-                           config.shot_frames, 8 if n_jobs is not None else workers)
+        with decode_backend(scheduler) as n_jobs:
+            starts = job_shots(*args, 8 if n_jobs is not None else workers)
+    else:
+        starts = job_shots(*args)
     write_shots(plan.plan_dir, plan.key, starts)
     return starts
