@@ -66,6 +66,20 @@ def test_a_job_is_cut_at_its_shots() -> None:
     assert all(s.fresh for s in job_segments(0, 120, apart, [60]))
 
 
+def test_shots_are_recorded_with_their_plan(tmp_path: Path) -> None:
+    """The shot starts come back for their plan only; a damaged record reads as none (the
+    shots are found again)."""
+    from pipeline.planfile import SHOTS, read_shots, write_shots
+
+    write_shots(tmp_path, "a" * 32, [90, 123])
+    assert read_shots(tmp_path, "a" * 32) == [90, 123]
+    assert read_shots(tmp_path, "b" * 32) is None
+    for damaged in ('{"key": "' + "a" * 32 + '", "starts": [1.5]}', "{not json", "[]", ""):
+        (tmp_path / SHOTS).write_text(damaged)
+        assert read_shots(tmp_path, "a" * 32) is None
+    assert read_shots(tmp_path / "missing", "a" * 32) is None
+
+
 def _chunk(tmp_path: Path, number: int = 0) -> tuple[Path, list[FrameChange]]:
     rng = np.random.default_rng(number)
     start = CanvasState.empty(2, 3)
