@@ -7,10 +7,11 @@ Plan tasks (:func:`pipeline.stages.planner.plan_task`) and paint tasks
 (:func:`pipeline.paint.paint_task`) run on the same workers: local processes or Dask
 tasks (:mod:`pipeline.execute`). The client keeps at most one task per local worker in
 flight and hands a free worker the first segment ready to plan before any to paint (the
-plan is the longer chain); on Dask every ready task is submitted, plans at a higher
-priority. It holds the plan folder's lock while any segment is being planned, checks
-each landed chunk against the pinned index (a chunk planned while it changed is
-removed), and writes the plan's manifest once every chunk is there.
+plan is the longer chain) until two segments a worker are planned and waiting; on Dask
+every ready task is submitted, plans at a higher priority. It holds the plan folder's
+lock while any segment is being planned, checks each landed chunk against the pinned
+index (a chunk planned while it changed is removed), and writes the plan's manifest
+once every chunk is there.
 
 Every plan and paint task's record (:mod:`pipeline.tasklog`) is appended to the job's
 ``tasks.jsonl`` by this process as its result is collected.
@@ -45,6 +46,7 @@ from pipeline.tasklog import TaskLog
 
 _POLL = 0.2  # seconds between looks at the workers
 _PLAN_PRIORITY = 1  # on Dask: a ready plan task goes before ready paint tasks
+_LEAD = 2  # planned segments waiting per local worker before painting goes first
 
 
 class SegmentError(MosaicError):
@@ -110,15 +112,19 @@ class _Run:
 
     def _next(self) -> tuple[str, Segment] | None:
         """The next task to hand a free worker: the first segment ready to plan (fresh,
-        or continuing a planned one), else the first planned one left to paint."""
+        or continuing a planned one), else the first planned one left to paint; but
+        painting first once :data:`_LEAD` segments per worker are planned and waiting
+        (the plan stays ahead without running away: the frames keep coming)."""
+        paint = next((self.waiting[n] for n in sorted(self.waiting) if n in self.planned),
+                     None)
+        ahead = sum(1 for n in self.waiting if n in self.planned)
+        if paint is not None and ahead >= _LEAD * self.slots:
+            return "paint", paint
         busy = {seg.number for kind, seg in self.running.values() if kind == "plan"}
         for seg in self.to_plan:
             if seg.number not in busy and (seg.fresh or seg.number - 1 in self.planned):
                 return "plan", seg
-        for number in sorted(self.waiting):
-            if number in self.planned:
-                return "paint", self.waiting[number]
-        return None
+        return None if paint is None else ("paint", paint)
 
     def _submit(self) -> None:
         while len(self.running) < self.slots and (task := self._next()) is not None:
