@@ -169,17 +169,17 @@ class PlanEngine:
         return changes[0], state
 
     def apply(self, state: PlanState, decision: Decision, views: np.ndarray, found,
-              tones: tuple[np.ndarray, np.ndarray] | None = None) -> FrameChange:
+              tones: tuple[np.ndarray, np.ndarray] | None) -> FrameChange:
         """One frame's choice (sequential): its decided cells' tiles from their
         candidates ``found``, placed on the canvas; the frame's changes. ``tones``: the
-        cells' :meth:`cell_tones` (None: computed here)."""
+        cells' :meth:`cell_tones`."""
         placed, ids, orients = self.mode.choose(decision.cells, found, state.canvas,
                                                 decision, views)
         diffs = np.zeros((len(placed), 3), np.int16)
         ratios = np.full(len(placed), RATIO_SCALE, np.uint8)
         if self.config.recolours and len(placed):
             means, grids = self.tile_stats(ids)
-            cell_means, cell_grids = tones if tones is not None else self.cell_tones(views)
+            cell_means, cell_grids = tones
             at = np.searchsorted(decision.cells, placed)  # the placed cells' rows
             diffs = diffs_of_means(cell_means[at], means)
             ratios = contrast_ratios(cell_grids[at], grids, orients)

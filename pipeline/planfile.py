@@ -108,7 +108,7 @@ def job_segments(first: int, count: int, config: RenderConfig,
         # a shot cut into equal pieces, where the size is the job's own (not a stub of a
         # frame or two after whole segments); a size asked for is kept
         piece = size if config.segment_frames or len(bounds) == 2 else \
-            -(-(b - a) // -(-(b - a) // size))
+            math.ceil((b - a) / math.ceil((b - a) / size))
         for k, seg in enumerate(plan_segments(a, b - a, piece)):
             out.append(Segment(len(out), seg.start, seg.count,
                                k == 0 or not config.carry_tiles))

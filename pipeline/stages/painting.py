@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ from pipeline.planfile import (
 )
 from pipeline.stages.planner import PlanJob, plan_task
 from pipeline.tasklog import TaskLog
+
+log = logging.getLogger(__name__)
 
 _POLL = 0.2  # seconds between looks at the workers
 _PLAN_PRIORITY = 1  # on Dask: a ready plan task goes before ready paint tasks
@@ -109,6 +112,9 @@ class _Run:
         else:
             self.planned = planned(job.plan.plan_dir, job.plan.key, job.segments)
         self.to_plan = [s for s in job.segments if s.number not in self.planned]
+        if self.planned and self.to_plan:
+            log.info("resuming the plan: %d of %d segments to plan", len(self.to_plan),
+                     len(job.segments))
 
     def _next(self) -> tuple[str, Segment] | None:
         """The next task to hand a free worker: the first segment ready to plan (fresh,

@@ -213,8 +213,9 @@ def _planner(job: PlanJob) -> Planner:
 
 def plan_task(job: PlanJob, seg: Segment) -> dict:
     """Plan segment ``seg`` of ``job`` in this process (a worker's task); its task
-    record. The index must still be the pinned one before and after
-    (:class:`~pipeline.errors.IndexChangedError`: the chunk is removed)."""
+    record. The index must still be the pinned one before it is loaded
+    (:class:`~pipeline.errors.IndexChangedError`); the client checks the pin again once
+    the chunk has landed, and removes a chunk planned while it changed."""
     if job.index_pin is not None:
         check_pin(job.index_dir, job.index_pin)
     planner = _planner(job)
@@ -224,12 +225,6 @@ def plan_task(job: PlanJob, seg: Segment) -> dict:
         planner.plan_one(seg)
     finally:
         planner.on_task = None
-    if job.index_pin is not None:
-        try:
-            check_pin(job.index_dir, job.index_pin)
-        except Exception:
-            chunk_path(job.plan_dir, seg.number).unlink(missing_ok=True)
-            raise
     return records[0]
 
 

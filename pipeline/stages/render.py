@@ -80,7 +80,6 @@ from pipeline.planfile import (
     Segment,
     job_segments,
     plan_key,
-    planned,
     read_manifest,
 )
 from pipeline.stages.painting import RenderJob, job_record, render_segments
@@ -365,11 +364,6 @@ def _prepare(paint: PaintJob, plan: PlanJob, segments: list[Segment],
             log.info("reusing the plan of these frames (%s): only painting",
                      paint.plan_key[:12])
         return RenderJob(plan, paint, segments, True, to_paint, done, TaskLog(paint.work))
-    if to_paint:
-        have = planned(plan.plan_dir, plan.key, segments)
-        if 0 < len(have) < len(segments):
-            log.info("resuming the plan: %d of %d segments to plan",
-                     len(segments) - len(have), len(segments))
     return RenderJob(plan, paint, segments, False, to_paint, done, TaskLog(paint.work))
 
 
