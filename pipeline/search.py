@@ -88,19 +88,39 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 _BLOCK = 1 << 21  # distances computed at once in a search (8 MiB of float32)
 
+# Candidates are kept as sort keys: a distance's float32 bits (non-negative, so they
+# order as the numbers do) above the tile id + 1. One sort of plain 64-bit integers
+# (numpy sorts them with SIMD) orders them by distance, then id, where a partition or a
+# two-key lexsort of the (id, distance) pairs costs 3-25x more; an empty slot (id -1,
+# distance inf) sorts last.
+_SIGN_OFF = np.uint32(0x7FFFFFFF)  # -0.0 as +0.0
+_EMPTY = np.uint64(0x7F800000 << 32)  # no tile (id -1) at distance inf
+_LOW = np.uint64(0xFFFFFFFF)
+MAX_TILES = 1 << 28  # tile ids (+1) a key holds, with room for an orientation
 
-def _k_smallest(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` smallest values of each row of ``d`` (n, m) in no particular order:
-    (cols (n, min(k, m)) int64, values). For a candidate set that is re-sorted later."""
-    if k >= d.shape[1]:
-        cols = np.broadcast_to(np.arange(d.shape[1]), d.shape)
-        return cols, d
-    cols = np.argpartition(d, k - 1, axis=1)[:, :k]
-    return cols, np.take_along_axis(d, cols, 1)
+
+def pack(dist: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Sort keys of candidates: ``dist`` (...) float32 (>= 0 or inf) and tile ``ids``
+    (...) int (-1: none), broadcast: uint64, by distance, then id."""
+    bits = (dist.view(np.uint32) & _SIGN_OFF).astype(np.uint64)
+    return (bits << np.uint64(32)) | (np.asarray(ids) + 1).astype(np.uint64)
+
+
+def unpack(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tile ids (...) int64 (-1: none) and distances (...) float32 of :func:`pack`'s keys."""
+    ids = (keys & _LOW).astype(np.int64) - 1
+    dist = (keys >> np.uint64(32)).astype(np.uint32).view(np.float32)
+    return ids, dist
+
+
+def _smallest_keys(keys: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` smallest keys of each row of ``keys`` (n, m) uint64, in order."""
+    return np.sort(keys, axis=1)[:, :k]
 
 
 def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
-                 features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+                 features: np.ndarray, k: int, grouped: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest tiles (L2 on ``features``) within each query's probed clusters.
 
     An inverted-file search: the tile clusters are the lists, ``probes`` says which
@@ -114,6 +134,8 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
     probes : ndarray (n, m), int, distinct tile clusters to search for each query.
     features : ndarray (N, D), float32, per-tile features (indexed by tile id).
     k : candidates to return.
+    grouped : optional ndarray (M, D + 1), float32: :func:`grouped_features` of the lists
+        (computed here when not given).
 
     Returns
     -------
@@ -121,8 +143,9 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
     dist : ndarray (n, k), float32, squared distances (inf where fewer exist).
     """
     n, m = probes.shape
-    slot_d = np.full((n, m * k), np.inf, np.float32)
-    slot_i = np.full((n, m * k), -1, np.int64)
+    if grouped is None:
+        grouped = grouped_features(tiles, features)
+    slots = np.full((n * m, k), _EMPTY, np.uint64)  # each (query, probe) pair's k best
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     q_norms = (queries * queries).sum(1)
     flat_q = np.repeat(np.arange(n), m)
@@ -131,10 +154,10 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
     flat_q, flat_j, flat_c = flat_q[order], flat_j[order], probes.ravel()[order]
     bounds = np.flatnonzero(np.r_[True, flat_c[1:] != flat_c[:-1], True])
     for lo, hi in itertools.pairwise(bounds):
-        c = flat_c[lo]
-        members = tiles.members[tiles.offsets[c]:tiles.offsets[c] + tiles.sizes[c]]
-        member_features = np.ascontiguousarray(features[members], dtype=np.float32)
-        m_norms = (member_features * member_features).sum(1)
+        span = slice(tiles.offsets[flat_c[lo]], tiles.offsets[flat_c[lo]] + tiles.sizes[
+            flat_c[lo]])
+        members, member_features = tiles.members[span], grouped[span, :-1]
+        m_norms = grouped[span, -1]
         kk = min(k, len(members))
         step = max(1, _BLOCK // max(1, len(members)))  # bounded distance matrices
         for start in range(lo, hi, step):
@@ -144,12 +167,18 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
             d += q_norms[qi, None]
             d += m_norms[None, :]
             np.maximum(d, 0, out=d)
-            cols, vals = _k_smallest(d, kk)  # unsorted: the final pass sorts
-            slots = jj[:, None] * k + np.arange(kk)
-            slot_d[qi[:, None], slots] = vals
-            slot_i[qi[:, None], slots] = members[cols]
-    cols, _ = _k_smallest(slot_d, k)  # exact_distances sorts them
-    return exact_distances(queries, np.take_along_axis(slot_i, cols, 1), features)
+            slots[qi * m + jj, :kk] = _smallest_keys(pack(d, members), kk)
+    ids, _ = unpack(_smallest_keys(slots.reshape(n, m * k), k))
+    return exact_distances(queries, ids, features)
+
+
+def grouped_features(tiles: TileClusters, features: np.ndarray) -> np.ndarray:
+    """The lists' members' features side by side, each row followed by its squared norm:
+    (M, D + 1) float32, in the order of ``tiles.members``."""
+    grouped = np.empty((len(tiles.members), features.shape[1] + 1), np.float32)
+    grouped[:, :-1] = features[tiles.members]
+    grouped[:, -1] = (grouped[:, :-1] * grouped[:, :-1]).sum(1)
+    return grouped
 
 
 _EXACT_ROWS = 2048  # queries whose candidate distances are recomputed at once
@@ -169,8 +198,7 @@ def exact_distances(queries: np.ndarray, ids: np.ndarray, features: np.ndarray
         diff = features[np.maximum(part, 0)] - queries[lo:lo + _EXACT_ROWS, None, :]
         d = np.einsum("nkd,nkd->nk", diff, diff)
         dist[lo:lo + len(part)] = np.where(part >= 0, d, np.inf)
-    order = np.lexsort((ids, dist), axis=1) if ids.size else np.zeros(ids.shape, np.int64)
-    return np.take_along_axis(ids, order, 1), np.take_along_axis(dist, order, 1)
+    return unpack(np.sort(pack(dist, ids), axis=1))
 
 
 def cluster_centroids(tiles: TileClusters, features: np.ndarray) -> np.ndarray:
@@ -191,8 +219,11 @@ class TileSearch:
     """
 
     def __init__(self, tiles: TileClusters, features: np.ndarray, block: int) -> None:
+        if len(features) >= MAX_TILES:
+            raise ValueError(f"{len(features)} tiles: the search holds at most {MAX_TILES - 1}")
         self.tiles, self.features, self.block = tiles, features, block
         self.centroids = cluster_centroids(tiles, features)
+        self.grouped = grouped_features(tiles, features)
 
     def block_search(self, queries: np.ndarray, k: int, nprobe: int,
                      probes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +231,7 @@ class TileSearch:
         (n, m) lists, or the ``nprobe`` clusters of nearest centroid."""
         if probes is None:
             probes = top_clusters_by_l2(queries, self.centroids, nprobe)
-        return search_lists(queries, probes, self.tiles, self.features, k)
+        return search_lists(queries, probes, self.tiles, self.features, k, self.grouped)
 
     def search(self, queries: np.ndarray, k: int, nprobe: int
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -255,13 +286,20 @@ class Orientations:
             return ids, dist, np.full(ids.shape, self.codes[0], np.uint8)
         ids = np.concatenate([f[0] for f in found], 1)
         dist = np.concatenate([f[1] for f in found], 1)
-        codes = np.repeat(np.asarray(self.codes, np.uint8), found[0][0].shape[1])
-        codes = np.broadcast_to(codes, ids.shape)
-        order = np.lexsort((dist, ids), axis=1)  # by tile, nearest orientation first
-        ids, dist, codes = (np.take_along_axis(a, order, 1) for a in (ids, dist, codes))
+        turn = np.repeat(np.arange(len(found), dtype=np.uint64), ids.shape[1] // len(found))
+        # by tile, nearest orientation first (then the earlier code): (id + 1, distance
+        # bits, orientation) in one key
+        dist_bits = (dist.view(np.uint32) & _SIGN_OFF).astype(np.uint64)
+        tile = (ids + 1).astype(np.uint64)
+        keys = np.sort((tile << np.uint64(35)) | (dist_bits << np.uint64(3)) | turn, axis=1)
+        tile, dist_bits = keys >> np.uint64(35), (keys >> np.uint64(3)) & _LOW
         again = np.zeros(ids.shape, bool)
-        again[:, 1:] = ids[:, 1:] == ids[:, :-1]
-        dist = np.where(again | (ids < 0), np.inf, dist)
-        order = np.lexsort((ids, dist), axis=1)[:, :k]
-        ids, dist, codes = (np.take_along_axis(a, order, 1) for a in (ids, dist, codes))
+        again[:, 1:] = tile[:, 1:] == tile[:, :-1]
+        dist_bits[again | (tile == 0)] = _EMPTY >> np.uint64(32)
+        # then the k nearest, by distance and id
+        keys = np.sort((dist_bits << np.uint64(32)) | (tile << np.uint64(3))
+                       | (keys & np.uint64(7)), axis=1)[:, :k]
+        ids = (keys & _LOW).astype(np.int64) // 8 - 1
+        dist = (keys >> np.uint64(32)).astype(np.uint32).view(np.float32)
+        codes = np.asarray(self.codes, np.uint8)[(keys & np.uint64(7)).astype(np.intp)]
         return np.where(np.isfinite(dist), ids, -1), dist, codes

@@ -153,3 +153,63 @@ def test_unturn_is_the_grid_turned_back() -> None:
         np.testing.assert_array_equal(one[:, 3 * g * g:], extra)
         np.testing.assert_array_equal(per_row[codes == c], one[codes == c])
     assert turns.unturn(queries, 0) is queries
+
+
+def _clusters(rng: np.random.Generator, n: int, k: int, dim: int):
+    """Tile features with exact duplicates (ties) in ``k`` random clusters."""
+    features = rng.integers(0, 6, (n, dim)).astype(np.float32)  # many equal distances
+    labels = rng.integers(0, k, n)
+    labels[:k] = np.arange(k)  # every cluster has members
+    centers = np.stack([features[labels == c].mean(0) for c in range(k)])
+    return features, TileClusters.from_labels(centers, labels)
+
+
+def test_search_lists_is_the_exact_nearest_by_distance_then_id() -> None:
+    from pipeline.search import search_lists
+
+    rng = np.random.default_rng(7)
+    features, tiles = _clusters(rng, 300, 9, 6)
+    queries = rng.integers(0, 6, (50, 6)).astype(np.float32)
+    probes = np.stack([rng.choice(9, 3, replace=False) for _ in queries])
+    ids, dist = search_lists(queries, probes, tiles, features, 12)
+    for q, p, got_i, got_d in zip(queries, probes, ids, dist, strict=True):
+        pool = np.flatnonzero(np.isin(tiles_labels(tiles, len(features)), p))
+        d = ((features[pool] - q) ** 2).sum(1)
+        best = pool[np.lexsort((pool, d))][:12]
+        assert got_i.tolist() == best.tolist()
+        assert np.array_equal(got_d, ((features[best] - q) ** 2).sum(1))
+
+
+def tiles_labels(tiles: TileClusters, n: int) -> np.ndarray:
+    """Each tile's list (-1: in none)."""
+    labels = np.full(n, -1)
+    for c, (lo, size) in enumerate(zip(tiles.offsets, tiles.sizes, strict=True)):
+        labels[tiles.members[lo:lo + size]] = c
+    return labels
+
+
+def test_search_lists_pads_with_none_where_the_lists_are_short() -> None:
+    from pipeline.search import search_lists
+
+    rng = np.random.default_rng(3)
+    features, tiles = _clusters(rng, 20, 4, 4)
+    ids, dist = search_lists(features[:2], np.array([[0], [1]]), tiles, features, 30)
+    for row, c in zip(range(2), (0, 1), strict=True):
+        size = int(tiles.sizes[c])
+        assert (ids[row, :size] >= 0).all() and (ids[row, size:] == -1).all()
+        assert np.isinf(dist[row, size:]).all() and np.isfinite(dist[row, :size]).all()
+
+
+def test_orientations_merge_keeps_each_tile_once_in_its_best_orientation() -> None:
+    from pipeline.search import Orientations
+
+    turns = Orientations((0, 1), 2)
+    ids_a, d_a = np.array([[5, 7, 9, -1]]), np.array([[1.0, 2.0, 4.0, np.inf]], np.float32)
+    ids_b, d_b = np.array([[7, 9, 3, 5]]), np.array([[0.5, 4.0, 4.0, 6.0]], np.float32)
+    ids, dist, codes = turns.merge([(ids_a, d_a), (ids_b, d_b)], 4)
+    # 7 mirrored (0.5) beats 7 as is; 9 ties: the earlier code; 3 and 9 tie: id order
+    assert ids.tolist() == [[7, 5, 3, 9]]
+    assert dist.tolist() == [[0.5, 1.0, 4.0, 4.0]]
+    assert codes.tolist() == [[1, 0, 1, 0]]
+    ids, dist, _ = turns.merge([(ids_a[:, 3:], d_a[:, 3:]), (ids_a[:, 3:], d_a[:, 3:])], 1)
+    assert ids.tolist() == [[-1]] and np.isinf(dist).all()
