@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.features import block_means, srgb_to_lab
 from pipeline.grid import Grid
 from pipeline.tone import adjust, tile_means
-from pipeline.visibility import bank_spread, luma_spread, orient
+from pipeline.visibility import MIRROR, bank_spread, luma_spread, orient
 
 _CHUNK = 512  # cells placed at a time: small transient buffers at any grid size
 
@@ -90,12 +90,16 @@ class Canvas:
     def _place(self, cells: np.ndarray, ids: np.ndarray, orients: np.ndarray,
                shift: np.ndarray | None, measure: bool,
                gain: np.ndarray | None = None) -> np.ndarray | None:
+        orients = np.asarray(orients, np.uint8)
+        order = None
+        if orients.any():  # by orientation: each code's tiles side by side, turned at once
+            order = np.argsort(orients, kind="stable")
+            cells, ids, orients = cells[order], ids[order], orients[order]
+            shift = None if shift is None else shift[order]
+            gain = None if gain is None else gain[order]
         rows = ids if self.bank_ids is None else np.searchsorted(self.bank_ids, ids)
         tiles = self.bank[rows]
-        orients = np.asarray(orients, np.uint8)
-        for code in np.unique(orients[orients > 0]):
-            sel = orients == code
-            tiles[sel] = orient(tiles[sel], int(code))
+        _turn(tiles, orients)
         adjust(tiles, shift, gain, None if gain is None else self._means()[rows])
         r, c = np.divmod(cells, self.grid.cols)
         change = None
@@ -103,6 +107,8 @@ class Canvas:
             old = self._cells[r, :, c, :]
             diff = cv2.absdiff(old.reshape(len(cells), -1), tiles.reshape(len(cells), -1))
             change = diff.mean(1, dtype=np.float32)
+            if order is not None:
+                change[order] = change.copy()
         self._cells[r, :, c, :] = tiles
         self.ids[r, c] = ids
         self.orients[r, c] = orients
@@ -140,6 +146,23 @@ class Canvas:
             shift = None if shifts is None else shifts.reshape(-1, 3)[cells]
             gain = None if gains is None else gains.ravel()[cells]
             self.place(cells, ids.ravel()[cells], orients.ravel()[cells], shift, gain=gain)
+
+
+def _turn(tiles: np.ndarray, codes: np.ndarray) -> None:
+    """Turn tiles (k, h, w, 3) uint8 in place to their orientation ``codes`` (k,) uint8,
+    sorted (each code's tiles side by side): a mirror is one OpenCV flip of the block's
+    pixel rows, any other turn a copy."""
+    h, w = tiles.shape[1:3]
+    bounds = np.searchsorted(codes, np.arange(1, 9))
+    for code in range(1, 8):
+        lo, hi = bounds[code - 1], bounds[code]
+        if lo == hi:
+            continue
+        if code == MIRROR:
+            tiles[lo:hi] = cv2.flip(tiles[lo:hi].reshape((hi - lo) * h, w, 3), 1).reshape(
+                hi - lo, h, w, 3)
+        else:
+            tiles[lo:hi] = np.ascontiguousarray(orient(tiles[lo:hi], code))
 
 
 def blend(mosaic: np.ndarray, frame_bgr: np.ndarray, alpha: float, out: np.ndarray,

@@ -41,13 +41,17 @@ _Y_SCALE = np.float32(255 / 219)  # limited-range Y (16..235) back to luma level
 
 
 def luma_spread(tiles_bgr: np.ndarray) -> np.ndarray:
-    """Luma standard deviation of each tile, (k, h, w, 3) uint8 BGR -> (k,) float32."""
+    """Luma standard deviation of each tile, (k, h, w, 3) uint8 BGR -> (k,) float32: of its
+    luma rounded to 0..255 levels, from exact sums of the levels and their squares."""
     k = len(tiles_bgr)
     if k == 0:
         return np.zeros(0, np.float32)
     flat = np.ascontiguousarray(tiles_bgr).reshape(k, -1, 3)
-    y = cv2.transform(flat, _LUMA[None, :]).reshape(k, -1)  # float32, one pass
-    return y.std(axis=1, dtype=np.float64).astype(np.float32)
+    y = cv2.transform(flat, _LUMA[None, :]).reshape(k, -1)  # uint8 levels, one pass
+    mean = cv2.reduce(y, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() / y.shape[1]
+    y = y.astype(np.float32)  # squares of levels are exact in float32, their sums in float64
+    square = cv2.reduce(cv2.multiply(y, y), 1, cv2.REDUCE_SUM, dtype=cv2.CV_64F).ravel()
+    return np.sqrt(np.maximum(square / y.shape[1] - mean * mean, 0)).astype(np.float32)
 
 
 def bank_spread(bank: np.ndarray, block: int = 4096) -> np.ndarray:

@@ -213,3 +213,20 @@ def test_orientations_merge_keeps_each_tile_once_in_its_best_orientation() -> No
     assert codes.tolist() == [[1, 0, 1, 0]]
     ids, dist, _ = turns.merge([(ids_a[:, 3:], d_a[:, 3:]), (ids_a[:, 3:], d_a[:, 3:])], 1)
     assert ids.tolist() == [[-1]] and np.isinf(dist).all()
+
+
+def test_canvas_turns_tiles_to_every_orientation_in_any_order() -> None:
+    from pipeline.visibility import orient
+
+    rng = np.random.default_rng(5)
+    bank = rng.integers(0, 256, (6, 4, 4, 3), np.uint8)
+    grid = make_grid(4, 36, (4, 4), 1)  # 1 row x 9 cols
+    ids = rng.integers(0, 6, 9)
+    codes = np.array([3, 0, 1, 7, 1, 2, 5, 0, 6], np.uint8)  # unsorted, repeated
+    canvas = Canvas(grid, bank, track=2)
+    change = canvas.place(np.arange(9)[::-1], ids, codes, measure=True)
+    for cell, (tile, code) in enumerate(zip(ids, codes, strict=True)):
+        want = orient(bank[tile:tile + 1], int(code))[0]
+        assert np.array_equal(canvas.image[:, (8 - cell) * 4:(9 - cell) * 4], want)
+        assert change[cell] == np.float32(bank[tile].mean())  # from a black canvas
+    assert canvas.orients[0, ::-1].tolist() == codes.tolist()

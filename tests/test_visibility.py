@@ -155,3 +155,15 @@ def test_score_with_index_identifies_the_tiles_from_pixels(tile_index: Path, tmp
     assert abs(got["visibility_median"] - own["visibility_median"]) <= 0.05
     code, _, err = run_cli("score", clip, out, "--scale", "2", "--index", tmp_path, "-q")
     assert code == 1 and str(tmp_path) in err
+
+
+def test_luma_spread_is_the_std_of_the_rounded_luma() -> None:
+    import cv2
+
+    rng = np.random.default_rng(2)
+    tiles = rng.integers(0, 256, (40, 8, 6, 3), np.uint8)
+    tiles[:5] = tiles[:5, :1, :1]  # flat
+    luma = cv2.transform(tiles.reshape(40, -1, 3), np.array([[0.114, 0.587, 0.299]]))
+    want = luma.reshape(40, -1).std(1)
+    assert np.allclose(luma_spread(tiles), want, rtol=1e-6, atol=1e-6)
+    assert (luma_spread(tiles[:5]) == 0).all()
