@@ -156,17 +156,23 @@ class NearestMode:
         # in blocks of queries: the scratch stays bounded however many cells a batch of
         # frames has active (a scene cut at 5120x2880 is 14,400 of them per frame); at
         # least one block per search thread
-        block = min(self.search.block, max(MIN_THREAD_BLOCK,
-                                           -(-len(queries) // self.threads)))
+        turns = self.orients.codes
+        block = min(self.search.block // len(turns),
+                    max(MIN_THREAD_BLOCK, -(-len(queries) // self.threads)))
 
         def search(lo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             # a tile in orientation ``code`` against the cell is the tile as it is against
-            # the cell turned back: the same distance, searched in the tiles' own features
+            # the cell turned back: the same distance, searched in the tiles' own features;
+            # every orientation's queries in one search (one pass over the lists)
+            part = queries[lo:lo + block]
             probes = coarse[lo:lo + block] if coarse is not None else None
-            return self.orients.merge(
-                [self.search.block_search(self.orients.unturn(queries[lo:lo + block], c),
-                                          cfg.candidates, cfg.nprobe, probes)
-                 for c in self.orients.codes], cfg.candidates)
+            ids, dist = self.search.block_search(
+                np.concatenate([self.orients.unturn(part, c) for c in turns]),
+                cfg.candidates, cfg.nprobe, None if probes is None else np.tile(
+                    probes, (len(turns), 1)))
+            n = len(part)
+            return self.orients.merge([(ids[i * n:(i + 1) * n], dist[i * n:(i + 1) * n])
+                                       for i in range(len(turns))], cfg.candidates)
 
         parts = self._map(search, list(range(0, len(queries), block)))
         cand = [np.concatenate([p[i] for p in parts]) for i in range(3)]

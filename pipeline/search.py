@@ -181,7 +181,7 @@ def grouped_features(tiles: TileClusters, features: np.ndarray) -> np.ndarray:
     return grouped
 
 
-_EXACT_ROWS = 2048  # queries whose candidate distances are recomputed at once
+_EXACT_ROWS = 256  # queries whose candidate distances are recomputed at once (in cache)
 
 
 def exact_distances(queries: np.ndarray, ids: np.ndarray, features: np.ndarray
