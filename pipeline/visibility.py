@@ -37,6 +37,7 @@ MATCH_CORRELATION = 0.9  # 8x8 luma signatures at least this correlated: the sam
 SIGNATURE_SPREAD = 4.0
 _EPS = 2.0  # the k-d tree's approximation: neighbours within (1 + eps) of the nearest
 _LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights, Rec. 601
+_SQUARES = (np.arange(256, dtype=np.float32) ** 2).reshape(1, 256)  # level -> its square
 _Y_SCALE = np.float32(255 / 219)  # limited-range Y (16..235) back to luma levels
 
 
@@ -49,8 +50,8 @@ def luma_spread(tiles_bgr: np.ndarray) -> np.ndarray:
     flat = np.ascontiguousarray(tiles_bgr).reshape(k, -1, 3)
     y = cv2.transform(flat, _LUMA[None, :]).reshape(k, -1)  # uint8 levels, one pass
     mean = cv2.reduce(y, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() / y.shape[1]
-    y = y.astype(np.float32)  # squares of levels are exact in float32, their sums in float64
-    square = cv2.reduce(cv2.multiply(y, y), 1, cv2.REDUCE_SUM, dtype=cv2.CV_64F).ravel()
+    # squares of levels from a table (exact in float32), their sums in float64
+    square = cv2.reduce(cv2.LUT(y, _SQUARES), 1, cv2.REDUCE_SUM, dtype=cv2.CV_64F).ravel()
     return np.sqrt(np.maximum(square / y.shape[1] - mean * mean, 0)).astype(np.float32)
 
 
