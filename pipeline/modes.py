@@ -115,7 +115,7 @@ class NearestMode:
 
     def _map(self, fn: Any, items: list) -> list:
         """``fn`` over ``items``, on the search threads (``render.plan_threads``), in
-        order. The search's matrix products and partitions release the GIL, and a
+        order. The search's matrix products and sorts release the GIL, and a
         cell's candidates do not depend on which cells share its block, so the result
         is the same on any number of threads."""
         if self.threads <= 1 or len(items) <= 1:

@@ -126,7 +126,8 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
     An inverted-file search: the tile clusters are the lists, ``probes`` says which
     lists each query looks in. Work is grouped by list, so there is no per-query loop:
     each (query, probed list) pair puts its k best into a slot of its own, and one
-    final pass keeps each query's k best of all its slots.
+    final pass keeps each query's k best of all its slots. Ties in distance go to the
+    lower tile id (candidates are sorted as :func:`pack` keys).
 
     Parameters
     ----------
@@ -154,8 +155,8 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
     flat_q, flat_j, flat_c = flat_q[order], flat_j[order], probes.ravel()[order]
     bounds = np.flatnonzero(np.r_[True, flat_c[1:] != flat_c[:-1], True])
     for lo, hi in itertools.pairwise(bounds):
-        span = slice(tiles.offsets[flat_c[lo]], tiles.offsets[flat_c[lo]] + tiles.sizes[
-            flat_c[lo]])
+        c = flat_c[lo]
+        span = slice(tiles.offsets[c], tiles.offsets[c] + tiles.sizes[c])
         members, member_features = tiles.members[span], grouped[span, :-1]
         m_norms = grouped[span, -1]
         kk = min(k, len(members))
