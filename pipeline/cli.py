@@ -46,6 +46,7 @@ from pipeline.cli_render import (
 from pipeline.cli_stills import add_faces_parser, add_photo_parser, cmd_faces, cmd_photo
 from pipeline.cli_zoom import add_zoom_parser, cmd_zoom
 from pipeline.errors import Interrupted, MosaicError
+from pipeline.execute import quiet_tracker
 
 log = logging.getLogger("pipeline")
 
@@ -110,6 +111,7 @@ def _signals_interrupt():
 def main(argv: list[str] | None = None) -> int:
     """Run ``mosaic`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     args = build_parser().parse_args(argv)
+    quiet_tracker()  # a failure is one line, with nothing printed after it
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     saved = (log.handlers[:], log.level, log.propagate)

@@ -267,6 +267,22 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] not in (b"Z", b"X")
 
 
+_QUIET_TRACKER = "ignore::UserWarning:joblib.externals.loky.backend.resource_tracker"
+
+
+def quiet_tracker() -> None:
+    """Keep loky's resource tracker quiet about what it cleans up.
+
+    The tracker is a process of its own that outlives this one by a moment; after a run
+    that failed (and stopped its workers) it may warn, below the run's one error line,
+    about the workers' semaphores, which it then removes. The processes this one starts
+    from now on ignore that warning (``PYTHONWARNINGS``), and nothing else.
+    """
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if _QUIET_TRACKER not in current.split(","):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [current, _QUIET_TRACKER]))
+
+
 _PAINTERS: Any = None  # this process's painters, kept for its next render
 
 

@@ -67,3 +67,20 @@ def test_stop_trees_kills_a_process_and_what_it_started() -> None:
     stop_trees([parent.pid])
     parent.wait(timeout=10)
     assert not [pid for pid in children if alive(pid)]  # gone, or a zombie awaiting init
+
+
+def test_quiet_tracker_silences_only_the_trackers_warning(monkeypatch) -> None:
+    """The resource tracker's warning (printed by a process of its own after a failed
+    run's error line) is ignored by the processes started afterwards; others are not."""
+    from pipeline.execute import quiet_tracker
+
+    monkeypatch.setenv("PYTHONWARNINGS", "default")
+    quiet_tracker()
+    quiet_tracker()  # once is enough: not added twice
+    assert os.environ["PYTHONWARNINGS"].count("resource_tracker") == 1
+    code = ("import warnings\n"
+            "warnings.warn_explicit('1 leaked semlock', UserWarning, 'resource_tracker.py',"
+            " 1, module='joblib.externals.loky.backend.resource_tracker')\n"
+            "warnings.warn_explicit('another', UserWarning, 'x.py', 1, module='x')\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr
+    assert "another" in err and "semlock" not in err
