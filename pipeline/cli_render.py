@@ -47,9 +47,10 @@ def add_render_parser(sub: argparse._SubParsersAction) -> None:
                    "mosaic: 0 = pure mosaic, 0.5 = the reference's 50/50 look (render.alpha, "
                    "default 0.2)")
     p.add_argument("--preset", help="encoder speed preset (render.preset)")
-    p.add_argument("--workers", type=int, metavar="N", help="painters at once, local "
-                   "processes (render.workers; 0 = fit the cores and the memory; more than "
-                   "the cores, the memory or the segments allow are capped)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes at once, "
+                   "each planning or painting a segment (render.workers; 0 = fit the "
+                   "cores and the memory; more than the cores, the memory or the "
+                   "segments allow are capped)")
     add_force_arg(p, "OUT (or OUT.scores.json)")
     add_scheduler_arg(p, "paint segments")
     add_config_args(p)

@@ -154,8 +154,8 @@ class RenderConfig:
                                  affects="plan")
     seed: int = option(0, "matching seed; segments derive theirs from it", low=0,
                        high=2**32 - 1, affects="plan")
-    workers: int = option(0, "painters at once (0 = fit the cores and the memory)", low=0,
-                          high=1024)
+    workers: int = option(0, "worker processes at once, each planning or painting a "
+                          "segment (0 = fit the cores and the memory)", low=0, high=1024)
     encoder: str = option("libx264", "ffmpeg encoder (`libx265`, `h264_nvenc`, "
                           "`hevc_nvenc`, ...)", affects="paint")
     crf: int = option(20, "constant quality (crf; cq for nvenc)", low=0, high=63,
