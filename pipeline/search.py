@@ -99,18 +99,25 @@ _LOW = np.uint64(0xFFFFFFFF)
 MAX_TILES = 1 << 28  # tile ids (+1) a key holds, with room for an orientation
 
 
+def _bits(dist: np.ndarray) -> np.ndarray:
+    """Distances (...) float32, >= 0 or inf, as their bits, (...) uint64: in the same order."""
+    return (dist.view(np.uint32) & _SIGN_OFF).astype(np.uint64)
+
+
+def _distances(keys: np.ndarray) -> np.ndarray:
+    """The distances (...) float32 in the upper 32 bits of ``keys`` (...) uint64."""
+    return (keys >> np.uint64(32)).astype(np.uint32).view(np.float32)
+
+
 def pack(dist: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Sort keys of candidates: ``dist`` (...) float32 (>= 0 or inf) and tile ``ids``
     (...) int (-1: none), broadcast: uint64, by distance, then id."""
-    bits = (dist.view(np.uint32) & _SIGN_OFF).astype(np.uint64)
-    return (bits << np.uint64(32)) | (np.asarray(ids) + 1).astype(np.uint64)
+    return (_bits(dist) << np.uint64(32)) | (np.asarray(ids) + 1).astype(np.uint64)
 
 
 def unpack(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tile ids (...) int64 (-1: none) and distances (...) float32 of :func:`pack`'s keys."""
-    ids = (keys & _LOW).astype(np.int64) - 1
-    dist = (keys >> np.uint64(32)).astype(np.uint32).view(np.float32)
-    return ids, dist
+    return (keys & _LOW).astype(np.int64) - 1, _distances(keys)
 
 
 def _smallest_keys(keys: np.ndarray, k: int) -> np.ndarray:
@@ -290,9 +297,8 @@ class Orientations:
         turn = np.repeat(np.arange(len(found), dtype=np.uint64), ids.shape[1] // len(found))
         # by tile, nearest orientation first (then the earlier code): (id + 1, distance
         # bits, orientation) in one key
-        dist_bits = (dist.view(np.uint32) & _SIGN_OFF).astype(np.uint64)
         tile = (ids + 1).astype(np.uint64)
-        keys = np.sort((tile << np.uint64(35)) | (dist_bits << np.uint64(3)) | turn, axis=1)
+        keys = np.sort((tile << np.uint64(35)) | (_bits(dist) << np.uint64(3)) | turn, axis=1)
         tile, dist_bits = keys >> np.uint64(35), (keys >> np.uint64(3)) & _LOW
         again = np.zeros(ids.shape, bool)
         again[:, 1:] = tile[:, 1:] == tile[:, :-1]
@@ -301,6 +307,6 @@ class Orientations:
         keys = np.sort((dist_bits << np.uint64(32)) | (tile << np.uint64(3))
                        | (keys & np.uint64(7)), axis=1)[:, :k]
         ids = (keys & _LOW).astype(np.int64) // 8 - 1
-        dist = (keys >> np.uint64(32)).astype(np.uint32).view(np.float32)
+        dist = _distances(keys)
         codes = np.asarray(self.codes, np.uint8)[(keys & np.uint64(7)).astype(np.intp)]
         return np.where(np.isfinite(dist), ids, -1), dist, codes
