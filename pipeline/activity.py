@@ -18,8 +18,11 @@ which sensor noise, grain or ripples barely move (a 32-pixel cell averages them 
 * **quiet**: a marked cell that has waited ``frames`` frames without moving is decided
   quietly: its tile switches only if it has gone clearly stale (:data:`QUIET_GAIN`), for
   at most :data:`QUIET_SHARE` of the cells a frame, stalest first; a tile it keeps gets
-  its colour refreshed only where that corrects :data:`QUIET_COLOUR` levels or more, for
-  at most :data:`QUIET_RECOLOUR_SHARE` of the cells a frame, largest first
+  its colour refreshed where that corrects :data:`QUIET_COLOUR` levels or more at once,
+  for at most :data:`QUIET_RECOLOUR_SHARE` of the cells a frame, largest first, and
+  otherwise, where its colour is :data:`QUIET_STEP_FROM` levels off, moved towards the
+  picture's by at most :data:`QUIET_STEP` levels a frame (a colour that follows a slow
+  pan, under the line at which the scores see a change)
   (:meth:`pipeline.modes.NearestMode.stalest`,
   :meth:`~pipeline.modes.NearestMode.recolours`). So waiting never freezes a
   tile that has gone wrong for good, and noise never switches one.
@@ -68,17 +71,23 @@ CUT_DELTA_E = 3 * STATIC_DELTA_E  # a cell that changed this much in a frame: a 
 # the stability scores' churn budget
 QUIET_GAIN = 2.0
 QUIET_SHARE = 0.01
-# a quiet cell that keeps its tile has its colour refreshed only when that corrects this
-# many levels or more, for at most this share of the grid's cells a frame (a budget of
-# its own: a refresh keeps the photo, it only follows the picture's colour)
+# a quiet cell that keeps its tile has its colour refreshed at once when that corrects
+# this many levels or more, for at most this share of the grid's cells a frame (a budget
+# of its own: a refresh keeps the photo, it only follows the picture's colour) ...
 QUIET_COLOUR = 8.0
-QUIET_RECOLOUR_SHARE = 0.01
+QUIET_RECOLOUR_SHARE = 0.0075
+# ... and any other whose colour is this many levels off is moved towards the picture's
+# by at most QUIET_STEP levels a channel a frame: below the stability scores' line for a
+# changed cell (pipeline.metrics.CHANGED_LEVELS), as the source's own colour moves in a
+# slow pan, and never for noise (a cell's mean jitters by about one level)
+QUIET_STEP_FROM = 4.0
+QUIET_STEP = 2.0
 # a cell whose mean colour moved this much since it was last decided is marked, whatever
-# the mask says (a slow pan, a fade, a change of light): as far over frames as a moving
-# cell moves in one. Noise jitters a cell's mean about one value rather than adding up
-# as a pan does, and a cell marked by drift alone may only have its colour refreshed
-# (where that corrects QUIET_COLOUR levels), which noise does not reach
-DRIFT_DELTA_E = 2.0
+# the mask says (a slow pan, a fade, a change of light): half as far over frames as a
+# moving cell moves in one. Noise jitters a cell's mean rather than adding up as a pan
+# does, and a cell marked by drift alone may only have its colour refreshed (where it is
+# QUIET_STEP_FROM levels off), which noise does not reach
+DRIFT_DELTA_E = 1.0
 
 
 @dataclass(frozen=True)
@@ -212,6 +221,14 @@ class Settler:
         cells = np.flatnonzero(decide)
         return Decision(cells, quiet[cells], cut, drifted)
 
+    def follow(self, cells: np.ndarray) -> None:
+        """Flat ``cells`` (j,) int64 whose colour is a step short of the picture's
+        (:data:`QUIET_STEP`): decided again in the next frame, without waiting (quietly,
+        unless they move), so that the colour keeps following."""
+        if self.frames > 0:
+            self.pending[cells] = True
+            self.waited[cells] = np.maximum(self.waited[cells], self.frames)
+
 
 class ActivityTracker:
     """The reference's frame-difference activity mask, one call per frame.
@@ -316,6 +333,10 @@ class Activity:
         if phase is Phase.COLD:
             return Decision(decision.cells, np.zeros(len(decision.cells), bool), True)
         return decision
+
+    def follow(self, cells: np.ndarray) -> None:
+        """See :meth:`Settler.follow`."""
+        self.settler.follow(cells)
 
     def tracking(self) -> Tracking:
         """A copy of where the mask and the settling stand (after at least one frame)."""

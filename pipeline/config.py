@@ -102,7 +102,7 @@ class RenderConfig:
                                        low=1, high=256, affects="plan")
     refine_clusters: int = option(3, "refined: tile clusters searched per cell cluster",
                                   low=1, affects="plan")
-    nprobe: int = option(4, "nearest: tile clusters probed per cell", low=1, affects="plan")
+    nprobe: int = option(8, "nearest: tile clusters probed per cell", low=1, affects="plan")
     plan_threads: int = option(0, "threads of the plan's candidate search (0 = the usable "
                                "cores; the plan is the same on any number)", low=0)
     candidates: int = option(32, "candidates per cell for the variety rules and the joint "

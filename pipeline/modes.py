@@ -8,7 +8,9 @@ is:
   from the decided cells' views (cluster mode: the tiles themselves; the others: each
   cell's search features and candidate tiles);
 * :meth:`~MatchingMode.choose`: one frame's tiles, given the canvas (the sequential part:
-  hysteresis and the variety rules).
+  hysteresis and the variety rules): the cells to (re)place, their tiles, orientation
+  codes, and which of them keep their tile and only step their colour towards the
+  picture's (:data:`pipeline.activity.QUIET_STEP`).
 
 :data:`MODES` names them: ``cluster`` (:class:`ClusterMode`, the reference's),
 ``refined`` (:class:`RefinedMode`) and ``nearest`` (:class:`NearestMode`).
@@ -26,6 +28,7 @@ from pipeline.activity import (
     QUIET_GAIN,
     QUIET_RECOLOUR_SHARE,
     QUIET_SHARE,
+    QUIET_STEP_FROM,
     Decision,
 )
 from pipeline.assign import TileAssigner
@@ -55,7 +58,8 @@ class MatchingMode(Protocol):
                    kept: list[np.ndarray | None] | None = None) -> list[Any]: ...
 
     def choose(self, cells: np.ndarray, found: Any, canvas: CanvasState, decision: Decision,
-               views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+               views: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 def _split(parts: list[np.ndarray], views: list[np.ndarray]) -> list[np.ndarray]:
@@ -94,8 +98,8 @@ class ClusterMode:
 
     def choose(self, cells: np.ndarray, found: tuple, canvas: CanvasState,
                decision: Decision, views: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return cells, found[0], found[1]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return cells, found[0], found[1], np.zeros(len(cells), bool)
 
 
 class NearestMode:
@@ -193,11 +197,12 @@ class NearestMode:
 
     def choose(self, cells: np.ndarray, found: tuple, canvas: CanvasState,
                decision: Decision, views: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Tiles for one frame's decided cells (``views`` (k, s, s, 3) uint8, their
-        source); returns the cells to (re)place with them."""
+        source); returns the cells to (re)place (j,) int64, their tiles (j,) int64,
+        orientation codes (j,) uint8, and which only step their colour (j,) bool."""
         if len(cells) == 0:
-            return cells, np.zeros(0, np.int64), np.zeros(0, np.uint8)
+            return cells, np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, bool)
         queries, cand_ids, cand_d, cand_codes = found
         current = canvas.ids.ravel()
         held = canvas.orients.ravel()[cells]
@@ -217,24 +222,30 @@ class NearestMode:
         codes = np.where(ids == current[cells], held,
                          cand_codes[np.arange(len(ids)), hit.argmax(1)]).astype(np.uint8)
         moved = (ids != current[cells]) | (codes != held)
+        steps = np.zeros(len(cells), bool)
         if self.config.recolours:  # re-placed: recoloured again (quietly only where it pays)
             moved |= ~quiet
             if quiet.any():
-                moved[self.recolours(cells, quiet & ~moved, views, canvas)] = True
-        return cells[moved], ids[moved], codes[moved]
+                at_once, steps[:] = self.recolours(cells, quiet & ~moved, views, canvas)
+                moved |= at_once | steps
+        return cells[moved], ids[moved], codes[moved], steps[moved]
 
     def recolours(self, cells: np.ndarray, kept: np.ndarray, views: np.ndarray,
-                  canvas: CanvasState) -> np.ndarray:
-        """Quiet cells that keep their tile but get its colour refreshed, (j,) positions
-        into ``cells``: those whose colour has drifted by
+                  canvas: CanvasState) -> tuple[np.ndarray, np.ndarray]:
+        """Quiet cells that keep their tile but get its colour refreshed, two (k,) bool
+        masks over ``cells``: at once, those whose colour has drifted by
         :data:`~pipeline.activity.QUIET_COLOUR` levels or more that a refresh would
         correct, largest first, at most
-        :data:`~pipeline.activity.QUIET_RECOLOUR_SHARE` of the grid's cells a frame. A
-        colour change in a still cell is seen; one step now beats many small ones."""
+        :data:`~pipeline.activity.QUIET_RECOLOUR_SHARE` of the grid's cells a frame (a
+        large error is seen: one step now beats many small ones); by a step towards the
+        picture's colour (:data:`~pipeline.activity.QUIET_STEP` levels at most), the
+        others that a refresh would correct by
+        :data:`~pipeline.activity.QUIET_STEP_FROM` levels or more."""
+        at_once, steps = np.zeros(len(cells), bool), np.zeros(len(cells), bool)
         pos = np.flatnonzero(kept)
         budget = max(1, int(QUIET_RECOLOUR_SHARE * self.grid.cells))
         if not len(pos):
-            return pos[:0]
+            return at_once, steps
         r, c = np.divmod(cells[pos], self.grid.cols)
         tile_mean = self.tile_means(canvas.ids[r, c])
         now = views[pos].reshape(len(pos), -1, 3).mean(1)
@@ -243,7 +254,9 @@ class NearestMode:
         after = (1 - np.float32(self.config.recolour)) * (now - tile_mean)
         gain = np.abs(now - shown).max(1) - np.abs(after).max(1)
         ok = gain >= QUIET_COLOUR
-        return pos[ok][np.argsort(-gain[ok], kind="stable")[:budget]]
+        at_once[pos[ok][np.argsort(-gain[ok], kind="stable")[:budget]]] = True
+        steps[pos[gain >= QUIET_STEP_FROM]] = True
+        return at_once, steps & ~at_once
 
     def stalest(self, cells: np.ndarray, quiet: np.ndarray, seen: np.ndarray,
                 cand_ids: np.ndarray, cand_d: np.ndarray, current: np.ndarray

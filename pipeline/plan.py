@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.activity import Activity, Decision, Tracking, cell_lab
+from pipeline.activity import QUIET_STEP, Activity, Decision, Tracking, cell_lab
 from pipeline.config import RenderConfig
 from pipeline.grid import Grid, cell_views
 from pipeline.index import TileIndex
@@ -47,6 +47,7 @@ from pipeline.tone import (
     exact_means,
     luma_grid,
     mean_colours,
+    step_diffs,
 )
 
 TileReader = Callable[[np.ndarray], np.ndarray]  # tile ids (k,) -> pixels (k, h, w, 3)
@@ -173,8 +174,10 @@ class PlanEngine:
         """One frame's choice (sequential): its decided cells' tiles from their
         candidates ``found``, placed on the canvas; the frame's changes. ``tones``: the
         cells' :meth:`cell_tones`."""
-        placed, ids, orients = self.mode.choose(decision.cells, found, state.canvas,
-                                                decision, views)
+        placed, ids, orients, steps = self.mode.choose(decision.cells, found, state.canvas,
+                                                       decision, views)
+        canvas = state.canvas
+        r, c = np.divmod(placed, self.grid.cols)
         diffs = np.zeros((len(placed), 3), np.int16)
         ratios = np.full(len(placed), RATIO_SCALE, np.uint8)
         if self.config.recolours and len(placed):
@@ -182,9 +185,12 @@ class PlanEngine:
             cell_means, cell_grids = tones
             at = np.searchsorted(decision.cells, placed)  # the placed cells' rows
             diffs = diffs_of_means(cell_means[at], means)
+            if steps.any():  # a kept tile's colour follows the picture's a step at a time
+                step = step_diffs(canvas.diffs[r[steps], c[steps]], diffs[steps],
+                                  QUIET_STEP, self.config.recolour)
+                state.activity.follow(placed[steps][(step != diffs[steps]).any(1)])
+                diffs[steps] = step
             ratios = contrast_ratios(cell_grids[at], grids, orients)
-        canvas = state.canvas
-        r, c = np.divmod(placed, self.grid.cols)
         canvas.ids[r, c], canvas.orients[r, c], canvas.diffs[r, c] = ids, orients, diffs
         canvas.ratios[r, c] = ratios
         return FrameChange(placed, ids, orients, diffs, ratios, len(decision.cells),

@@ -83,6 +83,17 @@ def contrast_ratios(cell_grid: np.ndarray, tile_grid: np.ndarray, orients: np.nd
     return np.clip(np.rint(ratio * RATIO_SCALE), 0, 255).astype(np.uint8)
 
 
+def step_diffs(old: np.ndarray, new: np.ndarray, levels: float, strength: float
+               ) -> np.ndarray:
+    """Recolour differences (k, 3) int16 moved from ``old`` towards ``new`` (both (k, 3)
+    int16, 1/:data:`DIFF_SCALE` levels) by at most ``levels`` a channel once painted at
+    ``strength`` (> 0; a whole ``levels`` bounds the painted change, :func:`shifts`'
+    rounding included)."""
+    limit = int(levels * DIFF_SCALE / strength)
+    old = old.astype(np.int32)
+    return (old + np.clip(new.astype(np.int32) - old, -limit, limit)).astype(np.int16)
+
+
 def shifts(diffs: np.ndarray, strength: float) -> np.ndarray | None:
     """Recolour shifts (int16) from plan differences (1/16 levels) at ``strength``; None
     for 0."""

@@ -199,9 +199,9 @@ def test_a_cell_marked_by_drift_alone_may_only_be_recoloured() -> None:
 
 def test_the_drift_baseline_is_carried_by_the_tracking() -> None:
     s = Settler(2, 2, _lab([50, 50]))
-    s.decide(np.array([True, False]), _lab([51, 51]))  # cell 0 marked, waits
-    s.decide(np.zeros(2, bool), _lab([51, 51.5]))
-    s.decide(np.zeros(2, bool), _lab([51, 51.5]))
+    s.decide(np.array([True, False]), _lab([51, 50.25]))  # cell 0 marked, waits
+    s.decide(np.zeros(2, bool), _lab([51, 50.5]))  # cell 1 drifts under the line
+    s.decide(np.zeros(2, bool), _lab([51, 50.5]))
     t = Tracking(np.zeros((2, 2, 3), np.uint8), s.pending, s.waited, s.prev, s.fitted,
                  s.masked)
     again = Settler(2, 2, t)
@@ -214,28 +214,34 @@ def test_the_drift_baseline_is_carried_by_the_tracking() -> None:
 
 
 def test_quiet_recolours_have_a_budget_of_their_own() -> None:
-    """Quiet colour refreshes: the cells drifted QUIET_COLOUR levels or more, largest
-    first, at most QUIET_RECOLOUR_SHARE of the grid's cells a frame, however many quiet
-    switches the frame made."""
+    """Quiet colour refreshes: at once, the cells drifted QUIET_COLOUR levels or more,
+    largest first, at most QUIET_RECOLOUR_SHARE of the grid's cells a frame, however many
+    quiet switches the frame made; by a step, the others drifted QUIET_STEP_FROM levels
+    or more; none for a smaller drift."""
     from types import SimpleNamespace
 
-    from pipeline.activity import QUIET_COLOUR, QUIET_RECOLOUR_SHARE
+    from pipeline.activity import QUIET_COLOUR, QUIET_RECOLOUR_SHARE, QUIET_STEP_FROM
     from pipeline.modes import NearestMode
     from pipeline.planfile import CanvasState
 
     cells_in_grid = 400
     budget = int(QUIET_RECOLOUR_SHARE * cells_in_grid)
-    n = budget + 5
+    n = budget + 6
     fake = SimpleNamespace(grid=SimpleNamespace(cells=cells_in_grid, cols=20),
                            config=SimpleNamespace(recolour=1.0),
                            tile_means=lambda ids: np.full((len(ids), 3), 100, np.float32))
     canvas = CanvasState.empty(20, 20)
     canvas.ids[:] = 0
-    drift = np.r_[np.linspace(QUIET_COLOUR + 10, QUIET_COLOUR + 1, n - 2),
-                  QUIET_COLOUR - 1, QUIET_COLOUR - 2]  # the last two too small
+    drift = np.r_[np.linspace(QUIET_COLOUR + 10, QUIET_COLOUR + 1, n - 3),
+                  QUIET_COLOUR - 1, QUIET_STEP_FROM, QUIET_STEP_FROM - 1]
     views = np.broadcast_to((100 + drift)[:, None, None, None], (n, 4, 4, 3)).astype(
         np.float32)
-    got = NearestMode.recolours(fake, np.arange(n), np.ones(n, bool), views, canvas)
-    assert got.tolist() == list(range(budget))  # largest drift first, within the budget
-    few = NearestMode.recolours(fake, np.arange(n), np.arange(n) >= n - 3, views, canvas)
-    assert few.tolist() == [n - 3]  # the two under QUIET_COLOUR keep their colour
+    at_once, steps = NearestMode.recolours(fake, np.arange(n), np.ones(n, bool), views,
+                                           canvas)
+    assert np.flatnonzero(at_once).tolist() == list(range(budget))  # largest first
+    assert np.flatnonzero(steps).tolist() == list(range(budget, n - 1))  # the rest...
+    assert not at_once[n - 1] and not steps[n - 1]  # ... but the one under QUIET_STEP_FROM
+    at_once, steps = NearestMode.recolours(fake, np.arange(n), np.arange(n) >= n - 4,
+                                           views, canvas)
+    assert np.flatnonzero(at_once).tolist() == [n - 4]  # the only one of QUIET_COLOUR
+    assert np.flatnonzero(steps).tolist() == [n - 3, n - 2]

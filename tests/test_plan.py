@@ -143,9 +143,15 @@ def test_quiet_recolour_where_the_colour_drifted_8_levels_largest_first(
         index: TileIndex) -> None:
     """The quiet colour rule (:data:`pipeline.activity.QUIET_COLOUR`): a marked cell
     that never moves but whose colour has drifted is, once it has waited, re-placed with
-    its own tile and a new colour difference, if that corrects 8 levels or more; within
-    the recolour budget (1% of the cells, at least 1 a frame: here 1 of 24), the largest
-    drift first. A cell drifting less than that keeps its colour."""
+    its own tile and a new colour difference, at once if that corrects 8 levels or more,
+    within the recolour budget (0.75% of the cells, at least 1 a frame: here 1 of 24),
+    the largest drift first; any other that a refresh would correct by
+    :data:`~pipeline.activity.QUIET_STEP_FROM` levels has its colour moved towards the
+    picture's by :data:`~pipeline.activity.QUIET_STEP` levels at most. A cell drifting
+    less than that keeps its colour."""
+    from pipeline.activity import QUIET_STEP
+    from pipeline.tone import shifts
+
     engine = engine_for(index, settle=4, recolour=0.9)
     state = engine.start()
     frame = frame_of(0)
@@ -155,17 +161,57 @@ def test_quiet_recolour_where_the_colour_drifted_8_levels_largest_first(
     changes, state = engine.plan(state, drifting(frame, {big: 3, small: 2}, 5))
     assert [c.active for c in changes] == [0, 0, 0, 2, 0]  # both waited, decided quietly
     quiet = changes[3]
-    assert list(quiet.cells) == [big[0] * COLS + big[1]]  # the budget: the largest only
+    # both re-placed: the largest at once (the budget), the other by a step
+    assert list(quiet.cells) == [big[0] * COLS + big[1], small[0] * COLS + small[1]]
     np.testing.assert_array_equal(state.canvas.ids, ids)  # no tile switched
-    assert not (state.canvas.diffs[big] == diffs[big]).all()  # its colour refreshed
-    np.testing.assert_array_equal(state.canvas.diffs[small], diffs[small])
-    # a drift under 8 levels (2 after 4 frames) is no reason to re-place a still cell,
+
+    def moved(cell: tuple[int, int]) -> np.ndarray:  # painted colour change, levels
+        return shifts(state.canvas.diffs[cell], 0.9) - shifts(diffs[cell], 0.9)
+
+    assert np.abs(moved(big)).max() > QUIET_STEP  # refreshed at once: about 11 levels
+    assert (moved(small) == QUIET_STEP).all()  # a step towards the picture's (8 levels up)
+    # a drift under 4 levels (2 after 4 frames) is no reason to re-place a still cell,
     # even with the budget free
     engine = engine_for(index, settle=4, recolour=0.9)
     state = engine.start()
     _, state = engine.step(state, frame)
     changes, state = engine.plan(state, drifting(frame, {small: 0.5}, 5))
     assert changes[3].active == 1 and len(changes[3].cells) == 0
+
+
+def test_a_slow_fade_is_followed_in_steps_under_the_churn_line(index: TileIndex) -> None:
+    """A still picture that fades up by 0.6 levels a frame (never a moving cell, and the
+    activity mask held off): every cell is marked by its drift alone, keeps its tile, and
+    its painted colour follows the picture's; in each frame at most the recolour budget
+    (1 cell here) changes colour by more than :data:`~pipeline.activity.QUIET_STEP`
+    levels, which is under the stability scores' line for a changed cell."""
+    from pipeline.activity import QUIET_STEP
+    from pipeline.metrics import CHANGED_LEVELS
+    from pipeline.tone import mean_colours, shifts
+
+    assert QUIET_STEP < CHANGED_LEVELS
+    engine = engine_for(index, settle=4, recolour=0.9, activity_threshold=400)
+    state = engine.start()
+    frame = frame_of(0)
+    _, state = engine.step(state, frame)
+    ids = state.canvas.ids.copy()
+    shown = shifts(state.canvas.diffs, 0.9).astype(np.int32)
+    big, small = 0, 0
+    for k in range(1, 51):
+        _, state = engine.step(state, np.clip(frame + round(0.6 * k), 0, 255
+                                                   ).astype(np.uint8))
+        now = shifts(state.canvas.diffs, 0.9).astype(np.int32)
+        step = np.abs(now - shown).max(-1)
+        assert (step > QUIET_STEP).sum() <= 1
+        big, small = big + (step > QUIET_STEP).sum(), small + (step > 0).sum()
+        shown = now
+    np.testing.assert_array_equal(state.canvas.ids, ids)  # the photos stay
+    assert small > 2 * big  # mostly steps
+    # what a full refresh would show now (0.9 of the way from each tile's mean colour to
+    # its cell's, faded 30 levels): the steps kept up (27 levels behind otherwise)
+    target = np.minimum(frame[::TILE, ::TILE].astype(np.float32) + 30, 255)
+    tile_means = mean_colours(index.tiles[ids.ravel()]).reshape(ROWS, COLS, 3)
+    assert np.abs(shown - 0.9 * (target - tile_means)).mean() < 6
 
 
 def test_scene_cut_chooses_the_moving_cells_afresh(index: TileIndex) -> None:

@@ -114,3 +114,21 @@ def test_gain_raises_viewing_scale_ssim_of_a_placed_tile() -> None:
     plain = view_ssim(canvas.image)
     canvas.place(cells, np.zeros(4, np.int64), np.zeros(4, bool), gain=gains(ratio, 1.0))
     assert view_ssim(canvas.image) > plain + 0.01
+
+
+def test_a_colour_step_is_painted_as_at_most_its_levels_and_stops_at_the_target() -> None:
+    """step_diffs: whatever the strength and the rounding of the painted shift, a step
+    moves each channel by at most ``levels`` once painted, and lands on the target when
+    that is closer."""
+    from pipeline.tone import DIFF_SCALE, shifts, step_diffs
+
+    rng = np.random.default_rng(0)
+    old = rng.integers(-200 * DIFF_SCALE, 200 * DIFF_SCALE, (5000, 3)).astype(np.int16)
+    new = (old + rng.integers(-40 * DIFF_SCALE, 40 * DIFF_SCALE, (5000, 3))).astype(np.int16)
+    for strength in (0.9, 0.5, 1.0):
+        step = step_diffs(old, new, 2, strength)
+        painted = shifts(step, strength).astype(int) - shifts(old, strength).astype(int)
+        assert np.abs(painted).max() == 2
+        assert (np.sign(step.astype(int) - old) == np.sign(new.astype(int) - old)).all()
+    near = (old + 5).astype(np.int16)  # a third of a level away: reached
+    np.testing.assert_array_equal(step_diffs(old, near, 2, 0.9), near)
