@@ -226,7 +226,7 @@ class NearestMode:
         if self.config.recolours:  # re-placed: recoloured again (quietly only where it pays)
             moved |= ~quiet
             if quiet.any():
-                at_once, steps[:] = self.recolours(cells, quiet & ~moved, views, canvas)
+                at_once, steps = self.recolours(cells, quiet & ~moved, views, canvas)
                 moved |= at_once | steps
         return cells[moved], ids[moved], codes[moved], steps[moved]
 
