@@ -38,12 +38,14 @@ _UNMATCHED = 1e7  # cost of a cell's private fallback column in the joint matchi
 
 def rank_within_groups(groups: np.ndarray) -> np.ndarray:
     """For each element, how many earlier elements share its group: (n,) int64."""
+    n = len(groups)
     order = np.argsort(groups, kind="stable")
     sorted_groups = groups[order]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    run_start = np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
-    ranks = np.empty(len(groups), dtype=np.int64)
-    ranks[order] = np.arange(len(groups)) - run_start
+    place = np.arange(n)
+    first = np.ones(n, bool)  # where a run of one group starts (in sorted order)
+    np.not_equal(sorted_groups[1:], sorted_groups[:-1], out=first[1:])
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = place - np.maximum.accumulate(np.where(first, place, 0))
     return ranks
 
 
@@ -88,13 +90,14 @@ class TileAssigner:
         self.rows, self.cols, self.features = rows, cols, features
         self.margin, self.radius, self.unseen, self.joint = margin, radius, unseen, joint
         n = len(features)
-        self.groups = np.arange(n, dtype=np.int64) if groups is None else np.asarray(
-            groups, np.int64)
+        # int32: the window comparisons move half the bytes of int64 (tile ids < 2**28)
+        self.groups = np.arange(n, dtype=np.int32) if groups is None else np.asarray(
+            groups, np.int32)
         self.n_groups = int(self.groups.max()) + 1 if n else 0
         self.cap = max_uses or (uses_cap(rows * cols, self.n_groups, use_cap) if use_cap
                                 else 0)
         # each group's cap: flat groups (all of whose tiles are flat) take any number
-        self.caps = np.full(self.n_groups, self.cap, np.int64)
+        self.caps = np.full(self.n_groups, self.cap, np.int32)
         if flat is not None and self.cap and n:
             textured = np.bincount(self.groups, weights=~np.asarray(flat, bool),
                                    minlength=self.n_groups)
@@ -134,8 +137,9 @@ class TileAssigner:
         chosen = np.full(len(cells), -1, np.int64)
         undecided = np.ones(len(cells), bool)
         cur = current[cells]
-        cand_g = np.where(cand_ids >= 0, self.groups[np.maximum(cand_ids, 0)], -2)
-        cost = np.where(cand_ids >= 0, cand_d, np.inf).astype(np.float32)
+        cand_g = np.where(cand_ids >= 0, self.groups[np.maximum(cand_ids, 0)], np.int32(-2))
+        cost = np.where(cand_ids >= 0, cand_d, np.float32(np.inf)).astype(np.float32,
+                                                                        copy=False)
         if not free.all():
             keep = self._keep(cells, queries, cost, cand_g, current, margin) & ~free
             chosen[keep] = cur[keep]
@@ -161,10 +165,11 @@ class TileAssigner:
 
     def _context(self, now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Padded group map (flat) and per-group uses of the tiles ``now`` on the grid."""
-        gpad = np.full(self._pad_shape, -1, np.int64).ravel()
+        gpad = np.full(self._pad_shape, -1, np.int32).ravel()
         placed = now >= 0
         gpad[self._pad_index[placed]] = self.groups[now[placed]]
-        return gpad, np.bincount(self.groups[now[placed]], minlength=self.n_groups)
+        return gpad, np.bincount(self.groups[now[placed]], minlength=self.n_groups).astype(
+            np.int32)
 
     def _keep(self, cells: np.ndarray, queries: np.ndarray, cost: np.ndarray,
               cand_g: np.ndarray, current: np.ndarray, margin: np.ndarray | None = None
@@ -197,18 +202,22 @@ class TileAssigner:
         if not len(rows):
             return keep
         cost, cand_g, own = cost[rows], cand_g[rows], own[rows]
-        others = usage[np.maximum(cand_g, 0)] - (cand_g == own[:, None])
-        alt = cost.copy()
-        if self.unseen:
-            alt *= 1 + np.float32(self.unseen) * others
-        blocked = cand_g == own[:, None]  # its own tile is not an alternative
+        mine = cand_g == own[:, None]  # its own tile is not an alternative
+        gc = np.maximum(cand_g, 0)
+        others = usage[gc] - mine
+        alt = cost
+        if self.unseen:  # in float32, as the choice weighs them
+            alt = np.multiply(cost, 1 + np.float32(self.unseen) * others,
+                              out=np.empty_like(cost), casting="same_kind")
+        better = (alt < limit[rows][:, None]) & ~mine
         if self.cap:
-            blocked |= others >= self.caps[np.maximum(cand_g, 0)]
-        if self.radius:
-            window = gpad[self._pad_index[cells[rows]][:, None] + self._window[None, :]]
-            blocked |= in_window(cand_g, window)
-        best = np.where(blocked, np.inf, alt).min(1)
-        keep[rows] = ~(best < limit[rows])
+            better &= others < self.caps[gc]
+        # the radius is checked only where an alternative is under the limit
+        sub = np.flatnonzero(better.any(1))
+        if self.radius and len(sub):
+            window = gpad[self._pad_index[cells[rows[sub]]][:, None] + self._window[None, :]]
+            better[sub] &= ~in_window(cand_g[sub], window)
+        keep[rows[sub]] = ~better[sub].any(1)
         return keep
 
     def _pick(self, cells: np.ndarray, cost: np.ndarray, cand_g: np.ndarray,
@@ -216,31 +225,48 @@ class TileAssigner:
         """Column of each cell's pick in one pass (its cells are > radius apart)."""
         n, k = cost.shape
         cost = cost.copy()
+        gc = np.maximum(cand_g, 0)
+        uses = usage[gc]
         if self.unseen:
-            cost *= 1 + np.float32(self.unseen) * usage[np.maximum(cand_g, 0)]
+            cost *= 1 + np.float32(self.unseen) * uses
         if self.radius:
             window = gpad[self._pad_index[cells][:, None] + self._window[None, :]]
-            near = in_window(cand_g, window)
-            cost[near] += _RADIUS_PENALTY
+            np.add(cost, _RADIUS_PENALTY, out=cost, where=in_window(cand_g, window))
         rows = np.arange(n)
         if prefer is not None:  # the joint matching's pick, where the rules allow it
             ok = (prefer >= 0) & (cost[rows, np.maximum(prefer, 0)] < _CAP_PENALTY)
             cost[rows[ok], prefer[ok]] = -1.0
         if self.cap:  # groups already at the cap on the canvas: all at once, not pick by pick
-            gc = np.maximum(cand_g, 0)
-            full = (cand_g >= 0) & (usage[gc] >= self.caps[gc])
-            cost[full & (cost < _CAP_PENALTY)] += _CAP_PENALTY
-        for _ in range(k):
-            col = cost.argmin(1)
+            full = (cand_g >= 0) & (uses >= self.caps[gc])
+            np.add(cost, _CAP_PENALTY, out=cost, where=full & (cost < _CAP_PENALTY))
+        col = cost.argmin(1)
+        for _ in range(k - 1):
             if not self.cap:
-                return col
-            g = cand_g[rows, col]
-            over = (usage[g] + rank_within_groups(g) >= self.caps[g]) & (
-                cost[rows, col] < _CAP_PENALTY)
+                break
+            over = self._over(cand_g[rows, col], usage) & (cost[rows, col] < _CAP_PENALTY)
             if not over.any():
                 break
-            cost[rows[over], col[over]] += _CAP_PENALTY
+            redo = rows[over]  # only the penalised cells' picks can move
+            cost[redo, col[redo]] += _CAP_PENALTY
+            col[redo] = cost[redo].argmin(1)
         return col
+
+    def _over(self, g: np.ndarray, usage: np.ndarray) -> np.ndarray:
+        """Which of a pass's picks, of groups ``g`` (n,) int in order, go over their
+        group's cap: its uses on the canvas and by the earlier picks: (n,) bool.
+
+        Ranks (:func:`rank_within_groups`, a sort) are taken only of the picks whose group
+        has room, but not for all of its picks (all of such a group's picks: the same ranks).
+        """
+        room = self.caps[g] - usage[g]
+        over = room <= 0
+        pos = g >= 0
+        crowded = np.ones(len(g), bool)  # more picks of the group than it has room for
+        crowded[pos] = np.bincount(g[pos])[g[pos]] > room[pos]
+        sub = np.flatnonzero(crowded & ~over)
+        if len(sub):
+            over[sub] = rank_within_groups(g[sub]) >= room[sub]
+        return over
 
     def _joint(self, cost: np.ndarray, cand_g: np.ndarray, usage: np.ndarray) -> np.ndarray:
         """Column per cell of a min-cost matching in which each group takes at most
