@@ -19,8 +19,10 @@ Each frame goes through:
 4. the decided cells' exact mean colours and luma grids (state-free, with recolouring:
    :meth:`PlanEngine.cell_tones`);
 5. the sequential choice (:meth:`~pipeline.modes.MatchingMode.choose`): hysteresis, the
-   variety rules, the canvas updated, and the recolour differences and contrast ratios
-   of the placed tiles (:mod:`pipeline.tone`, from the cells' tones of step 4).
+   variety rules, the canvas updated, and the recolour differences of the placed tiles
+   (:mod:`pipeline.tone`, from the cells' tones of step 4);
+6. the placed tiles' contrast ratios (state-free: no later choice reads them;
+   :meth:`PlanEngine.contrast`).
 
 A batch (:meth:`PlanEngine.plan`) is ``render.cluster_batch_frames`` frames in the
 render; the cluster modes fit one k-means step per batch, so the batching is part of the
@@ -153,6 +155,11 @@ class PlanEngine:
         tones = [self.cell_tones(v) for v in views]
         changes = [self.apply(state, d, v, c, t)
                    for d, v, c, t in zip(decisions, views, found, tones, strict=True)]
+        changes = [self.contrast(d, c, t) for d, c, t in zip(decisions, changes, tones,
+                                                             strict=True)]
+        for c in changes:  # in order: a cell placed twice keeps its later ratio
+            r, col = np.divmod(c.cells, self.grid.cols)
+            state.canvas.ratios[r, col] = c.ratios
         return changes, state
 
     def cell_tones(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -172,8 +179,9 @@ class PlanEngine:
     def apply(self, state: PlanState, decision: Decision, views: np.ndarray, found,
               tones: tuple[np.ndarray, np.ndarray] | None) -> FrameChange:
         """One frame's choice (sequential): its decided cells' tiles from their
-        candidates ``found``, placed on the canvas; the frame's changes. ``tones``: the
-        cells' :meth:`cell_tones`."""
+        candidates ``found``, placed on the canvas; the frame's changes, their contrast
+        ratios still to come (:meth:`contrast`, state-free: no later choice reads them).
+        ``tones``: the cells' :meth:`cell_tones`."""
         placed, ids, orients, steps = self.mode.choose(decision.cells, found, state.canvas,
                                                        decision, views)
         canvas = state.canvas
@@ -181,8 +189,8 @@ class PlanEngine:
         diffs = np.zeros((len(placed), 3), np.int16)
         ratios = np.full(len(placed), RATIO_SCALE, np.uint8)
         if self.config.recolours and len(placed):
-            means, grids = self.tile_stats(ids)
-            cell_means, cell_grids = tones
+            means, _ = self.tile_stats(ids)
+            cell_means = tones[0]
             at = np.searchsorted(decision.cells, placed)  # the placed cells' rows
             diffs = diffs_of_means(cell_means[at], means)
             if steps.any():  # a kept tile's colour follows the picture's a step at a time
@@ -190,8 +198,16 @@ class PlanEngine:
                                   QUIET_STEP, self.config.recolour)
                 state.activity.follow(placed[steps][(step != diffs[steps]).any(1)])
                 diffs[steps] = step
-            ratios = contrast_ratios(cell_grids[at], grids, orients)
         canvas.ids[r, c], canvas.orients[r, c], canvas.diffs[r, c] = ids, orients, diffs
-        canvas.ratios[r, c] = ratios
         return FrameChange(placed, ids, orients, diffs, ratios, len(decision.cells),
                            decision.cut)
+
+    def contrast(self, decision: Decision, change: FrameChange,
+                 tones: tuple[np.ndarray, np.ndarray] | None) -> FrameChange:
+        """``change`` (:meth:`apply`'s) with its placed tiles' contrast ratios, from the
+        cells' luma grids in ``tones`` and the tiles' (none without recolouring)."""
+        if not self.config.recolours or not len(change.cells):
+            return change
+        grids = self.tile_stats(change.ids)[1]
+        at = np.searchsorted(decision.cells, change.cells)  # the placed cells' rows
+        return change._replace(ratios=contrast_ratios(tones[1][at], grids, change.orients))

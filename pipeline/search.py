@@ -52,15 +52,15 @@ class TileClusters:
 
 def top_clusters_by_l2(queries: np.ndarray, centers: np.ndarray, m: int) -> np.ndarray:
     """The ``m`` nearest rows of ``centers`` (K, D) in L2 for each query: (n, m) int."""
-    return smallest_sorted(_sq_dist(queries, centers), m)
+    return smallest_sorted(_sq_dist(queries, centers), m, overwrite=True)
 
 
 _ARGMIN_PASSES = 8  # up to this many, repeated argmin beats argpartition on wide rows
 
 
-def smallest_sorted(d: np.ndarray, m: int) -> np.ndarray:
+def smallest_sorted(d: np.ndarray, m: int, overwrite: bool = False) -> np.ndarray:
     """Columns of the ``m`` smallest values of each row of ``d`` (n, K), nearest first,
-    ties to the lower column: (n, min(m, K)) int64.
+    ties to the lower column: (n, min(m, K)) int64 (``overwrite``: ``d`` may be written).
 
     A few passes of ``argmin`` (vectorised over whole rows) for a small ``m``: numpy's
     per-row ``argpartition`` costs 70x more on 500-wide rows.
@@ -70,7 +70,7 @@ def smallest_sorted(d: np.ndarray, m: int) -> np.ndarray:
         part = np.argpartition(d, m - 1, axis=1)[:, :m]
         order = np.lexsort((part, np.take_along_axis(d, part, 1)), axis=1)
         return np.take_along_axis(part, order, 1)
-    work = np.array(d, copy=True)
+    work = d if overwrite else np.array(d, copy=True)
     rows = np.arange(len(work))
     out = np.empty((len(work), m), np.int64)
     for j in range(m):
@@ -83,7 +83,10 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared L2 distances (n, k) between rows of ``a`` (n, D) and ``b`` (k, D), float32."""
     a = a.astype(np.float32, copy=False)
     b = b.astype(np.float32, copy=False)
-    d = (a * a).sum(1)[:, None] - 2 * (a @ b.T) + (b * b).sum(1)[None, :]
+    d = a @ b.T  # in place from here: |a|^2 - 2 a.b + |b|^2, rounded as written so
+    d *= -2
+    d += (a * a).sum(1)[:, None]
+    d += (b * b).sum(1)[None, :]
     return np.maximum(d, 0, out=d)
 
 
@@ -138,8 +141,11 @@ def _list_keys(d: np.ndarray, low: np.ndarray) -> np.ndarray:
 
 
 def _smallest_keys(keys: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` smallest keys of each row of ``keys`` (n, m) uint64, in order."""
-    return np.sort(keys, axis=1)[:, :k]
+    """The ``k`` smallest keys of each row of ``keys`` (n, m) uint64, in order (keys are
+    distinct, so the partition's ``k`` are the sort's)."""
+    if k < keys.shape[1]:
+        keys = np.partition(keys, k - 1, axis=1)[:, :k]
+    return np.sort(keys, axis=1)
 
 
 def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
