@@ -27,7 +27,7 @@ from pathlib import Path
 from pipeline.cache import CACHE_WORK, atomic_output, digest_text, owned_ancestor, publish
 from pipeline.download import is_url
 from pipeline.encode import ENCODER_CODECS
-from pipeline.errors import OutputError, VideoError
+from pipeline.errors import FFmpegError, OutputError, VideoError
 from pipeline.video import AudioInfo, VideoInfo, probe, run_ffmpeg
 
 # marked folders whose files the tool replaces or deletes: never an output's place
@@ -247,12 +247,23 @@ def scores_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".scores.json")
 
 
+# The concat demuxer probes each file it opens, decoding its first frame: about 0.12
+# CPU-s for a 5120x2880 H.264 segment, minutes for a film's thousands, all on the job's
+# last task. A stream copy needs no decoder, and without one (an empty whitelist, per
+# file) the join of H.264 segments is byte for byte the same (checked with ffmpeg 9.0
+# and 5.1; BENCHMARKS.md, "The join at the end of a long render").
+_NO_DECODER = "option codec_whitelist none"
+_NO_DECODER_NOISE = ("not on whitelist", "Last message repeated")
+
+
 def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo | str,
                    audio: AudioInfo | None, start_s: float, duration_s: float, work: Path,
-                   container: Container, check: Callable[[Path], None] | None = None) -> None:
+                   container: Container, check: Callable[[Path], None] | None = None,
+                   codec: str = "") -> None:
     """Join encoded segments (stream copy) and add the source's audio, cut to the range.
 
-    ``source`` is the input video, or the path of any file with the ``audio`` stream.
+    ``source`` is the input video, or the path of any file with the ``audio`` stream;
+    ``codec`` the segments' video codec ("h264": they are opened without a decoder).
 
     The container (:func:`container_for`) decides the muxer and whether the audio is
     copied or re-encoded. The result is written to a unique temporary file, handed to
@@ -261,9 +272,12 @@ def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo | str,
     """
     listing = work / "concat.txt"
     with atomic_output(listing, "w") as f:
+        f.write("ffconcat version 1.0\n")
         for seg in segments:
             escaped = str(seg.resolve()).replace("'", "'\\''")
             f.write(f"file '{escaped}'\n")
+            if codec == "h264":
+                f.write(_NO_DECODER + "\n")
     args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
     if audio is not None:
         if start_s > 0:
@@ -279,7 +293,12 @@ def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo | str,
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        run_ffmpeg([*args, str(tmp)], f"writing {out}")
+        try:
+            run_ffmpeg([*args, str(tmp)], f"writing {out}")
+        except FFmpegError as exc:  # its own words, without the decoder whitelist's
+            raise FFmpegError(exc.what, "\n".join(
+                line for line in exc.stderr.splitlines()
+                if not any(noise in line for noise in _NO_DECODER_NOISE))) from None
         if check is not None:
             check(tmp)
         publish(tmp, out)

@@ -133,3 +133,36 @@ def test_default_outputs_differ_for_same_named_inputs(tmp_path: Path) -> None:
 def test_scores_files_are_distinct_per_output() -> None:
     names = {scores_path(f"o.{ext}") for ext in ("mp4", "mkv", "mov", "webm")}
     assert len(names) == 4 and scores_path("d/o.mkv") == Path("d/o.mkv.scores.json")
+
+
+def test_joining_h264_segments_without_a_decoder_gives_the_same_bytes(tmp_path: Path) -> None:
+    """The join opens H.264 segments without a decoder (the concat demuxer would decode
+    each one's first frame): the output is byte for byte the one a decoding join makes,
+    B-frames, audio and the cut included; a failed join still says what went wrong, in
+    ffmpeg's words, without the whitelist's complaints."""
+    from pipeline.errors import FFmpegError
+    from pipeline.output import concat_and_mux
+    from pipeline.video import probe
+
+    source = make_clip(tmp_path / "src.mp4", seconds=3.0)
+    segments = []
+    for i in range(3):  # x264 at preset medium: B-frames, so the join's timing matters
+        seg = tmp_path / f"seg-{i}.mp4"
+        ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=25:duration=1,hue=h={60 * i}",
+               "-c:v", "libx264", "-preset", "medium", "-pix_fmt", "yuv420p", seg)
+        segments.append(seg)
+    info, container = probe(source), container_for("o.mp4", "libx264")
+    audio = info.audio[0]
+    outs = {}
+    for codec in ("", "h264"):
+        out = tmp_path / f"joined-{codec or 'decoding'}.mp4"
+        concat_and_mux(segments, out, info, audio, 0.2, 2.8, tmp_path, container, codec=codec)
+        outs[codec] = out.read_bytes()
+    assert outs["h264"] == outs[""]
+    joined = probe(tmp_path / "joined-h264.mp4")
+    assert joined.frames == 75 and len(joined.audio) == 1
+    with pytest.raises(FFmpegError) as failed:  # the audio's file is gone
+        concat_and_mux(segments, tmp_path / "bad.mp4", str(tmp_path / "gone.mp4"), audio,
+                       0.0, 3.0, tmp_path, container, codec="h264")
+    assert "whitelist" not in str(failed.value) and "gone.mp4" in str(failed.value)
+    assert not (tmp_path / "bad.mp4").exists()

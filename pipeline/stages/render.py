@@ -50,7 +50,7 @@ from pipeline.cache import digest_file, digest_text, ensure_free, mark_owned, op
 from pipeline.clean import JOB_FILES, remove_temporaries
 from pipeline.config import RenderConfig, paint_options
 from pipeline.download import download, download_folder, is_url
-from pipeline.encode import codec_args, output_size_ok
+from pipeline.encode import ENCODER_CODECS, codec_args, output_size_ok
 from pipeline.errors import ConfigError, LockedError, OutputError, VideoError
 from pipeline.execute import (
     SCHEDULER_ENV,
@@ -313,7 +313,8 @@ def _run_job(paint: PaintJob, plan: PlanJob, report: RenderReport, choice: Worke
         clock = TaskClock()
         concat_and_mux(seg_files, out, info, audio, float(first / info.rate),
                        float(count / info.rate), work, target.container,
-                       check=lambda path: check_joined(path, out, info, count, audio))
+                       check=lambda path: check_joined(path, out, info, count, audio),
+                       codec=ENCODER_CODECS.get(target.config.encoder, ""))
         job.tasks.append(clock.record(
             "mux", None, (first, first + count), [f"paint-{s.number:05d}" for s in segments],
             {"segment": file_bytes(*seg_files)}, {"output": file_bytes(out)}))
