@@ -103,8 +103,9 @@ class RenderConfig:
     refine_clusters: int = option(3, "refined: tile clusters searched per cell cluster",
                                   low=1, affects="plan")
     nprobe: int = option(8, "nearest: tile clusters probed per cell", low=1, affects="plan")
-    plan_threads: int = option(0, "threads of the plan's candidate search (0 = the usable "
-                               "cores; the plan is the same on any number)", low=0)
+    plan_threads: int = option(0, "threads of each worker's candidate search (0 = the "
+                               "usable cores shared among the local workers; the plan is "
+                               "the same on any number)", low=0)
     candidates: int = option(32, "candidates per cell for the variety rules and the joint "
                              "assignment", low=5, high=256, affects="plan")
     mean_weight: float = option(0.0, "weight of the mean colour next to the 4x4 Lab grid "

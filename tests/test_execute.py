@@ -84,3 +84,18 @@ def test_quiet_tracker_silences_only_the_trackers_warning(monkeypatch) -> None:
             "warnings.warn_explicit('another', UserWarning, 'x.py', 1, module='x')\n")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr
     assert "another" in err and "semlock" not in err
+
+
+def test_local_plan_tasks_share_the_cores_among_the_workers() -> None:
+    """Each local worker's plan searches on its share of the cores (two workers on two
+    cores: one thread each, not two contending); a set render.plan_threads stands."""
+    from pipeline.config import RenderConfig
+    from pipeline.stages.planner import local_plan_config
+
+    auto = RenderConfig()
+    assert auto.plan_threads == 0
+    assert local_plan_config(auto, 2, cores=2).plan_threads == 1
+    assert local_plan_config(auto, 1, cores=2).plan_threads == 2
+    assert local_plan_config(auto, 4, cores=16).plan_threads == 4
+    assert local_plan_config(auto, 3, cores=2).plan_threads == 1
+    assert local_plan_config(RenderConfig(plan_threads=3), 2, cores=2).plan_threads == 3

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from pipeline.activity import Tracking
 from pipeline.bank import IndexPin, check_pin, read_tiles
 from pipeline.config import RenderConfig
 from pipeline.errors import PlanError
-from pipeline.execute import decode_backend
+from pipeline.execute import decode_backend, usable_cores
 from pipeline.grid import Grid
 from pipeline.heap import trim_heap
 from pipeline.index import TileIndex, load_index
@@ -193,6 +193,18 @@ class PlanJob:
     plan_dir: str
     key: str
     index_pin: IndexPin | None = None
+
+
+def local_plan_config(config: RenderConfig, workers: int, cores: int | None = None
+                      ) -> RenderConfig:
+    """``config`` for plan tasks on ``workers`` local workers: ``render.plan_threads``
+    when set, else the usable ``cores`` shared among the workers (at least one thread
+    each): two workers on two cores each searching on two threads only contend (about 6%
+    more plan CPU on a short busy job, BENCHMARKS.md)."""
+    if config.plan_threads > 0:
+        return config
+    threads = max(1, (cores or usable_cores()) // max(1, workers))
+    return replace(config, plan_threads=threads)
 
 
 _PLANNER: tuple[PlanJob, Planner] | None = None  # this worker's, kept for its next task

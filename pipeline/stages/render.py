@@ -83,7 +83,7 @@ from pipeline.planfile import (
     read_manifest,
 )
 from pipeline.stages.painting import RenderJob, job_record, render_segments
-from pipeline.stages.planner import PlanJob, plan_shots
+from pipeline.stages.planner import PlanJob, local_plan_config, plan_shots
 from pipeline.tasklog import TaskClock, TaskLog, file_bytes
 from pipeline.video import AudioInfo, VideoInfo, check_regular, ffmpeg_exe, local_path, probe
 
@@ -235,6 +235,8 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
         with file_lock(Path(paint.work) / ".lock",
                        f"the render job {paint.key[:12]} ({video})"):
             mark_owned(paint.work, "job")
+            if target.local:  # (a Dask worker's plan searches on its own machine's cores)
+                config = local_plan_config(config, choice.workers)
             plan = PlanJob(paint.info, paint.grid, paint.index_dir, config, paint.plan_dir,
                            paint.plan_key, paint.index_pin)
             return _run_job(paint, plan, report, choice, target)
