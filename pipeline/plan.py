@@ -88,15 +88,23 @@ class TileStats:
         self._means = np.full((count, 3), np.nan, np.float32)
         self._grids = np.zeros((count, 16), np.float32)
 
-    def __call__(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean BGR colour (k, 3) float32 (0..255) and luma grid (k, 16) float32 of tiles
-        ``ids`` (k,) int."""
+    def means(self, ids: np.ndarray) -> np.ndarray:
+        """Mean BGR colour (k, 3) float32 (0..255) of tiles ``ids`` (k,) int."""
+        self._load(ids)
+        return self._means[ids]
+
+    def grids(self, ids: np.ndarray) -> np.ndarray:
+        """4x4 luma grid (k, 16) float32 of tiles ``ids`` (k,) int."""
+        self._load(ids)
+        return self._grids[ids]
+
+    def _load(self, ids: np.ndarray) -> None:
+        """Read the tiles among ``ids`` not seen before and keep their statistics."""
         missing = np.unique(ids[np.isnan(self._means[ids, 0])])
         if len(missing):
             tiles = self._read(missing)
             self._means[missing] = mean_colours(tiles)
             self._grids[missing] = luma_grid(tiles)
-        return self._means[ids], self._grids[ids]
 
 
 class PlanEngine:
@@ -119,8 +127,7 @@ class PlanEngine:
         self.grid, self.config = grid, config
         self.tile_stats = TileStats(len(index.tiles), read_tiles or (
             lambda ids: np.asarray(index.tiles[ids])))
-        self.mode = mode or matching_mode(index, grid, config,
-                                          lambda ids: self.tile_stats(ids)[0])
+        self.mode = mode or matching_mode(index, grid, config, self.tile_stats.means)
 
     def start(self, canvas: CanvasState | None = None, tracking: Tracking | None = None,
               seed: int = 0) -> PlanState:
@@ -189,8 +196,7 @@ class PlanEngine:
         diffs = np.zeros((len(placed), 3), np.int16)
         ratios = np.full(len(placed), RATIO_SCALE, np.uint8)
         if self.config.recolours and len(placed):
-            means, _ = self.tile_stats(ids)
-            cell_means = tones[0]
+            means, cell_means = self.tile_stats.means(ids), tones[0]
             at = np.searchsorted(decision.cells, placed)  # the placed cells' rows
             diffs = diffs_of_means(cell_means[at], means)
             if steps.any():  # a kept tile's colour follows the picture's a step at a time
@@ -208,6 +214,6 @@ class PlanEngine:
         cells' luma grids in ``tones`` and the tiles' (none without recolouring)."""
         if not self.config.recolours or not len(change.cells):
             return change
-        grids = self.tile_stats(change.ids)[1]
+        grids = self.tile_stats.grids(change.ids)
         at = np.searchsorted(decision.cells, change.cells)  # the placed cells' rows
         return change._replace(ratios=contrast_ratios(tones[1][at], grids, change.orients))
