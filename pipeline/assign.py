@@ -13,8 +13,10 @@ Rules, in order of strength:
    ``uses`` is how many cells of the canvas already show its group.
 
 Cells are decided in (r+1)^2 interleaved passes (cell (y, x) in pass
-``(y mod (r+1), x mod (r+1))``): two cells of one pass are more than ``r`` apart, so each
-pass is one vectorised step that checks its cells against everything decided before.
+``(y mod (r+1), x mod (r+1))``): two cells of one pass are more than ``r`` apart, so a
+pass's cells are checked against everything decided before it, and its picks of one group
+count against the cap in cell order. The rules run cell by cell in compiled loops
+(:mod:`pipeline.rules`); this class prepares each frame's arrays for them.
 At a scene cut or the first frame (``free``) the whole frame is decided afresh and the
 passes start from a joint assignment: a min-cost matching of cells to candidate tiles in
 which each group is used at most ``cap`` times (``scipy``'s sparse bipartite matching),
@@ -28,10 +30,10 @@ import math
 
 import numpy as np
 
+from pipeline.rules import choose_in_passes, keep_cells, warm
+
 log = logging.getLogger(__name__)
 
-_RADIUS_PENALTY = np.float32(1e12)  # a pick that breaks the radius: the last resort
-_CAP_PENALTY = np.float32(1e9)  # a pick over the cap: before breaking the radius
 _JOINT_MAX_CAP = 8  # the joint matching has one column per allowed use of a group
 _UNMATCHED = 1e7  # cost of a cell's private fallback column in the joint matching
 
@@ -47,16 +49,6 @@ def rank_within_groups(groups: np.ndarray) -> np.ndarray:
     ranks = np.empty(n, dtype=np.int64)
     ranks[order] = place - np.maximum.accumulate(np.where(first, place, 0))
     return ranks
-
-
-def in_window(cand_g: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """Which candidates' groups ``cand_g`` (n, k) are among their cell's neighbours'
-    ``window`` (n, w): (n, k) bool. One comparison per window position (3x faster than
-    broadcasting to (n, k, w) and reducing)."""
-    out = np.zeros(cand_g.shape, bool)
-    for j in range(window.shape[1]):
-        out |= cand_g == window[:, j:j + 1]
-    return out
 
 
 def uses_cap(cells: int, groups: int, factor: float) -> int:
@@ -110,6 +102,10 @@ class TileAssigner:
                    for dx in range(-radius, radius + 1) if (dy, dx) != (0, 0)]
         self._window = np.array(offsets, np.int64)
         self._pad_shape = (rows + 2 * radius, width)
+        # the rules as the kernels take them (the weight as numpy rounds it: float32)
+        self._rules = (float(np.float32(unseen)), bool(unseen), bool(self.cap), bool(radius))
+        self._seen = np.zeros(max(self.n_groups, 1), np.int32)  # the kernels' scratch
+        warm()
 
     def assign(self, cells: np.ndarray, queries: np.ndarray, cand_ids: np.ndarray,
                cand_d: np.ndarray, current: np.ndarray, free: bool | np.ndarray = False,
@@ -134,33 +130,27 @@ class TileAssigner:
         """
         cells = np.asarray(cells, np.int64)
         free = np.broadcast_to(np.asarray(free, bool), cells.shape)
+        cand_ids = np.ascontiguousarray(cand_ids, np.int64)
+        cand_d = np.ascontiguousarray(cand_d, np.float32)
         chosen = np.full(len(cells), -1, np.int64)
         undecided = np.ones(len(cells), bool)
-        cur = current[cells]
-        cand_g = np.where(cand_ids >= 0, self.groups[np.maximum(cand_ids, 0)], np.int32(-2))
-        cost = np.where(cand_ids >= 0, cand_d, np.float32(np.inf)).astype(np.float32,
-                                                                        copy=False)
         if not free.all():
-            keep = self._keep(cells, queries, cost, cand_g, current, margin) & ~free
-            chosen[keep] = cur[keep]
+            keep = self._keep(cells, queries, cand_ids, cand_d, current, margin) & ~free
+            chosen[keep] = current[cells[keep]]
             undecided &= ~keep
         now = current.copy()
         now[cells[undecided]] = -1  # cells being decided do not block anything
         gpad, usage = self._context(now)
-        prefer = None
+        prefer = np.full(len(cells), -1, np.int64)  # the joint matching's picks
         joint = undecided & free
         if self.joint and 0 < self.cap <= _JOINT_MAX_CAP and joint.sum() > 1:
-            prefer = np.full(len(cells), -1, np.int64)
+            cand_g = np.where(cand_ids >= 0, self.groups[np.maximum(cand_ids, 0)],
+                              np.int32(-2))
+            cost = np.where(cand_ids >= 0, cand_d, np.float32(np.inf))
             prefer[joint] = self._joint(cost[joint], cand_g[joint], usage)
-        for p in range((self.radius + 1) ** 2):
-            sel = np.flatnonzero(undecided & (self._pass[cells] == p))
-            if len(sel):
-                col = self._pick(cells[sel], cost[sel], cand_g[sel], gpad, usage,
-                                 None if prefer is None else prefer[sel])
-                picks = cand_ids[sel, col]
-                chosen[sel] = picks
-                gpad[self._pad_index[cells[sel]]] = self.groups[picks]
-                np.add.at(usage, self.groups[picks], 1)
+        choose_in_passes(self._pass[cells], (self.radius + 1) ** 2, undecided,
+                         self._pad_index[cells], cand_ids, cand_d, self.groups, gpad, usage,
+                         self.caps, self._window, self._rules, prefer, chosen, self._seen)
         return chosen
 
     def _context(self, now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,8 +161,8 @@ class TileAssigner:
         return gpad, np.bincount(self.groups[now[placed]], minlength=self.n_groups).astype(
             np.int32)
 
-    def _keep(self, cells: np.ndarray, queries: np.ndarray, cost: np.ndarray,
-              cand_g: np.ndarray, current: np.ndarray, margin: np.ndarray | None = None
+    def _keep(self, cells: np.ndarray, queries: np.ndarray, cand_ids: np.ndarray,
+              cand_d: np.ndarray, current: np.ndarray, margin: np.ndarray | None = None
               ) -> np.ndarray:
         """Hysteresis: cells whose current tile stays, (n,) bool.
 
@@ -183,97 +173,30 @@ class TileAssigner:
         """
         cur = current[cells]
         has = cur >= 0
+        if not has.any():
+            return has
         cur_cost = np.full(len(cells), np.inf, np.float32)
         diff = queries[has] - self.features[cur[has]]
         cur_cost[has] = (diff * diff).sum(1)
-        if not has.any():
-            return has
         gpad, usage = self._context(current)
-        own = np.where(has, self.groups[np.maximum(cur, 0)], -3)
+        own = np.where(has, self.groups[np.maximum(cur, 0)], np.int32(-3))
         if self.unseen:
             cur_cost *= 1 + np.float32(self.unseen) * (usage[np.maximum(own, 0)] - 1)
         ratio = np.float32(self.margin) if margin is None else np.asarray(margin, np.float32)
-        limit = ratio**2 * cur_cost
-        # an alternative costs at least its distance (the unseen weighting only adds), so
-        # a cell none of whose candidates is under its limit keeps its tile: only the
-        # others are tested against the rules
+        with np.errstate(invalid="ignore"):  # 0 x inf where a cell has no tile: unread
+            limit = ratio**2 * cur_cost  # (n,) float32, a fresh array
         keep = has.copy()
-        rows = np.flatnonzero(has & (cost.min(1) < limit))
-        if not len(rows):
-            return keep
-        cost, cand_g, own = cost[rows], cand_g[rows], own[rows]
-        mine = cand_g == own[:, None]  # its own tile is not an alternative
-        gc = np.maximum(cand_g, 0)
-        others = usage[gc] - mine
-        alt = cost
-        if self.unseen:  # in float32, as the choice weighs them
-            alt = np.multiply(cost, 1 + np.float32(self.unseen) * others,
-                              out=np.empty_like(cost), casting="same_kind")
-        better = (alt < limit[rows][:, None]) & ~mine
-        if self.cap:
-            better &= others < self.caps[gc]
-        # the radius is checked only where an alternative is under the limit
-        sub = np.flatnonzero(better.any(1))
-        if self.radius and len(sub):
-            window = gpad[self._pad_index[cells[rows[sub]]][:, None] + self._window[None, :]]
-            better[sub] &= ~in_window(cand_g[sub], window)
-        keep[rows[sub]] = ~better[sub].any(1)
+        keep_cells(keep, self._pad_index[cells], cand_ids, cand_d, self.groups, own, limit,
+                   usage, self.caps, gpad, self._window, *self._rules)
         return keep
-
-    def _pick(self, cells: np.ndarray, cost: np.ndarray, cand_g: np.ndarray,
-              gpad: np.ndarray, usage: np.ndarray, prefer: np.ndarray | None) -> np.ndarray:
-        """Column of each cell's pick in one pass (its cells are > radius apart)."""
-        n, k = cost.shape
-        cost = cost.copy()
-        gc = np.maximum(cand_g, 0)
-        uses = usage[gc]
-        if self.unseen:
-            cost *= 1 + np.float32(self.unseen) * uses
-        if self.radius:
-            window = gpad[self._pad_index[cells][:, None] + self._window[None, :]]
-            np.add(cost, _RADIUS_PENALTY, out=cost, where=in_window(cand_g, window))
-        rows = np.arange(n)
-        if prefer is not None:  # the joint matching's pick, where the rules allow it
-            ok = (prefer >= 0) & (cost[rows, np.maximum(prefer, 0)] < _CAP_PENALTY)
-            cost[rows[ok], prefer[ok]] = -1.0
-        if self.cap:  # groups already at the cap on the canvas: all at once, not pick by pick
-            full = (cand_g >= 0) & (uses >= self.caps[gc])
-            np.add(cost, _CAP_PENALTY, out=cost, where=full & (cost < _CAP_PENALTY))
-        col = cost.argmin(1)
-        for _ in range(k - 1):
-            if not self.cap:
-                break
-            over = self._over(cand_g[rows, col], usage) & (cost[rows, col] < _CAP_PENALTY)
-            if not over.any():
-                break
-            redo = rows[over]  # only the penalised cells' picks can move
-            cost[redo, col[redo]] += _CAP_PENALTY
-            col[redo] = cost[redo].argmin(1)
-        return col
-
-    def _over(self, g: np.ndarray, usage: np.ndarray) -> np.ndarray:
-        """Which of a pass's picks, of groups ``g`` (n,) int in order, go over their
-        group's cap: its uses on the canvas and by the earlier picks: (n,) bool.
-
-        Ranks (:func:`rank_within_groups`, a sort) are taken only of the picks whose group
-        has room, but not for all of its picks (all of such a group's picks: the same ranks).
-        """
-        room = self.caps[g] - usage[g]
-        over = room <= 0
-        pos = g >= 0
-        crowded = np.ones(len(g), bool)  # more picks of the group than it has room for
-        crowded[pos] = np.bincount(g[pos])[g[pos]] > room[pos]
-        sub = np.flatnonzero(crowded & ~over)
-        if len(sub):
-            over[sub] = rank_within_groups(g[sub]) >= room[sub]
-        return over
 
     def _joint(self, cost: np.ndarray, cand_g: np.ndarray, usage: np.ndarray) -> np.ndarray:
         """Column per cell of a min-cost matching in which each group takes at most
         ``cap - usage`` cells (one matrix column per allowed use), or -1 for a cell the
         matching leaves on its private fallback column (the passes then decide it).
 
-        cost, cand_g : ndarrays (n, k) as in :meth:`_pick`.
+        cost : ndarray (n, k), float32, the candidates' distances (inf: none).
+        cand_g : ndarray (n, k), int32, their groups (-2: none).
         """
         from scipy.sparse import csr_matrix  # imported here: painters never need it
         from scipy.sparse.csgraph import min_weight_full_bipartite_matching

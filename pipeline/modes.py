@@ -58,7 +58,7 @@ class MatchingMode(Protocol):
                    kept: list[np.ndarray | None] | None = None) -> list[Any]: ...
 
     def choose(self, cells: np.ndarray, found: Any, canvas: CanvasState, decision: Decision,
-               views: np.ndarray
+               means: np.ndarray | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
 
@@ -97,7 +97,7 @@ class ClusterMode:
                         strict=True))
 
     def choose(self, cells: np.ndarray, found: tuple, canvas: CanvasState,
-               decision: Decision, views: np.ndarray
+               decision: Decision, means: np.ndarray | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return cells, found[0], found[1], np.zeros(len(cells), bool)
 
@@ -196,10 +196,11 @@ class NearestMode:
         return out
 
     def choose(self, cells: np.ndarray, found: tuple, canvas: CanvasState,
-               decision: Decision, views: np.ndarray
+               decision: Decision, means: np.ndarray | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Tiles for one frame's decided cells (``views`` (k, s, s, 3) uint8, their
-        source); returns the cells to (re)place (j,) int64, their tiles (j,) int64,
+        """Tiles for one frame's decided cells (``means`` (k, 3) float64: their source's
+        exact mean colours, :func:`pipeline.tone.exact_means`; None without recolouring);
+        returns the cells to (re)place (j,) int64, their tiles (j,) int64,
         orientation codes (j,) uint8, and which only step their colour (j,) bool."""
         if len(cells) == 0:
             return cells, np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, bool)
@@ -226,11 +227,11 @@ class NearestMode:
         if self.config.recolours:  # re-placed: recoloured again (quietly only where it pays)
             moved |= ~quiet
             if quiet.any():
-                at_once, steps = self.recolours(cells, quiet & ~moved, views, canvas)
+                at_once, steps = self.recolours(cells, quiet & ~moved, means, canvas)
                 moved |= at_once | steps
         return cells[moved], ids[moved], codes[moved], steps[moved]
 
-    def recolours(self, cells: np.ndarray, kept: np.ndarray, views: np.ndarray,
+    def recolours(self, cells: np.ndarray, kept: np.ndarray, means: np.ndarray,
                   canvas: CanvasState) -> tuple[np.ndarray, np.ndarray]:
         """Quiet cells that keep their tile but get its colour refreshed, two (k,) bool
         masks over ``cells``: at once, those whose colour has drifted by
@@ -240,7 +241,8 @@ class NearestMode:
         large error is seen: one step now beats many small ones); by a step towards the
         picture's colour (:data:`~pipeline.activity.QUIET_STEP` levels at most), the
         others that a refresh would correct by
-        :data:`~pipeline.activity.QUIET_STEP_FROM` levels or more."""
+        :data:`~pipeline.activity.QUIET_STEP_FROM` levels or more. ``means`` (k, 3)
+        float64: the cells' source mean colours."""
         at_once, steps = np.zeros(len(cells), bool), np.zeros(len(cells), bool)
         pos = np.flatnonzero(kept)
         budget = max(1, int(QUIET_RECOLOUR_SHARE * self.grid.cells))
@@ -248,7 +250,7 @@ class NearestMode:
             return at_once, steps
         r, c = np.divmod(cells[pos], self.grid.cols)
         tile_mean = self.tile_means(canvas.ids[r, c])
-        now = views[pos].reshape(len(pos), -1, 3).mean(1)
+        now = means[pos]
         shown = tile_mean + np.rint(canvas.diffs[r, c] * np.float32(
             self.config.recolour / DIFF_SCALE))
         after = (1 - np.float32(self.config.recolour)) * (now - tile_mean)

@@ -160,8 +160,8 @@ class PlanEngine:
                  for x, d in zip(inputs, decisions, strict=True)]
         found = self.mode.candidates(views, [d.drifted for d in decisions])
         tones = [self.cell_tones(v) for v in views]
-        changes = [self.apply(state, d, v, c, t)
-                   for d, v, c, t in zip(decisions, views, found, tones, strict=True)]
+        changes = [self.apply(state, d, c, t)
+                   for d, c, t in zip(decisions, found, tones, strict=True)]
         changes = [self.contrast(d, c, t) for d, c, t in zip(decisions, changes, tones,
                                                              strict=True)]
         for c in changes:  # in order: a cell placed twice keeps its later ratio
@@ -183,14 +183,15 @@ class PlanEngine:
         changes, state = self.plan(state, [frame])
         return changes[0], state
 
-    def apply(self, state: PlanState, decision: Decision, views: np.ndarray, found,
+    def apply(self, state: PlanState, decision: Decision, found,
               tones: tuple[np.ndarray, np.ndarray] | None) -> FrameChange:
         """One frame's choice (sequential): its decided cells' tiles from their
         candidates ``found``, placed on the canvas; the frame's changes, their contrast
         ratios still to come (:meth:`contrast`, state-free: no later choice reads them).
         ``tones``: the cells' :meth:`cell_tones`."""
+        means = None if tones is None else tones[0]
         placed, ids, orients, steps = self.mode.choose(decision.cells, found, state.canvas,
-                                                       decision, views)
+                                                       decision, means)
         canvas = state.canvas
         r, c = np.divmod(placed, self.grid.cols)
         diffs = np.zeros((len(placed), 3), np.int16)

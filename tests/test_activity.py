@@ -234,14 +234,13 @@ def test_quiet_recolours_have_a_budget_of_their_own() -> None:
     canvas.ids[:] = 0
     drift = np.r_[np.linspace(QUIET_COLOUR + 10, QUIET_COLOUR + 1, n - 3),
                   QUIET_COLOUR - 1, QUIET_STEP_FROM, QUIET_STEP_FROM - 1]
-    views = np.broadcast_to((100 + drift)[:, None, None, None], (n, 4, 4, 3)).astype(
-        np.float32)
-    at_once, steps = NearestMode.recolours(fake, np.arange(n), np.ones(n, bool), views,
+    means = np.broadcast_to((100 + drift)[:, None], (n, 3)).astype(np.float64)
+    at_once, steps = NearestMode.recolours(fake, np.arange(n), np.ones(n, bool), means,
                                            canvas)
     assert np.flatnonzero(at_once).tolist() == list(range(budget))  # largest first
     assert np.flatnonzero(steps).tolist() == list(range(budget, n - 1))  # the rest...
     assert not at_once[n - 1] and not steps[n - 1]  # ... but the one under QUIET_STEP_FROM
     at_once, steps = NearestMode.recolours(fake, np.arange(n), np.arange(n) >= n - 4,
-                                           views, canvas)
+                                           means, canvas)
     assert np.flatnonzero(at_once).tolist() == [n - 4]  # the only one of QUIET_COLOUR
     assert np.flatnonzero(steps).tolist() == [n - 3, n - 2]
