@@ -217,7 +217,7 @@ class Settler:
         self.pending &= ~decide
         self.masked &= ~decide
         self.waited[decide] = 0
-        self.fitted[decide] = lab[decide]
+        np.copyto(self.fitted, lab, where=decide[:, None])  # the decided cells' rows
         cells = np.flatnonzero(decide)
         return Decision(cells, quiet[cells], cut, drifted)
 

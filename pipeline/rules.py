@@ -68,30 +68,25 @@ def keep_cells(keep, at, cand_ids, cand_d, groups, own, limit, usage, caps, gpad
     for i in range(keep.shape[0]):
         if not keep[i]:
             continue
-        lim, end = limit[i], 0
-        for j in range(k):  # an alternative costs at least its distance
-            if cand_ids[i, j] >= 0 and cand_d[i, j] < lim:
-                end = k
-                break
-        if end == 0:
-            continue
-        any_better = False
-        for j in range(end):
+        lim, any_better = limit[i], False
+        for j in range(k):
             t = cand_ids[i, j]
-            g = groups[t] if t >= 0 else _NONE
-            c = cand_d[i, j] if t >= 0 else _INF
+            better[j] = False
+            # an alternative costs at least its distance (the weighting only adds)
+            if t < 0 or not cand_d[i, j] < lim:
+                continue
+            g = groups[t]
             mine = g == own[i]
-            others = usage[max(g, 0)] - (1 if mine else 0)
-            if use_unseen:
-                c = _weighted(c, others, unseen)
+            others = usage[g] - (1 if mine else 0)
+            c = _weighted(cand_d[i, j], others, unseen) if use_unseen else cand_d[i, j]
             b = c < lim and not mine
             if use_cap and b:
-                b = others < caps[max(g, 0)]
+                b = others < caps[g]
             better[j] = b
             any_better |= b
         if any_better and radius:  # the radius only where an alternative is under the limit
             any_better = False
-            for j in range(end):
+            for j in range(k):
                 if better[j] and not _blocked(gpad, at[i], window,
                                               groups[cand_ids[i, j]]):
                     any_better = True
