@@ -30,8 +30,6 @@ import math
 
 import numpy as np
 
-from pipeline.rules import choose_in_passes, keep_cells, warm
-
 log = logging.getLogger(__name__)
 
 _JOINT_MAX_CAP = 8  # the joint matching has one column per allowed use of a group
@@ -105,6 +103,10 @@ class TileAssigner:
         # the rules as the kernels take them (the weight as numpy rounds it: float32)
         self._rules = (float(np.float32(unseen)), bool(unseen), bool(self.cap), bool(radius))
         self._seen = np.zeros(max(self.n_groups, 1), np.int32)  # the kernels' scratch
+        # the kernels (and numba, 0.2 s to import) only where a choice is made: not in
+        # the CLI's process nor in a worker that only paints
+        from pipeline.rules import warm
+
         warm()
 
     def assign(self, cells: np.ndarray, queries: np.ndarray, cand_ids: np.ndarray,
@@ -128,6 +130,8 @@ class TileAssigner:
         -------
         ndarray (n,), int64, the chosen tile ids.
         """
+        from pipeline.rules import choose_in_passes
+
         cells = np.asarray(cells, np.int64)
         free = np.broadcast_to(np.asarray(free, bool), cells.shape)
         cand_ids = np.ascontiguousarray(cand_ids, np.int64)
@@ -171,6 +175,8 @@ class TileAssigner:
         costs (distances with the same unseen-first weighting as the choice itself).
         So a still scene stays still: the tiles it shows were the best allowed.
         """
+        from pipeline.rules import keep_cells
+
         cur = current[cells]
         has = cur >= 0
         if not has.any():
