@@ -15,8 +15,11 @@ Rules, in order of strength:
 Cells are decided in (r+1)^2 interleaved passes (cell (y, x) in pass
 ``(y mod (r+1), x mod (r+1))``): two cells of one pass are more than ``r`` apart, so a
 pass's cells are checked against everything decided before it, and its picks of one group
-count against the cap in cell order. The rules run cell by cell in compiled loops
-(:mod:`pipeline.rules`); this class prepares each frame's arrays for them.
+count against the cap in cell order. The rules run either as numpy passes (each step
+one operation over every (cell, candidate) pair) or cell by cell in compiled loops
+(:mod:`pipeline.rules`, a third of the CPU): the same picks. A process starts with numpy
+and compiles once it has decided enough cells to pay for loading the compiler
+(:data:`COMPILE_AFTER`).
 At a scene cut or the first frame (``free``) the whole frame is decided afresh and the
 passes start from a joint assignment: a min-cost matching of cells to candidate tiles in
 which each group is used at most ``cap`` times (``scipy``'s sparse bipartite matching),
@@ -27,11 +30,20 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+# numba's load (its import and typing registries: 0.4-0.65 CPU-s once per process) pays
+# back after about a million cells decided (the compiled rules take about 0.4 us a cell,
+# numpy's about 1.3): until then a process decides with numpy. The picks are the same
+# (tests/test_rules.py), so a short job does not pay for the compiler it hardly uses.
+COMPILE_AFTER = 1_000_000
+_numpy_decided = 0  # cells this process has decided with numpy
+_RADIUS_PENALTY = np.float32(1e12)  # a pick that breaks the radius: the last resort
+_CAP_PENALTY = np.float32(1e9)  # a pick over the cap: before breaking the radius
 _JOINT_MAX_CAP = 8  # the joint matching has one column per allowed use of a group
 _UNMATCHED = 1e7  # cost of a cell's private fallback column in the joint matching
 
@@ -47,6 +59,26 @@ def rank_within_groups(groups: np.ndarray) -> np.ndarray:
     ranks = np.empty(n, dtype=np.int64)
     ranks[order] = place - np.maximum.accumulate(np.where(first, place, 0))
     return ranks
+
+
+def in_window(cand_g: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Which candidates' groups ``cand_g`` (n, k) are among their cell's neighbours'
+    ``window`` (n, w): (n, k) bool."""
+    out = np.zeros(cand_g.shape, bool)
+    for j in range(window.shape[1]):
+        out |= cand_g == window[:, j:j + 1]
+    return out
+
+
+def use_compiled(cells: int) -> bool:
+    """Whether to decide ``cells`` more cells with the compiled rules (see
+    :data:`COMPILE_AFTER`): yes once they are loaded in this process, or once the
+    process has decided that many cells with numpy."""
+    global _numpy_decided
+    if "pipeline.rules" in sys.modules:
+        return True
+    _numpy_decided += cells
+    return _numpy_decided > COMPILE_AFTER
 
 
 def uses_cap(cells: int, groups: int, factor: float) -> int:
@@ -71,12 +103,14 @@ class TileAssigner:
     flat : ndarray (N,), bool, optional: featureless tiles, exempt from the cap (a flat
         patch shown twice is not a repeat to the eye, and flat regions need many of them;
         the radius rule still holds).
+    compiled : run the rules compiled (True) or with numpy (False); None: numpy until
+        the process has decided :data:`COMPILE_AFTER` cells (:func:`use_compiled`).
     """
 
     def __init__(self, rows: int, cols: int, features: np.ndarray, margin: float = 0.9,
                  max_uses: int = 0, groups: np.ndarray | None = None, radius: int = 1,
                  use_cap: float = 0.0, unseen: float = 0.0, joint: bool = False,
-                 flat: np.ndarray | None = None) -> None:
+                 flat: np.ndarray | None = None, compiled: bool | None = None) -> None:
         self.rows, self.cols, self.features = rows, cols, features
         self.margin, self.radius, self.unseen, self.joint = margin, radius, unseen, joint
         n = len(features)
@@ -103,11 +137,7 @@ class TileAssigner:
         # the rules as the kernels take them (the weight as numpy rounds it: float32)
         self._rules = (float(np.float32(unseen)), bool(unseen), bool(self.cap), bool(radius))
         self._seen = np.zeros(max(self.n_groups, 1), np.int32)  # the kernels' scratch
-        # the kernels (and numba, 0.2 s to import) only where a choice is made: not in
-        # the CLI's process nor in a worker that only paints
-        from pipeline.rules import warm
-
-        warm()
+        self.compiled = compiled
 
     def assign(self, cells: np.ndarray, queries: np.ndarray, cand_ids: np.ndarray,
                cand_d: np.ndarray, current: np.ndarray, free: bool | np.ndarray = False,
@@ -130,16 +160,22 @@ class TileAssigner:
         -------
         ndarray (n,), int64, the chosen tile ids.
         """
-        from pipeline.rules import choose_in_passes
-
         cells = np.asarray(cells, np.int64)
         free = np.broadcast_to(np.asarray(free, bool), cells.shape)
         cand_ids = np.ascontiguousarray(cand_ids, np.int64)
         cand_d = np.ascontiguousarray(cand_d, np.float32)
+        compiled = self.compiled if self.compiled is not None else use_compiled(len(cells))
+        cand_g = cost = None  # numpy's (and the joint matching's) arrays, made if needed
+        if not compiled or (self.joint and 0 < self.cap <= _JOINT_MAX_CAP):
+            cand_g = np.where(cand_ids >= 0, self.groups[np.maximum(cand_ids, 0)],
+                              np.int32(-2))
+            cost = np.where(cand_ids >= 0, cand_d, np.float32(np.inf))
         chosen = np.full(len(cells), -1, np.int64)
         undecided = np.ones(len(cells), bool)
         if not free.all():
-            keep = self._keep(cells, queries, cand_ids, cand_d, current, margin) & ~free
+            numpy = (None, None) if compiled else (cost, cand_g)
+            keep = self._keep(cells, queries, cand_ids, cand_d, current, margin,
+                              *numpy) & ~free
             chosen[keep] = current[cells[keep]]
             undecided &= ~keep
         now = current.copy()
@@ -148,14 +184,33 @@ class TileAssigner:
         prefer = np.full(len(cells), -1, np.int64)  # the joint matching's picks
         joint = undecided & free
         if self.joint and 0 < self.cap <= _JOINT_MAX_CAP and joint.sum() > 1:
-            cand_g = np.where(cand_ids >= 0, self.groups[np.maximum(cand_ids, 0)],
-                              np.int32(-2))
-            cost = np.where(cand_ids >= 0, cand_d, np.float32(np.inf))
             prefer[joint] = self._joint(cost[joint], cand_g[joint], usage)
-        choose_in_passes(self._pass[cells], (self.radius + 1) ** 2, undecided,
-                         self._pad_index[cells], cand_ids, cand_d, self.groups, gpad, usage,
-                         self.caps, self._window, self._rules, prefer, chosen, self._seen)
+        if compiled:
+            from pipeline.rules import choose_in_passes  # numba: only where it runs
+
+            choose_in_passes(self._pass[cells], (self.radius + 1) ** 2, undecided,
+                             self._pad_index[cells], cand_ids, cand_d, self.groups, gpad,
+                             usage, self.caps, self._window, self._rules, prefer, chosen,
+                             self._seen)
+        else:
+            self._passes(cells, cand_ids, cost, cand_g, undecided, gpad, usage, prefer,
+                         chosen)
         return chosen
+
+    def _passes(self, cells: np.ndarray, cand_ids: np.ndarray, cost: np.ndarray,
+                cand_g: np.ndarray, undecided: np.ndarray, gpad: np.ndarray,
+                usage: np.ndarray, prefer: np.ndarray, chosen: np.ndarray) -> None:
+        """numpy's passes: the ``undecided`` cells' picks into ``chosen``, each pass's
+        on ``gpad`` and ``usage`` before the next."""
+        for p in range((self.radius + 1) ** 2):
+            sel = np.flatnonzero(undecided & (self._pass[cells] == p))
+            if len(sel):
+                col = self._pick(cells[sel], cost[sel], cand_g[sel], gpad, usage,
+                                 prefer[sel])
+                picks = cand_ids[sel, col]
+                chosen[sel] = picks
+                gpad[self._pad_index[cells[sel]]] = self.groups[picks]
+                np.add.at(usage, self.groups[picks], 1)
 
     def _context(self, now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Padded group map (flat) and per-group uses of the tiles ``now`` on the grid."""
@@ -166,17 +221,17 @@ class TileAssigner:
             np.int32)
 
     def _keep(self, cells: np.ndarray, queries: np.ndarray, cand_ids: np.ndarray,
-              cand_d: np.ndarray, current: np.ndarray, margin: np.ndarray | None = None
-              ) -> np.ndarray:
+              cand_d: np.ndarray, current: np.ndarray, margin: np.ndarray | None,
+              cost: np.ndarray | None, cand_g: np.ndarray | None) -> np.ndarray:
         """Hysteresis: cells whose current tile stays, (n,) bool.
 
         A cell keeps its tile unless the best candidate the rules allow, given every
         other cell's current tile, costs under ``margin**2`` times what its own tile
         costs (distances with the same unseen-first weighting as the choice itself).
         So a still scene stays still: the tiles it shows were the best allowed.
+        ``cost`` and ``cand_g`` (n, k): the candidates' distances (inf: none) and groups
+        (-2: none) for numpy's rules; None: the compiled rules.
         """
-        from pipeline.rules import keep_cells
-
         cur = current[cells]
         has = cur >= 0
         if not has.any():
@@ -192,9 +247,83 @@ class TileAssigner:
         with np.errstate(invalid="ignore"):  # 0 x inf where a cell has no tile: unread
             limit = ratio**2 * cur_cost  # (n,) float32, a fresh array
         keep = has.copy()
-        keep_cells(keep, self._pad_index[cells], cand_ids, cand_d, self.groups, own, limit,
-                   usage, self.caps, gpad, self._window, *self._rules)
+        if cost is None:
+            from pipeline.rules import keep_cells  # numba: only where it runs
+
+            keep_cells(keep, self._pad_index[cells], cand_ids, cand_d, self.groups, own,
+                       limit, usage, self.caps, gpad, self._window, *self._rules)
+            return keep
+        # an alternative costs at least its distance (the unseen weighting only adds), so
+        # only cells with a candidate under their limit are tested against the rules
+        rows = np.flatnonzero(has & (cost.min(1) < limit))
+        if len(rows):
+            keep[rows] = ~self._better(cells[rows], cost[rows], cand_g[rows], own[rows],
+                                       limit[rows], gpad, usage).any(1)
         return keep
+
+    def _better(self, cells: np.ndarray, cost: np.ndarray, cand_g: np.ndarray,
+                own: np.ndarray, limit: np.ndarray, gpad: np.ndarray, usage: np.ndarray
+                ) -> np.ndarray:
+        """numpy's hysteresis test: which candidates (n, k) bool are allowed
+        alternatives under the cells' ``limit`` (n,), their own group ``own`` (n,) aside."""
+        mine = cand_g == own[:, None]  # its own tile is not an alternative
+        gc = np.maximum(cand_g, 0)
+        others = usage[gc] - mine
+        alt = cost
+        if self.unseen:  # in float32, as the choice weighs them
+            alt = np.multiply(cost, 1 + np.float32(self.unseen) * others,
+                              out=np.empty_like(cost), casting="same_kind")
+        better = (alt < limit[:, None]) & ~mine
+        if self.cap:
+            better &= others < self.caps[gc]
+        sub = np.flatnonzero(better.any(1))  # the radius only where one is under the limit
+        if self.radius and len(sub):
+            window = gpad[self._pad_index[cells[sub]][:, None] + self._window[None, :]]
+            better[sub] &= ~in_window(cand_g[sub], window)
+        return better
+
+    def _pick(self, cells: np.ndarray, cost: np.ndarray, cand_g: np.ndarray,
+              gpad: np.ndarray, usage: np.ndarray, prefer: np.ndarray) -> np.ndarray:
+        """numpy's pass: column of each cell's pick (its cells are > radius apart)."""
+        n, k = cost.shape
+        cost = cost.copy()
+        gc = np.maximum(cand_g, 0)
+        uses = usage[gc]
+        if self.unseen:
+            cost *= 1 + np.float32(self.unseen) * uses
+        if self.radius:
+            window = gpad[self._pad_index[cells][:, None] + self._window[None, :]]
+            np.add(cost, _RADIUS_PENALTY, out=cost, where=in_window(cand_g, window))
+        rows = np.arange(n)
+        ok = (prefer >= 0) & (cost[rows, np.maximum(prefer, 0)] < _CAP_PENALTY)
+        cost[rows[ok], prefer[ok]] = -1.0  # the joint matching's pick, where allowed
+        if self.cap:  # groups already at the cap on the canvas: all at once
+            full = (cand_g >= 0) & (uses >= self.caps[gc])
+            np.add(cost, _CAP_PENALTY, out=cost, where=full & (cost < _CAP_PENALTY))
+        col = cost.argmin(1)
+        for _ in range(k - 1):
+            if not self.cap:
+                break
+            over = self._over(cand_g[rows, col], usage) & (cost[rows, col] < _CAP_PENALTY)
+            if not over.any():
+                break
+            redo = rows[over]  # only the penalised cells' picks can move
+            cost[redo, col[redo]] += _CAP_PENALTY
+            col[redo] = cost[redo].argmin(1)
+        return col
+
+    def _over(self, g: np.ndarray, usage: np.ndarray) -> np.ndarray:
+        """Which of a pass's picks, of groups ``g`` (n,) int in order, go over their
+        group's cap: its uses on the canvas, then the earlier picks': (n,) bool."""
+        room = self.caps[g] - usage[g]
+        over = room <= 0
+        pos = g >= 0
+        crowded = np.ones(len(g), bool)  # more picks of the group than it has room for
+        crowded[pos] = np.bincount(g[pos])[g[pos]] > room[pos]
+        sub = np.flatnonzero(crowded & ~over)
+        if len(sub):
+            over[sub] = rank_within_groups(g[sub]) >= room[sub]
+        return over
 
     def _joint(self, cost: np.ndarray, cand_g: np.ndarray, usage: np.ndarray) -> np.ndarray:
         """Column per cell of a min-cost matching in which each group takes at most

@@ -10,8 +10,10 @@ The arithmetic is numpy's, operation for operation, so the choices are the same 
 a distance weighted for the unseen rule is ``float32(float64(d) * (1 + unseen * uses))``
 (numpy promotes a float32 scalar times int32 uses to float64, then stores float32), the
 penalties are float32 additions, and a row's minimum is its first smallest entry, as
-``argmin`` takes it. Compiled on first use and cached next to this file (``cache``):
-a process loads the machine code in a few milliseconds after the first run.
+``argmin`` takes it. Compiled on first use and cached next to this file (``cache``);
+a process then pays 0.4-0.65 CPU-s once, to import numba and load the machine code, so
+:mod:`pipeline.assign` starts every process on its numpy rules and comes here only once
+the process has decided enough cells to pay that back (``COMPILE_AFTER``).
 
 Arrays, for ``n`` cells and ``k`` candidates: ``cand_ids`` (n, k) int64 (-1: none),
 ``cand_d`` (n, k) float32 squared distances, ``groups`` (N,) int32 per tile, ``gpad`` the

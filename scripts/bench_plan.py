@@ -55,14 +55,26 @@ class Timed:
             self.cpu += time.thread_time() - t
 
 
-def run(video: str, index_dir: str, frames: int, threads: int, sets: list[str]) -> dict:
-    """Plan ``frames`` frames; the parts' CPU seconds, the wall seconds and the digest."""
+def run(video: str, index_dir: str, frames: int, threads: int, sets: list[str],
+        rules: str = "auto") -> dict:
+    """Plan ``frames`` frames; the parts' CPU seconds, the wall seconds and the digest.
+    ``rules``: the variety rules as the render runs them (auto: numpy for a process's
+    first :data:`pipeline.assign.COMPILE_AFTER` cells), compiled, or numpy."""
     config = replace(load_config(None, sets).render, plan_threads=threads)
     index = load_index(index_dir)
     info = probe(video)
     grid = make_grid(info.height, info.width, index.tiles.shape[1:3], config.scale,
                      config.max_width, config.max_height)
     engine = PlanEngine(grid, index, config)
+    load = 0.0
+    assigner = getattr(engine.mode, "assigner", None)
+    if assigner is not None and rules != "auto":
+        assigner.compiled = rules == "compiled"
+        if assigner.compiled:  # numba's one-time load, apart from the frames' CPU
+            load = time.process_time()
+            from pipeline.rules import warm
+            warm()
+            load = time.process_time() - load
     decoded = list(prefetch_frames(info, 0, min(frames, info.frames), exact=True))
     engine.decide = decide = Timed(engine.decide)
     engine.apply = apply = Timed(engine.apply)
@@ -78,7 +90,8 @@ def run(video: str, index_dir: str, frames: int, threads: int, sets: list[str]) 
                     digest.update(np.ascontiguousarray(part).tobytes())
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"frames": len(decoded), "grid": (grid.rows, grid.cols), "wall": wall, "cpu": cpu,
-            "decide": decide.cpu, "apply": apply.cpu, "digest": digest.hexdigest()[:16]}
+            "decide": decide.cpu, "apply": apply.cpu, "digest": digest.hexdigest()[:16],
+            "load": load}
 
 
 def main() -> None:
@@ -87,12 +100,14 @@ def main() -> None:
     ap.add_argument("--index", required=True)
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rules", choices=("auto", "compiled", "numpy"), default="auto",
+                    help="the variety rules: as a render runs them (auto), or forced")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a render option, as `mosaic render --set` takes it")
     args = ap.parse_args()
     for video in args.videos:
         for threads in args.threads:
-            r = run(video, args.index, args.frames, threads, args.sets)
+            r = run(video, args.index, args.frames, threads, args.sets, args.rules)
             n = r["frames"]
 
             def ms(seconds: float, n: int = n) -> float:
@@ -105,7 +120,9 @@ def main() -> None:
                   f"{ms(r['cpu']):.0f} ms/frame = sequential {ms(seq):.1f} (decide "
                   f"{ms(r['decide']):.1f}, apply {ms(r['apply']):.1f}) + state-free "
                   f"{ms(free):.1f}; sequential share {seq / r['cpu']:.0%}; "
-                  f"plan {r['digest']}", flush=True)
+                  f"rules {args.rules}" + (f" (loaded once: {r['load']:.2f} CPU-s)"
+                                           if r["load"] else "")
+                  + f"; plan {r['digest']}", flush=True)
 
 
 if __name__ == "__main__":
