@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # (tests/test_rules.py), so a short job does not pay for the compiler it hardly uses.
 COMPILE_AFTER = 1_000_000
 _numpy_decided = 0  # cells this process has decided with numpy
-_RADIUS_PENALTY = np.float32(1e12)  # a pick that breaks the radius: the last resort
+_RADIUS_PENALTY = np.float32(1e12)  # breaks the radius: the last resort (as pipeline.rules)
 _CAP_PENALTY = np.float32(1e9)  # a pick over the cap: before breaking the radius
 _JOINT_MAX_CAP = 8  # the joint matching has one column per allowed use of a group
 _UNMATCHED = 1e7  # cost of a cell's private fallback column in the joint matching

@@ -98,3 +98,11 @@ print(seen)
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[False, False, True, True]"
+
+
+def test_both_rules_weigh_a_broken_rule_alike() -> None:
+    """The penalties the numpy rules and the compiled ones add are the same numbers."""
+    from pipeline import assign, rules
+
+    assert assign._RADIUS_PENALTY == rules.RADIUS_PENALTY
+    assert assign._CAP_PENALTY == rules.CAP_PENALTY
