@@ -172,15 +172,18 @@ class TileAssigner:
             cost = np.where(cand_ids >= 0, cand_d, np.float32(np.inf))
         chosen = np.full(len(cells), -1, np.int64)
         undecided = np.ones(len(cells), bool)
+        gpad, usage = self._context(current)
         if not free.all():
             numpy = (None, None) if compiled else (cost, cand_g)
-            keep = self._keep(cells, queries, cand_ids, cand_d, current, margin,
-                              *numpy) & ~free
+            keep = self._keep(cells, queries, cand_ids, cand_d, current, margin, gpad,
+                              usage, *numpy) & ~free
             chosen[keep] = current[cells[keep]]
             undecided &= ~keep
-        now = current.copy()
-        now[cells[undecided]] = -1  # cells being decided do not block anything
-        gpad, usage = self._context(now)
+        out = cells[undecided]  # cells being decided do not block anything
+        out = out[current[out] >= 0]
+        gpad[self._pad_index[out]] = -1
+        usage -= np.bincount(self.groups[current[out]], minlength=self.n_groups).astype(
+            np.int32)
         prefer = np.full(len(cells), -1, np.int64)  # the joint matching's picks
         joint = undecided & free
         if self.joint and 0 < self.cap <= _JOINT_MAX_CAP and joint.sum() > 1:
@@ -222,15 +225,17 @@ class TileAssigner:
 
     def _keep(self, cells: np.ndarray, queries: np.ndarray, cand_ids: np.ndarray,
               cand_d: np.ndarray, current: np.ndarray, margin: np.ndarray | None,
-              cost: np.ndarray | None, cand_g: np.ndarray | None) -> np.ndarray:
+              gpad: np.ndarray, usage: np.ndarray, cost: np.ndarray | None,
+              cand_g: np.ndarray | None) -> np.ndarray:
         """Hysteresis: cells whose current tile stays, (n,) bool.
 
         A cell keeps its tile unless the best candidate the rules allow, given every
         other cell's current tile, costs under ``margin**2`` times what its own tile
         costs (distances with the same unseen-first weighting as the choice itself).
         So a still scene stays still: the tiles it shows were the best allowed.
-        ``cost`` and ``cand_g`` (n, k): the candidates' distances (inf: none) and groups
-        (-2: none) for numpy's rules; None: the compiled rules.
+        ``gpad`` and ``usage``: :meth:`_context` of ``current`` (read only). ``cost`` and
+        ``cand_g`` (n, k): the candidates' distances (inf: none) and groups (-2: none) for
+        numpy's rules; None: the compiled rules.
         """
         cur = current[cells]
         has = cur >= 0
@@ -239,7 +244,6 @@ class TileAssigner:
         cur_cost = np.full(len(cells), np.inf, np.float32)
         diff = queries[has] - self.features[cur[has]]
         cur_cost[has] = (diff * diff).sum(1)
-        gpad, usage = self._context(current)
         own = np.where(has, self.groups[np.maximum(cur, 0)], np.int32(-3))
         if self.unseen:
             cur_cost *= 1 + np.float32(self.unseen) * (usage[np.maximum(own, 0)] - 1)
