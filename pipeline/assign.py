@@ -78,7 +78,11 @@ def use_compiled(cells: int) -> bool:
     if "pipeline.rules" in sys.modules:
         return True
     _numpy_decided += cells
-    return _numpy_decided > COMPILE_AFTER
+    if _numpy_decided <= COMPILE_AFTER:
+        return False
+    log.debug("%d cells decided with numpy: the variety rules compiled from here",
+              _numpy_decided - cells)
+    return True
 
 
 def uses_cap(cells: int, groups: int, factor: float) -> int:
