@@ -253,9 +253,14 @@ class LiveEngine:
 
 def warm_up() -> None:
     """Import what the first frames need (the joint assignment's and the cluster modes'
-    libraries), so that they do not stall the live loop."""
+    libraries, the compiled variety rules: from now on the choice's), so that they do
+    not stall the live loop."""
     import scipy.sparse.csgraph  # noqa: F401
     import sklearn.cluster  # noqa: F401
+
+    from pipeline.rules import warm
+
+    warm()
 
 
 def _planner(pool: TilePool, grid: Grid, config: RenderConfig) -> PlanEngine:
