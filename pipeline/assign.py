@@ -73,12 +73,25 @@ def in_window(cand_g: np.ndarray, window: np.ndarray) -> np.ndarray:
 def use_compiled(cells: int) -> bool:
     """Whether to decide ``cells`` more cells with the compiled rules (see
     :data:`COMPILE_AFTER`): yes once they are loaded in this process, or once the
-    process has decided that many cells with numpy."""
+    process has decided that many cells with numpy and they load. Where they cannot
+    (numba missing or broken, no folder for its cache), numpy's rules go on, said once."""
     global _numpy_decided
     if "pipeline.rules" in sys.modules:
         return True
+    if _numpy_decided < 0:  # tried, and failed
+        return False
     _numpy_decided += cells
     if _numpy_decided <= COMPILE_AFTER:
+        return False
+    try:
+        from pipeline.rules import warm
+
+        warm()
+    except Exception as e:  # any failure of the compiler: numpy goes on
+        log.warning("the compiled variety rules could not be loaded (%s: %s); deciding "
+                    "with numpy's (the same tiles, about three times the CPU)",
+                    type(e).__name__, e)
+        _numpy_decided = -1
         return False
     log.debug("%d cells decided with numpy: the variety rules compiled from here",
               _numpy_decided - cells)

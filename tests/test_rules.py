@@ -106,3 +106,27 @@ def test_both_rules_weigh_a_broken_rule_alike() -> None:
 
     assert assign._RADIUS_PENALTY == rules.RADIUS_PENALTY
     assert assign._CAP_PENALTY == rules.CAP_PENALTY
+
+
+def test_without_numba_the_numpy_rules_go_on() -> None:
+    """numba missing (or its cache unwritable): one warning at the switch, numpy's rules
+    for the rest of the process, the same picks."""
+    script = """
+import logging, sys
+sys.modules["numba"] = None  # import numba: ImportError
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+import numpy as np
+import pipeline.assign as A
+A.COMPILE_AFTER = 150
+rng = np.random.default_rng(0)
+a = A.TileAssigner(10, 10, rng.random((50, 3), dtype=np.float32), radius=1, use_cap=1.0)
+ids = np.tile(np.arange(8), (100, 1))
+dist = np.tile(np.arange(8, dtype=np.float32), (100, 1))
+picks = [a.assign(np.arange(100), np.zeros((100, 3), np.float32), ids, dist,
+                  np.full(100, -1)).tolist() for _ in range(4)]
+print(len({str(p) for p in picks}), "pipeline.rules" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "1 False"
+    assert done.stderr.count("could not be loaded (ModuleNotFoundError") == 1
