@@ -196,14 +196,14 @@ class TileAssigner:
                               usage, *numpy) & ~free
             chosen[keep] = current[cells[keep]]
             undecided &= ~keep
-        out = cells[undecided]  # cells being decided do not block anything
-        out = out[current[out] >= 0]
+        out = cells[undecided & (current[cells] >= 0)]  # being decided: blocking nothing
         gpad[self._pad_index[out]] = -1
         usage -= np.bincount(self.groups[current[out]], minlength=self.n_groups).astype(
             np.int32)
         prefer = np.full(len(cells), -1, np.int64)  # the joint matching's picks
         joint = undecided & free
-        if self.joint and 0 < self.cap <= _JOINT_MAX_CAP and joint.sum() > 1:
+        matched = self.joint and 0 < self.cap <= _JOINT_MAX_CAP and joint.sum() > 1
+        if matched:
             prefer[joint] = self._joint(cost[joint], cand_g[joint], usage)
         if compiled:
             from pipeline.rules import choose_in_passes  # numba: only where it runs
@@ -213,20 +213,21 @@ class TileAssigner:
                              usage, self.caps, self._window, self._rules, prefer, chosen,
                              self._seen)
         else:
-            self._passes(cells, cand_ids, cost, cand_g, undecided, gpad, usage, prefer,
-                         chosen)
+            self._passes(cells, cand_ids, cost, cand_g, undecided, gpad, usage,
+                         prefer if matched else None, chosen)
         return chosen
 
     def _passes(self, cells: np.ndarray, cand_ids: np.ndarray, cost: np.ndarray,
                 cand_g: np.ndarray, undecided: np.ndarray, gpad: np.ndarray,
-                usage: np.ndarray, prefer: np.ndarray, chosen: np.ndarray) -> None:
+                usage: np.ndarray, prefer: np.ndarray | None, chosen: np.ndarray) -> None:
         """numpy's passes: the ``undecided`` cells' picks into ``chosen``, each pass's
-        on ``gpad`` and ``usage`` before the next."""
+        on ``gpad`` and ``usage`` before the next (``prefer``: the joint matching's
+        columns, -1 where none; None: no matching)."""
         for p in range((self.radius + 1) ** 2):
             sel = np.flatnonzero(undecided & (self._pass[cells] == p))
             if len(sel):
                 col = self._pick(cells[sel], cost[sel], cand_g[sel], gpad, usage,
-                                 prefer[sel])
+                                 None if prefer is None else prefer[sel])
                 picks = cand_ids[sel, col]
                 chosen[sel] = picks
                 gpad[self._pad_index[cells[sel]]] = self.groups[picks]
@@ -304,7 +305,8 @@ class TileAssigner:
         return better
 
     def _pick(self, cells: np.ndarray, cost: np.ndarray, cand_g: np.ndarray,
-              gpad: np.ndarray, usage: np.ndarray, prefer: np.ndarray) -> np.ndarray:
+              gpad: np.ndarray, usage: np.ndarray, prefer: np.ndarray | None
+              ) -> np.ndarray:
         """numpy's pass: column of each cell's pick (its cells are > radius apart)."""
         n, k = cost.shape
         cost = cost.copy()
@@ -316,8 +318,9 @@ class TileAssigner:
             window = gpad[self._pad_index[cells][:, None] + self._window[None, :]]
             np.add(cost, _RADIUS_PENALTY, out=cost, where=in_window(cand_g, window))
         rows = np.arange(n)
-        ok = (prefer >= 0) & (cost[rows, np.maximum(prefer, 0)] < _CAP_PENALTY)
-        cost[rows[ok], prefer[ok]] = -1.0  # the joint matching's pick, where allowed
+        if prefer is not None:  # the joint matching's pick, where the rules allow it
+            ok = (prefer >= 0) & (cost[rows, np.maximum(prefer, 0)] < _CAP_PENALTY)
+            cost[rows[ok], prefer[ok]] = -1.0
         if self.cap:  # groups already at the cap on the canvas: all at once
             full = (cand_g >= 0) & (uses >= self.caps[gc])
             np.add(cost, _CAP_PENALTY, out=cost, where=full & (cost < _CAP_PENALTY))
