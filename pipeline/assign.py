@@ -73,8 +73,7 @@ def in_window(cand_g: np.ndarray, window: np.ndarray) -> np.ndarray:
 def use_compiled(cells: int) -> bool:
     """Whether to decide ``cells`` more cells with the compiled rules (see
     :data:`COMPILE_AFTER`): yes once they are loaded in this process, or once the
-    process has decided that many cells with numpy and they load. Where they cannot
-    (numba missing or broken, no folder for its cache), numpy's rules go on, said once."""
+    process has decided that many cells with numpy and they load (:func:`load_compiled`)."""
     global _numpy_decided
     if "pipeline.rules" in sys.modules:
         return True
@@ -83,6 +82,16 @@ def use_compiled(cells: int) -> bool:
     _numpy_decided += cells
     if _numpy_decided <= COMPILE_AFTER:
         return False
+    log.debug("%d cells decided with numpy: the variety rules compiled from here",
+              _numpy_decided - cells)
+    return load_compiled()
+
+
+def load_compiled() -> bool:
+    """Load the compiled rules now (about 0.6 CPU-s, once a process); False where they
+    cannot load (numba missing or broken, no folder for its cache): numpy's rules then
+    go on for the rest of the process, said once."""
+    global _numpy_decided
     try:
         from pipeline.rules import warm
 
@@ -93,8 +102,6 @@ def use_compiled(cells: int) -> bool:
                     type(e).__name__, e)
         _numpy_decided = -1
         return False
-    log.debug("%d cells decided with numpy: the variety rules compiled from here",
-              _numpy_decided - cells)
     return True
 
 

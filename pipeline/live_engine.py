@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.assign import load_compiled
 from pipeline.compose import Canvas, blend
 from pipeline.config import RenderConfig
 from pipeline.features import colour_histogram, lab_grid_means
@@ -258,9 +259,7 @@ def warm_up() -> None:
     import scipy.sparse.csgraph  # noqa: F401
     import sklearn.cluster  # noqa: F401
 
-    from pipeline.rules import warm
-
-    warm()
+    load_compiled()
 
 
 def _planner(pool: TilePool, grid: Grid, config: RenderConfig) -> PlanEngine:
