@@ -266,9 +266,9 @@ class TileAssigner:
         has = cur >= 0
         if not has.any():
             return has
-        cur_cost = np.full(len(cells), np.inf, np.float32)
-        diff = queries[has] - self.features[cur[has]]
-        cur_cost[has] = (diff * diff).sum(1)
+        diff = queries - self.features[np.maximum(cur, 0)]  # every row: no masked copies
+        diff *= diff
+        cur_cost = np.where(has, diff.sum(1), np.float32(np.inf))  # (n,) float32
         own = np.where(has, self.groups[np.maximum(cur, 0)], np.int32(-3))
         if self.unseen:
             cur_cost *= 1 + np.float32(self.unseen) * (usage[np.maximum(own, 0)] - 1)
