@@ -219,9 +219,9 @@ class NearestMode:
         ids = self.assigner.assign(cells, seen, cand_ids, cand_d, current,
                                    decision.cut & ~quiet, margin)
         # a kept tile keeps its orientation; a new one takes its candidate's
-        hit = cand_ids == ids[:, None]
-        codes = np.where(ids == current[cells], held,
-                         cand_codes[np.arange(len(ids)), hit.argmax(1)]).astype(np.uint8)
+        new = np.flatnonzero(ids != current[cells])
+        codes = held.astype(np.uint8)
+        codes[new] = cand_codes[new, (cand_ids[new] == ids[new, None]).argmax(1)]
         moved = (ids != current[cells]) | (codes != held)
         steps = np.zeros(len(cells), bool)
         if self.config.recolours:  # re-placed: recoloured again (quietly only where it pays)
