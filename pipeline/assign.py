@@ -15,9 +15,10 @@ Rules, in order of strength:
 Cells are decided in (r+1)^2 interleaved passes (cell (y, x) in pass
 ``(y mod (r+1), x mod (r+1))``): two cells of one pass are more than ``r`` apart, so a
 pass's cells are checked against everything decided before it, and its picks of one group
-count against the cap in cell order. The rules run either as numpy passes (each step
-one operation over every (cell, candidate) pair) or cell by cell in compiled loops
-(:mod:`pipeline.rules`, a third of the CPU): the same picks. A process starts with numpy
+count against the cap in cell order. The rules run either as numpy passes
+(:mod:`pipeline.rules_numpy`: each step one operation over every (cell, candidate) pair)
+or cell by cell in compiled loops (:mod:`pipeline.rules`, a third of the CPU): the same
+picks. A process starts with numpy
 and compiles once it has decided enough cells to pay for loading the compiler
 (:data:`COMPILE_AFTER`).
 At a scene cut or the first frame (``free``) the whole frame is decided afresh and the
@@ -34,6 +35,11 @@ import sys
 
 import numpy as np
 
+from pipeline import rules_numpy
+from pipeline.rules_numpy import rank_within_groups
+
+__all__ = ["COMPILE_AFTER", "TileAssigner", "load_compiled", "rank_within_groups",
+           "use_compiled", "uses_cap"]
 log = logging.getLogger(__name__)
 
 # numba's load (its import and typing registries: 0.4-0.65 CPU-s once per process) pays
@@ -42,32 +48,8 @@ log = logging.getLogger(__name__)
 # (tests/test_rules.py), so a short job does not pay for the compiler it hardly uses.
 COMPILE_AFTER = 1_000_000
 _numpy_decided = 0  # cells this process has decided with numpy
-_RADIUS_PENALTY = np.float32(1e12)  # breaks the radius: the last resort (as pipeline.rules)
-_CAP_PENALTY = np.float32(1e9)  # a pick over the cap: before breaking the radius
 _JOINT_MAX_CAP = 8  # the joint matching has one column per allowed use of a group
 _UNMATCHED = 1e7  # cost of a cell's private fallback column in the joint matching
-
-
-def rank_within_groups(groups: np.ndarray) -> np.ndarray:
-    """For each element, how many earlier elements share its group: (n,) int64."""
-    n = len(groups)
-    order = np.argsort(groups, kind="stable")
-    sorted_groups = groups[order]
-    place = np.arange(n)
-    first = np.ones(n, bool)  # where a run of one group starts (in sorted order)
-    np.not_equal(sorted_groups[1:], sorted_groups[:-1], out=first[1:])
-    ranks = np.empty(n, dtype=np.int64)
-    ranks[order] = place - np.maximum.accumulate(np.where(first, place, 0))
-    return ranks
-
-
-def in_window(cand_g: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """Which candidates' groups ``cand_g`` (n, k) are among their cell's neighbours'
-    ``window`` (n, w): (n, k) bool."""
-    out = np.zeros(cand_g.shape, bool)
-    for j in range(window.shape[1]):
-        out |= cand_g == window[:, j:j + 1]
-    return out
 
 
 def use_compiled(cells: int) -> bool:
@@ -203,10 +185,7 @@ class TileAssigner:
                               usage, *numpy) & ~free
             chosen[keep] = current[cells[keep]]
             undecided &= ~keep
-        out = cells[undecided & (current[cells] >= 0)]  # being decided: blocking nothing
-        gpad[self._pad_index[out]] = -1
-        usage -= np.bincount(self.groups[current[out]], minlength=self.n_groups).astype(
-            np.int32)
+        self._release(cells[undecided & (current[cells] >= 0)], current, gpad, usage)
         prefer = np.full(len(cells), -1, np.int64)  # the joint matching's picks
         joint = undecided & free
         matched = self.joint and 0 < self.cap <= _JOINT_MAX_CAP and joint.sum() > 1
@@ -220,25 +199,19 @@ class TileAssigner:
                              usage, self.caps, self._window, self._rules, prefer, chosen,
                              self._seen)
         else:
-            self._passes(cells, cand_ids, cost, cand_g, undecided, gpad, usage,
-                         prefer if matched else None, chosen)
+            rules_numpy.choose_in_passes(
+                self._pass[cells], (self.radius + 1) ** 2, undecided, self._pad_index[cells],
+                cand_ids, cost, cand_g, self.groups, gpad, usage, self.caps, self._window,
+                self._rules, prefer if matched else None, chosen)
         return chosen
 
-    def _passes(self, cells: np.ndarray, cand_ids: np.ndarray, cost: np.ndarray,
-                cand_g: np.ndarray, undecided: np.ndarray, gpad: np.ndarray,
-                usage: np.ndarray, prefer: np.ndarray | None, chosen: np.ndarray) -> None:
-        """numpy's passes: the ``undecided`` cells' picks into ``chosen``, each pass's
-        on ``gpad`` and ``usage`` before the next (``prefer``: the joint matching's
-        columns, -1 where none; None: no matching)."""
-        for p in range((self.radius + 1) ** 2):
-            sel = np.flatnonzero(undecided & (self._pass[cells] == p))
-            if len(sel):
-                col = self._pick(cells[sel], cost[sel], cand_g[sel], gpad, usage,
-                                 None if prefer is None else prefer[sel])
-                picks = cand_ids[sel, col]
-                chosen[sel] = picks
-                gpad[self._pad_index[cells[sel]]] = self.groups[picks]
-                np.add.at(usage, self.groups[picks], 1)
+    def _release(self, cells: np.ndarray, current: np.ndarray, gpad: np.ndarray,
+                 usage: np.ndarray) -> None:
+        """Take the tiles of ``cells`` (j,), being decided, off the group map ``gpad`` and
+        the counts ``usage`` (:meth:`_context`'s, in place): they block nothing."""
+        gpad[self._pad_index[cells]] = -1
+        usage -= np.bincount(self.groups[current[cells]], minlength=self.n_groups).astype(
+            np.int32)
 
     def _context(self, now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Padded group map (flat) and per-group uses of the tiles ``now`` on the grid."""
@@ -282,79 +255,9 @@ class TileAssigner:
             keep_cells(keep, self._pad_index[cells], cand_ids, cand_d, self.groups, own,
                        limit, usage, self.caps, gpad, self._window, *self._rules)
             return keep
-        # an alternative costs at least its distance (the unseen weighting only adds), so
-        # only cells with a candidate under their limit are tested against the rules
-        rows = np.flatnonzero(has & (cost.min(1) < limit))
-        if len(rows):
-            keep[rows] = ~self._better(cells[rows], cost[rows], cand_g[rows], own[rows],
-                                       limit[rows], gpad, usage).any(1)
+        rules_numpy.keep_cells(keep, self._pad_index[cells], cost, cand_g, own, limit, usage,
+                               self.caps, gpad, self._window, self._rules)
         return keep
-
-    def _better(self, cells: np.ndarray, cost: np.ndarray, cand_g: np.ndarray,
-                own: np.ndarray, limit: np.ndarray, gpad: np.ndarray, usage: np.ndarray
-                ) -> np.ndarray:
-        """numpy's hysteresis test: which candidates (n, k) bool are allowed
-        alternatives under the cells' ``limit`` (n,), their own group ``own`` (n,) aside."""
-        mine = cand_g == own[:, None]  # its own tile is not an alternative
-        gc = np.maximum(cand_g, 0)
-        others = usage[gc] - mine
-        alt = cost
-        if self.unseen:  # in float32, as the choice weighs them
-            alt = np.multiply(cost, 1 + np.float32(self.unseen) * others,
-                              out=np.empty_like(cost), casting="same_kind")
-        better = (alt < limit[:, None]) & ~mine
-        if self.cap:
-            better &= others < self.caps[gc]
-        sub = np.flatnonzero(better.any(1))  # the radius only where one is under the limit
-        if self.radius and len(sub):
-            window = gpad[self._pad_index[cells[sub]][:, None] + self._window[None, :]]
-            better[sub] &= ~in_window(cand_g[sub], window)
-        return better
-
-    def _pick(self, cells: np.ndarray, cost: np.ndarray, cand_g: np.ndarray,
-              gpad: np.ndarray, usage: np.ndarray, prefer: np.ndarray | None
-              ) -> np.ndarray:
-        """numpy's pass: column of each cell's pick (its cells are > radius apart)."""
-        n, k = cost.shape
-        cost = cost.copy()
-        gc = np.maximum(cand_g, 0)
-        uses = usage[gc]
-        if self.unseen:
-            cost *= 1 + np.float32(self.unseen) * uses
-        if self.radius:
-            window = gpad[self._pad_index[cells][:, None] + self._window[None, :]]
-            np.add(cost, _RADIUS_PENALTY, out=cost, where=in_window(cand_g, window))
-        rows = np.arange(n)
-        if prefer is not None:  # the joint matching's pick, where the rules allow it
-            ok = (prefer >= 0) & (cost[rows, np.maximum(prefer, 0)] < _CAP_PENALTY)
-            cost[rows[ok], prefer[ok]] = -1.0
-        if self.cap:  # groups already at the cap on the canvas: all at once
-            full = (cand_g >= 0) & (uses >= self.caps[gc])
-            np.add(cost, _CAP_PENALTY, out=cost, where=full & (cost < _CAP_PENALTY))
-        col = cost.argmin(1)
-        for _ in range(k - 1):
-            if not self.cap:
-                break
-            over = self._over(cand_g[rows, col], usage) & (cost[rows, col] < _CAP_PENALTY)
-            if not over.any():
-                break
-            redo = rows[over]  # only the penalised cells' picks can move
-            cost[redo, col[redo]] += _CAP_PENALTY
-            col[redo] = cost[redo].argmin(1)
-        return col
-
-    def _over(self, g: np.ndarray, usage: np.ndarray) -> np.ndarray:
-        """Which of a pass's picks, of groups ``g`` (n,) int in order, go over their
-        group's cap: its uses on the canvas, then the earlier picks': (n,) bool."""
-        room = self.caps[g] - usage[g]
-        over = room <= 0
-        pos = g >= 0
-        crowded = np.ones(len(g), bool)  # more picks of the group than it has room for
-        crowded[pos] = np.bincount(g[pos])[g[pos]] > room[pos]
-        sub = np.flatnonzero(crowded & ~over)
-        if len(sub):
-            over[sub] = rank_within_groups(g[sub]) >= room[sub]
-        return over
 
     def _joint(self, cost: np.ndarray, cand_g: np.ndarray, usage: np.ndarray) -> np.ndarray:
         """Column per cell of a min-cost matching in which each group takes at most

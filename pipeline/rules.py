@@ -2,9 +2,10 @@
 
 :class:`pipeline.assign.TileAssigner` states the rules (hysteresis, repeat radius, cap,
 unseen first) and prepares each frame's arrays; the two kernels here run them cell by
-cell, which numpy could only do as about thirty passes over every (cell, candidate) pair
-a frame. A cell's radius test (the groups of its window of neighbours) is run only for
-a candidate that would otherwise win, the one test that costs per neighbour.
+cell, where :mod:`pipeline.rules_numpy` takes about thirty passes over every (cell,
+candidate) pair a frame. A cell's radius test (the groups of its window of
+neighbours) is run only for a candidate that would otherwise win, the one test that
+costs per neighbour.
 
 The arithmetic is numpy's, operation for operation, so the choices are the same bits:
 a distance weighted for the unseen rule is ``float32(float64(d) * (1 + unseen * uses))``
@@ -27,8 +28,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-RADIUS_PENALTY = np.float32(1e12)  # a pick that breaks the radius: the last resort
-CAP_PENALTY = np.float32(1e9)  # a pick over the cap: before breaking the radius
+from pipeline.rules_numpy import CAP_PENALTY, RADIUS_PENALTY
+
 _UNTESTED, _FREE, _BLOCKED = 0, 1, 2  # a candidate's radius test
 _NONE = np.int32(-2)  # the group of "no candidate" (matches no neighbour, -1)
 _INF = np.float32(np.inf)

@@ -1,4 +1,4 @@
-"""The compiled variety rules (pipeline/rules.py) against numpy's (pipeline/assign.py).
+"""The compiled variety rules (pipeline/rules.py) against numpy's (pipeline/rules_numpy.py).
 
 A process decides its first cells with numpy's rules, each of a pass's steps one numpy
 operation over every (cell, candidate) pair, and the rest with the compiled ones
@@ -102,10 +102,10 @@ print(seen)
 
 def test_both_rules_weigh_a_broken_rule_alike() -> None:
     """The penalties the numpy rules and the compiled ones add are the same numbers."""
-    from pipeline import assign, rules
+    from pipeline import rules, rules_numpy
 
-    assert assign._RADIUS_PENALTY == rules.RADIUS_PENALTY
-    assert assign._CAP_PENALTY == rules.CAP_PENALTY
+    assert rules.RADIUS_PENALTY is rules_numpy.RADIUS_PENALTY
+    assert rules.CAP_PENALTY is rules_numpy.CAP_PENALTY
 
 
 def test_without_numba_the_numpy_rules_go_on() -> None:
