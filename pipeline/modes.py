@@ -219,10 +219,11 @@ class NearestMode:
         ids = self.assigner.assign(cells, seen, cand_ids, cand_d, current,
                                    decision.cut & ~quiet, margin)
         # a kept tile keeps its orientation; a new one takes its candidate's
-        new = np.flatnonzero(ids != current[cells])
+        switched = ids != current[cells]
+        new = np.flatnonzero(switched)
         codes = held.astype(np.uint8)
         codes[new] = cand_codes[new, (cand_ids[new] == ids[new, None]).argmax(1)]
-        moved = (ids != current[cells]) | (codes != held)
+        moved = switched | (codes != held)
         steps = np.zeros(len(cells), bool)
         if self.config.recolours:  # re-placed: recoloured again (quietly only where it pays)
             moved |= ~quiet

@@ -189,17 +189,16 @@ class PlanEngine:
         candidates ``found``, placed on the canvas; the frame's changes, their contrast
         ratios still to come (:meth:`contrast`, state-free: no later choice reads them).
         ``tones``: the cells' :meth:`cell_tones`."""
-        means = None if tones is None else tones[0]
+        cell_means = None if tones is None else tones[0]
         placed, ids, orients, steps = self.mode.choose(decision.cells, found, state.canvas,
-                                                       decision, means)
+                                                       decision, cell_means)
         canvas = state.canvas
         r, c = np.divmod(placed, self.grid.cols)
         diffs = np.zeros((len(placed), 3), np.int16)
         ratios = np.full(len(placed), RATIO_SCALE, np.uint8)
         if self.config.recolours and len(placed):
-            means, cell_means = self.tile_stats.means(ids), tones[0]
             at = np.searchsorted(decision.cells, placed)  # the placed cells' rows
-            diffs = diffs_of_means(cell_means[at], means)
+            diffs = diffs_of_means(cell_means[at], self.tile_stats.means(ids))
             if steps.any():  # a kept tile's colour follows the picture's a step at a time
                 step = step_diffs(canvas.diffs[r[steps], c[steps]], diffs[steps],
                                   QUIET_STEP, self.config.recolour)
