@@ -16,6 +16,7 @@ from pipeline.encode import (
     codec_args,
     encoder_args,
     encoder_bytes,
+    mosaic_tuning,
     x264_lookahead,
 )
 from pipeline.errors import FFmpegError, VideoError
@@ -49,6 +50,49 @@ def test_x264_lookahead_is_shortened_only_for_very_large_frames() -> None:
     assert codec_args(config, 3, None)[-2:] == ["-threads", "3"]
     own = load_config(None, ["render.encoder_options=-x264-params rc-lookahead=40"]).render
     assert "-rc-lookahead" not in codec_args(own, 3, short)  # the user's choice stands
+
+
+def test_mosaic_tuning_applies_to_the_slow_presets_and_yields_to_the_users_options() -> None:
+    def args(*sets: str) -> list[str]:
+        return codec_args(load_config(None, list(sets)).render, 2, None)
+
+    tuned = ["-x264-params", "me=dia:ref=1:subme=6:trellis=1"]
+    assert args()[6:8] == tuned  # the default: preset slow, tuned
+    for preset in ("fast", "medium", "slower", "veryslow", "placebo"):
+        assert args(f"render.preset={preset}")[6:8] == tuned
+    for preset in ("ultrafast", "superfast", "veryfast", "faster"):  # cheaper already
+        assert "-x264-params" not in args(f"render.preset={preset}")
+    assert "-x264-params" not in args("render.encoder_tuning=preset")
+    assert "-x264-params" not in args("render.encoder=libx265")
+    # the user's x264 options come after the tuning's, so theirs win in x264
+    user = args("render.encoder_options=-x264-params ref=4:rc-lookahead=10")
+    assert user[user.index("-x264-params") + 1] == ("me=dia:ref=1:subme=6:trellis=1:"
+                                                     "ref=4:rc-lookahead=10")
+    assert user.count("-x264-params") == 1
+    # an ffmpeg option that x264's params would override: no tuning at all
+    for own in ("-refs 3", "-subq 9", "-trellis 2", "-me_method umh", "-x264opts ref=3"):
+        assert "me=dia" not in " ".join(args(f"render.encoder_options={own}")), own
+    config = load_config().render
+    assert mosaic_tuning(config, ["-c:v", "libx264"]) == ["-c:v", "libx264", *tuned]
+
+
+def test_mosaic_tuning_reaches_x264(tmp_path: Path) -> None:
+    """x264 writes the options it ran with into the stream: the tuning's are there."""
+    out = tmp_path / "tuned.mp4"
+    writer = FrameWriter(out, 64, 48, Fraction(25), codec_args(load_config().render, 1))
+    for f in _frames(4):
+        writer.write(f)
+    writer.close()
+    used = out.read_bytes()
+    for part in (b" ref=1 ", b" me=dia ", b" subme=6 ", b" trellis=1 "):
+        assert part in used, part
+    plain = tmp_path / "preset.mp4"
+    writer = FrameWriter(plain, 64, 48, Fraction(25), codec_args(
+        load_config(None, ["render.encoder_tuning=preset"]).render, 1))
+    for f in _frames(4):
+        writer.write(f)
+    writer.close()
+    assert b" subme=8 " in plain.read_bytes() and b" me=dia " not in plain.read_bytes()
 
 
 def _frames(n: int) -> list[np.ndarray]:
