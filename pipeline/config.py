@@ -165,11 +165,9 @@ class RenderConfig:
                          "`ultrafast` for previews", affects="paint")
     encoder_options: str = option("", "extra ffmpeg output options for the encoder",
                                   affects="paint")
-    encoder_tuning: str = option("mosaic", "x264 at the presets from `fast` to `placebo`: "
-                                 "`mosaic` = the preset with the motion search and "
-                                 "subpixel refinement mosaic frames need (about 60% less "
-                                 "encoder CPU at `slow`, the same quality), `preset` = the "
-                                 "preset's own", choices=("mosaic", "preset"),
+    encoder_tuning: str = option("mosaic", "x264 from preset `fast` down: `mosaic` = options "
+                                 "for mosaic frames (at `slow` 60% less CPU, same PSNR), "
+                                 "`preset` = its own", choices=("mosaic", "preset"),
                                  affects="paint")
     encoder_threads: int = option(0, "x264 threads per painter (0 = chosen with the "
                                   "workers)", low=0, high=256)
