@@ -118,9 +118,10 @@ def worker_bytes(pixels: int, encoder: str, preset: str, threads: int,
 
 
 def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
-                   threads: int = 0, cores: int | None = None,
-                   available: int | None = None, segments: int = 0) -> WorkerPlan:
-    """Painters and encoder threads for frames of ``pixels``; 0 means choose.
+                   threads: int = 0, cores: int | None = None, available: int | None = None,
+                   segments: int = 0, tuned: bool = False) -> WorkerPlan:
+    """Painters and encoder threads for frames of ``pixels``; 0 means choose. ``tuned``:
+    x264 has the options for mosaic frames (:func:`pipeline.encode.encoder_threads`).
 
     Workers asked for (``workers`` > 0) are capped by the cores, by what fits
     :data:`MEMORY_SHARE` of the available memory at one encoder thread each, and by the
@@ -143,7 +144,7 @@ def choose_workers(pixels: int, encoder: str, preset: str, workers: int = 0,
         fits = int(MEMORY_SHARE * available // worker_bytes(pixels, encoder, preset, 1,
                                                              lookahead))
         workers = max(1, min(workers, cores, fits, segments or workers))
-    wanted = encoder_threads(encoder, preset)
+    wanted = encoder_threads(encoder, preset, tuned)
     if auto_threads:
         threads = max(1, min(wanted, cores // max(workers, 1) if workers else wanted, cores))
 

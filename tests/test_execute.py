@@ -28,6 +28,19 @@ def test_worker_choice_fits_cores_and_memory(preset: str, cores: int, avail_gib:
     assert choice.workers * choice.bytes_per_worker <= 0.6 * (avail_gib << 30)
 
 
+@pytest.mark.parametrize(("cores", "avail_gib", "expect"), [
+    (2, 22, (2, 1)),  # x264 with the options for mosaic frames is light: a worker per core
+    (16, 120, (16, 1)),
+    (16, 22, (4, 4)),  # memory caps the workers; the cores go to x264 threads
+])
+def test_worker_choice_with_x264_tuned_for_mosaic_frames(cores: int, avail_gib: int,
+                                                          expect: tuple[int, int]) -> None:
+    choice = choose_workers(5120 * 2880, "libx264", "slow", cores=cores,
+                            available=avail_gib << 30, tuned=True)
+    assert (choice.workers, choice.threads) == expect
+    assert choice.workers * choice.bytes_per_worker <= 0.6 * (avail_gib << 30)
+
+
 def test_workers_asked_for_are_capped_by_cores_memory_and_segments() -> None:
     choice = choose_workers(1280 * 960, "libx264", "ultrafast", workers=8, cores=2,
                             available=22 << 30, segments=5)

@@ -50,7 +50,7 @@ from pipeline.cache import digest_file, digest_text, ensure_free, mark_owned, op
 from pipeline.clean import JOB_FILES, remove_temporaries
 from pipeline.config import RenderConfig, paint_options
 from pipeline.download import download, download_folder, is_url
-from pipeline.encode import ENCODER_CODECS, codec_args, output_size_ok
+from pipeline.encode import ENCODER_CODECS, codec_args, mosaic_tuned, output_size_ok
 from pipeline.errors import ConfigError, LockedError, OutputError, VideoError
 from pipeline.execute import (
     SCHEDULER_ENV,
@@ -264,7 +264,8 @@ def _set_up(target: _Target, source: Path, index, span: tuple
     report = RenderReport(out=target.out, frames=target.count, audio=target.audio is not None,
                           grid=(grid.rows, grid.cols), out_size=(grid.out_w, grid.out_h))
     choice = choose_workers(grid.out_w * grid.out_h, config.encoder, config.preset,
-                            config.workers, config.encoder_threads, segments=len(segments))
+                            config.workers, config.encoder_threads, segments=len(segments),
+                            tuned=mosaic_tuned(config))
     report.workers, report.threads = choice.workers, choice.threads
     if choice.asked and target.local:
         log.info("%s", choice.describe_cap(len(segments)))
