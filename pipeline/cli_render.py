@@ -46,7 +46,8 @@ def add_render_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=FLOAT, help="weight of the source blended over the "
                    "mosaic: 0 = pure mosaic, 0.5 = the reference's 50/50 look (render.alpha, "
                    "default 0.2)")
-    p.add_argument("--preset", help="encoder speed preset (render.preset)")
+    p.add_argument("--preset", help="encoder speed preset (render.preset; default slow, "
+                   "with x264 options for mosaic frames: render.encoder_tuning)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes at once, "
                    "each planning or painting a segment (render.workers; 0 = fit the "
                    "cores and the memory; more than the cores, the memory or the "
