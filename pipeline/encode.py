@@ -83,8 +83,8 @@ def encoder_args(encoder: str, crf: int, preset: str, extra: str = "") -> list[s
 # that search harder: a tile does not move across frames, it stays or is replaced, and only
 # the source's shading blended over it moves, so the slow presets' wide motion search over
 # several reference frames and their deepest subpixel refinement buy next to nothing. At
-# 5120x2880 and preset slow: 55-60% less encoder CPU, the same PSNR and SSIM, the same
-# to 5% more bytes (BENCHMARKS.md, "x264 options for mosaic frames").
+# 5120x2880 and preset slow: 59-61% less encoder CPU for files 0.5% smaller (busy) to 5.5%
+# larger (calm) at the same PSNR (BENCHMARKS.md, "x264 options for mosaic frames").
 MOSAIC_X264 = "me=dia:ref=1:subme=6:trellis=1"
 _TUNED_PRESETS = ("fast", "medium", "slow", "slower", "veryslow", "placebo")
 # a user's options that set what the tuning sets (x264 would let the tuning win): with
@@ -98,7 +98,8 @@ def mosaic_tuned(config: RenderConfig) -> bool:
     ffmpeg option in ``encoder_options``."""
     return (config.encoder_tuning == "mosaic" and config.encoder == "libx264"
             and config.preset in _TUNED_PRESETS
-            and not any(a in _X264_OWN for a in shlex.split(config.encoder_options)))
+            and not any(a.split(":")[0] in _X264_OWN  # "-refs:v 3" as "-refs 3"
+                        for a in shlex.split(config.encoder_options)))
 
 
 def mosaic_tuning(config: RenderConfig, args: list[str]) -> list[str]:

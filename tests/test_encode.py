@@ -70,7 +70,8 @@ def test_mosaic_tuning_applies_to_the_slow_presets_and_yields_to_the_users_optio
                                                      "ref=4:rc-lookahead=10")
     assert user.count("-x264-params") == 1
     # an ffmpeg option that x264's params would override: no tuning at all
-    for own in ("-refs 3", "-subq 9", "-trellis 2", "-me_method umh", "-x264opts ref=3"):
+    for own in ("-refs 3", "-refs:v 3", "-subq 9", "-trellis 2", "-me_method umh",
+                "-x264opts ref=3"):
         assert "me=dia" not in " ".join(args(f"render.encoder_options={own}")), own
     config = load_config().render
     assert mosaic_tuning(config, ["-c:v", "libx264"]) == ["-c:v", "libx264", *tuned]
