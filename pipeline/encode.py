@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from pipeline.cache import publish
-from pipeline.config import RenderConfig
+from pipeline.config import X264_PRESETS, RenderConfig
 from pipeline.errors import FFmpegError, VideoError
 from pipeline.video import Piped, ffmpeg_command
 
@@ -86,7 +86,7 @@ def encoder_args(encoder: str, crf: int, preset: str, extra: str = "") -> list[s
 # 5120x2880 and preset slow: 59-61% less encoder CPU for files 0.5% smaller (busy) to 5.5%
 # larger (calm) at the same PSNR (BENCHMARKS.md, "x264 options for mosaic frames").
 MOSAIC_X264 = "me=dia:ref=1:subme=6:trellis=1"
-_TUNED_PRESETS = ("fast", "medium", "slow", "slower", "veryslow", "placebo")
+_TUNED_PRESETS = X264_PRESETS[X264_PRESETS.index("fast"):]  # fast to placebo
 # a user's options that set what the tuning sets (x264 would let the tuning win): with
 # any of them, no tuning is added. A user's -x264-params are kept after the tuning's.
 _X264_OWN = ("-x264opts", "-refs", "-subq", "-trellis", "-me_method", "-motion-est")
