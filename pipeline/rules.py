@@ -65,36 +65,31 @@ def keep_cells(keep, at, cand_ids, cand_d, groups, own, limit, usage, caps, gpad
                unseen, use_unseen, use_cap, radius):  # pragma: no cover - compiled
     """Hysteresis: clear ``keep`` (n,) bool for the cells with an alternative the rules
     allow under their ``limit`` (n,) float32 (set where the cell has a tile). ``own``
-    (n,) int32: each cell's current group (-3: none)."""
-    k = cand_ids.shape[1]
-    better = np.zeros(k, np.bool_)
+    (n,) int32: each cell's current group (-3: none). A row's candidates come by
+    increasing distance (as :meth:`~pipeline.assign.TileAssigner.assign` takes them), so
+    a cell's scan stops at the first one not under the limit, or at the first the rules
+    allow."""
     for i in range(keep.shape[0]):
         if not keep[i]:
             continue
-        lim, any_better = limit[i], False
-        for j in range(k):
+        lim = limit[i]
+        for j in range(cand_ids.shape[1]):
             t = cand_ids[i, j]
-            better[j] = False
-            # an alternative costs at least its distance (the weighting only adds)
+            # an alternative costs at least its distance (the weighting only adds), and
+            # the candidates come by increasing distance: none after this one is under
             if t < 0 or not cand_d[i, j] < lim:
-                continue
+                break
             g = groups[t]
-            mine = g == own[i]
-            others = usage[g] - (1 if mine else 0)
-            c = _weighted(cand_d[i, j], others, unseen) if use_unseen else cand_d[i, j]
-            b = c < lim and not mine
-            if use_cap and b:
-                b = others < caps[g]
-            better[j] = b
-            any_better |= b
-        if any_better and radius:  # the radius only where an alternative is under the limit
-            any_better = False
-            for j in range(k):
-                if better[j] and not _blocked(gpad, at[i], window,
-                                              groups[cand_ids[i, j]]):
-                    any_better = True
-                    break
-        keep[i] = not any_better
+            if g == own[i]:
+                continue
+            c = _weighted(cand_d[i, j], usage[g], unseen) if use_unseen else cand_d[i, j]
+            if not c < lim or (use_cap and usage[g] >= caps[g]):
+                continue
+            # the radius last (the one test that costs per neighbour): the first
+            # alternative that passes it decides
+            if not radius or not _blocked(gpad, at[i], window, g):
+                keep[i] = False
+                break
 
 
 @numba.njit(cache=True, nogil=True)
