@@ -36,7 +36,7 @@ import sys
 import numpy as np
 
 from pipeline import rules_numpy
-from pipeline.rules_numpy import rank_within_groups
+from pipeline.rules_numpy import PAIRWISE_MAX, rank_within_groups
 
 __all__ = ["COMPILE_AFTER", "TileAssigner", "load_compiled", "rank_within_groups",
            "use_compiled", "uses_cap"]
@@ -239,9 +239,7 @@ class TileAssigner:
         has = cur >= 0
         if not has.any():
             return has
-        diff = queries - self.features[np.maximum(cur, 0)]  # every row: no masked copies
-        diff *= diff
-        cur_cost = np.where(has, diff.sum(1), np.float32(np.inf))  # (n,) float32
+        cur_cost = self._own_costs(queries, cur, has, compiled=cost is None)  # (n,) float32
         own = np.where(has, self.groups[np.maximum(cur, 0)], np.int32(-3))
         if self.unseen:
             cur_cost *= 1 + np.float32(self.unseen) * (usage[np.maximum(own, 0)] - 1)
@@ -258,6 +256,22 @@ class TileAssigner:
         rules_numpy.keep_cells(keep, self._pad_index[cells], cost, cand_g, own, limit, usage,
                                self.caps, gpad, self._window, self._rules)
         return keep
+
+    def _own_costs(self, queries: np.ndarray, cur: np.ndarray, has: np.ndarray,
+                   compiled: bool) -> np.ndarray:
+        """Squared distances (n,) float32 from the cells' ``queries`` (n, D) float32 to
+        their tiles ``cur`` (n,) int64 (``has``: cur >= 0; inf where none): compiled in
+        one pass where the rules are (the same bits as numpy's)."""
+        if compiled and queries.shape[1] < PAIRWISE_MAX and self.features.dtype == np.float32:
+            from pipeline.rules import own_distances  # numba: only where it runs
+
+            out = np.empty(len(cur), np.float32)
+            own_distances(np.ascontiguousarray(queries, np.float32), self.features,
+                          np.ascontiguousarray(cur, np.int64), out)
+            return out
+        diff = queries - self.features[np.maximum(cur, 0)]  # every row: no masked copies
+        diff *= diff
+        return np.where(has, diff.sum(1), np.float32(np.inf))
 
     def _joint(self, cost: np.ndarray, cand_g: np.ndarray, usage: np.ndarray) -> np.ndarray:
         """Column per cell of a min-cost matching in which each group takes at most

@@ -57,6 +57,8 @@ class MatchingMode(Protocol):
     def candidates(self, views: list[np.ndarray],
                    kept: list[np.ndarray | None] | None = None) -> list[Any]: ...
 
+    def likely(self, found: list[Any]) -> np.ndarray: ...
+
     def choose(self, cells: np.ndarray, found: Any, canvas: CanvasState, decision: Decision,
                means: np.ndarray | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
@@ -95,6 +97,10 @@ class ClusterMode:
         ids, flips = self.cluster.match(hists)  # mirrored or not: codes 1 and 0
         return list(zip(_split(ids, views), _split(flips.astype(np.uint8), views),
                         strict=True))
+
+    def likely(self, found: list[tuple]) -> np.ndarray:
+        """The tiles (k,) int64 that :meth:`choose` will place: every cell's match."""
+        return np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.int64)
 
     def choose(self, cells: np.ndarray, found: tuple, canvas: CanvasState,
                decision: Decision, means: np.ndarray | None
@@ -194,6 +200,13 @@ class NearestMode:
             for full, part in zip(out, found, strict=True):
                 full[~kept] = part
         return out
+
+    def likely(self, found: list[tuple]) -> np.ndarray:
+        """The tiles (k,) int64 :meth:`choose` will most likely place: each searched
+        cell's nearest candidate (-1: none), the pick unless a rule or hysteresis says
+        otherwise."""
+        firsts = [f[1][:, 0] for f in found if f[1].ndim == 2 and f[1].shape[1]]
+        return np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
 
     def choose(self, cells: np.ndarray, found: tuple, canvas: CanvasState,
                decision: Decision, means: np.ndarray | None

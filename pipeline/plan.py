@@ -98,6 +98,13 @@ class TileStats:
         self._load(ids)
         return self._grids[ids]
 
+    def prefetch(self, ids: np.ndarray) -> None:
+        """Read the statistics of tiles ``ids`` (k,) int now (negative ids ignored): the
+        plan's sequential step then finds its picks' ready."""
+        ids = np.asarray(ids)
+        if len(ids):
+            self._load(ids[ids >= 0])
+
     def _load(self, ids: np.ndarray) -> None:
         """Read the tiles among ``ids`` not seen before and keep their statistics."""
         missing = np.unique(ids[np.isnan(self._means[ids, 0])])
@@ -159,6 +166,8 @@ class PlanEngine:
         views = [cell_views(x.frame, self.grid)[d.cells]
                  for x, d in zip(inputs, decisions, strict=True)]
         found = self.mode.candidates(views, [d.drifted for d in decisions])
+        if self.config.recolours:  # state-free: the likely picks' colours, read ahead
+            self.tile_stats.prefetch(self.mode.likely(found))
         tones = [self.cell_tones(v) for v in views]
         changes = [self.apply(state, d, c, t)
                    for d, c, t in zip(decisions, found, tones, strict=True)]

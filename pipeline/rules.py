@@ -61,6 +61,43 @@ def _weighted(d, uses, unseen):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def own_distances(queries, features, cur, out):  # pragma: no cover - compiled
+    """Squared distances ``out`` (n,) float32 from each cell's features ``queries``
+    (n, D) float32, D under :data:`pipeline.rules_numpy.PAIRWISE_MAX`, to those of its
+    tile ``cur`` (n,) int64 in ``features`` (N, D) (inf: no tile), rounded as numpy's
+    ``((q - f) ** 2).sum(1)``: float32 squares, summed as numpy sums a short row (eight
+    interleaved partial sums, then pairs of them, then the rest in order)."""
+    d = queries.shape[1]
+    whole = d - d % 8
+    r = np.empty(8, np.float32)  # the partial sums
+    for i in range(queries.shape[0]):
+        t = cur[i]
+        if t < 0:
+            out[i] = _INF
+            continue
+        q, f = queries[i], features[t]
+        if d < 8:
+            s = np.float32(0.0)
+            for j in range(d):
+                e = q[j] - f[j]
+                s += e * e
+            out[i] = s
+            continue
+        for j in range(8):
+            e = q[j] - f[j]
+            r[j] = e * e
+        for b in range(8, whole, 8):
+            for j in range(8):
+                e = q[b + j] - f[b + j]
+                r[j] += e * e
+        s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        for j in range(whole, d):
+            e = q[j] - f[j]
+            s += e * e
+        out[i] = s
+
+
+@numba.njit(cache=True, nogil=True)
 def keep_cells(keep, at, cand_ids, cand_d, groups, own, limit, usage, caps, gpad, window,
                unseen, use_unseen, use_cap, radius):  # pragma: no cover - compiled
     """Hysteresis: clear ``keep`` (n,) bool for the cells with an alternative the rules
@@ -205,13 +242,15 @@ def choose_in_passes(passes, n_passes, undecided, at, cand_ids, cand_d, groups, 
 
 
 def warm() -> None:
-    """Load both kernels' machine code now (from the cache; compiled on the first run
+    """Load the kernels' machine code now (from the cache; compiled on the first run
     after an install or a change): about 0.3 s once per process, which would otherwise
     fall on the first frame planned."""
     one, none = np.zeros(1, np.int64), np.full(1, -1, np.int64)
     ids, dist = np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32)
     small = np.zeros(1, np.int32)
     rules = (0.0, False, False, False)
+    own_distances(np.zeros((1, 3), np.float32), np.zeros((1, 3), np.float32), one,
+                  np.zeros(1, np.float32))
     keep_cells(np.zeros(1, bool), one, ids, dist, small, small, np.zeros(1, np.float32),
                small, small, small.copy(), one, *rules)
     choose_in_passes(one, 1, np.zeros(1, bool), one, ids, dist, small, small.copy(),

@@ -18,6 +18,7 @@ import numpy as np
 
 RADIUS_PENALTY = np.float32(1e12)  # a pick that breaks the radius: the last resort
 CAP_PENALTY = np.float32(1e9)  # a pick over the cap: before breaking the radius
+PAIRWISE_MAX = 128  # feature rows numpy sums in one unrolled pass (the compiled sums')
 
 
 def rank_within_groups(groups: np.ndarray) -> np.ndarray:

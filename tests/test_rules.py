@@ -130,3 +130,21 @@ print(len({str(p) for p in picks}), "pipeline.rules" in sys.modules)
                           text=True, check=True)
     assert done.stdout.strip() == "1 False"
     assert done.stderr.count("could not be loaded (ModuleNotFoundError") == 1
+
+
+@pytest.mark.parametrize("dim", [3, 7, 8, 27, 48, 51, 127])
+def test_compiled_own_distances_are_numpys_bits(dim: int) -> None:
+    """The hysteresis's own-tile distances, summed compiled, round as numpy's row sums
+    (so the compiled and numpy rules keep the same cells)."""
+    from pipeline.rules import own_distances
+
+    rng = np.random.default_rng(dim)
+    queries = rng.random((4000, dim), dtype=np.float32) * 100
+    features = rng.random((500, dim), dtype=np.float32) * 100
+    cur = rng.integers(-1, 500, 4000)
+    got = np.empty(4000, np.float32)
+    own_distances(queries, features, cur, got)
+    diff = queries - features[np.maximum(cur, 0)]
+    diff *= diff
+    want = np.where(cur >= 0, diff.sum(1), np.float32(np.inf))
+    assert got.tobytes() == want.tobytes()
