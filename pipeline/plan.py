@@ -85,8 +85,9 @@ class TileStats:
 
     def __init__(self, count: int, read: TileReader) -> None:
         self._read = read
-        self._means = np.full((count, 3), np.nan, np.float32)
+        self._means = np.zeros((count, 3), np.float32)
         self._grids = np.zeros((count, 16), np.float32)
+        self._known = np.zeros(count, bool)
 
     def means(self, ids: np.ndarray) -> np.ndarray:
         """Mean BGR colour (k, 3) float32 (0..255) of tiles ``ids`` (k,) int."""
@@ -101,17 +102,19 @@ class TileStats:
     def prefetch(self, ids: np.ndarray) -> None:
         """Read the statistics of tiles ``ids`` (k,) int now (negative ids ignored): the
         plan's sequential step then finds its picks' ready."""
-        ids = np.asarray(ids)
-        if len(ids):
-            self._load(ids[ids >= 0])
+        ids = ids[ids >= 0]
+        if len(ids):  # a count per tile: no sort of the ids
+            wanted = np.bincount(ids, minlength=len(self._known)) > 0
+            self._load(np.flatnonzero(wanted & ~self._known))
 
     def _load(self, ids: np.ndarray) -> None:
         """Read the tiles among ``ids`` not seen before and keep their statistics."""
-        missing = np.unique(ids[np.isnan(self._means[ids, 0])])
+        missing = np.unique(ids[~self._known[ids]])
         if len(missing):
             tiles = self._read(missing)
             self._means[missing] = mean_colours(tiles)
             self._grids[missing] = luma_grid(tiles)
+            self._known[missing] = True
 
 
 class PlanEngine:
@@ -166,8 +169,8 @@ class PlanEngine:
         views = [cell_views(x.frame, self.grid)[d.cells]
                  for x, d in zip(inputs, decisions, strict=True)]
         found = self.mode.candidates(views, [d.drifted for d in decisions])
-        if self.config.recolours:  # state-free: the likely picks' colours, read ahead
-            self.tile_stats.prefetch(self.mode.likely(found))
+        if self.config.recolours:  # state-free: the candidates' colours, read ahead
+            self.tile_stats.prefetch(self.mode.candidate_tiles(found))
         tones = [self.cell_tones(v) for v in views]
         changes = [self.apply(state, d, c, t)
                    for d, c, t in zip(decisions, found, tones, strict=True)]
