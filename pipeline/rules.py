@@ -129,7 +129,7 @@ def keep_cells(keep, at, cand_ids, cand_d, groups, own, limit, usage, caps, gpad
                 break
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline='always')  # per cell: no call
 def _lazy_argmin(row, base, state, gpad, at, window, g_row):  # pragma: no cover - compiled
     """``row``'s argmin once every candidate that would win has passed the radius test;
     a blocked one costs its ``base`` (before the cap's penalty) plus
@@ -146,7 +146,7 @@ def _lazy_argmin(row, base, state, gpad, at, window, g_row):  # pragma: no cover
             return j
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline='always')  # per cell: no call
 def _costs(i, cost, base, g_row, state, at, cand_ids, cand_d, groups, gpad, usage, caps,
            window, rules, prefer):  # pragma: no cover - compiled
     """Cell ``i``'s candidate costs before its pick, into ``cost``, ``base``, ``g_row``
