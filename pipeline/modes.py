@@ -61,7 +61,7 @@ class MatchingMode(Protocol):
     def candidates(self, views: list[np.ndarray],
                    kept: list[np.ndarray | None] | None = None) -> list[Any]: ...
 
-    def candidate_tiles(self, found: list[Any], cuts: list[bool]) -> np.ndarray: ...
+    def candidate_tiles(self, found: list[Any]) -> np.ndarray: ...
 
     def choose(self, cells: np.ndarray, found: Any, canvas: CanvasState, decision: Decision,
                means: np.ndarray | None
@@ -102,7 +102,7 @@ class ClusterMode:
         return list(zip(_split(ids, views), _split(flips.astype(np.uint8), views),
                         strict=True))
 
-    def candidate_tiles(self, found: list[tuple], cuts: list[bool]) -> np.ndarray:
+    def candidate_tiles(self, found: list[tuple]) -> np.ndarray:
         """The tiles (k,) int64 that :meth:`choose` will place: every cell's match."""
         return np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.int64)
 
@@ -205,14 +205,11 @@ class NearestMode:
                 full[~kept] = part
         return out
 
-    def candidate_tiles(self, found: list[tuple], cuts: list[bool]) -> np.ndarray:
+    def candidate_tiles(self, found: list[tuple]) -> np.ndarray:
         """The tiles (k,) int64 :meth:`choose` will most likely place: each searched
-        cell's :data:`LIKELY_PICKS` nearest candidates, or all of them in a frame that
-        is a cut (``cuts``, per frame: every cell free, the variety rules send many
-        picks further down their lists); -1: none (a kept tile is on the canvas
-        already)."""
-        ids = [f[1].ravel() if cut else f[1][:, :LIKELY_PICKS].ravel()
-               for f, cut in zip(found, cuts, strict=True) if f[1].ndim == 2]
+        cell's :data:`LIKELY_PICKS` nearest candidates (-1: none; a kept tile is on the
+        canvas already)."""
+        ids = [f[1][:, :LIKELY_PICKS].ravel() for f in found if f[1].ndim == 2]
         return np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
     def choose(self, cells: np.ndarray, found: tuple, canvas: CanvasState,

@@ -170,7 +170,7 @@ class PlanEngine:
                  for x, d in zip(inputs, decisions, strict=True)]
         found = self.mode.candidates(views, [d.drifted for d in decisions])
         if self.config.recolours:  # state-free: the candidates' colours, read ahead
-            self.tile_stats.prefetch(self.mode.candidate_tiles(found, [d.cut for d in decisions]))
+            self.tile_stats.prefetch(self.mode.candidate_tiles(found))
         tones = [self.cell_tones(v) for v in views]
         changes = [self.apply(state, d, c, t)
                    for d, c, t in zip(decisions, found, tones, strict=True)]
