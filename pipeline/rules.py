@@ -130,17 +130,17 @@ def keep_cells(keep, at, cand_ids, cand_d, groups, own, limit, usage, caps, gpad
 
 
 @numba.njit(cache=True, nogil=True, inline='always')  # per cell: no call
-def _lazy_argmin(row, base, state, gpad, at, window, g_row):  # pragma: no cover - compiled
-    """``row``'s argmin once every candidate that would win has passed the radius test;
-    a blocked one costs its ``base`` (before the cap's penalty) plus
-    :data:`RADIUS_PENALTY` (``state`` records the tests)."""
+def _lazy_argmin(row, base, state, gpad, at, window, g_row, j):  # pragma: no cover - compiled
+    """``row``'s argmin (``j``, its argmin now) once every candidate that would win has
+    passed the radius test; a blocked one costs its ``base`` (before the cap's penalty)
+    plus :data:`RADIUS_PENALTY` (``state`` records the tests)."""
     while True:
-        j = _argmin(row)
         if state[j] != _UNTESTED:
             return j
         if _blocked(gpad, at, window, g_row[j]):
             state[j] = _BLOCKED
             row[j] = base[j] + RADIUS_PENALTY
+            j = _argmin(row)
         else:
             state[j] = _FREE
             return j
@@ -153,28 +153,37 @@ def _costs(i, cost, base, g_row, state, at, cand_ids, cand_d, groups, gpad, usag
     and ``state`` (k,): the unseen weighting (``base``), the joint matching's column
     ``prefer[i]`` (-1: none) first where the radius allows it, the cap's penalty on
     groups already full (the radius's instead, if such a candidate wins and is blocked:
-    :func:`_lazy_argmin`)."""
+    :func:`_lazy_argmin`). Returns the row's argmin (its first smallest cost)."""
     unseen, use_unseen, use_cap, radius = rules
+    q = prefer[i]
+    least, first = _INF, 0
     for j in range(cand_ids.shape[1]):
         t = cand_ids[i, j]
         g = groups[t] if t >= 0 else _NONE
         c = cand_d[i, j] if t >= 0 else _INF
         if use_unseen:
             c = _weighted(c, usage[max(g, 0)], unseen)
-        g_row[j], cost[j], base[j], state[j] = g, c, c, _UNTESTED if radius else _FREE
-    q = prefer[i]
-    if q >= 0:
-        if state[q] == _UNTESTED:
-            state[q] = _BLOCKED if _blocked(gpad, at[i], window, g_row[q]) else _FREE
-            if state[q] == _BLOCKED:
-                cost[q] = cost[q] + RADIUS_PENALTY
-        if cost[q] < CAP_PENALTY:
-            cost[q] = np.float32(-1.0)
-    if use_cap:  # a full group's candidate
+        g_row[j], base[j], state[j] = g, c, _UNTESTED if radius else _FREE
+        # a full group's candidate (with a preferred column: after its turn, below)
+        if q < 0 and use_cap and g >= 0 and usage[g] >= caps[g] and c < CAP_PENALTY:
+            c = c + CAP_PENALTY
+        cost[j] = c
+        if j == 0 or c < least:
+            least, first = c, j
+    if q < 0:
+        return first
+    if state[q] == _UNTESTED:
+        state[q] = _BLOCKED if _blocked(gpad, at[i], window, g_row[q]) else _FREE
+        if state[q] == _BLOCKED:
+            cost[q] = cost[q] + RADIUS_PENALTY
+    if cost[q] < CAP_PENALTY:
+        cost[q] = np.float32(-1.0)
+    if use_cap:
         for j in range(cand_ids.shape[1]):
             g = g_row[j]
             if g >= 0 and usage[g] >= caps[g] and cost[j] < CAP_PENALTY:
                 cost[j] = cost[j] + CAP_PENALTY
+    return _argmin(cost)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -202,7 +211,7 @@ def _cap_rounds(m, rows, cost, base, g_of, state, col, at, gpad, usage, caps, wi
             if over[r]:
                 cost[r, col[r]] = cost[r, col[r]] + CAP_PENALTY
                 col[r] = _lazy_argmin(cost[r], base[r], state[r], gpad, at[rows[r]], window,
-                                      g_of[r])
+                                      g_of[r], _argmin(cost[r]))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -225,10 +234,10 @@ def choose_in_passes(passes, n_passes, undecided, at, cand_ids, cand_d, groups, 
                 rows[m] = i
                 m += 1
         for r in range(m):
-            _costs(rows[r], cost[r], base[r], g_of[r], state[r], at, cand_ids, cand_d, groups,
-                   gpad, usage, caps, window, rules, prefer)
+            j = _costs(rows[r], cost[r], base[r], g_of[r], state[r], at, cand_ids, cand_d,
+                       groups, gpad, usage, caps, window, rules, prefer)
             col[r] = _lazy_argmin(cost[r], base[r], state[r], gpad, at[rows[r]], window,
-                                  g_of[r])
+                                  g_of[r], j)
         if rules[2]:
             _cap_rounds(m, rows, cost, base, g_of, state, col, at, gpad, usage, caps, window,
                         seen)
