@@ -227,12 +227,20 @@ def choose_in_passes(passes, n_passes, undecided, at, cand_ids, cand_d, groups, 
     cost, base = np.empty((n, k), np.float32), np.empty((n, k), np.float32)
     g_of, state = np.empty((n, k), np.int32), np.empty((n, k), np.int8)
     col = np.empty(n, np.int64)
+    starts = np.zeros(n_passes + 1, np.int64)  # the undecided cells by pass, in order
+    for i in range(n):
+        if undecided[i]:
+            starts[passes[i] + 1] += 1
     for p in range(n_passes):
-        m = 0
-        for i in range(n):
-            if undecided[i] and passes[i] == p:
-                rows[m] = i
-                m += 1
+        starts[p + 1] += starts[p]
+    order, fill = np.empty(starts[n_passes], np.int64), starts[:n_passes].copy()
+    for i in range(n):
+        if undecided[i]:
+            order[fill[passes[i]]] = i
+            fill[passes[i]] += 1
+    for p in range(n_passes):
+        m = starts[p + 1] - starts[p]
+        rows[:m] = order[starts[p]:starts[p + 1]]
         for r in range(m):
             j = _costs(rows[r], cost[r], base[r], g_of[r], state[r], at, cand_ids, cand_d,
                        groups, gpad, usage, caps, window, rules, prefer)
