@@ -240,10 +240,7 @@ class NearestMode:
         switched = ids != current[cells]
         new = np.flatnonzero(switched)
         codes = held.astype(np.uint8)
-        first = cand_ids[new, 0] == ids[new]  # most picks: the nearest (its column at once)
-        codes[new[first]] = cand_codes[new[first], 0]
-        rest = new[~first]
-        codes[rest] = cand_codes[rest, (cand_ids[rest] == ids[rest, None]).argmax(1)]
+        codes[new] = cand_codes[new, (cand_ids[new] == ids[new, None]).argmax(1)]
         moved = switched | (codes != held)
         steps = np.zeros(len(cells), bool)
         if self.config.recolours:  # re-placed: recoloured again (quietly only where it pays)
