@@ -2,17 +2,21 @@
 
 :class:`pipeline.assign.TileAssigner` states the rules (hysteresis, repeat radius, cap,
 unseen first) and prepares each frame's arrays; the two kernels here run them cell by
-cell, where :mod:`pipeline.rules_numpy` takes about thirty passes over every (cell,
-candidate) pair a frame. A cell's radius test (the groups of its window of
-neighbours) is run only for a candidate that would otherwise win, the one test that
-costs per neighbour.
+cell (:func:`keep_cells`, hysteresis; :func:`choose_in_passes`, the picks), where
+:mod:`pipeline.rules_numpy` takes about thirty passes over every (cell, candidate) pair
+a frame, and a third sums the current tiles' distances for the hysteresis
+(:func:`own_distances`). A cell's radius test (the groups of its window of neighbours)
+is run only for a candidate that would otherwise win, the one test that costs per
+neighbour; a cell's candidates are read in order, by distance, only as far as they
+can matter.
 
 The arithmetic is numpy's, operation for operation, so the choices are the same bits:
 a distance weighted for the unseen rule is ``float32(float64(d) * (1 + unseen * uses))``
 (numpy promotes a float32 scalar times int32 uses to float64, then stores float32), the
-penalties are float32 additions, and a row's minimum is its first smallest entry, as
-``argmin`` takes it. Compiled on first use and cached next to this file (``cache``);
-a process then pays 0.4-0.65 CPU-s once, to import numba and load the machine code, so
+penalties are float32 additions, a row's minimum is its first smallest entry, as
+``argmin`` takes it, and a row of squares is summed as numpy sums a short row.
+Compiled on first use and cached next to this file (``cache``); a process then pays
+0.4-0.65 CPU-s once, to import numba and load the machine code, so
 :mod:`pipeline.assign` starts every process on its numpy rules and comes here only once
 the process has decided enough cells to pay that back (``COMPILE_AFTER``).
 
