@@ -332,11 +332,15 @@ class Activity:
         self.phase = (Phase.COLD if not placed else Phase.NEW_MASK if tracking is None
                       else Phase.SETTLING)
 
-    def decide(self, frame_bgr: np.ndarray, lab: np.ndarray) -> Decision:
+    def decide(self, frame_bgr: np.ndarray, lab: np.ndarray,
+               changed: np.ndarray | None = None) -> Decision:
         """The cells ``frame_bgr`` (H, W, 3) uint8 decides, from its Lab cell colours
-        ``lab`` (cells, 3) float32 (:func:`cell_lab`). A ``COLD`` canvas decides every
-        cell afresh (a cut, nothing quiet)."""
-        changed = self.mask.update(frame_bgr).ravel()
+        ``lab`` (cells, 3) float32 (:func:`cell_lab`) and its activity mask ``changed``
+        (cells,) bool when :attr:`mask` has marked it already (ahead of the settling:
+        the mask depends on the frames alone); else marked now. A ``COLD`` canvas decides
+        every cell afresh (a cut, nothing quiet)."""
+        if changed is None:
+            changed = self.mask.update(frame_bgr).ravel()
         phase, self.phase = self.phase, Phase.SETTLING
         decision = self.settler.decide(changed, lab, fresh=phase is not Phase.SETTLING)
         if phase is Phase.COLD:

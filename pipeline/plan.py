@@ -72,10 +72,12 @@ class PlanState:
 @dataclass(frozen=True)
 class FrameInputs:
     """A frame and what is computed from it alone: ``frame`` (H, W, 3) uint8 BGR and its
-    cells' Lab colours ``lab`` (cells, 3) float32."""
+    cells' Lab colours ``lab`` (cells, 3) float32; and its activity mask ``changed``
+    (cells,) bool where the mask's chain has run ahead (:meth:`PlanEngine.marked`)."""
 
     frame: np.ndarray
     lab: np.ndarray
+    changed: np.ndarray | None = None
 
 
 class TileStats:
@@ -156,9 +158,18 @@ class PlanEngine:
         """What a frame gives without any state (may run anywhere, in any order)."""
         return FrameInputs(frame, cell_lab(frame, self.grid))
 
+    def marked(self, state: PlanState, frame: np.ndarray) -> FrameInputs:
+        """:meth:`inputs` with the frame's activity mask, from ``state``'s mask: a chain
+        of its own (each frame's mask is against the reference the frames before it left;
+        nothing the choice does touches it), so it may run on a thread of its own, in
+        order, ahead of :meth:`plan` given the same ``state`` (as the planner runs it)."""
+        return FrameInputs(frame, cell_lab(frame, self.grid),
+                           state.activity.mask.update(frame).ravel())
+
     def decide(self, state: PlanState, inputs: FrameInputs) -> Decision:
         """The cells this frame decides (sequential: activity and settling)."""
-        return self.mode.gate(state.activity.decide(inputs.frame, inputs.lab))
+        return self.mode.gate(state.activity.decide(inputs.frame, inputs.lab,
+                                                    inputs.changed))
 
     def plan(self, state: PlanState, frames: Sequence[np.ndarray | FrameInputs]
              ) -> tuple[list[FrameChange], PlanState]:

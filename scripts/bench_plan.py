@@ -5,14 +5,17 @@ Plans the first ``--frames`` frames of each VIDEO with the planner engine
 (:class:`pipeline.plan.PlanEngine`, the render's defaults but the ``--set`` options), the
 frames decoded beforehand (decoding is not counted), and splits its CPU seconds:
 
-* **decide** (sequential): the activity mask, settling, drift and cuts, frame by frame;
+* **decide** (sequential): settling, drift and cuts, frame by frame;
 * **apply** (sequential): the choice (hysteresis, variety rules, quiet switches and
   recolours) and the placed tiles' colour differences and contrast ratios;
+* **mask**: the activity mask, a chain of its own over the frames (nothing the choice
+  does touches it), run as the planner runs it: on a thread of its own, a batch ahead
+  of the choice (:meth:`pipeline.plan.PlanEngine.marked`);
 * **state-free**: everything else, mostly the candidate search (cell views, search
   features, the search in every orientation), run on ``render.plan_threads`` threads
   (on the main thread too where a batch has a single block).
 
-The sequential parts are the main thread's own CPU time inside those calls
+The sequential parts and the mask are their threads' own CPU time inside those calls
 (``time.thread_time``); the state-free part is the process's CPU time minus them. It
 prints, per clip and thread count, the wall and CPU milliseconds per frame of each part,
 the sequential share, and a digest of the plan (the same on any number of threads).
@@ -28,12 +31,14 @@ import hashlib
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.ahead import run_ahead
 from pipeline.config import load_config
 from pipeline.grid import make_grid
 from pipeline.index import load_index
@@ -82,16 +87,21 @@ def run(video: str, index_dir: str, frames: int, threads: int, sets: list[str],
     batch = config.cluster_batch_frames
     with threadpool_limits(1, user_api="blas"):  # as the render's plan stage runs it
         state = engine.start()
+        tracker = state.activity.mask
+        tracker.update = mask = Timed(tracker.update)
         wall, cpu = time.perf_counter(), time.process_time()
+        inputs = run_ahead(iter(decoded), partial(engine.marked, state), batch, "mask")
         for b0 in range(0, len(decoded), batch):
-            changes, state = engine.plan(state, decoded[b0:b0 + batch])
+            block = [next(inputs) for _ in range(min(batch, len(decoded) - b0))]
+            changes, state = engine.plan(state, block)
             for c in changes:
                 for part in (c.cells, c.ids, c.orients, c.diffs, c.ratios):
                     digest.update(np.ascontiguousarray(part).tobytes())
+        inputs.close()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"frames": len(decoded), "grid": (grid.rows, grid.cols), "wall": wall, "cpu": cpu,
-            "decide": decide.cpu, "apply": apply.cpu, "digest": digest.hexdigest()[:16],
-            "load": load}
+            "decide": decide.cpu, "apply": apply.cpu, "mask": mask.cpu,
+            "digest": digest.hexdigest()[:16], "load": load}
 
 
 def main() -> None:
@@ -114,12 +124,13 @@ def main() -> None:
                 return 1000 * seconds / n
 
             seq = r["decide"] + r["apply"]
-            free = r["cpu"] - seq
+            free = r["cpu"] - seq - r["mask"]
             print(f"{Path(video).name} {r['grid'][0]}x{r['grid'][1]} cells, {n} frames, "
                   f"{threads} thread(s): wall {ms(r['wall']):.0f} ms/frame, CPU "
                   f"{ms(r['cpu']):.0f} ms/frame = sequential {ms(seq):.1f} (decide "
-                  f"{ms(r['decide']):.1f}, apply {ms(r['apply']):.1f}) + state-free "
-                  f"{ms(free):.1f}; sequential share {seq / r['cpu']:.0%}; "
+                  f"{ms(r['decide']):.1f}, apply {ms(r['apply']):.1f}) + mask (ahead) "
+                  f"{ms(r['mask']):.1f} + state-free {ms(free):.1f}; sequential share "
+                  f"{seq / r['cpu']:.0%}; "
                   f"rules {args.rules}" + (f" (loaded once: {r['load']:.2f} CPU-s)"
                                            if r["load"] else "")
                   + f"; plan {r['digest']}", flush=True)

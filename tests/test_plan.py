@@ -253,6 +253,62 @@ def test_one_frame_at_a_time_plans_as_a_batch_does(index: TileIndex) -> None:
             np.testing.assert_array_equal(x, y)
 
 
+def test_the_mask_run_ahead_on_its_thread_plans_as_inline(index: TileIndex) -> None:
+    """The activity mask marked a batch ahead on a thread of its own (as the planner
+    runs it) gives the plan and the tracking of the mask marked inside the choice."""
+    from functools import partial
+
+    from pipeline.ahead import run_ahead
+
+    frames = [frame_of(s) for s in (0, 0, 1, 1, 1, 2, 3, 3, 4, 4, 4, 4)]
+    engine = engine_for(index)
+    inline, a = engine.plan(engine.start(), frames)
+    state = engine.start()
+    ahead, inputs = [], run_ahead(iter(frames), partial(engine.marked, state), 4, "mask")
+    for _ in range(len(frames) // 4):
+        done, state = engine.plan(state, [next(inputs) for _ in range(4)])
+        ahead += done
+    inputs.close()
+    for x, y in zip(inline, ahead, strict=True):
+        for u, v in zip(x, y, strict=True):
+            np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(a.tracking().reference, state.tracking().reference)
+
+
+def test_run_ahead_keeps_order_raises_in_place_and_stops_when_left() -> None:
+    import threading
+
+    from pipeline.ahead import run_ahead
+
+    assert list(run_ahead(range(50), lambda x: x * x, 3)) == [x * x for x in range(50)]
+
+    def bad(x: int) -> int:
+        if x == 5:
+            raise ValueError("frame 5 is damaged")
+        return x
+
+    got = []
+    with pytest.raises(ValueError, match="frame 5"):
+        for x in run_ahead(range(10), bad, 2):
+            got.append(x)
+    assert got == [0, 1, 2, 3, 4]
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    gen = run_ahead(endless(), lambda x: x, 2)
+    assert [next(gen) for _ in range(3)] == [0, 1, 2]
+    gen.close()  # the thread stops and closes its source
+    assert closed.is_set()
+
+
 def test_the_search_threads_change_nothing(index: TileIndex,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The candidate search split over threads (blocks of 4 queries here) plans exactly

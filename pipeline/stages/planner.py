@@ -19,12 +19,14 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pipeline.activity import Tracking
+from pipeline.ahead import run_ahead
 from pipeline.bank import IndexPin, check_pin, read_tiles
 from pipeline.config import RenderConfig
 from pipeline.errors import PlanError
@@ -156,14 +158,17 @@ class Planner:
         changes: list[FrameChange] = []
         last = None
         frames = prefetch_frames(self.info, seg.start, seg.count, exact=True)
+        # each frame's activity mask on a thread of its own, a batch ahead of the choice
+        inputs = run_ahead(frames, partial(engine.marked, state),
+                           ahead_frames(batch, self.info), "mosaic-mask")
         try:
             for b0 in range(0, seg.count, batch):
-                block = [next(frames) for _ in range(min(batch, seg.count - b0))]
+                block = [next(inputs) for _ in range(min(batch, seg.count - b0))]
                 done, state = engine.plan(state, block)
                 changes += done
-                last = block[-1]
+                last = block[-1].frame
         finally:
-            frames.close()
+            inputs.close()
         end_src_lab = source_cells(last, self.grid)[1]
         end_tracking = state.tracking()
         carried = start.placed
@@ -178,6 +183,15 @@ class Planner:
                  "source": source_bytes(self.info.path, seg.count, self.info.frames)},
                 {"chunk": file_bytes(chunk_path(self.plan_dir, seg.number))}))
         return state.canvas, end_src_lab, end_tracking
+
+
+AHEAD_BYTES = 256 << 20  # source frames the activity mask may run ahead of the choice
+
+
+def ahead_frames(batch: int, info: VideoInfo) -> int:
+    """How many frames the activity mask runs ahead of the choice: a batch of them (so
+    it works while the batch before is chosen), within :data:`AHEAD_BYTES` of frames."""
+    return max(2, min(batch, AHEAD_BYTES // max(1, info.width * info.height * 3)))
 
 
 @dataclass(frozen=True)
