@@ -20,7 +20,7 @@ count against the cap in cell order. The rules run either as numpy passes
 or cell by cell in compiled loops (:mod:`pipeline.rules`, a third of the CPU): the same
 picks. A process starts with numpy
 and compiles once it has decided enough cells to pay for loading the compiler
-(:data:`COMPILE_AFTER`).
+(:data:`COMPILE_AFTER`), or at once where the compiled search has loaded it.
 At a scene cut or the first frame (``free``) the whole frame is decided afresh and the
 passes start from a joint assignment: a min-cost matching of cells to candidate tiles in
 which each group is used at most ``cap`` times (``scipy``'s sparse bipartite matching),
@@ -44,8 +44,10 @@ log = logging.getLogger(__name__)
 
 # numba's load (its import and typing registries: 0.4-0.65 CPU-s once per process) pays
 # back after about a million cells decided (the compiled rules take about 0.4 us a cell,
-# numpy's about 1.3): until then a process decides with numpy. The picks are the same
-# (tests/test_rules.py), so a short job does not pay for the compiler it hardly uses.
+# numpy's about 1.3): until then a process decides with numpy, unless the compiled
+# search (pipeline.scan, in every process that searches where numba loads) has paid that
+# load already. The picks are the same (tests/test_rules.py), so a short job does not pay
+# for the compiler it hardly uses.
 COMPILE_AFTER = 1_000_000
 _numpy_decided = 0  # cells this process has decided with numpy
 _JOINT_MAX_CAP = 8  # the joint matching has one column per allowed use of a group
@@ -54,13 +56,16 @@ _UNMATCHED = 1e7  # cost of a cell's private fallback column in the joint matchi
 
 def use_compiled(cells: int) -> bool:
     """Whether to decide ``cells`` more cells with the compiled rules (see
-    :data:`COMPILE_AFTER`): yes once they are loaded in this process, or once the
-    process has decided that many cells with numpy and they load (:func:`load_compiled`)."""
+    :data:`COMPILE_AFTER`): yes once they are loaded in this process, once the compiled
+    search has loaded numba in it (:mod:`pipeline.scan`), or once the process has
+    decided that many cells with numpy; and they load (:func:`load_compiled`)."""
     global _numpy_decided
     if "pipeline.rules" in sys.modules:
         return True
     if _numpy_decided < 0:  # tried, and failed
         return False
+    if "pipeline.scan" in sys.modules:  # numba is loaded (the search's): 0.04 CPU-s more
+        return load_compiled()
     _numpy_decided += cells
     if _numpy_decided <= COMPILE_AFTER:
         return False

@@ -3,22 +3,28 @@
 An inverted-file search over the index's tile clusters (:class:`TileClusters`, the
 lists): a query probes the clusters whose centroid is nearest (:func:`top_clusters_by_l2`,
 or lists given by the caller, as refined mode's coarse step gives them), and its ``k``
-nearest tiles among their members are found exactly (:func:`search_lists`) and measured
-again one by one (:func:`exact_distances`), so a cell's candidates never depend on the
-other cells searched with it. :class:`TileSearch` runs it in blocks of queries for the
-video's planner and for stills; :class:`Orientations` turns a cell's features so that a
-tile may be searched in every orientation allowed.
+nearest tiles among their members are found exactly and measured again one by one
+(:func:`exact_distances`), so a cell's candidates never depend on the other cells
+searched with it. :class:`TileSearch` runs it in blocks of queries for the video's
+planner and for stills, with the compiled scan (:func:`pipeline.scan.scan_lists`, over
+:class:`SortedLists`: each query's lists, nearest first, only the members the triangle
+inequality leaves possible) or, where numba does not load, by matrix products
+(:func:`search_lists`); :class:`Orientations` turns a cell's features so that a tile may
+be searched in every orientation allowed.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.visibility import orient
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -240,6 +246,77 @@ def cluster_centroids(tiles: TileClusters, features: np.ndarray) -> np.ndarray:
     return (sums / tiles.sizes[:, None]).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class SortedLists:
+    """The lists as :func:`pipeline.scan.scan_lists` reads them: each list's members
+    sorted by their distance to its centroid (ties by id).
+
+    Attributes
+    ----------
+    offsets, sizes : ndarray (K,), int64, as :class:`TileClusters`'.
+    members : ndarray (M,), int64, tile ids.
+    features : ndarray (M, D), float32, the members' features, side by side.
+    radial : ndarray (M,), float32, each member's distance to its list's centroid.
+    centroids : ndarray (K, D), float32 (:func:`cluster_centroids`).
+    """
+
+    offsets: np.ndarray
+    sizes: np.ndarray
+    members: np.ndarray
+    features: np.ndarray
+    radial: np.ndarray
+    centroids: np.ndarray
+
+    @classmethod
+    def build(cls, tiles: TileClusters, features: np.ndarray, centroids: np.ndarray
+              ) -> SortedLists:
+        """From the clusters, the tiles' features (N, D) float32 and the lists'
+        centroids (K, D) float32."""
+        lists = np.repeat(np.arange(len(tiles.sizes)), tiles.sizes)
+        diff = features[tiles.members] - centroids[lists]
+        radial = np.sqrt(np.einsum("md,md->m", diff, diff)).astype(np.float32)
+        order = np.lexsort((tiles.members, radial, lists))
+        members = tiles.members[order].astype(np.int64)
+        return cls(tiles.offsets.astype(np.int64), tiles.sizes.astype(np.int64), members,
+                   np.ascontiguousarray(features[members], dtype=np.float32),
+                   np.ascontiguousarray(radial[order]),
+                   np.ascontiguousarray(centroids, dtype=np.float32))
+
+    def scan(self, queries: np.ndarray, probes: np.ndarray, k: int) -> np.ndarray:
+        """:func:`pipeline.scan.scan_lists`: the ``k`` nearest tile ids (n, k) int64 of
+        each query (n, D) within its ``probes`` (n, m) lists, -1 where fewer exist."""
+        from pipeline.scan import scan_lists  # numba: only where it runs
+
+        ids, _ = scan_lists(np.ascontiguousarray(queries, dtype=np.float32),
+                            np.ascontiguousarray(probes, dtype=np.int64), self.offsets,
+                            self.sizes, self.members, self.features, self.radial,
+                            self.centroids, k)
+        return ids
+
+
+_compiled: bool | None = None  # the compiled scan: not tried yet, loaded, or failed
+
+
+def compiled_scan() -> bool:
+    """Whether the search runs the compiled scan (:mod:`pipeline.scan`): loaded on the
+    first call of a process; False where numba does not load (missing, broken, no
+    folder for its cache), said once: the matrix products then search, the same
+    candidates but where two tiles are within rounding at a query's ``k``-th place."""
+    global _compiled
+    if _compiled is None:
+        try:
+            from pipeline.scan import warm
+
+            warm()
+            _compiled = True
+        except Exception as e:  # any failure of the compiler: numpy goes on
+            log.warning("the compiled candidate search could not be loaded (%s: %s); "
+                        "searching by matrix products (about 1.5 times the CPU)",
+                        type(e).__name__, e)
+            _compiled = False
+    return _compiled
+
+
 class TileSearch:
     """The search over one index's tiles in one feature space, in blocks of queries.
 
@@ -256,14 +333,36 @@ class TileSearch:
             raise ValueError(f"{len(features)} tiles: the search holds at most {MAX_TILES - 1}")
         self.tiles, self.features, self.block = tiles, features, block
         self.centroids = cluster_centroids(tiles, features)
-        self.grouped = grouped_features(tiles, features)
+        self._grouped: np.ndarray | None = None
+        self._sorted: SortedLists | None = None
+
+    @property
+    def grouped(self) -> np.ndarray:
+        """:func:`grouped_features` of the lists (built on first use)."""
+        if self._grouped is None:
+            self._grouped = grouped_features(self.tiles, self.features)
+        return self._grouped
+
+    @property
+    def sorted(self) -> SortedLists:
+        """The lists as the compiled scan reads them (built on first use)."""
+        if self._sorted is None:
+            self._sorted = SortedLists.build(self.tiles, self.features, self.centroids)
+        return self._sorted
 
     def block_search(self, queries: np.ndarray, k: int, nprobe: int,
-                     probes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     probes: np.ndarray | None = None, compiled: bool | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
         """One block's candidates (ids, squared distances), (n, k): within ``probes``
-        (n, m) lists, or the ``nprobe`` clusters of nearest centroid."""
+        (n, m) lists, or the ``nprobe`` clusters of nearest centroid. ``compiled``: the
+        compiled scan or the matrix products (None: the scan where it loads,
+        :func:`compiled_scan`)."""
         if probes is None:
             probes = top_clusters_by_l2(queries, self.centroids, nprobe)
+        if compiled if compiled is not None else compiled_scan():
+            queries = np.ascontiguousarray(queries, dtype=np.float32)
+            return exact_distances(queries, self.sorted.scan(queries, probes, k),
+                                   self.features)
         return search_lists(queries, probes, self.tiles, self.features, k, self.grouped)
 
     def search(self, queries: np.ndarray, k: int, nprobe: int

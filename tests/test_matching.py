@@ -200,6 +200,93 @@ def test_search_lists_pads_with_none_where_the_lists_are_short() -> None:
         assert np.isinf(dist[row, size:]).all() and np.isfinite(dist[row, :size]).all()
 
 
+def test_the_compiled_scan_is_the_exact_nearest_by_distance_then_id() -> None:
+    """Integer features: many exact ties (duplicates, equal distances), which the scan's
+    window must keep and order by id, as the matrix products do; real-valued ones: the
+    scan measures few of the pairs and still finds the exact nearest."""
+    from pipeline.search import TileSearch
+
+    rng = np.random.default_rng(11)
+    for n, lists, dim, k, spread in ((300, 9, 6, 12, 6), (4000, 40, 48, 32, 0)):
+        if spread:
+            features, tiles = _clusters(rng, n, lists, dim)
+            queries = rng.integers(0, spread, (60, dim)).astype(np.float32)
+        else:  # clustered real values, as colour features are
+            centres = rng.normal(0, 30, (lists, dim))
+            labels = rng.integers(0, lists, n)
+            labels[:lists] = np.arange(lists)
+            features = (centres[labels] + rng.normal(0, 6, (n, dim))).astype(np.float32)
+            tiles = TileClusters.from_labels(centres, labels)
+            queries = (centres[rng.integers(0, lists, 60)]
+                       + rng.normal(0, 8, (60, dim))).astype(np.float32)
+        search = TileSearch(tiles, features, 64)
+        probes = np.stack([rng.choice(lists, 4, replace=False) for _ in queries])
+        ids, dist = search.block_search(queries, k, 4, probes, compiled=True)
+        plain = search.block_search(queries, k, 4, probes, compiled=False)
+        labels_of = tiles_labels(tiles, len(features))
+        for q, p, got_i, got_d in zip(queries, probes, ids, dist, strict=True):
+            pool = np.flatnonzero(np.isin(labels_of, p))
+            d = ((features[pool] - q) ** 2).sum(1)
+            best = pool[np.lexsort((pool, d))][:k]
+            assert got_i.tolist() == best.tolist()
+            np.testing.assert_allclose(got_d, ((features[best] - q) ** 2).sum(1), rtol=1e-5)
+        np.testing.assert_array_equal(ids, plain[0])
+        np.testing.assert_array_equal(dist, plain[1])  # re-measured alike: the same bits
+
+
+def test_the_compiled_scan_measures_only_what_can_matter() -> None:
+    from pipeline.scan import scan_lists
+    from pipeline.search import SortedLists, cluster_centroids
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 30, (40, 48))
+    labels = rng.integers(0, 40, 4000)
+    features = (centres[labels] + rng.normal(0, 6, (4000, 48))).astype(np.float32)
+    tiles = TileClusters.from_labels(centres, labels)
+    lists = SortedLists.build(tiles, features, cluster_centroids(tiles, features))
+    assert all(np.all(np.diff(lists.radial[lo:lo + n]) >= 0)
+               for lo, n in zip(lists.offsets, lists.sizes, strict=True))
+    queries = (centres[:20] + rng.normal(0, 8, (20, 48))).astype(np.float32)
+    probes = np.stack([np.argsort(((centres - q) ** 2).sum(1))[:8] for q in queries])
+    _, measured = scan_lists(queries, probes, lists.offsets, lists.sizes, lists.members,
+                             lists.features, lists.radial, lists.centroids, 16)
+    assert measured < 0.8 * tiles.sizes[probes].sum()
+
+
+def test_the_compiled_scan_pads_with_none_where_the_lists_are_short() -> None:
+    from pipeline.search import TileSearch
+
+    rng = np.random.default_rng(3)
+    features, tiles = _clusters(rng, 20, 4, 4)
+    ids, dist = TileSearch(tiles, features, 8).block_search(
+        features[:2], 30, 1, np.array([[0], [1]]), compiled=True)
+    for row, c in zip(range(2), (0, 1), strict=True):
+        size = int(tiles.sizes[c])
+        assert (ids[row, :size] >= 0).all() and (ids[row, size:] == -1).all()
+        assert np.isinf(dist[row, size:]).all() and np.isfinite(dist[row, :size]).all()
+
+
+def test_the_search_goes_on_by_matrix_products_where_numba_does_not_load(
+        monkeypatch, caplog) -> None:
+    import sys
+
+    import pipeline.search as search
+
+    monkeypatch.setattr(search, "_compiled", None)
+    monkeypatch.setitem(sys.modules, "pipeline.scan", None)  # its import fails
+    rng = np.random.default_rng(2)
+    features, tiles = _clusters(rng, 200, 6, 6)
+    tile_search = search.TileSearch(tiles, features, 16)
+    queries = features[:10] + np.float32(0.5)
+    with caplog.at_level("WARNING", logger="pipeline.search"):
+        got = tile_search.block_search(queries, 8, 3)
+    assert search._compiled is False
+    assert "could not be loaded" in caplog.text
+    want = search.search_lists(queries, search.top_clusters_by_l2(
+        queries, tile_search.centroids, 3), tiles, features, 8)
+    np.testing.assert_array_equal(got[0], want[0])
+
+
 def test_orientations_merge_keeps_each_tile_once_in_its_best_orientation() -> None:
     from pipeline.search import Orientations
 

@@ -100,6 +100,27 @@ print(seen)
     assert out.strip() == "[False, False, True, True]"
 
 
+def test_a_process_whose_search_loaded_numba_compiles_the_rules_at_once() -> None:
+    """The compiled search pays numba's load in every process that searches: the rules
+    then load for a few hundredths of a CPU-second, from the first cell."""
+    script = """
+import sys
+import numpy as np
+import pipeline.assign as A
+import pipeline.search as S
+assert S.compiled_scan()
+a = A.TileAssigner(10, 10, np.random.default_rng(0).random((50, 3), dtype=np.float32),
+                   radius=1, use_cap=1.0, unseen=0.1)
+ids = np.tile(np.arange(8), (100, 1))
+dist = np.tile(np.arange(8, dtype=np.float32), (100, 1))
+a.assign(np.arange(100), np.zeros((100, 3), np.float32), ids, dist, np.full(100, -1))
+print("pipeline.rules" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "True"
+
+
 def test_both_rules_weigh_a_broken_rule_alike() -> None:
     """The penalties the numpy rules and the compiled ones add are the same numbers."""
     from pipeline import rules, rules_numpy
