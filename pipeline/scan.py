@@ -18,6 +18,10 @@ tiles are within rounding of each other there (6-28 rows in 10^5 on real clips).
 caller measures the candidates again, exactly, as the numpy search does
 (:func:`pipeline.search.exact_distances`).
 
+The lists a query probes, the ``m`` of nearest centroid, are picked from its row of
+centroid distances in one pass too (:func:`smallest_columns`, the same columns as the
+numpy search's ``m`` passes of argmin).
+
 Compiled on first use and cached next to this file; a process pays numba's load once
 (0.4-0.65 CPU-s, shared with :mod:`pipeline.rules`), and a fresh install the compile
 (about 4.5 CPU-s).
@@ -116,6 +120,35 @@ def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroid
     return out, measured
 
 
+@numba.njit(cache=True, nogil=True)
+def smallest_columns(d, m):  # pragma: no cover - compiled
+    """Columns of the ``m`` smallest values of each row of ``d`` (n, K) float32, nearest
+    first, ties to the lower column: (n, min(m, K)) int64, as
+    :func:`pipeline.search.smallest_sorted` gives them, in one pass over each row (an
+    insertion into the ``m`` best so far) where that takes ``m`` passes of argmin."""
+    n, width = d.shape
+    m = min(m, width)
+    out = np.empty((n, m), np.int64)
+    best = np.empty(m, d.dtype)
+    for i in range(n):
+        row = d[i]
+        filled = 0
+        for c in range(width):
+            v = row[c]
+            if filled == m and not v < best[m - 1]:
+                continue
+            b = filled if filled < m else m - 1
+            while b > 0 and best[b - 1] > v:  # strict: an equal value keeps its place
+                best[b] = best[b - 1]
+                out[i, b] = out[i, b - 1]
+                b -= 1
+            best[b] = v
+            out[i, b] = c
+            if filled < m:
+                filled += 1
+    return out
+
+
 def warm() -> None:
     """Load the kernel's machine code now (from the cache; compiled on the first run
     after an install or a change)."""
@@ -123,3 +156,4 @@ def warm() -> None:
     scan_lists(np.zeros((1, 3), np.float32), np.zeros((1, 1), np.int64), one, one + 1, one,
                np.zeros((1, 3), np.float32), np.zeros(1, np.float32),
                np.zeros((1, 3), np.float32), 1)
+    smallest_columns(np.zeros((1, 2), np.float32), 1)

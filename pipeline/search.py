@@ -357,12 +357,16 @@ class TileSearch:
         (n, m) lists, or the ``nprobe`` clusters of nearest centroid. ``compiled``: the
         compiled scan or the matrix products (None: the scan where it loads,
         :func:`compiled_scan`)."""
-        if probes is None:
-            probes = top_clusters_by_l2(queries, self.centroids, nprobe)
         if compiled if compiled is not None else compiled_scan():
+            from pipeline.scan import smallest_columns  # numba: only where it runs
+
             queries = np.ascontiguousarray(queries, dtype=np.float32)
+            if probes is None:  # top_clusters_by_l2's, in one pass over each row
+                probes = smallest_columns(_sq_dist(queries, self.centroids), nprobe)
             return exact_distances(queries, self.sorted.scan(queries, probes, k),
                                    self.features)
+        if probes is None:
+            probes = top_clusters_by_l2(queries, self.centroids, nprobe)
         return search_lists(queries, probes, self.tiles, self.features, k, self.grouped)
 
     def search(self, queries: np.ndarray, k: int, nprobe: int

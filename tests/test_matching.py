@@ -234,6 +234,18 @@ def test_the_compiled_scan_is_the_exact_nearest_by_distance_then_id() -> None:
         np.testing.assert_array_equal(dist, plain[1])  # re-measured alike: the same bits
 
 
+def test_the_compiled_probe_choice_is_smallest_sorteds() -> None:
+    from pipeline.scan import smallest_columns
+    from pipeline.search import smallest_sorted
+
+    rng = np.random.default_rng(4)
+    for shape, m in (((200, 30), 8), ((50, 5), 8), ((300, 500), 8), ((10, 1), 1),
+                     ((100, 64), 3)):
+        for d in (rng.integers(0, 7, shape).astype(np.float32),  # ties: the lower column
+                  rng.random(shape, dtype=np.float32)):
+            np.testing.assert_array_equal(smallest_columns(d, m), smallest_sorted(d, m))
+
+
 def test_the_compiled_scan_measures_only_what_can_matter() -> None:
     from pipeline.scan import scan_lists
     from pipeline.search import SortedLists, cluster_centroids
