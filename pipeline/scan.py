@@ -8,7 +8,7 @@ least ``|q - t|`` apart. :func:`scan_lists` takes a query's probed lists nearest
 first (its ``k``-th distance falls soonest) and, once it holds ``k`` candidates, measures
 in each list only the window of members with ``|q - t| <= r``, ``r`` the square root of
 its ``k``-th distance (with a margin for rounding): two binary searches, the members
-being sorted by ``t`` (:class:`pipeline.search.SortedLists`). On a busy clip's cells it
+being sorted by ``t`` (:class:`SortedLists`). On a busy clip's cells it
 measures 41-49% of the (query, tile) pairs, in 0.61-0.69 of the matrix products' CPU.
 
 A row's distances are summed as a vectorised loop (``fastmath``'s reassociation and
@@ -29,6 +29,8 @@ Compiled on first use and cached next to this file; a process pays numba's load 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
@@ -45,6 +47,32 @@ def _sq(q, f):  # pragma: no cover - compiled
         x = q[d] - f[d]
         s += x * x
     return s
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+def _nearest_first(q, probes, centroids, to_list, order):  # pragma: no cover - compiled
+    """The query's distances ``to_list`` (m,) to its probed lists' centroids, and the
+    lists' ``order`` (m,) by them (nearest first: the k-th distance falls soonest)."""
+    m = probes.shape[0]
+    for j in range(m):
+        to_list[j] = np.sqrt(_sq(q, centroids[probes[j]]))
+        order[j] = j
+    for a in range(1, m):
+        b = a
+        while b > 0 and to_list[order[b - 1]] > to_list[order[b]]:
+            order[b], order[b - 1] = order[b - 1], order[b]
+            b -= 1
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+def _window(radial, lo, hi, to, kth):  # pragma: no cover - compiled
+    """The members ``lo:hi`` of a list (sorted by their distance ``radial`` to its
+    centroid) that may be within ``kth`` (a squared distance) of a query at distance
+    ``to`` from the centroid: ``|to - radial| <= r``, ``r`` the root of ``kth`` with a
+    margin for rounding (triangle inequality)."""
+    r = np.sqrt(kth) * (1 + _SLACK) + (to + 1) * _SLACK
+    first = lo + np.searchsorted(radial[lo:hi], to - r)
+    return first, lo + np.searchsorted(radial[lo:hi], to + r, side="right")
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
@@ -79,14 +107,7 @@ def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroid
     measured = 0
     for i in range(n):
         q = queries[i]
-        for j in range(m):
-            to_list[j] = np.sqrt(_sq(q, centroids[probes[i, j]]))
-            order[j] = j
-        for a in range(1, m):  # nearest list first: the k-th distance falls soonest
-            b = a
-            while b > 0 and to_list[order[b - 1]] > to_list[order[b]]:
-                order[b], order[b - 1] = order[b - 1], order[b]
-                b -= 1
+        _nearest_first(q, probes[i], centroids, to_list, order)
         best_d[:] = np.inf
         best_i[:] = -1
         for a in range(m):
@@ -94,12 +115,8 @@ def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroid
             c = probes[i, j]
             lo = offsets[c]
             hi = lo + sizes[c]
-            kth = best_d[k - 1]
-            if kth < np.inf:  # the window: |q - t| <= r, with a margin for rounding
-                r = np.sqrt(kth) * (1 + _SLACK) + (to_list[j] + 1) * _SLACK
-                start = lo
-                lo = start + np.searchsorted(radial[start:hi], to_list[j] - r)
-                hi = start + np.searchsorted(radial[start:hi], to_list[j] + r, side="right")
+            if best_d[k - 1] < np.inf:
+                lo, hi = _window(radial, lo, hi, to_list[j], best_d[k - 1])
             measured += hi - lo
             for t in range(lo, hi):  # the distances first (a loop that vectorises) ...
                 scratch[t - lo] = _sq(q, feats[t])
@@ -147,6 +164,52 @@ def smallest_columns(d, m):  # pragma: no cover - compiled
             if filled < m:
                 filled += 1
     return out
+
+
+@dataclass(frozen=True)
+class SortedLists:
+    """The lists as :func:`scan_lists` reads them: each list's members
+    sorted by their distance to its centroid (ties by id).
+
+    Attributes
+    ----------
+    offsets, sizes : ndarray (K,), int64, as :class:`pipeline.search.TileClusters`'.
+    members : ndarray (M,), int64, tile ids.
+    features : ndarray (M, D), float32, the members' features, side by side.
+    radial : ndarray (M,), float32, each member's distance to its list's centroid.
+    centroids : ndarray (K, D), float32 (:func:`pipeline.search.cluster_centroids`).
+    """
+
+    offsets: np.ndarray
+    sizes: np.ndarray
+    members: np.ndarray
+    features: np.ndarray
+    radial: np.ndarray
+    centroids: np.ndarray
+
+    @classmethod
+    def build(cls, tiles, features: np.ndarray, centroids: np.ndarray) -> SortedLists:
+        """From the clusters (:class:`pipeline.search.TileClusters`: each list's members
+        side by side, in list order), the tiles' features (N, D) float32 and the lists'
+        centroids (K, D) float32."""
+        lists = np.repeat(np.arange(len(tiles.sizes)), tiles.sizes)
+        diff = features[tiles.members] - centroids[lists]
+        radial = np.sqrt(np.einsum("md,md->m", diff, diff)).astype(np.float32)
+        order = np.lexsort((tiles.members, radial, lists))
+        members = tiles.members[order].astype(np.int64)
+        return cls(tiles.offsets.astype(np.int64), tiles.sizes.astype(np.int64), members,
+                   np.ascontiguousarray(features[members], dtype=np.float32),
+                   np.ascontiguousarray(radial[order]),
+                   np.ascontiguousarray(centroids, dtype=np.float32))
+
+    def scan(self, queries: np.ndarray, probes: np.ndarray, k: int) -> np.ndarray:
+        """:func:`scan_lists`: the ``k`` nearest tile ids (n, k) int64 of
+        each query (n, D) within its ``probes`` (n, m) lists, -1 where fewer exist."""
+        ids, _ = scan_lists(np.ascontiguousarray(queries, dtype=np.float32),
+                            np.ascontiguousarray(probes, dtype=np.int64), self.offsets,
+                            self.sizes, self.members, self.features, self.radial,
+                            self.centroids, k)
+        return ids
 
 
 def warm() -> None:

@@ -6,9 +6,9 @@ or lists given by the caller, as refined mode's coarse step gives them), and its
 nearest tiles among their members are found exactly and measured again one by one
 (:func:`exact_distances`), so a cell's candidates never depend on the other cells
 searched with it. :class:`TileSearch` runs it in blocks of queries for the video's
-planner and for stills, with the compiled scan (:func:`pipeline.scan.scan_lists`, over
-:class:`SortedLists`: each query's lists, nearest first, only the members the triangle
-inequality leaves possible) or, where numba does not load, by matrix products
+planner and for stills, with the compiled scan (:func:`pipeline.scan.scan_lists`: each
+query's lists, nearest first, only the members the triangle inequality leaves possible)
+or, where numba does not load, by matrix products
 (:func:`search_lists`); :class:`Orientations` turns a cell's features so that a tile may
 be searched in every orientation allowed.
 """
@@ -246,54 +246,6 @@ def cluster_centroids(tiles: TileClusters, features: np.ndarray) -> np.ndarray:
     return (sums / tiles.sizes[:, None]).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class SortedLists:
-    """The lists as :func:`pipeline.scan.scan_lists` reads them: each list's members
-    sorted by their distance to its centroid (ties by id).
-
-    Attributes
-    ----------
-    offsets, sizes : ndarray (K,), int64, as :class:`TileClusters`'.
-    members : ndarray (M,), int64, tile ids.
-    features : ndarray (M, D), float32, the members' features, side by side.
-    radial : ndarray (M,), float32, each member's distance to its list's centroid.
-    centroids : ndarray (K, D), float32 (:func:`cluster_centroids`).
-    """
-
-    offsets: np.ndarray
-    sizes: np.ndarray
-    members: np.ndarray
-    features: np.ndarray
-    radial: np.ndarray
-    centroids: np.ndarray
-
-    @classmethod
-    def build(cls, tiles: TileClusters, features: np.ndarray, centroids: np.ndarray
-              ) -> SortedLists:
-        """From the clusters, the tiles' features (N, D) float32 and the lists'
-        centroids (K, D) float32."""
-        lists = np.repeat(np.arange(len(tiles.sizes)), tiles.sizes)
-        diff = features[tiles.members] - centroids[lists]
-        radial = np.sqrt(np.einsum("md,md->m", diff, diff)).astype(np.float32)
-        order = np.lexsort((tiles.members, radial, lists))
-        members = tiles.members[order].astype(np.int64)
-        return cls(tiles.offsets.astype(np.int64), tiles.sizes.astype(np.int64), members,
-                   np.ascontiguousarray(features[members], dtype=np.float32),
-                   np.ascontiguousarray(radial[order]),
-                   np.ascontiguousarray(centroids, dtype=np.float32))
-
-    def scan(self, queries: np.ndarray, probes: np.ndarray, k: int) -> np.ndarray:
-        """:func:`pipeline.scan.scan_lists`: the ``k`` nearest tile ids (n, k) int64 of
-        each query (n, D) within its ``probes`` (n, m) lists, -1 where fewer exist."""
-        from pipeline.scan import scan_lists  # numba: only where it runs
-
-        ids, _ = scan_lists(np.ascontiguousarray(queries, dtype=np.float32),
-                            np.ascontiguousarray(probes, dtype=np.int64), self.offsets,
-                            self.sizes, self.members, self.features, self.radial,
-                            self.centroids, k)
-        return ids
-
-
 _compiled: bool | None = None  # the compiled scan: not tried yet, loaded, or failed
 
 
@@ -334,7 +286,7 @@ class TileSearch:
         self.tiles, self.features, self.block = tiles, features, block
         self.centroids = cluster_centroids(tiles, features)
         self._grouped: np.ndarray | None = None
-        self._sorted: SortedLists | None = None
+        self._sorted = None  # pipeline.scan.SortedLists, where the compiled scan runs
 
     @property
     def grouped(self) -> np.ndarray:
@@ -344,9 +296,11 @@ class TileSearch:
         return self._grouped
 
     @property
-    def sorted(self) -> SortedLists:
+    def sorted(self):  # -> pipeline.scan.SortedLists (numba: imported where it runs)
         """The lists as the compiled scan reads them (built on first use)."""
         if self._sorted is None:
+            from pipeline.scan import SortedLists
+
             self._sorted = SortedLists.build(self.tiles, self.features, self.centroids)
         return self._sorted
 

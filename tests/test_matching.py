@@ -247,8 +247,8 @@ def test_the_compiled_probe_choice_is_smallest_sorteds() -> None:
 
 
 def test_the_compiled_scan_measures_only_what_can_matter() -> None:
-    from pipeline.scan import scan_lists
-    from pipeline.search import SortedLists, cluster_centroids
+    from pipeline.scan import SortedLists, scan_lists
+    from pipeline.search import cluster_centroids
 
     rng = np.random.default_rng(5)
     centres = rng.normal(0, 30, (40, 48))
