@@ -36,6 +36,10 @@ class Canvas:
         painted cell and that of its tile in the bank (0 where no tile), for the photo
         visibility score (:mod:`pipeline.visibility`).
     image : ndarray (rows * tile_h, cols * tile_w, 3), uint8 BGR.
+
+    The tracked values are measured when they are read, from the canvas's own pixels, for
+    the cells placed since the last read: a scorer that reads them every fourth frame
+    measures a cell that changed four times once.
     """
 
     def __init__(self, grid: Grid, bank: np.ndarray, track: int = 0,
@@ -51,11 +55,52 @@ class Canvas:
         self.track = track
         self._bank_means: np.ndarray | None = None
         self._bank_spread: np.ndarray | None = None
-        if track:  # the mosaic's sub-grid mean colours, kept up to date for the metrics
-            self.sub = np.zeros((grid.rows, grid.cols, track, track, 3), np.float32)
-            self.sub_lab = np.zeros_like(self.sub)
-            self.spread = np.zeros((grid.rows, grid.cols), np.float32)
-            self.own = np.zeros((grid.rows, grid.cols), np.float32)
+        if track:  # the mosaic's sub-grid mean colours, measured for the metrics
+            self._sub = np.zeros((grid.rows, grid.cols, track, track, 3), np.float32)
+            self._sub_lab = np.zeros_like(self._sub)
+            self._spread = np.zeros((grid.rows, grid.cols), np.float32)
+            self._own = np.zeros((grid.rows, grid.cols), np.float32)
+        self._dirty = np.zeros(grid.cells, bool)  # placed since the tracked values' last read
+
+    @property
+    def sub(self) -> np.ndarray:
+        self._measure()
+        return self._sub
+
+    @property
+    def sub_lab(self) -> np.ndarray:
+        self._measure()
+        return self._sub_lab
+
+    @property
+    def spread(self) -> np.ndarray:
+        self._measure()
+        return self._spread
+
+    @property
+    def own(self) -> np.ndarray:
+        self._measure()
+        return self._own
+
+    def _measure(self) -> None:
+        """Measure the tracked values of the cells placed since the last call, from the
+        canvas's pixels (the tiles as placed: turned and recoloured)."""
+        cells = np.flatnonzero(self._dirty)
+        if not self.track or not len(cells):
+            return
+        self._dirty[:] = False
+        if self._bank_spread is None:
+            self._bank_spread = bank_spread(self.bank)
+        for lo in range(0, len(cells), _CHUNK):
+            r, c = np.divmod(cells[lo:lo + _CHUNK], self.grid.cols)
+            tiles = np.ascontiguousarray(self._cells[r, :, c, :])
+            means = block_means(tiles, self.track)
+            self._sub[r, c] = means
+            self._sub_lab[r, c] = srgb_to_lab(means)
+            self._spread[r, c] = luma_spread(tiles)
+            ids = self.ids[r, c]
+            rows = ids if self.bank_ids is None else np.searchsorted(self.bank_ids, ids)
+            self._own[r, c] = np.where(ids >= 0, self._bank_spread[np.maximum(rows, 0)], 0)
 
     def place(self, cells: np.ndarray, ids: np.ndarray, orients: np.ndarray,
               shift: np.ndarray | None = None, measure: bool = False,
@@ -112,14 +157,7 @@ class Canvas:
         self._cells[r, :, c, :] = tiles
         self.ids[r, c] = ids
         self.orients[r, c] = orients
-        if self.track:
-            means = block_means(tiles, self.track)
-            self.sub[r, c] = means
-            self.sub_lab[r, c] = srgb_to_lab(means)
-            self.spread[r, c] = luma_spread(tiles)
-            if self._bank_spread is None:
-                self._bank_spread = bank_spread(self.bank)
-            self.own[r, c] = self._bank_spread[rows]
+        self._dirty[cells] = True
         return change
 
     def _means(self) -> np.ndarray:
@@ -138,9 +176,7 @@ class Canvas:
         self.ids[:] = -1
         self.orients[:] = 0
         self.image[:] = 0
-        if self.track:
-            self.spread[:] = 0
-            self.own[:] = 0
+        self._dirty[:] = True
         if ids is not None and orients is not None:
             cells = np.flatnonzero(ids.ravel() >= 0)
             shift = None if shifts is None else shifts.reshape(-1, 3)[cells]

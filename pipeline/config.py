@@ -1,18 +1,16 @@
-"""Configuration: every option declared once, one frozen dataclass per section, loaded
-from TOML plus overrides.
+"""Configuration: each option declared once, a frozen dataclass per section, from TOML.
 
-Each option is a dataclass field made by :func:`option`, which records its default, its
-range or choices, whether it changes the render's plan, its painted frames, both or
-neither (:data:`AFFECTS`), and a one-line description. Everything else is derived from
-that declaration: the checks of :func:`load_config`, the options that name a plan
-(:func:`plan_options`) and a render job (:func:`paint_options`), the index's parameters
-(:func:`index_options`), and, in :mod:`pipeline.config_docs`, ``configs/default.toml``'s
-values and the README's configuration table (a test keeps both in step).
+Each option is a dataclass field made by :func:`option`: its default, range or choices,
+whether it changes the plan, the painted frames, both or neither (:data:`AFFECTS`), and
+a one-line description. Everything else is derived from that declaration: the checks of
+:func:`load_config`, the options that name a plan (:func:`plan_options`) and a render
+job (:func:`paint_options`), the index's parameters (:func:`index_options`), and, in
+:mod:`pipeline.config_docs`, ``configs/default.toml``'s values and the README's
+configuration table (a test keeps both in step).
 
-Precedence, highest first: a dedicated CLI flag (``--jobs``), ``--set section.key=value``,
-a ``--config FILE``, then the defaults below (mirrored, with comments, in
-``configs/default.toml``). Unknown sections or keys and values of the wrong type or range
-raise :class:`~pipeline.errors.ConfigError` naming the key.
+Precedence, highest first: a CLI flag (``--jobs``), ``--set section.key=value``, a
+``--config FILE``, then the defaults below (``configs/default.toml``, with comments).
+Unknown sections or keys and wrong types or ranges raise a ``ConfigError`` naming the key.
 """
 
 from __future__ import annotations
@@ -145,6 +143,8 @@ class RenderConfig:
                               affects="plan")
     report: bool = option(True, "write `OUT.scores.json` (e.g. `clip.mp4.scores.json`)",
                           affects="paint")
+    score_every: int = option(4, "score a sample: frames 0, N, 2N... (1 = every frame)",
+                              low=1, high=1000, affects="paint")
     activity_threshold: float = option(10.0, "a pixel changed when its BGR L2 difference "
                                        "exceeds this (the reference's 16)", low=0.0,
                                        high=442.0, affects="plan")

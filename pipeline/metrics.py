@@ -120,6 +120,7 @@ class Scores:
     visibility: list[int] = field(default_factory=list)
     visibility_output: list[int] = field(default_factory=list)
     identified_cells: int = -1  # scoring from pixels: cells whose tile was identified
+    every: int = 1  # a render's sample: frames 0, N, 2N... scored (each against the one before)
 
     def add(self, other: Scores) -> None:
         """Accumulate another run of frames (e.g. another segment)."""
@@ -129,6 +130,7 @@ class Scores:
                      "distinct_share"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.by_id = self.by_id or other.by_id
+        self.every = max(self.every, other.every)
         for name in ("visibility", "visibility_output"):
             mine, theirs = getattr(self, name), getattr(other, name)
             if theirs:
@@ -153,6 +155,7 @@ class Scores:
         n = max(self.frames, 1)
         return {
             "frames": self.frames,
+            "scored_every": self.every,
             "delta_e_cell": self.delta_e_cell / n,
             "delta_e_subgrid": self.delta_e_subgrid / n,
             "ssim_view": self.ssim_view / n,

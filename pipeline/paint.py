@@ -35,7 +35,7 @@ from pipeline.encode import SegmentEncoder, bgr_to_i420
 from pipeline.errors import PlanError
 from pipeline.grid import Grid
 from pipeline.heap import steady_heap, trim_heap
-from pipeline.metrics import SUB, FrameScorer, tile_keys
+from pipeline.metrics import SUB, FrameScorer, source_cells, tile_keys
 from pipeline.planfile import PlanChunk, Segment, chunk_path, read_chunk
 from pipeline.tasklog import TaskClock, file_bytes, source_bytes
 from pipeline.tone import gains, shifts
@@ -71,6 +71,7 @@ class PaintJob:
     codec: tuple[str, ...]
     tone: float = 0.0
     index_pin: IndexPin | None = None  # the index planned with; painters refuse another
+    score_every: int = 1  # frames scored: those whose number is a multiple of it
 
 
 def segment_path(work: str | Path, number: int) -> Path:
@@ -150,7 +151,10 @@ class Painter:
     It rebuilds the canvas the segment starts from, applies each frame's changes
     (recolouring them by the paint-time strength), scores the pure mosaic when the job
     reports, and yields the pure mosaic frames; :attr:`source` is the source frame of the
-    latest one (when the blend or the scores need it).
+    latest one (when the blend or the scores need it), :attr:`scored` whether it was
+    scored: every ``job.score_every``-th frame of the video (frames 0, N, 2N, ...: the
+    same sample however the job is cut), each against the frame before it (churn and
+    flicker); the canvas measures a cell for the scores only when a scored frame shows it.
     """
 
     def __init__(self, job: PaintJob, seg: Segment, chunk: PlanChunk) -> None:
@@ -165,10 +169,14 @@ class Painter:
         self.canvas.reset(start.ids, start.orients, shifts(start.diffs, job.recolour),
                           gains(start.ratios, job.tone))
         self.scorer = FrameScorer(self.grid, groups) if job.report else None
+        if self.scorer is not None:
+            self.scorer.scores.every = job.score_every
         if self.scorer is not None and chunk.start_src_lab is not None:
             self.scorer.restore({"prev_src_lab": chunk.start_src_lab,
                                  "prev_key": tile_keys(start.ids, start.orients)})
         self.source: np.ndarray | None = None
+        self.scored = False
+        self._since = np.zeros(self.grid.cells, bool)  # placed since the last scored frame
 
     def frames(self) -> Iterator[np.ndarray]:
         """The pure mosaic of each frame of the segment, (out_h, out_w, 3) uint8 BGR (the
@@ -181,12 +189,19 @@ class Painter:
         try:
             for i in range(self.seg.count):
                 self.source = next(source) if source is not None else None
+                number = self.seg.start + i
+                self.scored = self.scorer is not None and number % job.score_every == 0
                 cells, ids, orients, diffs, ratios = self.chunk.frame(i)
                 change = canvas.place(cells, ids, orients, shifts(diffs, job.recolour),
-                                      measure=self.scorer is not None,
-                                      gain=gains(ratios, job.tone))
+                                      measure=self.scored, gain=gains(ratios, job.tone))
                 if self.scorer is not None:
-                    self._score(cells, change)
+                    self._since[cells] = True
+                    if self.scored:
+                        self._score(cells, change)
+                    elif (number + 1) % job.score_every == 0:  # the next one's previous
+                        self.scorer.restore({
+                            "prev_src_lab": source_cells(self.source, self.grid)[1],
+                            "prev_key": tile_keys(canvas.ids, canvas.orients)})
                 yield canvas.image
         finally:
             if source is not None:
@@ -196,11 +211,10 @@ class Painter:
         grid, canvas = self.grid, self.canvas
         per_cell = np.zeros(grid.cells, np.float32)
         per_cell[cells] = change
-        placed = np.zeros(grid.cells, bool)
-        placed[cells] = True
         self.scorer.update_ids(self.source, canvas.ids, canvas.orients,
                                per_cell.reshape(grid.rows, grid.cols), canvas.sub,
-                               canvas.sub_lab, placed.reshape(grid.rows, grid.cols))
+                               canvas.sub_lab, self._since.reshape(grid.rows, grid.cols))
+        self._since[:] = False
 
     def stats(self) -> dict:
         """The segment's statistics (and scores, when the job reports)."""
@@ -231,7 +245,7 @@ def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk, read: dict[str, int]) 
                 mosaic, painter.source, job.alpha, encoder.scratch, encoder.scratch)
             out = encoder.buffer()
             bgr_to_i420(shown, out)
-            if painter.scorer is not None:  # the photos' contrast, painted and as written
+            if painter.scored:  # the photos' contrast, painted and as written
                 painter.scorer.scores.add_visibility(
                     painter.canvas.own, painter.canvas.spread, None if job.alpha <= 0
                     else y_plane_spread(out[:grid.out_h], grid.rows, grid.cols))

@@ -110,3 +110,67 @@ def test_score_command_on_videos(tmp_path, run_cli, tile_index, clip_with_audio)
     theirs = json.loads(out)
     assert abs(theirs["delta_e_cell"] - own["delta_e_cell"]) < 1.0
     assert abs(theirs["ssim_view"] - own["ssim_view"]) < 0.05
+
+
+def _painted_scores(paint, segments, every: int, per_frame: dict | None = None):
+    """The scores of every segment painted in this process with ``score_every`` = every
+    (as a painter adds the pure mosaic's visibility on each scored frame); with
+    ``per_frame``, each frame's own sums by frame number (every = 1)."""
+    import dataclasses
+
+    from pipeline.metrics import Scores
+    from pipeline.paint import Painter
+    from pipeline.planfile import chunk_path, read_chunk
+
+    job, total = dataclasses.replace(paint, score_every=every), Scores()
+    for seg in segments:
+        painter = Painter(job, seg, read_chunk(chunk_path(job.plan_dir, seg.number),
+                                               job.plan_key))
+        before = json.loads(json.dumps(painter.scorer.scores.to_json()))
+        for i, _ in enumerate(painter.frames()):
+            if painter.scored:
+                painter.scorer.scores.add_visibility(painter.canvas.own, painter.canvas.spread)
+            if per_frame is not None:
+                now = json.loads(json.dumps(painter.scorer.scores.to_json()))
+                per_frame[seg.start + i] = (before, now)
+                before = now
+        total.add(painter.scorer.scores)
+    return total
+
+
+def test_a_sample_of_frames_scores_as_those_frames_do_in_every_frames_scores(
+        tmp_path, run_cli, tile_index, monkeypatch) -> None:
+    """``render.score_every`` = 3 scores frames 0, 3, 6...: each exactly as the scores of
+    every frame count it (churn and flicker against the frame before it, the canvas's
+    cells measured only when a scored frame shows them), across the job's segments."""
+    from helpers import make_clip
+
+    import pipeline.stages.render as render_stage
+
+    seen = {}
+    prepare = render_stage._prepare
+
+    def keep(paint, plan, segments, report):  # the painters' job, as the render made it
+        seen.update(paint=paint, segments=segments)
+        return prepare(paint, plan, segments, report)
+
+    monkeypatch.setattr(render_stage, "_prepare", keep)
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2.0, audio=False)
+    code, _, err = run_cli("render", clip, "--index", tile_index, "--out", tmp_path / "o.mp4",
+                           "--set", "render.workers=1", "--set", "render.segment_frames=32")
+    assert code == 0, err
+    assert len(seen["segments"]) >= 2 and seen["segments"][1].start % 3 != 0
+    frames: dict = {}
+    every = _painted_scores(seen["paint"], seen["segments"], 1, frames).to_json()
+    sample = _painted_scores(seen["paint"], seen["segments"], 3).to_json()
+    assert every["frames"] == 50 and sample["frames"] == 17 and sample["every"] == 3
+    assert every["static_cells"] > sample["static_cells"] > 0
+    for name, value in sample.items():
+        if name in ("every", "by_id", "identified_cells"):
+            continue
+        want = 0 if not isinstance(value, list) else np.zeros(len(value), np.int64)
+        for number in range(0, 50, 3):
+            before, now = frames[number]
+            want = want + (np.asarray(now[name]) - np.asarray(before[name] or 0))
+        np.testing.assert_allclose(np.asarray(value, float), np.asarray(want, float),
+                                   rtol=1e-9, err_msg=name)

@@ -201,7 +201,7 @@ def _still(path: Path, seconds: float, dark: bool | None = None) -> Path:
 
 def test_static_source_has_zero_churn_across_segments(tile_index: Path, tmp_path: Path) -> None:
     clip = _still(tmp_path / "still.mkv", 1.2)  # 30 frames, segments of 10
-    config = RenderConfig(scale=2, preset="ultrafast", segment_frames=10)
+    config = RenderConfig(scale=2, preset="ultrafast", segment_frames=10, score_every=1)
     assert config.matching == "nearest" and config.carry_tiles
     out, report = render(clip, tile_index, tmp_path, config)
     assert report.scores["frames"] == 30
@@ -229,7 +229,9 @@ def test_noisy_still_source_does_not_churn(tile_index: Path, tmp_path: Path,
     config = RenderConfig(scale=2, preset="ultrafast", segment_frames=20, alpha=0)
     out, report = render(clip, tile_index, tmp_path, config)
     assert report.active_share < 1  # the cells are not all re-decided every frame
-    assert report.scores["static_cells"] > 0.9 * 39 * report.grid[0] * report.grid[1]
+    scored = report.scores["frames"]  # frames 0, 4, ... 36: each against the one before
+    assert scored == 10 and report.scores["scored_every"] == 4
+    assert report.scores["static_cells"] > 0.9 * (scored - 1) * report.grid[0] * report.grid[1]
     assert report.scores["churn"] <= 0.02
     code, text, _ = run_cli("score", clip, out, "--scale", "2", "-q")
     assert code == 0 and json.loads(text)["churn"] <= 0.02

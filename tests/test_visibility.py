@@ -167,3 +167,25 @@ def test_luma_spread_is_the_std_of_the_rounded_luma() -> None:
     want = luma.reshape(40, -1).std(1)
     assert np.allclose(luma_spread(tiles), want, rtol=1e-6, atol=1e-6)
     assert (luma_spread(tiles[:5]) == 0).all()
+
+
+def test_the_canvas_measures_its_cells_when_read_as_they_are_then() -> None:
+    """Cells placed several times between two reads are measured once, as last placed
+    (turned and recoloured); cells never read again are not measured at all."""
+    from pipeline.features import block_means, srgb_to_lab
+
+    tiles = _photos(6, size=16)
+    grid = make_grid(32, 48, (16, 16), 1.0)  # 2 x 3 cells
+    canvas = Canvas(grid, tiles, track=4)
+    canvas.place(np.arange(6), np.arange(6), np.zeros(6, np.uint8))
+    first = canvas.sub.copy()
+    canvas.place(np.arange(3), np.array([5, 4, 3]), np.ones(3, np.uint8),
+                 shift=np.full((3, 3), 40, np.int16))
+    canvas.place(np.array([0]), np.array([1]), np.zeros(1, np.uint8))
+    painted = canvas.image.reshape(2, 16, 3, 16, 3).swapaxes(1, 2).reshape(6, 16, 16, 3)
+    want = block_means(np.ascontiguousarray(painted), 4).reshape(2, 3, 4, 4, 3)
+    np.testing.assert_array_equal(canvas.sub, want)
+    np.testing.assert_array_equal(canvas.sub_lab, srgb_to_lab(want))
+    np.testing.assert_array_equal(canvas.spread.ravel(), luma_spread(painted))
+    np.testing.assert_allclose(canvas.own.ravel(), luma_spread(tiles[[1, 4, 3, 3, 4, 5]]))
+    np.testing.assert_array_equal(canvas.sub[1], first[1])  # not placed again: as it was

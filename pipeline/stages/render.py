@@ -274,7 +274,8 @@ def _set_up(target: _Target, source: Path, index, span: tuple
                      str(cache / "render" / key), config.alpha,
                      config.recolour if config.recolours else 0.0, config.report,
                      tuple(codec_args(config, choice.threads, choice.lookahead)),
-                     config.tone if config.recolours else 0.0, pin_index(index))
+                     config.tone if config.recolours else 0.0, pin_index(index),
+                     config.score_every)
     return paint, report, choice
 
 
