@@ -50,7 +50,7 @@ from pipeline.tone import RATIO_SCALE
 
 log = logging.getLogger(__name__)
 
-PLAN_VERSION = "7"  # bump when planning changes: invalidates cached plans
+PLAN_VERSION = "8"  # bump when planning changes: invalidates cached plans
 MANIFEST = "manifest.json"
 SHOTS = "shots.json"
 PLAN_FILES = re.compile(r"chunk-\d{5}\.npz|manifest\.json|shots\.json")  # all a plan folder holds

@@ -33,6 +33,7 @@ import numba
 import numpy as np
 
 from pipeline.rules_numpy import CAP_PENALTY, RADIUS_PENALTY
+from pipeline.scan import row_sq
 
 _UNTESTED, _FREE, _BLOCKED = 0, 1, 2  # a candidate's radius test
 _NONE = np.int32(-2)  # the group of "no candidate" (matches no neighbour, -1)
@@ -71,34 +72,9 @@ def own_distances(queries, features, cur, out):  # pragma: no cover - compiled
     tile ``cur`` (n,) int64 in ``features`` (N, D) (inf: no tile), rounded as numpy's
     ``((q - f) ** 2).sum(1)``: float32 squares, summed as numpy sums a short row (eight
     interleaved partial sums, then pairs of them, then the rest in order)."""
-    d = queries.shape[1]
-    whole = d - d % 8
-    r = np.empty(8, np.float32)  # the partial sums
     for i in range(queries.shape[0]):
         t = cur[i]
-        if t < 0:
-            out[i] = _INF
-            continue
-        q, f = queries[i], features[t]
-        if d < 8:
-            s = np.float32(0.0)
-            for j in range(d):
-                e = q[j] - f[j]
-                s += e * e
-            out[i] = s
-            continue
-        for j in range(8):
-            e = q[j] - f[j]
-            r[j] = e * e
-        for b in range(8, whole, 8):
-            for j in range(8):
-                e = q[b + j] - f[b + j]
-                r[j] += e * e
-        s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-        for j in range(whole, d):
-            e = q[j] - f[j]
-            s += e * e
-        out[i] = s
+        out[i] = _INF if t < 0 else row_sq(queries[i], features[t])
 
 
 @numba.njit(cache=True, nogil=True)

@@ -15,8 +15,9 @@ A row's distances are summed as a vectorised loop (``fastmath``'s reassociation 
 contraction, not its "no inf" assumption: the kernel compares against inf), so they
 round apart from the matrix products: a query's ``k``-th candidate can differ where two
 tiles are within rounding of each other there (6-28 rows in 10^5 on real clips). The
-caller measures the candidates again, exactly, as the numpy search does
-(:func:`pipeline.search.exact_distances`).
+kept candidates are measured again (:func:`exact_rows`), each row summed in numpy's own
+order (:func:`row_sq`), so their distances are the bits the numpy search's
+:func:`pipeline.search.exact_distances` gives, and the variety rules' own-tile sums too.
 
 The lists a query probes, the ``m`` of nearest centroid, are picked from its row of
 centroid distances in one pass too (:func:`smallest_columns`, the same columns as the
@@ -137,6 +138,65 @@ def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroid
     return out, measured
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def row_sq(q, f):  # pragma: no cover - compiled
+    """Squared distance of two rows (D,) float32, rounded as numpy's ``((q - f) ** 2)
+    .sum(-1)`` rounds it for D under :data:`pipeline.rules_numpy.PAIRWISE_MAX`: float32
+    squares, summed as numpy sums a short row (eight interleaved partial sums, then
+    pairs of them, then the rest in order)."""
+    d = q.shape[0]
+    if d < 8:
+        s = np.float32(0.0)
+        for j in range(d):
+            e = q[j] - f[j]
+            s += e * e
+        return s
+    r0, r1, r2, r3 = _sq4(q, f, 0)  # (eight scalars: kept in registers)
+    r4, r5, r6, r7 = _sq4(q, f, 4)
+    whole = d - d % 8
+    for b in range(8, whole, 8):
+        s0, s1, s2, s3 = _sq4(q, f, b)
+        s4, s5, s6, s7 = _sq4(q, f, b + 4)
+        r0, r1, r2, r3, r4, r5, r6, r7 = (r0 + s0, r1 + s1, r2 + s2, r3 + s3, r4 + s4,
+                                          r5 + s5, r6 + s6, r7 + s7)
+    s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for j in range(whole, d):
+        e = q[j] - f[j]
+        s += e * e
+    return s
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sq4(q, f, b):  # pragma: no cover - compiled
+    """The squares of four differences from column ``b``: float32 each."""
+    e0, e1, e2, e3 = q[b] - f[b], q[b + 1] - f[b + 1], q[b + 2] - f[b + 2], q[b + 3] - f[b + 3]
+    return e0 * e0, e1 * e1, e2 * e2, e3 * e3
+
+
+@numba.njit(cache=True, nogil=True)
+def exact_rows(queries, ids, features):  # pragma: no cover - compiled
+    """Candidates ``ids`` (n, k) int64 (-1: none) of ``queries`` (n, D) float32
+    re-measured one by one (:func:`row_sq`, as :func:`pipeline.search.exact_distances`
+    measures them) and sorted by (distance, id): (ids (n, k) int64, squared distances
+    (n, k) float32, inf where no candidate)."""
+    n, k = ids.shape
+    out_i = np.empty((n, k), np.int64)
+    out_d = np.empty((n, k), np.float32)
+    for i in range(n):
+        for j in range(k):
+            t = ids[i, j]
+            d = np.float32(np.inf) if t < 0 else row_sq(queries[i], features[t])
+            b = j  # insertion by (distance, id + 1): no tile (-1) first among the infs
+            while b > 0 and (out_d[i, b - 1] > d or (out_d[i, b - 1] == d
+                                                     and out_i[i, b - 1] > t)):
+                out_d[i, b] = out_d[i, b - 1]
+                out_i[i, b] = out_i[i, b - 1]
+                b -= 1
+            out_d[i, b] = d
+            out_i[i, b] = t
+    return out_i, out_d
+
+
 @numba.njit(cache=True, nogil=True)
 def smallest_columns(d, m):  # pragma: no cover - compiled
     """Columns of the ``m`` smallest values of each row of ``d`` (n, K) float32, nearest
@@ -220,3 +280,4 @@ def warm() -> None:
                np.zeros((1, 3), np.float32), np.zeros(1, np.float32),
                np.zeros((1, 3), np.float32), 1)
     smallest_columns(np.zeros((1, 2), np.float32), 1)
+    exact_rows(np.zeros((1, 3), np.float32), one.reshape(1, 1), np.zeros((1, 3), np.float32))

@@ -235,7 +235,7 @@ def exact_distances(queries: np.ndarray, ids: np.ndarray, features: np.ndarray
     for lo in range(0, len(ids), _EXACT_ROWS):
         part = ids[lo:lo + _EXACT_ROWS]
         diff = features[np.maximum(part, 0)] - queries[lo:lo + _EXACT_ROWS, None, :]
-        d = np.einsum("nkd,nkd->nk", diff, diff)
+        d = (diff * diff).sum(-1)  # numpy's short-row order, as the compiled exact_rows
         dist[lo:lo + len(part)] = np.where(part >= 0, d, np.inf)
     return unpack(np.sort(pack(dist, ids), axis=1))
 
@@ -317,8 +317,9 @@ class TileSearch:
             queries = np.ascontiguousarray(queries, dtype=np.float32)
             if probes is None:  # top_clusters_by_l2's, in one pass over each row
                 probes = smallest_columns(_sq_dist(queries, self.centroids), nprobe)
-            return exact_distances(queries, self.sorted.scan(queries, probes, k),
-                                   self.features)
+            from pipeline.scan import exact_rows
+
+            return exact_rows(queries, self.sorted.scan(queries, probes, k), self.features)
         if probes is None:
             probes = top_clusters_by_l2(queries, self.centroids, nprobe)
         return search_lists(queries, probes, self.tiles, self.features, k, self.grouped)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline.assign import rank_within_groups
 from pipeline.compose import Canvas
@@ -244,6 +245,26 @@ def test_the_compiled_probe_choice_is_smallest_sorteds() -> None:
         for d in (rng.integers(0, 7, shape).astype(np.float32),  # ties: the lower column
                   rng.random(shape, dtype=np.float32)):
             np.testing.assert_array_equal(smallest_columns(d, m), smallest_sorted(d, m))
+
+
+@pytest.mark.parametrize("dim", [3, 8, 27, 48, 51])
+def test_the_compiled_re_measure_is_exact_distances_bits(dim: int) -> None:
+    """The scan's candidates re-measured compiled: the ids, order and distance bits of
+    the numpy search's exact_distances, ties (a candidate twice, equal tiles) by id and
+    missing candidates (-1) last."""
+    from pipeline.scan import exact_rows
+    from pipeline.search import exact_distances
+
+    rng = np.random.default_rng(dim)
+    features = (rng.random((400, dim), dtype=np.float32) * 50).round()  # equal distances
+    features[7] = features[3]
+    queries = (rng.random((900, dim), dtype=np.float32) * 50).round()
+    ids = rng.integers(-1, 400, (900, 32))
+    ids[:, 5], ids[:, 9], ids[:, 11] = ids[:, 6], 3, 7
+    got, want = exact_rows(queries, ids, features), exact_distances(queries, ids, features)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1].tobytes() == want[1].tobytes()
+    assert (got[1][:, 1:] >= got[1][:, :-1]).all() and (got[0][np.isinf(got[1])] == -1).all()
 
 
 def test_the_compiled_scan_measures_only_what_can_matter() -> None:
