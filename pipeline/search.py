@@ -305,12 +305,14 @@ class TileSearch:
         return self._sorted
 
     def block_search(self, queries: np.ndarray, k: int, nprobe: int,
-                     probes: np.ndarray | None = None, compiled: bool | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     probes: np.ndarray | None = None, compiled: bool | None = None,
+                     bound: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One block's candidates (ids, squared distances), (n, k): within ``probes``
         (n, m) lists, or the ``nprobe`` clusters of nearest centroid. ``compiled``: the
         compiled scan or the matrix products (None: the scan where it loads,
-        :func:`compiled_scan`)."""
+        :func:`compiled_scan`). ``bound`` (n,) float32: a squared distance per query
+        beyond which no candidate is wanted; the scan then measures fewer tiles and
+        leaves those beyond it out (id -1, distance inf), the matrix products keep them."""
         if compiled if compiled is not None else compiled_scan():
             from pipeline.scan import smallest_columns  # numba: only where it runs
 
@@ -319,7 +321,8 @@ class TileSearch:
                 probes = smallest_columns(_sq_dist(queries, self.centroids), nprobe)
             from pipeline.scan import exact_rows
 
-            return exact_rows(queries, self.sorted.scan(queries, probes, k), self.features)
+            return exact_rows(queries, self.sorted.scan(queries, probes, k, bound),
+                              self.features)
         if probes is None:
             probes = top_clusters_by_l2(queries, self.centroids, nprobe)
         return search_lists(queries, probes, self.tiles, self.features, k, self.grouped)
