@@ -265,10 +265,5 @@ def _note_progress(job: PaintJob, seg: Segment, frames: int) -> None:
 
 
 def warm_up() -> None:
-    """A local worker's first task, while the client sets the job up: importing this
-    module (which unpickling this function does), the plan's engine, and loading the
-    compiled search (numba) that its plan tasks and the tile placement run."""
-    import pipeline.plan  # noqa: F401  (the plan tasks' engine)
-    from pipeline.search import compiled_scan
-
-    compiled_scan()
+    """A painter process's first task: importing this module (which unpickling this
+    function does) is the warm-up."""

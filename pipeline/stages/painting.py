@@ -35,7 +35,7 @@ from pipeline.clean import remove_temporaries
 from pipeline.errors import IndexChangedError, MosaicError
 from pipeline.execute import LocalPool, usable_cores
 from pipeline.locks import file_lock
-from pipeline.paint import PaintJob, paint_task, progress_path, warm_up
+from pipeline.paint import PaintJob, paint_task, progress_path
 from pipeline.planfile import (
     MANIFEST,
     PLAN_FILES,
@@ -231,16 +231,6 @@ class _Run:
             future.cancel()
         if failed:
             self.pool.close(abort=True)
-
-
-def prestart(paint: PaintJob, workers: int) -> None:
-    """Start ``workers`` local workers on their warm-up now, while the client finds the
-    shots and reads the plan (:class:`pipeline.execute.LocalPool`: the pool the job then
-    makes is these workers): unless the job has painted anything yet (it may be done,
-    or need fewer workers)."""
-    work = Path(paint.work)
-    if not (work / DONE).exists() and not any(work.glob("seg-*.json")):
-        LocalPool(workers, warm_up)
 
 
 def render_segments(job: RenderJob, pool, bar: tqdm) -> dict[int, dict]:

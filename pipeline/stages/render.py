@@ -82,7 +82,7 @@ from pipeline.planfile import (
     plan_key,
     read_manifest,
 )
-from pipeline.stages.painting import DONE, RenderJob, job_record, prestart, render_segments
+from pipeline.stages.painting import DONE, RenderJob, job_record, render_segments
 from pipeline.stages.planner import PlanJob, local_plan_config, plan_shots
 from pipeline.tasklog import TaskClock, TaskLog, file_bytes
 from pipeline.video import AudioInfo, VideoInfo, check_regular, ffmpeg_exe, local_path, probe
@@ -229,8 +229,6 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
                      kind="video", force=force, cache_dir=cache_dir)
         paint, report, choice = _set_up(target, source, index,
                                         (start_s, duration_s, max_frames))
-        if target.local:
-            prestart(paint, choice.workers)
         held.enter_context(hold(paint.plan_dir, f"the plan {paint.plan_key[:12]}"))
         mark_owned(paint.plan_dir, "plan")
         with file_lock(Path(paint.work) / ".lock",
