@@ -89,8 +89,9 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared L2 distances (n, k) between rows of ``a`` (n, D) and ``b`` (k, D), float32."""
     a = a.astype(np.float32, copy=False)
     b = b.astype(np.float32, copy=False)
-    d = a @ b.T  # in place from here: |a|^2 - 2 a.b + |b|^2, rounded as written so
-    d *= -2
+    # |a|^2 - 2 a.b + |b|^2 in place, rounded as written so (the -2 in the product's
+    # small operand: a power of two scales every partial sum exactly, the same bits)
+    d = a @ (b * np.float32(-2)).T
     d += (a * a).sum(1)[:, None]
     d += (b * b).sum(1)[None, :]
     return np.maximum(d, 0, out=d)
