@@ -76,6 +76,22 @@ def _window(radial, lo, hi, to, kth):  # pragma: no cover - compiled
     return first, lo + np.searchsorted(radial[lo:hi], to + r, side="right")
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _insert(best_d, best_i, d, tid):  # pragma: no cover - compiled
+    """Put tile ``tid`` at squared distance ``d`` (no farther than the last) into the
+    ``k`` best so far, ``best_d`` (k,) float32 and ``best_i`` (k,) int64, kept sorted by
+    (distance, id): the last one drops out."""
+    k = best_d.shape[0]
+    if d < best_d[k - 1] or tid < best_i[k - 1]:
+        b = k - 1
+        while b > 0 and (best_d[b - 1] > d or (best_d[b - 1] == d and best_i[b - 1] > tid)):
+            best_d[b] = best_d[b - 1]
+            best_i[b] = best_i[b - 1]
+            b -= 1
+        best_d[b] = d
+        best_i[b] = tid
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroids, k,
                bound):  # pragma: no cover - compiled
@@ -131,16 +147,7 @@ def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroid
             for t in range(lo, hi):  # ... then the few that enter the k best
                 d = scratch[t - lo]
                 if d <= best_d[k - 1] and d <= limit:
-                    tid = members[t]
-                    if d < best_d[k - 1] or tid < best_i[k - 1]:
-                        b = k - 1
-                        while b > 0 and (best_d[b - 1] > d
-                                         or (best_d[b - 1] == d and best_i[b - 1] > tid)):
-                            best_d[b] = best_d[b - 1]
-                            best_i[b] = best_i[b - 1]
-                            b -= 1
-                        best_d[b] = d
-                        best_i[b] = tid
+                    _insert(best_d, best_i, d, members[t])
         out[i] = best_i
     return out, measured
 
