@@ -7,6 +7,10 @@ Tiles are gathered from the memory-mapped tile bank in one indexing operation.
 
 from __future__ import annotations
 
+import logging
+import sys
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -16,6 +20,36 @@ from pipeline.tone import adjust, tile_means
 from pipeline.visibility import MIRROR, bank_spread, luma_spread, orient
 
 _CHUNK = 512  # cells placed at a time: small transient buffers at any grid size
+# numpy places this many cells in a process before the compiled placement pays numba's
+# load (about 0.5 CPU-s: some 150,000 cells at 2560x1920), unless numba is loaded already
+PLACE_COMPILE_AFTER = 150_000
+
+log = logging.getLogger(__name__)
+_placing: Any = None  # the compiled placement: not tried yet (None), failed (False), loaded
+_numpy_placed = 0  # cells placed by numpy in this process while numba was not loaded
+
+
+def compiled_placing(cells: int) -> Any:
+    """:func:`pipeline.placing.place_tiles` where it runs, else None (numpy places the
+    ``cells`` about to be placed): loaded once numba is in the process (a worker that
+    plans has loaded it for its search) or once numpy has placed
+    :data:`PLACE_COMPILE_AFTER` cells here; where numba does not load, said once, numpy
+    places every tile (the same bits)."""
+    global _placing, _numpy_placed
+    if _placing is None:
+        if "numba" not in sys.modules and _numpy_placed < PLACE_COMPILE_AFTER:
+            _numpy_placed += cells
+            return None
+        try:
+            from pipeline.placing import place_tiles, warm
+
+            warm()
+            _placing = place_tiles
+        except Exception as e:  # any failure of the compiler: numpy goes on
+            log.warning("the compiled tile placement could not be loaded (%s: %s); "
+                        "placing with numpy", type(e).__name__, e)
+            _placing = False
+    return _placing or None
 
 
 class Canvas:
@@ -136,6 +170,9 @@ class Canvas:
                shift: np.ndarray | None, measure: bool,
                gain: np.ndarray | None = None) -> np.ndarray | None:
         orients = np.asarray(orients, np.uint8)
+        if gain is None and self.bank.flags.c_contiguous and not (orients > MIRROR).any() \
+                and (kernel := compiled_placing(len(cells))) is not None:
+            return self._place_compiled(kernel, cells, ids, orients, shift, measure)
         order = None
         if orients.any():  # by orientation: each code's tiles side by side, turned at once
             order = np.argsort(orients, kind="stable")
@@ -159,6 +196,24 @@ class Canvas:
         self.orients[r, c] = orients
         self._dirty[cells] = True
         return change
+
+    def _place_compiled(self, kernel: Any, cells: np.ndarray, ids: np.ndarray,
+                        orients: np.ndarray, shift: np.ndarray | None, measure: bool
+                        ) -> np.ndarray | None:
+        """:meth:`_place` by :func:`pipeline.placing.place_tiles` (tiles as they are or
+        mirrored, no contrast gain): the same pixels and changes."""
+        cells = np.asarray(cells, np.int64)
+        rows = ids if self.bank_ids is None else np.searchsorted(self.bank_ids, ids)
+        shift = np.zeros((len(cells), 3), np.int16) if shift is None else \
+            np.ascontiguousarray(shift, np.int16)
+        change = np.zeros(len(cells), np.float32)
+        kernel(cells, np.asarray(rows, np.int64), orients == MIRROR, shift,
+               np.asarray(self.bank), self.image, self.grid.cols, measure, change)
+        r, c = np.divmod(cells, self.grid.cols)
+        self.ids[r, c] = ids
+        self.orients[r, c] = orients
+        self._dirty[cells] = True
+        return change if measure else None
 
     def _means(self) -> np.ndarray:
         """Mean colour of every tile of the bank, (M, 3) float32 (exact, computed once)."""

@@ -158,9 +158,14 @@ def srgb_to_lab(bgr01: np.ndarray) -> np.ndarray:
     idx = np.clip((c * _LUT_STEPS + 0.5).astype(np.int32), 0, _LUT_STEPS)
     xyz = _LINEAR[idx] @ _BGR_TO_XYZN
     eps, kappa = np.float32(216 / 24389), np.float32(24389 / 27)
-    f = np.where(xyz > eps, np.cbrt(xyz), (kappa * xyz + 16) / 116).astype(np.float32)
-    lab = np.empty_like(f)
-    lab[..., 0] = 116 * f[..., 1] - 16
-    lab[..., 1] = 500 * (f[..., 0] - f[..., 1])
-    lab[..., 2] = 200 * (f[..., 1] - f[..., 2])
+    f = np.cbrt(xyz)
+    if (low := xyz <= eps).any():  # the linear segment, where it applies
+        f[low] = (kappa * xyz[low] + 16) / 116
+    lab = np.empty_like(f)  # each channel written in place: the same float32 operations
+    np.multiply(f[..., 1], 116, out=lab[..., 0])
+    lab[..., 0] -= 16
+    np.subtract(f[..., 0], f[..., 1], out=lab[..., 1])
+    lab[..., 1] *= 500
+    np.subtract(f[..., 1], f[..., 2], out=lab[..., 2])
+    lab[..., 2] *= 200
     return lab

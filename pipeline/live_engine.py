@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.assign import load_compiled
-from pipeline.compose import Canvas, blend
+from pipeline.compose import Canvas, blend, compiled_placing
 from pipeline.config import RenderConfig
 from pipeline.features import colour_histogram, lab_grid_means
 from pipeline.grid import Grid, cell_views
@@ -34,6 +34,7 @@ from pipeline.index import TileIndex
 from pipeline.matching import nearest_by_cosine, search_features
 from pipeline.modes import NearestMode, RefinedMode, matching_mode
 from pipeline.plan import PlanEngine, PlanState
+from pipeline.search import compiled_scan
 from pipeline.tone import colour_diffs, contrast_ratios, gains, luma_grid, mean_colours, shifts
 from pipeline.visibility import bank_spread
 
@@ -254,12 +255,15 @@ class LiveEngine:
 
 def warm_up() -> None:
     """Import what the first frames need (the joint assignment's and the cluster modes'
-    libraries, the compiled variety rules: from now on the choice's), so that they do
-    not stall the live loop."""
+    libraries, the compiled variety rules: from now on the choice's, the compiled search
+    and tile placement, compiled here on a fresh install), so that they do not stall
+    the live loop."""
     import scipy.sparse.csgraph  # noqa: F401
     import sklearn.cluster  # noqa: F401
 
     load_compiled()
+    compiled_scan()
+    compiled_placing(0)
 
 
 def _planner(pool: TilePool, grid: Grid, config: RenderConfig) -> PlanEngine:

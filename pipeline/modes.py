@@ -178,16 +178,18 @@ class NearestMode:
         def search(lo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             # a tile in orientation ``code`` against the cell is the tile as it is against
             # the cell turned back: the same distance, searched in the tiles' own features;
-            # every orientation's queries in one search (one pass over the lists)
+            # orientation after orientation, each bounded by the k-th distance of those
+            # before (each gives k distinct tiles: a tile beyond it cannot be merged in)
             part = queries[lo:lo + block]
             probes = coarse[lo:lo + block] if coarse is not None else None
-            ids, dist = self.search.block_search(
-                np.concatenate([self.orients.unturn(part, c) for c in turns]),
-                cfg.candidates, cfg.nprobe, None if probes is None else np.tile(
-                    probes, (len(turns), 1)))
-            n = len(part)
-            return self.orients.merge([(ids[i * n:(i + 1) * n], dist[i * n:(i + 1) * n])
-                                       for i in range(len(turns))], cfg.candidates)
+            found, bound = [], None
+            for code in turns:
+                ids, dist = self.search.block_search(
+                    self.orients.unturn(part, code), cfg.candidates, cfg.nprobe, probes,
+                    bound=bound)
+                found.append((ids, dist))
+                bound = dist[:, -1] if bound is None else np.minimum(bound, dist[:, -1])
+            return self.orients.merge(found, cfg.candidates)
 
         parts = self._map(search, list(range(0, len(queries), block)))
         cand = [np.concatenate([p[i] for p in parts]) for i in range(3)]

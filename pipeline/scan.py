@@ -76,10 +76,27 @@ def _window(radial, lo, hi, to, kth):  # pragma: no cover - compiled
     return first, lo + np.searchsorted(radial[lo:hi], to + r, side="right")
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _insert(best_d, best_i, d, tid):  # pragma: no cover - compiled
+    """Put tile ``tid`` at squared distance ``d`` (no farther than the last) into the
+    ``k`` best so far, ``best_d`` (k,) float32 and ``best_i`` (k,) int64, kept sorted by
+    (distance, id): the last one drops out."""
+    k = best_d.shape[0]
+    if d < best_d[k - 1] or tid < best_i[k - 1]:
+        b = k - 1
+        while b > 0 and (best_d[b - 1] > d or (best_d[b - 1] == d and best_i[b - 1] > tid)):
+            best_d[b] = best_d[b - 1]
+            best_i[b] = best_i[b - 1]
+            b -= 1
+        best_d[b] = d
+        best_i[b] = tid
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroids, k
-               ):  # pragma: no cover - compiled
-    """Each query's ``k`` nearest tiles in its probed lists, by (distance, id).
+def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroids, k,
+               bound):  # pragma: no cover - compiled
+    """Each query's ``k`` nearest tiles in its probed lists, by (distance, id), among
+    those within its ``bound``.
 
     Parameters
     ----------
@@ -91,10 +108,14 @@ def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroid
     radial : ndarray (M,), float32, each member's distance to its list's centroid.
     centroids : ndarray (K, D), float32.
     k : candidates to keep.
+    bound : ndarray (n,), float32, a squared distance per query (inf: none) beyond which
+        no tile is wanted (with a margin for rounding: a tile within it is never lost):
+        the windows are that narrow from the first list on, and no tile beyond is kept.
 
     Returns
     -------
-    ids : ndarray (n, k), int64, by increasing distance, then id (-1 where fewer exist).
+    ids : ndarray (n, k), int64, by increasing distance, then id (-1 where fewer exist
+        within the bound).
     measured : int, the (query, tile) pairs measured.
     """
     n = queries.shape[0]
@@ -111,29 +132,22 @@ def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroid
         _nearest_first(q, probes[i], centroids, to_list, order)
         best_d[:] = np.inf
         best_i[:] = -1
+        limit = bound[i] * (1 + _SLACK) + _SLACK  # (inf stays inf)
         for a in range(m):
             j = order[a]
             c = probes[i, j]
             lo = offsets[c]
             hi = lo + sizes[c]
-            if best_d[k - 1] < np.inf:
-                lo, hi = _window(radial, lo, hi, to_list[j], best_d[k - 1])
+            kth = min(best_d[k - 1], limit)
+            if kth < np.inf:
+                lo, hi = _window(radial, lo, hi, to_list[j], kth)
             measured += hi - lo
             for t in range(lo, hi):  # the distances first (a loop that vectorises) ...
                 scratch[t - lo] = _sq(q, feats[t])
             for t in range(lo, hi):  # ... then the few that enter the k best
                 d = scratch[t - lo]
-                if d <= best_d[k - 1]:
-                    tid = members[t]
-                    if d < best_d[k - 1] or tid < best_i[k - 1]:
-                        b = k - 1
-                        while b > 0 and (best_d[b - 1] > d
-                                         or (best_d[b - 1] == d and best_i[b - 1] > tid)):
-                            best_d[b] = best_d[b - 1]
-                            best_i[b] = best_i[b - 1]
-                            b -= 1
-                        best_d[b] = d
-                        best_i[b] = tid
+                if d <= best_d[k - 1] and d <= limit:
+                    _insert(best_d, best_i, d, members[t])
         out[i] = best_i
     return out, measured
 
@@ -262,13 +276,17 @@ class SortedLists:
                    np.ascontiguousarray(radial[order]),
                    np.ascontiguousarray(centroids, dtype=np.float32))
 
-    def scan(self, queries: np.ndarray, probes: np.ndarray, k: int) -> np.ndarray:
+    def scan(self, queries: np.ndarray, probes: np.ndarray, k: int,
+             bound: np.ndarray | None = None) -> np.ndarray:
         """:func:`scan_lists`: the ``k`` nearest tile ids (n, k) int64 of
-        each query (n, D) within its ``probes`` (n, m) lists, -1 where fewer exist."""
+        each query (n, D) within its ``probes`` (n, m) lists and its ``bound`` (n,)
+        float32 squared distance (None: no bound), -1 where fewer exist."""
+        bound = np.full(len(queries), np.inf, np.float32) if bound is None else \
+            np.ascontiguousarray(bound, dtype=np.float32)
         ids, _ = scan_lists(np.ascontiguousarray(queries, dtype=np.float32),
                             np.ascontiguousarray(probes, dtype=np.int64), self.offsets,
                             self.sizes, self.members, self.features, self.radial,
-                            self.centroids, k)
+                            self.centroids, k, bound)
         return ids
 
 
@@ -278,6 +296,6 @@ def warm() -> None:
     one = np.zeros(1, np.int64)
     scan_lists(np.zeros((1, 3), np.float32), np.zeros((1, 1), np.int64), one, one + 1, one,
                np.zeros((1, 3), np.float32), np.zeros(1, np.float32),
-               np.zeros((1, 3), np.float32), 1)
+               np.zeros((1, 3), np.float32), 1, np.full(1, np.inf, np.float32))
     smallest_columns(np.zeros((1, 2), np.float32), 1)
     exact_rows(np.zeros((1, 3), np.float32), one.reshape(1, 1), np.zeros((1, 3), np.float32))

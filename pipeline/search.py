@@ -89,8 +89,9 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared L2 distances (n, k) between rows of ``a`` (n, D) and ``b`` (k, D), float32."""
     a = a.astype(np.float32, copy=False)
     b = b.astype(np.float32, copy=False)
-    d = a @ b.T  # in place from here: |a|^2 - 2 a.b + |b|^2, rounded as written so
-    d *= -2
+    # |a|^2 - 2 a.b + |b|^2 in place, rounded as written so (the -2 in the product's
+    # small operand: a power of two scales every partial sum exactly, the same bits)
+    d = a @ (b * np.float32(-2)).T
     d += (a * a).sum(1)[:, None]
     d += (b * b).sum(1)[None, :]
     return np.maximum(d, 0, out=d)
@@ -305,12 +306,14 @@ class TileSearch:
         return self._sorted
 
     def block_search(self, queries: np.ndarray, k: int, nprobe: int,
-                     probes: np.ndarray | None = None, compiled: bool | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     probes: np.ndarray | None = None, compiled: bool | None = None,
+                     bound: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One block's candidates (ids, squared distances), (n, k): within ``probes``
         (n, m) lists, or the ``nprobe`` clusters of nearest centroid. ``compiled``: the
         compiled scan or the matrix products (None: the scan where it loads,
-        :func:`compiled_scan`)."""
+        :func:`compiled_scan`). ``bound`` (n,) float32: a squared distance per query
+        beyond which no candidate is wanted; the scan then measures fewer tiles and
+        leaves those beyond it out (id -1, distance inf), the matrix products keep them."""
         if compiled if compiled is not None else compiled_scan():
             from pipeline.scan import smallest_columns  # numba: only where it runs
 
@@ -319,7 +322,8 @@ class TileSearch:
                 probes = smallest_columns(_sq_dist(queries, self.centroids), nprobe)
             from pipeline.scan import exact_rows
 
-            return exact_rows(queries, self.sorted.scan(queries, probes, k), self.features)
+            return exact_rows(queries, self.sorted.scan(queries, probes, k, bound),
+                              self.features)
         if probes is None:
             probes = top_clusters_by_l2(queries, self.centroids, nprobe)
         return search_lists(queries, probes, self.tiles, self.features, k, self.grouped)

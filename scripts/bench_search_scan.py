@@ -89,7 +89,7 @@ def main() -> None:
             ids0, _ = search.search_lists(q, p, tiles, feats, k, ts.grouped)
             t_np += time.process_time() - t
             t = time.process_time()
-            ids1, seen = scan_lists(q, p, *arrays, k)
+            ids1, seen = scan_lists(q, p, *arrays, k, np.full(len(q), np.inf, np.float32))
             ids1, _ = search.exact_distances(q, ids1, feats)
             t_scan += time.process_time() - t
             differ += int((ids0 != ids1).any(1).sum())

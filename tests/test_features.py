@@ -74,3 +74,23 @@ def test_block_means_uneven_grid() -> None:
 def test_lab_rejects_tile_smaller_than_grid() -> None:
     with pytest.raises(ValueError, match="smaller than the 4x4 grid"):
         lab_grid_means(np.zeros((1, 3, 3, 3), np.uint8), grid=4)
+
+
+def test_srgb_to_lab_is_the_textbook_formula_to_the_bit() -> None:
+    """The in-place form is the same float32 operations as the formulas written out
+    (dark colours on the linear segment, out-of-range and float64 input included)."""
+    from pipeline.features import _BGR_TO_XYZN, _LINEAR, _LUT_STEPS, srgb_to_lab
+
+    rng = np.random.default_rng(4)
+    for bgr in (rng.random((300, 4, 4, 3)).astype(np.float32),
+                (rng.random((200, 3)).astype(np.float32) ** 8),
+                rng.random((50, 3)) * 1.2 - 0.1, np.zeros((2, 3), np.float32)):
+        c = np.asarray(bgr, dtype=np.float32)
+        xyz = _LINEAR[np.clip((c * _LUT_STEPS + 0.5).astype(np.int32), 0, _LUT_STEPS)] \
+            @ _BGR_TO_XYZN
+        eps, kappa = np.float32(216 / 24389), np.float32(24389 / 27)
+        f = np.where(xyz > eps, np.cbrt(xyz), (kappa * xyz + 16) / 116).astype(np.float32)
+        want = np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]),
+                         200 * (f[..., 1] - f[..., 2])], -1)
+        got = srgb_to_lab(bgr)
+        assert got.dtype == np.float32 and got.tobytes() == want.tobytes()

@@ -282,7 +282,8 @@ def test_the_compiled_scan_measures_only_what_can_matter() -> None:
     queries = (centres[:20] + rng.normal(0, 8, (20, 48))).astype(np.float32)
     probes = np.stack([np.argsort(((centres - q) ** 2).sum(1))[:8] for q in queries])
     _, measured = scan_lists(queries, probes, lists.offsets, lists.sizes, lists.members,
-                             lists.features, lists.radial, lists.centroids, 16)
+                             lists.features, lists.radial, lists.centroids, 16,
+                             np.full(len(queries), np.inf, np.float32))
     assert measured < 0.8 * tiles.sizes[probes].sum()
 
 
@@ -297,6 +298,47 @@ def test_the_compiled_scan_pads_with_none_where_the_lists_are_short() -> None:
         size = int(tiles.sizes[c])
         assert (ids[row, :size] >= 0).all() and (ids[row, size:] == -1).all()
         assert np.isinf(dist[row, size:]).all() and np.isfinite(dist[row, :size]).all()
+
+
+@pytest.mark.parametrize("codes", [(0, 1), (0, 1, 2, 3)])
+@pytest.mark.parametrize("ties", [True, False])
+def test_each_orientation_bounded_by_those_before_merges_to_the_same(codes, ties) -> None:
+    """The planner searches orientation after orientation, each bounded by the k-th
+    distance of those before: the merge is the unbounded searches' to the bit, ties
+    included (tiles of equal features), and on clustered tiles the bounded scan
+    measures fewer tiles."""
+    from pipeline.scan import scan_lists
+    from pipeline.search import Orientations, TileSearch, top_clusters_by_l2
+
+    rng = np.random.default_rng(11)
+    if ties:
+        features, tiles = _clusters(rng, 300, 8, 48)
+        features[1::7] = features[::7][:len(features[1::7])]  # exact ties in distance
+    else:
+        centres = rng.normal(0, 30, (12, 48))
+        labels = rng.integers(0, 12, 2000)
+        features = (centres[labels] + rng.normal(0, 6, (2000, 48))).astype(np.float32)
+        tiles = TileClusters.from_labels(centres, labels)
+    search, turns = TileSearch(tiles, features, 64), Orientations(codes, 4)
+    cells = (features[rng.choice(len(features), 40)] +
+             rng.normal(0, 3, (40, 48))).astype(np.float32)
+    plain, bounded, bound = [], [], None
+    for code in codes:
+        queries = turns.unturn(cells, code)
+        plain.append(search.block_search(queries, 12, 3, compiled=True))
+        bounded.append(search.block_search(queries, 12, 3, compiled=True, bound=bound))
+        kth = bounded[-1][1][:, -1]
+        bound = kth if bound is None else np.minimum(bound, kth)
+    for a, b in zip(turns.merge(plain, 12), turns.merge(bounded, 12), strict=True):
+        np.testing.assert_array_equal(a, b)
+    if not ties:
+        lists, queries = search.sorted, turns.unturn(cells, codes[-1])
+        probes = top_clusters_by_l2(queries, search.centroids, 3)
+        args = (queries, probes, lists.offsets, lists.sizes, lists.members,
+                lists.features, lists.radial, lists.centroids, 12)
+        _, everything = scan_lists(*args, np.full(40, np.inf, np.float32))
+        _, fewer = scan_lists(*args, bound)
+        assert fewer < 0.9 * everything
 
 
 def test_the_search_goes_on_by_matrix_products_where_numba_does_not_load(

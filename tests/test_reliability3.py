@@ -445,7 +445,9 @@ def test_finding_8_workers_are_capped_and_ctrl_c_stops_them(tmp_path: Path,
     assert f"render.workers=12 capped to {cap}" in err, err
     assert 1 <= peak <= cap, peak
     # Ctrl-C mid-paint: every process of the group gets SIGINT
-    long_clip = make_clip(tmp_path / "long.mp4", size="160x128", seconds=4, audio=False)
+    # long enough that the job is still painting when its first segment lands, however
+    # fast the painters are
+    long_clip = make_clip(tmp_path / "long.mp4", size="160x128", seconds=12, audio=False)
     cache = tmp_path / "cache2"
     proc = _start(["render", long_clip, "--index", tile_index, "--out", tmp_path / "l.mp4",
                    *FAST, "--workers", "12", "-q"], env_with(MOSAIC_CACHE=str(cache)))

@@ -6,8 +6,10 @@ failure or an interrupt.
 Plan tasks (:func:`pipeline.stages.planner.plan_task`) and paint tasks
 (:func:`pipeline.paint.paint_task`) run on the same workers: local processes or Dask
 tasks (:mod:`pipeline.execute`). The client keeps at most one task per local worker in
-flight and hands a free worker the first segment ready to plan before any to paint (the
-plan is the longer chain) until two segments a worker are planned and waiting; on Dask
+flight and hands a free worker a segment ready to plan before any to paint (the plan is
+the longer chain), the one heading the most frames left to plan in its shot (the
+longest chain first: the last shot's plan is not left to run alone at the end), until
+two segments a worker are planned and waiting; on Dask
 every ready task is submitted, plans at a higher priority. It holds the plan folder's
 lock while any segment is being planned, checks each landed chunk against the pinned
 index (a chunk planned while it changed is removed), and writes the plan's manifest
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 _POLL = 0.2  # seconds between looks at the workers
 _PLAN_PRIORITY = 1  # on Dask: a ready plan task goes before ready paint tasks
 _LEAD = 2  # planned segments waiting per local worker before painting goes first
+DONE = "done.json"  # a job's record of its verified output (written last)
 
 
 class SegmentError(MosaicError):
@@ -102,6 +105,12 @@ class _Run:
         self.running: dict = {}  # future -> ("plan" | "paint", segment)
         self.stats: dict[int, dict] = {}
         self.manifest = job.plan_reused
+        # frames from each segment to the end of its shot: the plan chain it heads
+        self.chain: dict[int, int] = {}
+        for seg, after in zip(reversed(job.segments), [None, *reversed(job.segments)],
+                              strict=False):
+            follow = 0 if after is None or after.fresh else self.chain[after.number]
+            self.chain[seg.number] = seg.count + follow
 
     def start(self) -> None:
         """What is planned already (read under the plan's lock: another job may have
@@ -117,8 +126,9 @@ class _Run:
                      len(job.segments))
 
     def _next(self) -> tuple[str, Segment] | None:
-        """The next task to hand a free worker: the first segment ready to plan (fresh,
-        or continuing a planned one), else the first planned one left to paint; but
+        """The next task to hand a free worker: a segment ready to plan (fresh, or
+        continuing a planned one), the one heading the longest chain of frames left in
+        its shot (then the first), else the first planned one left to paint; but
         painting first once :data:`_LEAD` segments per worker are planned and waiting
         (the plan stays ahead without running away: the frames keep coming)."""
         paint = next((self.waiting[n] for n in sorted(self.waiting) if n in self.planned),
@@ -127,9 +137,10 @@ class _Run:
         if paint is not None and ahead >= _LEAD * self.slots:
             return "paint", paint
         busy = {seg.number for kind, seg in self.running.values() if kind == "plan"}
-        for seg in self.to_plan:
-            if seg.number not in busy and (seg.fresh or seg.number - 1 in self.planned):
-                return "plan", seg
+        ready = [seg for seg in self.to_plan if seg.number not in busy
+                 and (seg.fresh or seg.number - 1 in self.planned)]
+        if ready:
+            return "plan", max(ready, key=lambda seg: (self.chain[seg.number], -seg.number))
         return None if paint is None else ("paint", paint)
 
     def _submit(self) -> None:

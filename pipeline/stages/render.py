@@ -82,7 +82,7 @@ from pipeline.planfile import (
     plan_key,
     read_manifest,
 )
-from pipeline.stages.painting import RenderJob, job_record, render_segments
+from pipeline.stages.painting import DONE, RenderJob, job_record, render_segments
 from pipeline.stages.planner import PlanJob, local_plan_config, plan_shots
 from pipeline.tasklog import TaskClock, TaskLog, file_bytes
 from pipeline.video import AudioInfo, VideoInfo, check_regular, ffmpeg_exe, local_path, probe
@@ -90,7 +90,6 @@ from pipeline.video import AudioInfo, VideoInfo, check_regular, ffmpeg_exe, loca
 log = logging.getLogger(__name__)
 
 RENDER_VERSION = "5"  # bump when painting changes: invalidates cached segments
-DONE = "done.json"
 
 
 @dataclass
