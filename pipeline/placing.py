@@ -5,8 +5,8 @@ recolours them (``clip(tile + shift, 0, 255)``, :func:`pipeline.tone.recolour`) 
 scatters them into the canvas's cells: four passes over every placed pixel, each through
 a (k, h, w, 3) temporary. :func:`place_tiles` does it pixel row by pixel row, straight
 from the bank into the canvas, and measures each cell's mean absolute change on the way
-(the scores' churn) when asked: the same bits as the numpy path (tested), in about a
-third of its CPU on a busy frame at 2560x1920.
+(the scores' churn) when asked: the same bits as the numpy path (tested), in about
+half its CPU on a busy frame at 2560x1920.
 
 It covers what a video's painter places: tiles as they are or mirrored (the default
 ``render.orientations``), recoloured or not, without a contrast gain; the numpy path

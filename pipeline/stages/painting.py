@@ -107,10 +107,10 @@ class _Run:
         self.manifest = job.plan_reused
         # frames from each segment to the end of its shot: the plan chain it heads
         self.chain: dict[int, int] = {}
-        for seg, after in zip(reversed(job.segments), [None, *reversed(job.segments)],
-                              strict=False):
-            follow = 0 if after is None or after.fresh else self.chain[after.number]
-            self.chain[seg.number] = seg.count + follow
+        follow = 0  # frames after the segment, to its shot's end (walking backwards)
+        for seg in reversed(job.segments):
+            self.chain[seg.number] = follow = seg.count + follow
+            follow = 0 if seg.fresh else follow
 
     def start(self) -> None:
         """What is planned already (read under the plan's lock: another job may have
