@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(one_line(f"error: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        from pipeline.execute import stop_children
+        from pipeline.processes import stop_children
 
         stop_children()  # workers and ffmpeg: nothing left running
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT

@@ -76,6 +76,38 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def parent(pid: int) -> int:
+    """The parent of ``pid`` (0 where it is gone)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return 0
+    return int(stat_line[stat_line.rindex(b")") + 2:].split()[1])
+
+
+def cmdline(pid: int) -> bytes:
+    """The command line of ``pid`` (empty where it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+FORKSERVER = b"multiprocessing.forkserver"  # in the command line of the server and its forks
+
+
+def workers(pid: int) -> list[int]:
+    """The local worker processes of the render ``pid``: forked from its forkserver (the
+    children of its child that runs multiprocessing's forkserver), or loky's own (its
+    children named LokyProcess); not their children (a copy of a worker between its fork
+    and its exec of ffmpeg)."""
+    below = descendants(pid)
+    kids = [p for p in below if parent(p) == pid]
+    servers = {p for p in kids if FORKSERVER in cmdline(p)}
+    return [p for p in below if parent(p) in servers] + \
+        [p for p in kids if b"LokyProcess" in cmdline(p)]
+
+
 def alive(pid: int) -> bool:
     try:
         stat_line = Path(f"/proc/{pid}/stat").read_bytes()

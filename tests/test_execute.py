@@ -11,7 +11,8 @@ import time
 import pytest
 from helpers import alive
 
-from pipeline.execute import LocalPool, choose_workers, descendants, make_pool, stop_trees
+from pipeline.execute import LocalPool, choose_workers, make_pool
+from pipeline.processes import descendants, stop_trees
 
 
 @pytest.mark.parametrize(("preset", "cores", "avail_gib", "expect"), [

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import FAST, make_clip, snapshot
+from helpers import FAST, make_clip, snapshot, workers
 from helpers import alive as _alive
 from helpers import descendants as _descendants
 from helpers import framemd5 as _framemd5
@@ -398,21 +398,6 @@ def test_finding_7_inspect_never_writes_into_the_index_or_a_wrong_format(
 # -- 8 -----------------------------------------------------------------------------------
 
 
-def _parent(pid: int) -> int:
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return 0
-    return int(stat_line[stat_line.rindex(b")") + 2:].split()[1])
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()[:300]
-    except OSError:
-        return b""
-
-
 def gone_within(pids: set[int], seconds: float) -> bool:
     """Whether every process of ``pids`` has exited within ``seconds`` from now."""
     deadline = time.monotonic() + seconds
@@ -436,8 +421,7 @@ def test_finding_8_workers_are_capped_and_ctrl_c_stops_them(tmp_path: Path,
                    *FAST, "--workers", "12"], env)
     peak = 0  # worker processes alive at once (its children: a worker's own child is a
     while proc.poll() is None:  # copy of it between its fork and its exec of ffmpeg)
-        peak = max(peak, len([p for p in _descendants(proc.pid) if _parent(p) == proc.pid
-                              and b"LokyProcess" in _cmdline(p)]))
+        peak = max(peak, len(workers(proc.pid)))
         time.sleep(0.05)
     _, err = proc.communicate()
     assert proc.returncode == 0, err

@@ -58,6 +58,7 @@ from pipeline.execute import (
     WorkerPlan,
     choose_workers,
     make_pool,
+    start_server,
 )
 from pipeline.grid import check_frame_size, check_source_size, make_grid
 from pipeline.heap import steady_heap
@@ -75,13 +76,8 @@ from pipeline.output import (
     scores_path,
 )
 from pipeline.paint import PaintJob, finished, segment_path, warm_up
-from pipeline.planfile import (
-    PLAN_FILES,
-    Segment,
-    job_segments,
-    plan_key,
-    read_manifest,
-)
+from pipeline.planfile import PLAN_FILES, Segment, job_segments, plan_key, read_manifest
+from pipeline.stages import WORKER_MODULE
 from pipeline.stages.painting import DONE, RenderJob, job_record, render_segments
 from pipeline.stages.planner import PlanJob, local_plan_config, plan_shots
 from pipeline.tasklog import TaskClock, TaskLog, file_bytes
@@ -216,6 +212,8 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
     check_output(out, create_parent=default, kind="video", force=force, cache_dir=cache_dir)
     target = _Target(video, out, container_for(out, config.encoder), cache_dir, config,
                      scheduler, progress, started)
+    if target.local:  # the local workers' server loads their libraries meanwhile
+        start_server(WORKER_MODULE)
     if config.report and not force and (problem := existing_problem(scores_path(out), "json")):
         raise OutputError(f"{scores_path(out)}: exists and {problem}; move it away, or add "
                           "--force to replace it")
