@@ -35,23 +35,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_plan
 
 import pipeline.search as search
-from pipeline.scan import scan_lists, warm
+from pipeline.scan import _SLACK, scan_lists, warm
 
 
 def record(video: str, index: str, frames: int, sets: list[str]) -> tuple[list, object]:
-    """The search's inputs while planning ``frames`` frames: [(queries, probes, k)], and
+    """The search's inputs while planning ``frames`` frames: [(queries, probes, k,
+    bound)] (bound None: none; the second orientation's is the first's ``k``-th), and
     the engine's :class:`pipeline.search.TileSearch`."""
     calls: list = []
     searches: list = []
     block = search.TileSearch.block_search
 
-    def recorded(self, queries, k, nprobe, probes=None, compiled=None):
+    def recorded(self, queries, k, nprobe, probes=None, compiled=None, bound=None):
         if probes is None:
             probes = search.top_clusters_by_l2(queries, self.centroids, nprobe)
-        calls.append((np.ascontiguousarray(queries, np.float32), probes.astype(np.int64), k))
+        calls.append((np.ascontiguousarray(queries, np.float32), probes.astype(np.int64), k,
+                      bound))
         if not searches:
             searches.append(self)
-        return block(self, queries, k, nprobe, probes, compiled)
+        return block(self, queries, k, nprobe, probes, compiled, bound)
 
     search.TileSearch.block_search = recorded
     try:
@@ -76,7 +78,7 @@ def main() -> None:
     lists = ts.sorted
     arrays = (lists.offsets, lists.sizes, lists.members, lists.features, lists.radial,
               lists.centroids)
-    q, p, k = calls[0]
+    q, p, k, _ = calls[0]
     queries = sum(len(c[0]) for c in calls)
     print(f"{Path(args.video).name}: {len(calls)} search blocks, {queries} queries "
           f"({args.frames} frames, every orientation), {p.shape[1]} lists probed, k {k}; "
@@ -84,14 +86,19 @@ def main() -> None:
     for rnd in range(args.rounds):
         t_np = t_scan = 0.0
         differ = measured = pairs = 0
-        for q, p, k in calls:
+        for q, p, k, bound in calls:
             t = time.process_time()
             ids0, _ = search.search_lists(q, p, tiles, feats, k, ts.grouped)
             t_np += time.process_time() - t
             t = time.process_time()
-            ids1, seen = scan_lists(q, p, *arrays, k, np.full(len(q), np.inf, np.float32))
+            ids1, seen = scan_lists(q, p, *arrays, k, np.full(len(q), np.inf, np.float32)
+                                    if bound is None else bound)
             ids1, _ = search.exact_distances(q, ids1, feats)
             t_scan += time.process_time() - t
+            if bound is not None:  # the products keep what lies beyond the bound
+                ids0, d0 = search.exact_distances(q, ids0, feats)
+                limit = bound * (1 + _SLACK) + _SLACK  # the kernel's, margin included
+                ids0 = np.where(d0 > limit[:, None], -1, ids0)
             differ += int((ids0 != ids1).any(1).sum())
             measured += seen
             pairs += int(tiles.sizes[p].sum())
