@@ -57,7 +57,9 @@ class Canvas:
 
     ``bank`` holds the tiles, (M, tile_h, tile_w, 3) uint8. Row ``i`` is tile id ``i``,
     or, with ``bank_ids`` (M,) sorted int64, tile id ``bank_ids[i]``: a painter then
-    loads only the tiles its segment shows.
+    loads only the tiles its segment shows. ``spread`` (M,) float32: each row's luma
+    spread, as the index recorded it (:func:`pipeline.index.load_spread`); measured from
+    the bank when not given and first needed.
 
     Attributes
     ----------
@@ -77,7 +79,8 @@ class Canvas:
     """
 
     def __init__(self, grid: Grid, bank: np.ndarray, track: int = 0,
-                 bank_ids: np.ndarray | None = None) -> None:
+                 bank_ids: np.ndarray | None = None, spread: np.ndarray | None = None
+                 ) -> None:
         if bank.shape[1:3] != (grid.tile_h, grid.tile_w):
             raise ValueError(f"tile bank of {bank.shape[1:3]} does not fit the grid's tiles "
                              f"{(grid.tile_h, grid.tile_w)}")
@@ -88,7 +91,7 @@ class Canvas:
         self._cells = self.image.reshape(grid.rows, grid.tile_h, grid.cols, grid.tile_w, 3)
         self.track = track
         self._bank_means: np.ndarray | None = None
-        self._bank_spread: np.ndarray | None = None
+        self._bank_spread = spread  # (M,) float32 per bank row; measured when first needed
         if track:  # the mosaic's sub-grid mean colours, measured for the metrics
             self._sub = np.zeros((grid.rows, grid.cols, track, track, 3), np.float32)
             self._sub_lab = np.zeros_like(self._sub)

@@ -8,7 +8,9 @@ An index directory holds (names in :data:`ARTIFACTS`):
   the kept cluster of each tile or -1 when its cluster was pruned, ``populations``
   (K_kept,) int64, plus the unpruned ``all_centers`` and ``all_labels``;
 * ``groups.npz``: ``phash`` (N,) uint64 perceptual hash and ``groups`` (N,) int64
-  near-duplicate group of each tile (see :mod:`pipeline.groups`);
+  near-duplicate group of each tile (see :mod:`pipeline.groups`), and ``spread`` (N,)
+  float32 luma spread of each tile (:func:`pipeline.visibility.luma_spread`: every render
+  needs it, and measuring 200,000 tiles takes a worker 2-3 s);
 * ``bad_files.tsv``: the corpus files that were skipped, and why;
 * ``manifest.json``: written last; sources, digests, parameters, versions, counts, and
   each artifact's size and digests (:func:`pipeline.cache.record_artifact`);
@@ -129,6 +131,8 @@ class TileIndex:
     populations : ndarray (K,), int64.
     manifest : the parsed manifest.
     groups : ndarray (N,), int64, near-duplicate group per tile (see :func:`load_groups`).
+    spread : ndarray (N,), float32, luma spread per tile (:func:`load_spread`); None in an
+        index built before it was recorded.
     """
 
     path: Path
@@ -140,6 +144,7 @@ class TileIndex:
     populations: np.ndarray
     manifest: dict
     groups: np.ndarray | None = None
+    spread: np.ndarray | None = None
 
     @property
     def digest(self) -> str:
@@ -180,18 +185,32 @@ def load_index(path: str | Path) -> TileIndex:
         raise TileIndexError(f"{path}: artifacts disagree with {MANIFEST} on the tile count; "
                              f"{rebuild}")
     return TileIndex(path, tiles, hist, lab, centers, labels, populations, manifest,
-                     load_groups(path, tiles))
+                     load_groups(path, tiles), load_spread(path, n))
 
 
 def write_groups(path: str | Path) -> dict:
-    """Hash the tile bank of index ``path``, group near-duplicates, write :data:`GROUPS`."""
+    """Hash the tile bank of index ``path``, group near-duplicates, measure each tile's
+    luma spread, write :data:`GROUPS`."""
     from pipeline.cache import write_npz
     from pipeline.groups import group_summary, tile_groups
+    from pipeline.visibility import bank_spread
 
     tiles = np.load(Path(path) / TILES, mmap_mode="r", allow_pickle=False)
     hashes, groups = tile_groups(tiles)
-    write_npz(Path(path) / GROUPS, phash=hashes, groups=groups)
+    write_npz(Path(path) / GROUPS, phash=hashes, groups=groups, spread=bank_spread(tiles))
     return group_summary(groups)
+
+
+def load_spread(path: str | Path, count: int) -> np.ndarray | None:
+    """Luma spread per tile, (count,) float32, from :data:`GROUPS`; None where it is not
+    recorded there (an index built before it was: the render measures the bank)."""
+    try:
+        with np.load(Path(path) / GROUPS, allow_pickle=False) as z:
+            spread = z["spread"] if "spread" in z.files else None
+    except (OSError, ValueError):
+        return None
+    return spread.astype(np.float32) if spread is not None and len(spread) == count \
+        else None
 
 
 def load_groups(path: str | Path, tiles: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ report; write the manifest last, with every artifact's size and digests.
 
 A rerun reuses every shard, and skips assembly and clustering when their inputs and
 parameters are unchanged and the artifacts pass their check (size, sampled digest, row
-counts; whole digests as soon as one fails). A damaged artifact is rebuilt, with one
+counts; whole digests as soon as one fails); an index from before the tiles' luma spread
+was recorded gets it then (the groups step alone). A damaged artifact is rebuilt, with one
 warning naming it. A second run on the same index directory waits for the first. A full
 disk stops the run with one line naming the file; no temporary file is left behind.
 See :mod:`pipeline.index` for the artifacts.
@@ -336,7 +337,8 @@ def _run_locked(corpus: str | Path, index_dir: Path, config: IndexConfig, progre
     fresh_tiles = same_sources and not damaged.keys() & {*ix.ARRAYS, ix.MANIFEST}
     fresh_clusters = (fresh_tiles and old.get("params") == params
                       and ix.CLUSTERS not in damaged)
-    if fresh_clusters and not damaged:
+    if fresh_clusters and not damaged and \
+            ix.load_spread(index_dir, int(old["counts"]["tiles"])) is not None:
         report.counts.update({k: v for k, v in old["counts"].items() if k.startswith(
             ("clusters", "tiles_"))})
         report.up_to_date = True
