@@ -240,6 +240,67 @@ def smallest_columns(d, m):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _next_entry(ids, dist, head, i):  # pragma: no cover - compiled
+    """The orientation whose next candidate for query ``i`` comes first by (distance,
+    id, orientation), -1 when none is left (see :func:`merge_orientations`)."""
+    best = -1
+    for t in range(ids.shape[0]):
+        h = head[t]
+        if h >= ids.shape[2] or ids[t, i, h] < 0:
+            continue
+        if best < 0 or dist[t, i, h] < dist[best, i, head[best]] or (
+                dist[t, i, h] == dist[best, i, head[best]]
+                and ids[t, i, h] < ids[best, i, head[best]]):
+            best = t
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_orientations(ids, dist, k):  # pragma: no cover - compiled
+    """Each orientation's candidates merged as :meth:`pipeline.search.Orientations.merge`
+    merges them, to the bit: every tile once, in its nearest orientation (then the
+    earlier), the ``k`` nearest by (distance, id, orientation).
+
+    ``ids`` (m, n, c) int64 and ``dist`` (m, n, c) float32: each orientation's candidates
+    (-1 and inf: none), each row sorted by (distance, id). Returns ids (n, k) int64,
+    distances (n, k) float32 and orientations (n, k) uint8 (index among the m); an empty
+    slot's orientation is the one numpy's sort gives it (of the empty and repeated
+    entries, by id + 1, then orientation).
+    """
+    m, n, c = ids.shape
+    k = min(k, m * c)
+    out_i = np.full((n, k), -1, np.int64)
+    out_d = np.full((n, k), np.inf, np.float32)
+    out_t = np.zeros((n, k), np.uint8)
+    head = np.zeros(m, np.int64)
+    spare = np.empty(m * c, np.int64)  # empty or repeated entries: (id + 1) * m + turn
+    for i in range(n):
+        head[:] = 0
+        got = left = 0
+        while got < k:
+            best = _next_entry(ids, dist, head, i)
+            if best < 0:
+                break
+            tile = ids[best, i, head[best]]
+            if tile in out_i[i, :got]:  # a tile once: in its first, nearest, orientation
+                spare[left] = (tile + 1) * m + best
+                left += 1
+            else:
+                out_i[i, got], out_d[i, got], out_t[i, got] = tile, dist[best, i, head[best]], best
+                got += 1
+            head[best] += 1
+        if got < k:  # every entry seen: the empty slots as numpy's merge fills them
+            for t in range(m):
+                for h in range(head[t], c):
+                    spare[left] = (ids[t, i, h] + 1) * m + t
+                    left += 1
+            order = np.sort(spare[:left])
+            for j in range(min(k - got, left)):
+                out_t[i, got + j] = order[j] % m
+    return out_i, out_d, out_t
+
+
 @dataclass(frozen=True)
 class SortedLists:
     """The lists as :func:`scan_lists` reads them: each list's members
@@ -299,3 +360,4 @@ def warm() -> None:
                np.zeros((1, 3), np.float32), 1, np.full(1, np.inf, np.float32))
     smallest_columns(np.zeros((1, 2), np.float32), 1)
     exact_rows(np.zeros((1, 3), np.float32), one.reshape(1, 1), np.zeros((1, 3), np.float32))
+    merge_orientations(np.zeros((2, 1, 1), np.int64), np.zeros((2, 1, 1), np.float32), 1)

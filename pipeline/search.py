@@ -8,9 +8,9 @@ nearest tiles among their members are found exactly and measured again one by on
 searched with it. :class:`TileSearch` runs it in blocks of queries for the video's
 planner and for stills, with the compiled scan (:func:`pipeline.scan.scan_lists`: each
 query's lists, nearest first, only the members the triangle inequality leaves possible)
-or, where numba does not load, by matrix products
-(:func:`search_lists`); :class:`Orientations` turns a cell's features so that a tile may
-be searched in every orientation allowed.
+or, where numba does not load, by matrix products (:func:`search_lists`);
+:class:`Orientations` turns a cell's features so that a tile may be searched in every
+orientation allowed, and merges what each orientation found (compiled where the scan is).
 """
 
 from __future__ import annotations
@@ -186,8 +186,7 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
     slots = np.full((n * m, k), _EMPTY, np.uint64)  # each (query, probe) pair's k best
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     q_norms = (queries * queries).sum(1)
-    flat_q = np.repeat(np.arange(n), m)
-    flat_j = np.tile(np.arange(m), n)
+    flat_q, flat_j = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
     order = np.argsort(probes.ravel(), kind="stable")
     flat_q, flat_j, flat_c = flat_q[order], flat_j[order], probes.ravel()[order]
     bounds = np.flatnonzero(np.r_[True, flat_c[1:] != flat_c[:-1], True])
@@ -200,8 +199,7 @@ def search_lists(queries: np.ndarray, probes: np.ndarray, tiles: TileClusters,
         step = max(1, _BLOCK // max(1, len(members)))  # bounded distance matrices
         for start in range(lo, hi, step):
             qi, jj = flat_q[start:min(start + step, hi)], flat_j[start:min(start + step, hi)]
-            d = queries[qi] @ member_features.T
-            d *= -2
+            d = queries[qi] @ member_features.T * np.float32(-2)
             d += q_norms[qi, None]
             d += m_norms[None, :]
             np.maximum(d, 0, out=d)
@@ -243,8 +241,8 @@ def exact_distances(queries: np.ndarray, ids: np.ndarray, features: np.ndarray
 
 def cluster_centroids(tiles: TileClusters, features: np.ndarray) -> np.ndarray:
     """Mean feature of each tile cluster: (K, D) float32 (a coarse quantiser in that space)."""
-    sums = np.add.reduceat(features[tiles.members].astype(np.float64), tiles.offsets, axis=0)
-    return (sums / tiles.sizes[:, None]).astype(np.float32)
+    return (np.add.reduceat(features[tiles.members].astype(np.float64), tiles.offsets, axis=0)
+            / tiles.sizes[:, None]).astype(np.float32)
 
 
 _compiled: bool | None = None  # the compiled scan: not tried yet, loaded, or failed
@@ -338,8 +336,7 @@ class TileSearch:
 
 class Orientations:
     """The orientations a cell may take its tile in (:func:`pipeline.visibility.orientations`),
-    on the search features (a ``g x g`` grid of 3 values per sub-cell,
-    then any extra values, which no orientation moves)."""
+    on the search features (a ``g x g`` grid of 3 values per sub-cell, then any extra)."""
 
     def __init__(self, codes: tuple[int, ...], grid: int) -> None:
         self.codes, self.grid = codes, grid
@@ -372,12 +369,17 @@ class Orientations:
 
     def merge(self, found: list[tuple[np.ndarray, np.ndarray]], k: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each orientation's candidates (ids, squared distances), (n, k) each, in the
-        order of :attr:`codes`, merged: every tile once, in its best orientation, the
-        ``k`` nearest by distance, then id: (ids, distances, codes), (n, k)."""
+        """Each orientation's candidates (ids, squared distances), (n, k) each, by distance
+        then id (as searched), in the order of :attr:`codes`, merged: every tile once, in
+        its best orientation, the ``k`` nearest by distance, then id: (ids, dist, codes)."""
         if len(found) == 1:
             ids, dist = found[0]
             return ids, dist, np.full(ids.shape, self.codes[0], np.uint8)
+        if compiled_scan():  # the same, in one pass over each row
+            from pipeline.scan import merge_orientations as merged
+
+            ids, dist, turn = merged(*(np.stack([f[i] for f in found]) for i in (0, 1)), k)
+            return ids, dist, np.asarray(self.codes, np.uint8)[turn]
         ids = np.concatenate([f[0] for f in found], 1)
         dist = np.concatenate([f[1] for f in found], 1)
         turn = np.repeat(np.arange(len(found), dtype=np.uint64), ids.shape[1] // len(found))

@@ -367,7 +367,7 @@ def test_orientations_merge_keeps_each_tile_once_in_its_best_orientation() -> No
 
     turns = Orientations((0, 1), 2)
     ids_a, d_a = np.array([[5, 7, 9, -1]]), np.array([[1.0, 2.0, 4.0, np.inf]], np.float32)
-    ids_b, d_b = np.array([[7, 9, 3, 5]]), np.array([[0.5, 4.0, 4.0, 6.0]], np.float32)
+    ids_b, d_b = np.array([[7, 3, 9, 5]]), np.array([[0.5, 4.0, 4.0, 6.0]], np.float32)
     ids, dist, codes = turns.merge([(ids_a, d_a), (ids_b, d_b)], 4)
     # 7 mirrored (0.5) beats 7 as is; 9 ties: the earlier code; 3 and 9 tie: id order
     assert ids.tolist() == [[7, 5, 3, 9]]
@@ -375,6 +375,41 @@ def test_orientations_merge_keeps_each_tile_once_in_its_best_orientation() -> No
     assert codes.tolist() == [[1, 0, 1, 0]]
     ids, dist, _ = turns.merge([(ids_a[:, 3:], d_a[:, 3:]), (ids_a[:, 3:], d_a[:, 3:])], 1)
     assert ids.tolist() == [[-1]] and np.isinf(dist).all()
+
+
+def _sorted_candidates(rng: np.random.Generator, n: int, c: int, tiles: int,
+                       empty: float) -> tuple[np.ndarray, np.ndarray]:
+    """One orientation's candidates as the search gives them: (n, c) distinct ids and
+    distances with many ties, sorted by (distance, id), some empty (-1, inf) at the end."""
+    ids = np.stack([rng.choice(tiles, c, replace=False) for _ in range(n)]).astype(np.int64)
+    dist = rng.integers(0, 6, (n, c)).astype(np.float32)
+    cut = rng.random((n, c)) < empty
+    ids[cut], dist[cut] = -1, np.inf
+    order = np.array([np.lexsort((ids[r], dist[r])) for r in range(n)])
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(dist, order, 1)
+
+
+def test_the_compiled_merge_is_numpys_to_the_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ties in distance and between orientations, tiles in both, empty slots (their
+    orientation codes too), k above and below what was found, 2 and 4 orientations."""
+    import pipeline.search as search
+
+    assert search.compiled_scan()
+    rng = np.random.default_rng(7)
+    for trial in range(150):
+        m = 4 if trial % 3 == 0 else 2
+        turns = search.Orientations((0, 1, 2, 3)[:m] if m == 4 else (0, 1), 4)
+        n, c = int(rng.integers(1, 30)), int(rng.integers(1, 20))
+        found = [_sorted_candidates(rng, n, c, int(rng.integers(20, 60)), rng.random() * 0.6)
+                 for _ in range(m)]
+        k = int(rng.integers(1, 40))
+        monkeypatch.setattr(search, "_compiled", False)
+        want = turns.merge(found, k)
+        monkeypatch.setattr(search, "_compiled", True)
+        got = turns.merge(found, k)
+        for a, b in zip(want, got, strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
 
 
 def test_canvas_turns_tiles_to_every_orientation_in_any_order() -> None:
