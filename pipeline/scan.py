@@ -8,8 +8,8 @@ least ``|q - t|`` apart. :func:`scan_lists` takes a query's probed lists nearest
 first (its ``k``-th distance falls soonest) and, once it holds ``k`` candidates, measures
 in each list only the window of members with ``|q - t| <= r``, ``r`` the square root of
 its ``k``-th distance (with a margin for rounding): two binary searches, the members
-being sorted by ``t`` (:class:`SortedLists`). On a busy clip's cells it
-measures 41-49% of the (query, tile) pairs, in 0.61-0.69 of the matrix products' CPU.
+being sorted by ``t`` (:class:`SortedLists`). On a busy clip's cells it measures 38-49%
+of the (query, tile) pairs, in about half the matrix products' CPU.
 
 A row's distances are summed as a vectorised loop (``fastmath``'s reassociation and
 contraction, not its "no inf" assumption: the kernel compares against inf), so they
@@ -20,12 +20,11 @@ order (:func:`row_sq`), so their distances are the bits the numpy search's
 :func:`pipeline.search.exact_distances` gives, and the variety rules' own-tile sums too.
 
 The lists a query probes, the ``m`` of nearest centroid, are picked from its row of
-centroid distances in one pass too (:func:`smallest_columns`, the same columns as the
-numpy search's ``m`` passes of argmin).
-
-Compiled on first use and cached next to this file; a process pays numba's load once
-(0.4-0.65 CPU-s, shared with :mod:`pipeline.rules`), and a fresh install the compile
-(about 4.5 CPU-s).
+centroid distances in one pass too, as the row is finished (:func:`nearest_columns`, the
+columns of the numpy search's ``m`` passes of argmin); each orientation's candidates are
+merged in one pass (:func:`merge_orientations`). Compiled on first use and cached next
+to this file; a process pays numba's load once (0.4-0.65 CPU-s, shared with
+:mod:`pipeline.rules`), and a fresh install the compile (about 4.5 CPU-s).
 """
 
 from __future__ import annotations
@@ -211,6 +210,26 @@ def exact_rows(queries, ids, features):  # pragma: no cover - compiled
     return out_i, out_d
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _smallest_row(row, m, best, out):  # pragma: no cover - compiled
+    """The columns ``out`` (m,) of the ``m`` smallest values of ``row`` (K,), nearest
+    first, ties to the lower column: inserted into the ``m`` best so far, ``best``."""
+    filled = 0
+    for c in range(row.shape[0]):
+        v = row[c]
+        if filled == m and not v < best[m - 1]:
+            continue
+        b = filled if filled < m else m - 1
+        while b > 0 and best[b - 1] > v:  # strict: an equal value keeps its place
+            best[b] = best[b - 1]
+            out[b] = out[b - 1]
+            b -= 1
+        best[b] = v
+        out[b] = c
+        if filled < m:
+            filled += 1
+
+
 @numba.njit(cache=True, nogil=True)
 def smallest_columns(d, m):  # pragma: no cover - compiled
     """Columns of the ``m`` smallest values of each row of ``d`` (n, K) float32, nearest
@@ -222,21 +241,27 @@ def smallest_columns(d, m):  # pragma: no cover - compiled
     out = np.empty((n, m), np.int64)
     best = np.empty(m, d.dtype)
     for i in range(n):
-        row = d[i]
-        filled = 0
+        _smallest_row(d[i], m, best, out[i])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def nearest_columns(prod, a_norms, b_norms, m):  # pragma: no cover - compiled
+    """:func:`smallest_columns` of the squared distances ``prod + a_norms[:, None] +
+    b_norms`` (at least 0), each row finished as :func:`pipeline.search._sq_dist` does
+    (the same bits) as it is read: ``prod`` (n, K) float32, ``a @ (-2 b).T``; ``a_norms``
+    (n,), ``b_norms`` (K,) float32, the rows' squared norms. (n, min(m, K)) int64."""
+    n, width = prod.shape
+    m = min(m, width)
+    out = np.empty((n, m), np.int64)
+    best = np.empty(m, np.float32)
+    row = np.empty(width, np.float32)
+    for i in range(n):
         for c in range(width):
-            v = row[c]
-            if filled == m and not v < best[m - 1]:
-                continue
-            b = filled if filled < m else m - 1
-            while b > 0 and best[b - 1] > v:  # strict: an equal value keeps its place
-                best[b] = best[b - 1]
-                out[i, b] = out[i, b - 1]
-                b -= 1
-            best[b] = v
-            out[i, b] = c
-            if filled < m:
-                filled += 1
+            v = prod[i, c] + a_norms[i]
+            v = v + b_norms[c]
+            row[c] = v if v > 0 else np.float32(0)
+        _smallest_row(row, m, best, out[i])
     return out
 
 
@@ -313,6 +338,8 @@ class SortedLists:
     features : ndarray (M, D), float32, the members' features, side by side.
     radial : ndarray (M,), float32, each member's distance to its list's centroid.
     centroids : ndarray (K, D), float32 (:func:`pipeline.search.cluster_centroids`).
+    twice_back, norms : ndarray (K, D) and (K,), float32: the centroids times -2, and
+        their squared norms, for each query's distances to them.
     """
 
     offsets: np.ndarray
@@ -321,6 +348,8 @@ class SortedLists:
     features: np.ndarray
     radial: np.ndarray
     centroids: np.ndarray
+    twice_back: np.ndarray
+    norms: np.ndarray
 
     @classmethod
     def build(cls, tiles, features: np.ndarray, centroids: np.ndarray) -> SortedLists:
@@ -332,10 +361,16 @@ class SortedLists:
         radial = np.sqrt(np.einsum("md,md->m", diff, diff)).astype(np.float32)
         order = np.lexsort((tiles.members, radial, lists))
         members = tiles.members[order].astype(np.int64)
+        c = np.ascontiguousarray(centroids, dtype=np.float32)
         return cls(tiles.offsets.astype(np.int64), tiles.sizes.astype(np.int64), members,
                    np.ascontiguousarray(features[members], dtype=np.float32),
-                   np.ascontiguousarray(radial[order]),
-                   np.ascontiguousarray(centroids, dtype=np.float32))
+                   np.ascontiguousarray(radial[order]), c, c * np.float32(-2), (c * c).sum(1))
+
+    def nearest_lists(self, queries: np.ndarray, m: int) -> np.ndarray:
+        """The ``m`` lists of nearest centroid (n, m) int64 of each query (n, D) float32,
+        nearest first: :func:`pipeline.search.top_clusters_by_l2`'s, to the bit."""
+        return nearest_columns(queries @ self.twice_back.T, (queries * queries).sum(1),
+                               self.norms, m)
 
     def scan(self, queries: np.ndarray, probes: np.ndarray, k: int,
              bound: np.ndarray | None = None) -> np.ndarray:
@@ -359,5 +394,7 @@ def warm() -> None:
                np.zeros((1, 3), np.float32), np.zeros(1, np.float32),
                np.zeros((1, 3), np.float32), 1, np.full(1, np.inf, np.float32))
     smallest_columns(np.zeros((1, 2), np.float32), 1)
+    nearest_columns(np.zeros((1, 2), np.float32), np.zeros(1, np.float32),
+                    np.zeros(2, np.float32), 1)
     exact_rows(np.zeros((1, 3), np.float32), one.reshape(1, 1), np.zeros((1, 3), np.float32))
     merge_orientations(np.zeros((2, 1, 1), np.int64), np.zeros((2, 1, 1), np.float32), 1)

@@ -313,12 +313,11 @@ class TileSearch:
         beyond which no candidate is wanted; the scan then measures fewer tiles and
         leaves those beyond it out (id -1, distance inf), the matrix products keep them."""
         if compiled if compiled is not None else compiled_scan():
-            from pipeline.scan import smallest_columns  # numba: only where it runs
+            from pipeline.scan import exact_rows  # numba: only where it runs
 
             queries = np.ascontiguousarray(queries, dtype=np.float32)
             if probes is None:  # top_clusters_by_l2's, in one pass over each row
-                probes = smallest_columns(_sq_dist(queries, self.centroids), nprobe)
-            from pipeline.scan import exact_rows
+                probes = self.sorted.nearest_lists(queries, nprobe)
 
             return exact_rows(queries, self.sorted.scan(queries, probes, k, bound),
                               self.features)

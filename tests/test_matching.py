@@ -247,6 +247,25 @@ def test_the_compiled_probe_choice_is_smallest_sorteds() -> None:
             np.testing.assert_array_equal(smallest_columns(d, m), smallest_sorted(d, m))
 
 
+def test_the_compiled_lists_of_nearest_centroid_are_top_clusters_by_l2s() -> None:
+    """The distances to the centroids finished row by row as the probes are picked: the
+    numpy search's lists, ties (repeated centroids, integer features) included."""
+    from pipeline.scan import SortedLists
+    from pipeline.search import TileClusters, top_clusters_by_l2
+
+    rng = np.random.default_rng(5)
+    for k, dim, m in ((500, 48, 8), (40, 27, 8), (6, 3, 8), (64, 48, 1)):
+        centroids = rng.integers(0, 9, (k, dim)).astype(np.float32)
+        centroids[1::7] = centroids[::7][:len(centroids[1::7])]  # equal distances
+        features = rng.integers(0, 9, (3 * k, dim)).astype(np.float32)
+        tiles = TileClusters.from_labels(np.zeros((k, 1)), np.repeat(np.arange(k), 3))
+        lists = SortedLists.build(tiles, features, centroids)
+        for queries in (rng.integers(0, 9, (300, dim)).astype(np.float32),
+                        rng.random((300, dim), dtype=np.float32) * 50):
+            np.testing.assert_array_equal(lists.nearest_lists(queries, m),
+                                          top_clusters_by_l2(queries, centroids, m))
+
+
 @pytest.mark.parametrize("dim", [3, 8, 27, 48, 51])
 def test_the_compiled_re_measure_is_exact_distances_bits(dim: int) -> None:
     """The scan's candidates re-measured compiled: the ids, order and distance bits of
