@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import IndexChangedError
-from pipeline.index import MANIFEST, TILES, TileIndex, load_groups
+from pipeline.index import MANIFEST, TILES, TileIndex, load_groups, load_spread
 
 
 def read_tiles(path: str | Path, ids: np.ndarray) -> np.ndarray:
@@ -61,11 +61,12 @@ def check_pin(path: str | Path, pin: IndexPin) -> None:
                                 "tiles was kept; rerun to render with the new index")
 
 
-def pinned_bank(path: str | Path, pin: IndexPin | None, groups: bool = False
-                ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The tile bank (N, h, w, 3) uint8, memory-mapped, and (with ``groups``) the
-    near-duplicate groups (N,) int64 of the pinned index at ``path``;
-    :class:`IndexChangedError` if it was rebuilt (no check without a ``pin``). Both are
+def pinned_bank(path: str | Path, pin: IndexPin | None, scores: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The tile bank (N, h, w, 3) uint8, memory-mapped, and (with ``scores``, what the
+    scores need) the near-duplicate groups (N,) int64 and the recorded luma spread (N,)
+    float32 (None in an index from before it) of the pinned index at ``path``;
+    :class:`IndexChangedError` if it was rebuilt (no check without a ``pin``). All are
     opened before the check, so they are the pinned index's."""
     with open(Path(path) / TILES, "rb") as f:
         version = np.lib.format.read_magic(f)
@@ -73,10 +74,11 @@ def pinned_bank(path: str | Path, pin: IndexPin | None, groups: bool = False
                        else np.lib.format.read_array_header_2_0)
         shape, _, dtype = read_header(f)
         bank = np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=shape)
-    tile_groups = load_groups(path, bank) if groups else None
+    tile_groups = load_groups(path, bank) if scores else None
+    spread = load_spread(path, len(bank)) if scores else None
     if pin is not None:
         check_pin(path, pin)
-    return bank, tile_groups
+    return bank, tile_groups, spread
 
 
 def map_tiles(path: str | Path) -> np.ndarray:

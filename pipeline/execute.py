@@ -196,22 +196,23 @@ def _start_painter(environ: dict[str, str] | None = None, cwd: str | None = None
         os.nice(PAINTER_NICE)
 
 
-_SERVER: dict[str, Any] = {}  # the forkserver's preloaded module, once started
+_PRELOAD: str | None = None  # the module the forkserver imports, once started
 
 
 def start_server(preload: str) -> None:
     """Start the forkserver the local workers will be forked from, importing the module
     ``preload`` (which loads what the tasks need), if not started yet in this process.
     Where there is no forkserver (not POSIX), the workers start as fresh interpreters."""
+    global _PRELOAD
     import multiprocessing
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return
     from multiprocessing import forkserver
 
-    if "preload" not in _SERVER:
+    if _PRELOAD is None:
         multiprocessing.get_context("forkserver").set_forkserver_preload([preload])
-        _SERVER["preload"] = preload
+        _PRELOAD = preload
     forkserver.ensure_running()  # (restarted if it was stopped)
 
 
@@ -256,10 +257,10 @@ def _painters(workers: int) -> Any:
             with contextlib.suppress(Exception):
                 executor.shutdown(wait=False)
         server = None
-        if "preload" in _SERVER:
+        if _PRELOAD is not None:
             import multiprocessing
 
-            start_server(_SERVER["preload"])
+            start_server(_PRELOAD)
             server = multiprocessing.get_context("forkserver")
         executor = _PAINTERS = ProcessPoolExecutor(
             max_workers=workers, timeout=120, initializer=_start_painter,

@@ -35,7 +35,6 @@ from pipeline.encode import SegmentEncoder, bgr_to_i420
 from pipeline.errors import PlanError
 from pipeline.grid import Grid
 from pipeline.heap import steady_heap, trim_heap
-from pipeline.index import load_spread
 from pipeline.metrics import SUB, FrameScorer, source_cells, tile_keys
 from pipeline.planfile import PlanChunk, Segment, chunk_path, read_chunk
 from pipeline.tasklog import TaskClock, file_bytes, source_bytes
@@ -161,8 +160,7 @@ class Painter:
     def __init__(self, job: PaintJob, seg: Segment, chunk: PlanChunk) -> None:
         self.job, self.seg, self.chunk, self.grid = job, seg, chunk, job.grid
         bank_ids = chunk.tile_ids()
-        bank, groups = pinned_bank(job.index_dir, job.index_pin, groups=job.report)
-        spread = load_spread(job.index_dir, len(bank)) if job.report else None
+        bank, groups, spread = pinned_bank(job.index_dir, job.index_pin, scores=job.report)
         self.canvas = Canvas(self.grid, np.ascontiguousarray(bank[bank_ids]),
                              track=SUB if job.report else 0, bank_ids=bank_ids,
                              spread=None if spread is None else spread[bank_ids])
