@@ -75,20 +75,19 @@ def _window(radial, lo, hi, to, kth):  # pragma: no cover - compiled
     return first, lo + np.searchsorted(radial[lo:hi], to + r, side="right")
 
 
+_NONE = np.int64(0x7FFFFFFFFFFFFFFF)  # an empty slot's key: after every (distance, id)
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _insert(best_d, best_i, d, tid):  # pragma: no cover - compiled
-    """Put tile ``tid`` at squared distance ``d`` (no farther than the last) into the
-    ``k`` best so far, ``best_d`` (k,) float32 and ``best_i`` (k,) int64, kept sorted by
-    (distance, id): the last one drops out."""
-    k = best_d.shape[0]
-    if d < best_d[k - 1] or tid < best_i[k - 1]:
-        b = k - 1
-        while b > 0 and (best_d[b - 1] > d or (best_d[b - 1] == d and best_i[b - 1] > tid)):
-            best_d[b] = best_d[b - 1]
-            best_i[b] = best_i[b - 1]
-            b -= 1
-        best_d[b] = d
-        best_i[b] = tid
+def _insert(best, key):  # pragma: no cover - compiled
+    """Put ``key`` (a distance's bits, then a tile id: see :func:`scan_lists`), less than
+    the last, into the ``k`` best so far, ``best`` (k,) int64, kept sorted: the last
+    drops out."""
+    b = best.shape[0] - 1
+    while b > 0 and best[b - 1] > key:
+        best[b] = best[b - 1]
+        b -= 1
+    best[b] = key
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
@@ -102,7 +101,7 @@ def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroid
     queries : ndarray (n, D), float32.
     probes : ndarray (n, m), int64, distinct lists to search for each query.
     offsets, sizes : ndarray (K,), int64, each list's place in the three arrays below.
-    members : ndarray (M,), int64, tile ids, each list's sorted by ``radial``.
+    members : ndarray (M,), int64, tile ids (under 2**31), each list's sorted by ``radial``.
     feats : ndarray (M, D), float32, the members' features.
     radial : ndarray (M,), float32, each member's distance to its list's centroid.
     centroids : ndarray (K, D), float32.
@@ -120,34 +119,42 @@ def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroid
     n = queries.shape[0]
     m = probes.shape[1]
     out = np.full((n, k), -1, np.int64)
-    best_d = np.empty(k, np.float32)
-    best_i = np.empty(k, np.int64)
+    # the k best as 64-bit keys: a distance's bits (non-negative floats order as their
+    # bits), then the id: one comparison orders them by (distance, id)
+    best = np.empty(k, np.int64)
     scratch = np.empty(max(1, sizes.max()), np.float32)
+    bits = scratch.view(np.int32)
+    high = np.empty(1, np.int32)  # the last key's distance, back as a float32
+    value = high.view(np.float32)
     to_list = np.empty(m, np.float32)
     order = np.empty(m, np.int64)
     measured = 0
     for i in range(n):
         q = queries[i]
         _nearest_first(q, probes[i], centroids, to_list, order)
-        best_d[:] = np.inf
-        best_i[:] = -1
+        best[:] = _NONE
         limit = bound[i] * (1 + _SLACK) + _SLACK  # (inf stays inf)
         for a in range(m):
             j = order[a]
             c = probes[i, j]
             lo = offsets[c]
             hi = lo + sizes[c]
-            kth = min(best_d[k - 1], limit)
+            kth = limit
+            if best[k - 1] != _NONE:
+                high[0] = np.int32(best[k - 1] >> 32)
+                kth = min(value[0], limit)
             if kth < np.inf:
                 lo, hi = _window(radial, lo, hi, to_list[j], kth)
             measured += hi - lo
             for t in range(lo, hi):  # the distances first (a loop that vectorises) ...
                 scratch[t - lo] = _sq(q, feats[t])
             for t in range(lo, hi):  # ... then the few that enter the k best
-                d = scratch[t - lo]
-                if d <= best_d[k - 1] and d <= limit:
-                    _insert(best_d, best_i, d, members[t])
-        out[i] = best_i
+                if scratch[t - lo] <= limit:
+                    key = (np.int64(bits[t - lo]) << 32) | members[t]
+                    if key < best[k - 1]:
+                        _insert(best, key)
+        for b in range(k):
+            out[i, b] = -1 if best[b] == _NONE else best[b] & 0xFFFFFFFF
     return out, measured
 
 
