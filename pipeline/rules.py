@@ -32,8 +32,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from pipeline.distances import row_sq
 from pipeline.rules_numpy import CAP_PENALTY, RADIUS_PENALTY
-from pipeline.scan import row_sq
 
 _UNTESTED, _FREE, _BLOCKED = 0, 1, 2  # a candidate's radius test
 _NONE = np.int32(-2)  # the group of "no candidate" (matches no neighbour, -1)

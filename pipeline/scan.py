@@ -11,13 +11,14 @@ its ``k``-th distance (with a margin for rounding): two binary searches, the mem
 being sorted by ``t`` (:class:`SortedLists`). On a busy clip's cells it measures 38-49%
 of the (query, tile) pairs, in about half the matrix products' CPU.
 
-A row's distances are summed as a vectorised loop (``fastmath``'s reassociation and
-contraction, not its "no inf" assumption: the kernel compares against inf), so they
-round apart from the matrix products: a query's ``k``-th candidate can differ where two
-tiles are within rounding of each other there (6-28 rows in 10^5 on real clips). The
-kept candidates are measured again (:func:`exact_rows`), each row summed in numpy's own
-order (:func:`row_sq`), so their distances are the bits the numpy search's
-:func:`pipeline.search.exact_distances` gives, and the variety rules' own-tile sums too.
+Each distance is summed as numpy sums a short row (:func:`pipeline.distances.row_sq`:
+eight interleaved partial sums, then pairs of them, then the rest), eight tiles at once
+(:func:`pipeline.distances.block_sq`, the members' features stored in blocks of eight):
+the bits the numpy search's :func:`pipeline.search.exact_distances` gives, and the
+variety rules' own-tile sums, so the ``k`` kept are the ``k`` nearest by them, ties by
+id, with nothing to measure again. The matrix products round apart from these sums: the
+two searches' ``k``-th candidate can differ where two tiles are within rounding of each
+other there (6-28 rows in 10^5 on real clips).
 
 The lists a query probes, the ``m`` of nearest centroid, are picked from its row of
 centroid distances in one pass too, as the row is finished (:func:`nearest_columns`, the
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from pipeline.distances import block_sq
+
 # reassociation and contraction let a row's 48 squares vectorise; no "nnan" or "ninf"
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _SLACK = np.float32(1e-4)  # the window's margin, relative (and absolute), for rounding
@@ -49,7 +52,7 @@ def _sq(q, f):  # pragma: no cover - compiled
     return s
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _nearest_first(q, probes, centroids, to_list, order):  # pragma: no cover - compiled
     """The query's distances ``to_list`` (m,) to its probed lists' centroids, and the
     lists' ``order`` (m,) by them (nearest first: the k-th distance falls soonest)."""
@@ -90,19 +93,21 @@ def _insert(best, key):  # pragma: no cover - compiled
     best[b] = key
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroids, k,
-               bound):  # pragma: no cover - compiled
+@numba.njit(cache=True, nogil=True)
+def scan_lists(queries, probes, offsets, sizes, first_block, block_ids, blocks, radial,
+               centroids, k, bound):  # pragma: no cover - compiled
     """Each query's ``k`` nearest tiles in its probed lists, by (distance, id), among
-    those within its ``bound``.
+    those within its ``bound``, and their squared distances (numpy's bits).
 
     Parameters
     ----------
-    queries : ndarray (n, D), float32.
+    queries : ndarray (n, D), float32, C-contiguous.
     probes : ndarray (n, m), int64, distinct lists to search for each query.
-    offsets, sizes : ndarray (K,), int64, each list's place in the three arrays below.
-    members : ndarray (M,), int64, tile ids (under 2**31), each list's sorted by ``radial``.
-    feats : ndarray (M, D), float32, the members' features.
+    offsets, sizes : ndarray (K,), int64, each list's members' place in ``radial``.
+    first_block : ndarray (K,), int64, each list's first block in ``blocks``.
+    block_ids : ndarray (B * 8,), int64, the blocks' tile ids (under 2**31; -1: padding).
+    blocks : ndarray (B, D, 8), float32, the members' features in blocks of eight, a
+        list's members (sorted by ``radial``) in its own blocks, the last padded.
     radial : ndarray (M,), float32, each member's distance to its list's centroid.
     centroids : ndarray (K, D), float32.
     k : candidates to keep.
@@ -114,17 +119,18 @@ def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroid
     -------
     ids : ndarray (n, k), int64, by increasing distance, then id (-1 where fewer exist
         within the bound).
-    measured : int, the (query, tile) pairs measured.
+    dist : ndarray (n, k), float32, their squared distances (inf where no tile).
+    measured : int, the (query, tile) pairs measured (whole blocks).
     """
-    n = queries.shape[0]
-    m = probes.shape[1]
-    out = np.full((n, k), -1, np.int64)
+    n, m = queries.shape[0], probes.shape[1]
+    out_i = np.full((n, k), -1, np.int64)
+    out_d = np.full((n, k), np.inf, np.float32)
     # the k best as 64-bit keys: a distance's bits (non-negative floats order as their
     # bits), then the id: one comparison orders them by (distance, id)
     best = np.empty(k, np.int64)
-    scratch = np.empty(max(1, sizes.max()), np.float32)
-    bits = scratch.view(np.int32)
-    high = np.empty(1, np.int32)  # the last key's distance, back as a float32
+    eight = np.empty(8, np.float32)
+    bits = eight.view(np.int32)
+    high = np.empty(1, np.int32)  # a key's distance, back as a float32
     value = high.view(np.float32)
     to_list = np.empty(m, np.float32)
     order = np.empty(m, np.int64)
@@ -145,76 +151,25 @@ def scan_lists(queries, probes, offsets, sizes, members, feats, radial, centroid
                 kth = min(value[0], limit)
             if kth < np.inf:
                 lo, hi = _window(radial, lo, hi, to_list[j], kth)
-            measured += hi - lo
-            for t in range(lo, hi):  # the distances first (a loop that vectorises) ...
-                scratch[t - lo] = _sq(q, feats[t])
-            for t in range(lo, hi):  # ... then the few that enter the k best
-                if scratch[t - lo] <= limit:
-                    key = (np.int64(bits[t - lo]) << 32) | members[t]
-                    if key < best[k - 1]:
-                        _insert(best, key)
+            if hi <= lo:
+                continue
+            # the window's blocks, whole: their other members are the list's too
+            for blk in range(first_block[c] + (lo - offsets[c]) // 8,
+                             first_block[c] + (hi - 1 - offsets[c]) // 8 + 1):
+                block_sq(q, blocks, blk, eight)
+                measured += 8
+                for u in range(8):
+                    tid = block_ids[8 * blk + u]
+                    if tid >= 0 and eight[u] <= limit:
+                        key = (np.int64(bits[u]) << 32) | tid
+                        if key < best[k - 1]:
+                            _insert(best, key)
         for b in range(k):
-            out[i, b] = -1 if best[b] == _NONE else best[b] & 0xFFFFFFFF
-    return out, measured
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def row_sq(q, f):  # pragma: no cover - compiled
-    """Squared distance of two rows (D,) float32, rounded as numpy's ``((q - f) ** 2)
-    .sum(-1)`` rounds it for D under :data:`pipeline.rules_numpy.PAIRWISE_MAX`: float32
-    squares, summed as numpy sums a short row (eight interleaved partial sums, then
-    pairs of them, then the rest in order)."""
-    d = q.shape[0]
-    if d < 8:
-        s = np.float32(0.0)
-        for j in range(d):
-            e = q[j] - f[j]
-            s += e * e
-        return s
-    r0, r1, r2, r3 = _sq4(q, f, 0)  # (eight scalars: kept in registers)
-    r4, r5, r6, r7 = _sq4(q, f, 4)
-    whole = d - d % 8
-    for b in range(8, whole, 8):
-        s0, s1, s2, s3 = _sq4(q, f, b)
-        s4, s5, s6, s7 = _sq4(q, f, b + 4)
-        r0, r1, r2, r3, r4, r5, r6, r7 = (r0 + s0, r1 + s1, r2 + s2, r3 + s3, r4 + s4,
-                                          r5 + s5, r6 + s6, r7 + s7)
-    s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    for j in range(whole, d):
-        e = q[j] - f[j]
-        s += e * e
-    return s
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _sq4(q, f, b):  # pragma: no cover - compiled
-    """The squares of four differences from column ``b``: float32 each."""
-    e0, e1, e2, e3 = q[b] - f[b], q[b + 1] - f[b + 1], q[b + 2] - f[b + 2], q[b + 3] - f[b + 3]
-    return e0 * e0, e1 * e1, e2 * e2, e3 * e3
-
-
-@numba.njit(cache=True, nogil=True)
-def exact_rows(queries, ids, features):  # pragma: no cover - compiled
-    """Candidates ``ids`` (n, k) int64 (-1: none) of ``queries`` (n, D) float32
-    re-measured one by one (:func:`row_sq`, as :func:`pipeline.search.exact_distances`
-    measures them) and sorted by (distance, id): (ids (n, k) int64, squared distances
-    (n, k) float32, inf where no candidate)."""
-    n, k = ids.shape
-    out_i = np.empty((n, k), np.int64)
-    out_d = np.empty((n, k), np.float32)
-    for i in range(n):
-        for j in range(k):
-            t = ids[i, j]
-            d = np.float32(np.inf) if t < 0 else row_sq(queries[i], features[t])
-            b = j  # insertion by (distance, id + 1): no tile (-1) first among the infs
-            while b > 0 and (out_d[i, b - 1] > d or (out_d[i, b - 1] == d
-                                                     and out_i[i, b - 1] > t)):
-                out_d[i, b] = out_d[i, b - 1]
-                out_i[i, b] = out_i[i, b - 1]
-                b -= 1
-            out_d[i, b] = d
-            out_i[i, b] = t
-    return out_i, out_d
+            if best[b] == _NONE:
+                break
+            high[0] = np.int32(best[b] >> 32)
+            out_i[i, b], out_d[i, b] = best[b] & 0xFFFFFFFF, value[0]
+    return out_i, out_d, measured
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -335,15 +290,19 @@ def merge_orientations(ids, dist, k):  # pragma: no cover - compiled
 
 @dataclass(frozen=True)
 class SortedLists:
-    """The lists as :func:`scan_lists` reads them: each list's members
-    sorted by their distance to its centroid (ties by id).
+    """The lists as :func:`scan_lists` reads them: each list's members sorted by their
+    distance to its centroid (ties by id), their features in blocks of eight.
 
     Attributes
     ----------
     offsets, sizes : ndarray (K,), int64, as :class:`pipeline.search.TileClusters`'.
     members : ndarray (M,), int64, tile ids.
-    features : ndarray (M, D), float32, the members' features, side by side.
     radial : ndarray (M,), float32, each member's distance to its list's centroid.
+    first_block : ndarray (K,), int64, each list's first block.
+    block_ids : ndarray (B * 8,), int64, the blocks' tile ids (-1: a list's last block's
+        padding).
+    blocks : ndarray (B, D, 8), float32, the members' features, eight members a block,
+        feature by feature (:func:`pipeline.distances.block_sq`); padding is 0.
     centroids : ndarray (K, D), float32 (:func:`pipeline.search.cluster_centroids`).
     twice_back, norms : ndarray (K, D) and (K,), float32: the centroids times -2, and
         their squared norms, for each query's distances to them.
@@ -352,8 +311,10 @@ class SortedLists:
     offsets: np.ndarray
     sizes: np.ndarray
     members: np.ndarray
-    features: np.ndarray
     radial: np.ndarray
+    first_block: np.ndarray
+    block_ids: np.ndarray
+    blocks: np.ndarray
     centroids: np.ndarray
     twice_back: np.ndarray
     norms: np.ndarray
@@ -363,15 +324,25 @@ class SortedLists:
         """From the clusters (:class:`pipeline.search.TileClusters`: each list's members
         side by side, in list order), the tiles' features (N, D) float32 and the lists'
         centroids (K, D) float32."""
-        lists = np.repeat(np.arange(len(tiles.sizes)), tiles.sizes)
+        sizes = tiles.sizes.astype(np.int64)
+        lists = np.repeat(np.arange(len(sizes)), sizes)
         diff = features[tiles.members] - centroids[lists]
         radial = np.sqrt(np.einsum("md,md->m", diff, diff)).astype(np.float32)
         order = np.lexsort((tiles.members, radial, lists))
         members = tiles.members[order].astype(np.int64)
+        spans = -(-sizes // 8)  # each list's blocks
+        first = np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
+        slots = 8 * np.repeat(first, sizes) + (np.arange(len(members))
+                                                - np.repeat(tiles.offsets, sizes))
+        ids = np.full(8 * int(spans.sum()), -1, np.int64)
+        ids[slots] = members
+        rows = np.zeros((len(ids), features.shape[1]), np.float32)
+        rows[slots] = features[members]
+        blocks = np.ascontiguousarray(rows.reshape(-1, 8, features.shape[1]).transpose(0, 2, 1))
         c = np.ascontiguousarray(centroids, dtype=np.float32)
-        return cls(tiles.offsets.astype(np.int64), tiles.sizes.astype(np.int64), members,
-                   np.ascontiguousarray(features[members], dtype=np.float32),
-                   np.ascontiguousarray(radial[order]), c, c * np.float32(-2), (c * c).sum(1))
+        return cls(tiles.offsets.astype(np.int64), sizes, members,
+                   np.ascontiguousarray(radial[order]), first, ids, blocks, c,
+                   c * np.float32(-2), (c * c).sum(1))
 
     def nearest_lists(self, queries: np.ndarray, m: int) -> np.ndarray:
         """The ``m`` lists of nearest centroid (n, m) int64 of each query (n, D) float32,
@@ -380,28 +351,29 @@ class SortedLists:
                                self.norms, m)
 
     def scan(self, queries: np.ndarray, probes: np.ndarray, k: int,
-             bound: np.ndarray | None = None) -> np.ndarray:
-        """:func:`scan_lists`: the ``k`` nearest tile ids (n, k) int64 of
-        each query (n, D) within its ``probes`` (n, m) lists and its ``bound`` (n,)
-        float32 squared distance (None: no bound), -1 where fewer exist."""
+             bound: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`scan_lists`: the ``k`` nearest tile ids (n, k) int64 of each query
+        (n, D) float32 within its ``probes`` (n, m) lists and its ``bound`` (n,) float32
+        squared distance (None: no bound), -1 where fewer exist, and their squared
+        distances (n, k) float32 (inf: none), by (distance, id)."""
         bound = np.full(len(queries), np.inf, np.float32) if bound is None else \
             np.ascontiguousarray(bound, dtype=np.float32)
-        ids, _ = scan_lists(np.ascontiguousarray(queries, dtype=np.float32),
-                            np.ascontiguousarray(probes, dtype=np.int64), self.offsets,
-                            self.sizes, self.members, self.features, self.radial,
-                            self.centroids, k, bound)
-        return ids
+        ids, dist, _ = scan_lists(np.ascontiguousarray(queries, dtype=np.float32),
+                                  np.ascontiguousarray(probes, dtype=np.int64), self.offsets,
+                                  self.sizes, self.first_block, self.block_ids, self.blocks,
+                                  self.radial, self.centroids, k, bound)
+        return ids, dist
 
 
 def warm() -> None:
     """Load the kernel's machine code now (from the cache; compiled on the first run
     after an install or a change)."""
     one = np.zeros(1, np.int64)
-    scan_lists(np.zeros((1, 3), np.float32), np.zeros((1, 1), np.int64), one, one + 1, one,
-               np.zeros((1, 3), np.float32), np.zeros(1, np.float32),
-               np.zeros((1, 3), np.float32), 1, np.full(1, np.inf, np.float32))
+    scan_lists(np.zeros((1, 3), np.float32), np.zeros((1, 1), np.int64), one - 0, one + 1,
+               one - 0, np.full(8, -1, np.int64), np.zeros((1, 3, 8), np.float32),
+               np.zeros(1, np.float32), np.zeros((1, 3), np.float32), 1,
+               np.full(1, np.inf, np.float32))
     smallest_columns(np.zeros((1, 2), np.float32), 1)
     nearest_columns(np.zeros((1, 2), np.float32), np.zeros(1, np.float32),
                     np.zeros(2, np.float32), 1)
-    exact_rows(np.zeros((1, 3), np.float32), one.reshape(1, 1), np.zeros((1, 3), np.float32))
     merge_orientations(np.zeros((2, 1, 1), np.int64), np.zeros((2, 1, 1), np.float32), 1)

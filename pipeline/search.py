@@ -234,7 +234,7 @@ def exact_distances(queries: np.ndarray, ids: np.ndarray, features: np.ndarray
     for lo in range(0, len(ids), _EXACT_ROWS):
         part = ids[lo:lo + _EXACT_ROWS]
         diff = features[np.maximum(part, 0)] - queries[lo:lo + _EXACT_ROWS, None, :]
-        d = (diff * diff).sum(-1)  # numpy's short-row order, as the compiled exact_rows
+        d = (diff * diff).sum(-1)  # numpy's short-row order, as pipeline.distances sums it
         dist[lo:lo + len(part)] = np.where(part >= 0, d, np.inf)
     return unpack(np.sort(pack(dist, ids), axis=1))
 
@@ -313,14 +313,11 @@ class TileSearch:
         beyond which no candidate is wanted; the scan then measures fewer tiles and
         leaves those beyond it out (id -1, distance inf), the matrix products keep them."""
         if compiled if compiled is not None else compiled_scan():
-            from pipeline.scan import exact_rows  # numba: only where it runs
-
             queries = np.ascontiguousarray(queries, dtype=np.float32)
             if probes is None:  # top_clusters_by_l2's, in one pass over each row
                 probes = self.sorted.nearest_lists(queries, nprobe)
 
-            return exact_rows(queries, self.sorted.scan(queries, probes, k, bound),
-                              self.features)
+            return self.sorted.scan(queries, probes, k, bound)
         if probes is None:
             probes = top_clusters_by_l2(queries, self.centroids, nprobe)
         return search_lists(queries, probes, self.tiles, self.features, k, self.grouped)

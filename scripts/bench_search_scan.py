@@ -6,7 +6,8 @@ The plan's search is most of a busy clip's plan CPU. :func:`pipeline.search.sear
 by matrix products and sorts each (query, list) row; :func:`pipeline.scan.scan_lists`
 (compiled, the default) scans each query's lists nearest first and measures only the
 members the triangle inequality leaves possible (a window of each list, its members
-sorted by their distance to the centroid). Both are re-measured one by one
+sorted by their distance to the centroid), eight at a time with numpy's bits
+(:mod:`pipeline.distances`); the products' candidates are re-measured one by one
 (:func:`pipeline.search.exact_distances`), as :meth:`pipeline.search.TileSearch.block_search`
 does.
 
@@ -76,8 +77,8 @@ def main() -> None:
     threadpool_limits(1)
     warm()
     lists = ts.sorted
-    arrays = (lists.offsets, lists.sizes, lists.members, lists.features, lists.radial,
-              lists.centroids)
+    arrays = (lists.offsets, lists.sizes, lists.first_block, lists.block_ids, lists.blocks,
+              lists.radial, lists.centroids)
     q, p, k, _ = calls[0]
     queries = sum(len(c[0]) for c in calls)
     print(f"{Path(args.video).name}: {len(calls)} search blocks, {queries} queries "
@@ -91,9 +92,8 @@ def main() -> None:
             ids0, _ = search.search_lists(q, p, tiles, feats, k, ts.grouped)
             t_np += time.process_time() - t
             t = time.process_time()
-            ids1, seen = scan_lists(q, p, *arrays, k, np.full(len(q), np.inf, np.float32)
-                                    if bound is None else bound)
-            ids1, _ = search.exact_distances(q, ids1, feats)
+            ids1, _, seen = scan_lists(q, p, *arrays, k, np.full(len(q), np.inf, np.float32)
+                                       if bound is None else bound)
             t_scan += time.process_time() - t
             if bound is not None:  # the products keep what lies beyond the bound
                 ids0, d0 = search.exact_distances(q, ids0, feats)

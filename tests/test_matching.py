@@ -267,23 +267,48 @@ def test_the_compiled_lists_of_nearest_centroid_are_top_clusters_by_l2s() -> Non
 
 
 @pytest.mark.parametrize("dim", [3, 8, 27, 48, 51])
-def test_the_compiled_re_measure_is_exact_distances_bits(dim: int) -> None:
-    """The scan's candidates re-measured compiled: the ids, order and distance bits of
-    the numpy search's exact_distances, ties (a candidate twice, equal tiles) by id and
-    missing candidates (-1) last."""
-    from pipeline.scan import exact_rows
-    from pipeline.search import exact_distances
+def test_the_compiled_scan_is_the_exact_nearest_with_numpys_bits(dim: int) -> None:
+    """The scan's candidates are each query's k nearest members of its probed lists by
+    the numpy search's exact distances (exact_distances' bits, eight tiles at a time in
+    blocks of eight, padded lists included), ties (equal tiles) by id, -1 and inf last;
+    the distances are those bits."""
+    from pipeline.search import TileSearch, exact_distances
 
     rng = np.random.default_rng(dim)
-    features = (rng.random((400, dim), dtype=np.float32) * 50).round()  # equal distances
-    features[7] = features[3]
-    queries = (rng.random((900, dim), dtype=np.float32) * 50).round()
-    ids = rng.integers(-1, 400, (900, 32))
-    ids[:, 5], ids[:, 9], ids[:, 11] = ids[:, 6], 3, 7
-    got, want = exact_rows(queries, ids, features), exact_distances(queries, ids, features)
-    np.testing.assert_array_equal(got[0], want[0])
-    assert got[1].tobytes() == want[1].tobytes()
-    assert (got[1][:, 1:] >= got[1][:, :-1]).all() and (got[0][np.isinf(got[1])] == -1).all()
+    features, tiles = _clusters(rng, 403, 7, dim)  # lists of any length, many ties
+    features *= np.float32(7.3)  # rounding at every step
+    queries = rng.integers(0, 6, (300, dim)).astype(np.float32) * np.float32(7.1)
+    probes = np.stack([rng.choice(7, 3, replace=False) for _ in queries])
+    k = 180  # more than some probed lists hold: empty slots
+    ids, dist = TileSearch(tiles, features, 64).block_search(queries, k, 3, probes,
+                                                             compiled=True)
+    for q, p, got_i, got_d in zip(queries, probes, ids, dist, strict=True):
+        members = np.concatenate([tiles.members[tiles.offsets[c]:tiles.offsets[c]
+                                                 + tiles.sizes[c]] for c in p])
+        want_i, want_d = exact_distances(q[None], members[None], features)
+        n = min(k, len(members))
+        np.testing.assert_array_equal(got_i[:n], want_i[0][:n])
+        assert got_d[:n].tobytes() == want_d[0][:n].tobytes()
+        assert (got_i[n:] == -1).all() and np.isinf(got_d[n:]).all()
+
+
+def test_eight_distances_at_once_are_numpys_sums() -> None:
+    import numba
+
+    from pipeline.distances import block_sq
+
+    @numba.njit
+    def measure(q, blocks, out):
+        for b in range(blocks.shape[0]):
+            block_sq(q, blocks, b, out[8 * b:8 * b + 8])
+
+    rng = np.random.default_rng(2)
+    for dim in (1, 7, 8, 9, 16, 48, 50):
+        rows = rng.normal(0, 40, (64, dim)).astype(np.float32)
+        q = rng.normal(0, 40, dim).astype(np.float32)
+        out = np.empty(64, np.float32)
+        measure(q, np.ascontiguousarray(rows.reshape(8, 8, dim).transpose(0, 2, 1)), out)
+        assert out.tobytes() == ((q - rows) ** 2).sum(-1).tobytes(), dim
 
 
 def test_the_compiled_scan_measures_only_what_can_matter() -> None:
@@ -300,9 +325,10 @@ def test_the_compiled_scan_measures_only_what_can_matter() -> None:
                for lo, n in zip(lists.offsets, lists.sizes, strict=True))
     queries = (centres[:20] + rng.normal(0, 8, (20, 48))).astype(np.float32)
     probes = np.stack([np.argsort(((centres - q) ** 2).sum(1))[:8] for q in queries])
-    _, measured = scan_lists(queries, probes, lists.offsets, lists.sizes, lists.members,
-                             lists.features, lists.radial, lists.centroids, 16,
-                             np.full(len(queries), np.inf, np.float32))
+    _, _, measured = scan_lists(queries, probes, lists.offsets, lists.sizes,
+                                lists.first_block, lists.block_ids, lists.blocks,
+                                lists.radial, lists.centroids, 16,
+                                np.full(len(queries), np.inf, np.float32))
     assert measured < 0.8 * tiles.sizes[probes].sum()
 
 
@@ -353,10 +379,11 @@ def test_each_orientation_bounded_by_those_before_merges_to_the_same(codes, ties
     if not ties:
         lists, queries = search.sorted, turns.unturn(cells, codes[-1])
         probes = top_clusters_by_l2(queries, search.centroids, 3)
-        args = (queries, probes, lists.offsets, lists.sizes, lists.members,
-                lists.features, lists.radial, lists.centroids, 12)
-        _, everything = scan_lists(*args, np.full(40, np.inf, np.float32))
-        _, fewer = scan_lists(*args, bound)
+        args = (np.ascontiguousarray(queries), probes, lists.offsets, lists.sizes,
+                lists.first_block, lists.block_ids, lists.blocks, lists.radial,
+                lists.centroids, 12)
+        _, _, everything = scan_lists(*args, np.full(40, np.inf, np.float32))
+        _, _, fewer = scan_lists(*args, bound)
         assert fewer < 0.9 * everything
 
 
