@@ -93,6 +93,24 @@ def _insert(best, key):  # pragma: no cover - compiled
     best[b] = key
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scan_blocks(q, blocks, block_ids, start, stop, limit, best, eight, bits
+                 ):  # pragma: no cover - compiled
+    """Measure ``q`` against blocks ``start:stop`` (:func:`scan_lists`' arrays) and put
+    each tile within ``limit`` into the keys of the ``k`` best, ``best`` (``eight`` (8,)
+    float32 and ``bits``, its view as int32: scratch); the pairs measured."""
+    k = best.shape[0]
+    for blk in range(start, stop):
+        block_sq(q, blocks, blk, eight)
+        for u in range(8):
+            tid = block_ids[8 * blk + u]
+            if tid >= 0 and eight[u] <= limit:
+                key = (np.int64(bits[u]) << 32) | tid
+                if key < best[k - 1]:
+                    _insert(best, key)
+    return 8 * (stop - start)
+
+
 @numba.njit(cache=True, nogil=True)
 def scan_lists(queries, probes, offsets, sizes, first_block, block_ids, blocks, radial,
                centroids, k, bound):  # pragma: no cover - compiled
@@ -103,13 +121,8 @@ def scan_lists(queries, probes, offsets, sizes, first_block, block_ids, blocks, 
     ----------
     queries : ndarray (n, D), float32, C-contiguous.
     probes : ndarray (n, m), int64, distinct lists to search for each query.
-    offsets, sizes : ndarray (K,), int64, each list's members' place in ``radial``.
-    first_block : ndarray (K,), int64, each list's first block in ``blocks``.
-    block_ids : ndarray (B * 8,), int64, the blocks' tile ids (under 2**31; -1: padding).
-    blocks : ndarray (B, D, 8), float32, the members' features in blocks of eight, a
-        list's members (sorted by ``radial``) in its own blocks, the last padded.
-    radial : ndarray (M,), float32, each member's distance to its list's centroid.
-    centroids : ndarray (K, D), float32.
+    offsets, sizes, first_block, block_ids, blocks, radial, centroids : the lists, as
+        :class:`SortedLists` holds them.
     k : candidates to keep.
     bound : ndarray (n,), float32, a squared distance per query (inf: none) beyond which
         no tile is wanted (with a margin for rounding: a tile within it is never lost):
@@ -127,14 +140,9 @@ def scan_lists(queries, probes, offsets, sizes, first_block, block_ids, blocks, 
     out_d = np.full((n, k), np.inf, np.float32)
     # the k best as 64-bit keys: a distance's bits (non-negative floats order as their
     # bits), then the id: one comparison orders them by (distance, id)
-    best = np.empty(k, np.int64)
-    eight = np.empty(8, np.float32)
-    bits = eight.view(np.int32)
-    high = np.empty(1, np.int32)  # a key's distance, back as a float32
-    value = high.view(np.float32)
-    to_list = np.empty(m, np.float32)
-    order = np.empty(m, np.int64)
-    measured = 0
+    best, eight, high = np.empty(k, np.int64), np.empty(8, np.float32), np.empty(1, np.int32)
+    bits, value = eight.view(np.int32), high.view(np.float32)  # (a key's distance: value)
+    to_list, order, measured = np.empty(m, np.float32), np.empty(m, np.int64), 0
     for i in range(n):
         q = queries[i]
         _nearest_first(q, probes[i], centroids, to_list, order)
@@ -151,19 +159,11 @@ def scan_lists(queries, probes, offsets, sizes, first_block, block_ids, blocks, 
                 kth = min(value[0], limit)
             if kth < np.inf:
                 lo, hi = _window(radial, lo, hi, to_list[j], kth)
-            if hi <= lo:
-                continue
-            # the window's blocks, whole: their other members are the list's too
-            for blk in range(first_block[c] + (lo - offsets[c]) // 8,
-                             first_block[c] + (hi - 1 - offsets[c]) // 8 + 1):
-                block_sq(q, blocks, blk, eight)
-                measured += 8
-                for u in range(8):
-                    tid = block_ids[8 * blk + u]
-                    if tid >= 0 and eight[u] <= limit:
-                        key = (np.int64(bits[u]) << 32) | tid
-                        if key < best[k - 1]:
-                            _insert(best, key)
+            if hi > lo:  # the window's blocks, whole: their other members are the list's too
+                measured += _scan_blocks(q, blocks, block_ids,
+                                         first_block[c] + (lo - offsets[c]) // 8,
+                                         first_block[c] + (hi - 1 - offsets[c]) // 8 + 1,
+                                         limit, best, eight, bits)
         for b in range(k):
             if best[b] == _NONE:
                 break
