@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,15 @@ from helpers import make_clip
 
 from pipeline.cli import main
 from pipeline.sample import make_sample_corpus
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as at a terminal, whatever started the tests: a shell's background job
+    (``cmd &`` where job control is off, as in a script) starts with SIGINT ignored, and
+    the processes the tests start would inherit that and never see the Ctrl-C the
+    signal tests send them."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
