@@ -8,8 +8,9 @@ least ``|q - t|`` apart. :func:`scan_lists` takes a query's probed lists nearest
 first (its ``k``-th distance falls soonest) and, once it holds ``k`` candidates, measures
 in each list only the window of members with ``|q - t| <= r``, ``r`` the square root of
 its ``k``-th distance (with a margin for rounding): two binary searches, the members
-being sorted by ``t`` (:class:`SortedLists`). On a busy clip's cells it measures 38-49%
-of the (query, tile) pairs, in about half the matrix products' CPU.
+being sorted by ``t`` (:class:`SortedLists`). On a busy clip's cells it measures about
+40% of the (query, tile) pairs (whole blocks of eight), in about a fifth of the matrix
+products' CPU.
 
 Each distance is summed as numpy sums a short row (:func:`pipeline.distances.row_sq`:
 eight interleaved partial sums, then pairs of them, then the rest), eight tiles at once
@@ -25,7 +26,7 @@ centroid distances in one pass too, as the row is finished (:func:`nearest_colum
 columns of the numpy search's ``m`` passes of argmin); each orientation's candidates are
 merged in one pass (:func:`merge_orientations`). Compiled on first use and cached next
 to this file; a process pays numba's load once (0.4-0.65 CPU-s, shared with
-:mod:`pipeline.rules`), and a fresh install the compile (about 4.5 CPU-s).
+:mod:`pipeline.rules`), and a fresh install the compile (about 8 CPU-s).
 """
 
 from __future__ import annotations
