@@ -194,24 +194,11 @@ def _smallest_row(row, m, best, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def smallest_columns(d, m):  # pragma: no cover - compiled
-    """Columns of the ``m`` smallest values of each row of ``d`` (n, K) float32, nearest
-    first, ties to the lower column: (n, min(m, K)) int64, as
-    :func:`pipeline.search.smallest_sorted` gives them, in one pass over each row (an
-    insertion into the ``m`` best so far) where that takes ``m`` passes of argmin."""
-    n, width = d.shape
-    m = min(m, width)
-    out = np.empty((n, m), np.int64)
-    best = np.empty(m, d.dtype)
-    for i in range(n):
-        _smallest_row(d[i], m, best, out[i])
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
 def nearest_columns(prod, a_norms, b_norms, m):  # pragma: no cover - compiled
-    """:func:`smallest_columns` of the squared distances ``prod + a_norms[:, None] +
-    b_norms`` (at least 0), each row finished as :func:`pipeline.search._sq_dist` does
+    """Columns of the ``m`` smallest squared distances ``prod + a_norms[:, None] +
+    b_norms`` (at least 0) of each row, nearest first, ties to the lower column (as
+    :func:`pipeline.search.smallest_sorted` gives them, in one pass over each row where
+    that takes ``m`` passes of argmin), each row finished as :func:`pipeline.search._sq_dist` does
     (the same bits) as it is read: ``prod`` (n, K) float32, ``a @ (-2 b).T``; ``a_norms``
     (n,), ``b_norms`` (K,) float32, the rows' squared norms. (n, min(m, K)) int64."""
     n, width = prod.shape
@@ -374,7 +361,6 @@ def warm() -> None:
                one - 0, np.full(8, -1, np.int64), np.zeros((1, 3, 8), np.float32),
                np.zeros(1, np.float32), np.zeros((1, 3), np.float32), 1,
                np.full(1, np.inf, np.float32))
-    smallest_columns(np.zeros((1, 2), np.float32), 1)
     nearest_columns(np.zeros((1, 2), np.float32), np.zeros(1, np.float32),
                     np.zeros(2, np.float32), 1)
     merge_orientations(np.zeros((2, 1, 1), np.int64), np.zeros((2, 1, 1), np.float32), 1)

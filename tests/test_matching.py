@@ -236,8 +236,12 @@ def test_the_compiled_scan_is_the_exact_nearest_by_distance_then_id() -> None:
 
 
 def test_the_compiled_probe_choice_is_smallest_sorteds() -> None:
-    from pipeline.scan import smallest_columns
+    from pipeline.scan import nearest_columns
     from pipeline.search import smallest_sorted
+
+    def smallest_columns(d: np.ndarray, m: int) -> np.ndarray:  # d >= 0: nothing to add
+        return nearest_columns(d, np.zeros(len(d), np.float32),
+                               np.zeros(d.shape[1], np.float32), m)
 
     rng = np.random.default_rng(4)
     for shape, m in (((200, 30), 8), ((50, 5), 8), ((300, 500), 8), ((10, 1), 1),
