@@ -12,7 +12,7 @@ import unicodedata
 from pathlib import Path
 
 from pipeline.errors import MosaicError
-from pipeline.execute import SCHEDULER_ENV
+from pipeline.server import SCHEDULER_ENV
 
 
 def default_cache() -> Path:

@@ -60,7 +60,7 @@ def add_render_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_render(args: argparse.Namespace) -> int:
     """Run ``mosaic render``; the exit code."""
     if not args.scheduler:  # the local workers' server loads their libraries meanwhile
-        from pipeline.execute import start_server
+        from pipeline.server import start_server
         from pipeline.stages import WORKER_MODULE
 
         start_server(WORKER_MODULE)

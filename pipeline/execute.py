@@ -17,8 +17,8 @@ x264 encoder at a slow preset holds gigabytes at 5120x2880 whatever its thread c
 memory, not cores, often sets the limit. A number of workers asked for is capped by the
 cores, the memory and the segments.
 
-:func:`start_server` starts, at once, the process the local workers are forked from
-(multiprocessing's forkserver), which imports the tasks' modules and loads their
+:func:`pipeline.server.start_server` starts, at once, the process the local workers are
+forked from (multiprocessing's forkserver), which imports the tasks' modules and loads their
 compiled kernels while the client sets the job up: a worker then starts in milliseconds
 with all of it loaded, where a fresh interpreter would spend 1-1.5 CPU-s on it, each.
 """
@@ -37,10 +37,10 @@ from typing import Any, Protocol
 from pipeline.encode import encoder_bytes, encoder_threads, x264_lookahead
 from pipeline.errors import SchedulerError
 from pipeline.processes import stop_trees
+from pipeline.server import SCHEDULER_ENV, preloaded, start_server
 
 log = logging.getLogger(__name__)
 
-SCHEDULER_ENV = "MOSAIC_SCHEDULER"
 CONNECT_TIMEOUT = "20s"  # to reach a Dask scheduler
 MEMORY_SHARE = 0.6  # the share of the available memory the workers may plan to use
 
@@ -196,26 +196,6 @@ def _start_painter(environ: dict[str, str] | None = None, cwd: str | None = None
         os.nice(PAINTER_NICE)
 
 
-_PRELOAD: str | None = None  # the module the forkserver imports, once started
-
-
-def start_server(preload: str) -> None:
-    """Start the forkserver the local workers will be forked from, importing the module
-    ``preload`` (which loads what the tasks need), if not started yet in this process.
-    Where there is no forkserver (not POSIX), the workers start as fresh interpreters."""
-    global _PRELOAD
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return
-    from multiprocessing import forkserver
-
-    if _PRELOAD is None:
-        multiprocessing.get_context("forkserver").set_forkserver_preload([preload])
-        _PRELOAD = preload
-    forkserver.ensure_running()  # (restarted if it was stopped)
-
-
 _QUIET_TRACKER = "ignore::UserWarning:joblib.externals.loky.backend.resource_tracker"
 
 
@@ -257,10 +237,10 @@ def _painters(workers: int) -> Any:
             with contextlib.suppress(Exception):
                 executor.shutdown(wait=False)
         server = None
-        if _PRELOAD is not None:
+        if (preload := preloaded()) is not None:
             import multiprocessing
 
-            start_server(_PRELOAD)
+            start_server(preload)
             server = multiprocessing.get_context("forkserver")
         executor = _PAINTERS = ProcessPoolExecutor(
             max_workers=workers, timeout=120, initializer=_start_painter,

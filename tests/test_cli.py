@@ -61,3 +61,64 @@ def test_sample_clip_and_render_help(run_cli, tmp_path: Path) -> None:
     assert code == 0 and (tmp_path / "c.mp4").stat().st_size > 0
     code, _, err = run_cli("render", tmp_path / "c.mp4", "--index", tmp_path / "none")
     assert code == 1 and err.startswith("error: ")
+
+
+@pytest.mark.parametrize(("argv", "local"), [
+    (["render", "clip.mp4"], True),
+    (["render", "clip.mp4", "--workers", "2", "-q"], True),
+    (["render", "--out", "x.mp4", "--", "--help"], True),  # after "--": a file name
+    (["render", "clip.mp4", "--help"], False),
+    (["render", "-h"], False),
+    (["render", "--hel"], False),
+    (["render", "clip.mp4", "--scheduler", "tcp://h:8786"], False),
+    (["render", "clip.mp4", "--scheduler=tcp://h:8786"], False),
+    (["render", "clip.mp4", "--sched", "tcp://h:8786"], False),
+    (["index", "--corpus", "c"], False),
+    ([], False),
+    (["--version"], False),
+])
+def test_the_server_starts_first_only_for_a_local_render(argv: list[str], local: bool,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    from pipeline.launch import local_render
+    from pipeline.server import SCHEDULER_ENV
+
+    monkeypatch.delenv(SCHEDULER_ENV, raising=False)
+    assert local_render(argv) is local
+    monkeypatch.setenv(SCHEDULER_ENV, "tcp://h:8786")
+    assert local_render(argv) is False
+
+
+def _marked(mark: str) -> list[int]:
+    """The processes whose environment holds ``mark``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if mark.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_render_that_fails_early_leaves_no_server(tmp_path: Path) -> None:
+    # the server starts before the arguments are checked; a bad input still ends in one
+    # line and exit 1, and the server (still loading when the command ends) goes too
+    import os
+    import time
+    import uuid
+
+    mark = f"MOSAIC_TEST_MARK={uuid.uuid4().hex}"
+    env = dict(os.environ, MOSAIC_TEST_MARK=mark.split("=")[1], MOSAIC_CACHE=str(tmp_path))
+    env.pop("MOSAIC_SCHEDULER", None)
+    done = subprocess.run([sys.executable, "-m", "pipeline", "render",
+                           str(tmp_path / "missing.mp4"), "--index", str(tmp_path / "none")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error:"), done.stderr
+    deadline = time.monotonic() + 20
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _marked(mark)

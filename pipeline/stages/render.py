@@ -53,12 +53,10 @@ from pipeline.download import download, download_folder, is_url
 from pipeline.encode import ENCODER_CODECS, codec_args, mosaic_tuned, output_size_ok
 from pipeline.errors import ConfigError, LockedError, OutputError, VideoError
 from pipeline.execute import (
-    SCHEDULER_ENV,
     LocalPool,
     WorkerPlan,
     choose_workers,
     make_pool,
-    start_server,
 )
 from pipeline.grid import check_frame_size, check_source_size, make_grid
 from pipeline.heap import steady_heap
@@ -77,6 +75,7 @@ from pipeline.output import (
 )
 from pipeline.paint import PaintJob, finished, segment_path, warm_up
 from pipeline.planfile import PLAN_FILES, Segment, job_segments, plan_key, read_manifest
+from pipeline.server import SCHEDULER_ENV, start_server
 from pipeline.stages import WORKER_MODULE
 from pipeline.stages.painting import DONE, RenderJob, job_record, render_segments
 from pipeline.stages.planner import PlanJob, local_plan_config, plan_shots
