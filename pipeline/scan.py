@@ -250,6 +250,7 @@ def merge_orientations(ids, dist, k):  # pragma: no cover - compiled
     out_t = np.zeros((n, k), np.uint8)
     head = np.zeros(m, np.int64)
     spare = np.empty(m * c, np.int64)  # empty or repeated entries: (id + 1) * m + turn
+    kept = np.zeros(ids.max() + 1 if ids.size else 1, np.int32)  # query + 1 a tile is kept for
     for i in range(n):
         head[:] = 0
         got = left = 0
@@ -258,11 +259,12 @@ def merge_orientations(ids, dist, k):  # pragma: no cover - compiled
             if best < 0:
                 break
             tile = ids[best, i, head[best]]
-            if tile in out_i[i, :got]:  # a tile once: in its first, nearest, orientation
+            if kept[tile] == i + 1:  # a tile once: in its first, nearest, orientation
                 spare[left] = (tile + 1) * m + best
                 left += 1
             else:
                 out_i[i, got], out_d[i, got], out_t[i, got] = tile, dist[best, i, head[best]], best
+                kept[tile] = i + 1
                 got += 1
             head[best] += 1
         if got < k:  # every entry seen: the empty slots as numpy's merge fills them

@@ -32,7 +32,7 @@ def _frames(rng: np.random.Generator, grid: Grid, bank_ids: np.ndarray, n: int) 
     return out
 
 
-@pytest.mark.parametrize("tile", [(4, 6), (5, 5), (32, 32)])
+@pytest.mark.parametrize("tile", [(4, 6), (5, 5), (7, 16), (32, 32), (3, 48), (2, 64)])
 def test_compiled_placement_is_numpys_to_the_bit(monkeypatch: pytest.MonkeyPatch,
                                                  tile: tuple[int, int]) -> None:
     rng = np.random.default_rng(7)
