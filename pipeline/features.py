@@ -18,6 +18,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from pipeline.cube_root import cbrt
+
 FEATURES: dict[str, Callable[..., np.ndarray]] = {}
 
 
@@ -158,7 +160,7 @@ def srgb_to_lab(bgr01: np.ndarray) -> np.ndarray:
     idx = np.clip((c * _LUT_STEPS + 0.5).astype(np.int32), 0, _LUT_STEPS)
     xyz = _LINEAR[idx] @ _BGR_TO_XYZN
     eps, kappa = np.float32(216 / 24389), np.float32(24389 / 27)
-    f = np.cbrt(xyz)
+    f = cbrt(xyz)  # (numpy's cbrt, compiled in a worker)
     if (low := xyz <= eps).any():  # the linear segment, where it applies
         f[low] = (kappa * xyz[low] + 16) / 116
     lab = np.empty_like(f)  # each channel written in place: the same float32 operations

@@ -94,3 +94,61 @@ def test_srgb_to_lab_is_the_textbook_formula_to_the_bit() -> None:
                          200 * (f[..., 1] - f[..., 2])], -1)
         got = srgb_to_lab(bgr)
         assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all((a.view(np.int32) == b.view(np.int32)) | (np.isnan(a) & np.isnan(b))))
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc",
+                    reason="the kernel is glibc's cbrtf; another libc's bits differ")
+def test_the_compiled_cube_root_is_numpys_to_the_bit() -> None:
+    """glibc's cbrtf written out gives numpy's bits: every 97th float32 of both signs
+    (normal and subnormal), every float32 in [0.008856, 0.0089] and [0.99, 1.01] (the Lab
+    range's ends), zeros, infinities and nan; and srgb_to_lab is the same either way."""
+    import pipeline.cube_root as cube_root
+    from pipeline.cube_root_compiled import cbrt_into
+
+    def span(lo: float, hi: float) -> np.ndarray:
+        return np.arange(np.float32(lo).view(np.int32), np.float32(hi).view(np.int32),
+                         dtype=np.int32)
+
+    bits = np.concatenate([np.arange(0, 0x7F800000, 97, dtype=np.int32),
+                           span(0.008856, 0.0089), span(0.99, 1.01)])
+    x = np.concatenate([bits.view(np.float32), -bits[::13].view(np.float32), np.array(
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45], np.float32)])
+    got = np.empty_like(x)
+    cbrt_into(x, got)
+    with np.errstate(all="ignore"):
+        assert _same_bits(got, np.cbrt(x))
+    assert cube_root._kernel() is cbrt_into  # (numba is loaded: the kernel is used)
+    from pipeline.features import srgb_to_lab
+
+    colours = np.random.default_rng(5).random((5000, 3)).astype(np.float32)
+    compiled = srgb_to_lab(colours)
+    cube_root._compiled = False
+    try:
+        assert compiled.tobytes() == srgb_to_lab(colours).tobytes()
+    finally:
+        cube_root._compiled = None
+
+
+def test_a_cube_root_kernel_with_other_bits_is_not_used(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """Where the kernel's bits are not numpy's (another C library), numpy's cbrt runs."""
+    import sys
+    import types
+
+    import pipeline.cube_root as cube_root
+
+    def wrong(x: np.ndarray, out: np.ndarray) -> None:
+        with np.errstate(all="ignore"):
+            out[:] = np.cbrt(x) * np.float32(1.0000001)
+
+    monkeypatch.setitem(sys.modules, "pipeline.cube_root_compiled",
+                        types.SimpleNamespace(cbrt_into=wrong))
+    monkeypatch.setattr(cube_root, "_compiled", None)
+    monkeypatch.setitem(sys.modules, "numba", sys.modules.get("numba", types.ModuleType("numba")))
+    x = np.linspace(0.01, 2, 1000, dtype=np.float32)
+    assert cube_root._kernel() is None
+    assert _same_bits(cube_root.cbrt(x), np.cbrt(x))

@@ -1,19 +1,23 @@
 """What a local render worker has loaded before its first task.
 
 Imported once, by the process the local workers are forked from
-(:func:`pipeline.execute.start_server`), while the client sets the job up: the plan and
-paint tasks' modules, and the compiled search, variety rules and tile placement (numba's
-load, about 0.7 CPU-s; on a fresh install their compile). Each worker forked from it
+(:func:`pipeline.server.start_server`), while the client sets the job up: the plan and
+paint tasks' modules, and the compiled search, variety rules, tile placement and cube
+root (numba's load, about 0.7 CPU-s; on a fresh install their compile). Each worker forked from it
 then starts its first task at once, where a fresh interpreter spent 1-1.5 CPU-s on this.
 Where a kernel cannot load, the task falls back to numpy as it would in a fresh worker.
 """
+
+import numpy as np
 
 import pipeline.paint
 import pipeline.stages.planner  # noqa: F401
 from pipeline.assign import load_compiled
 from pipeline.compose import compiled_placing
+from pipeline.cube_root import cbrt
 from pipeline.search import compiled_scan
 
 compiled_scan()
 load_compiled()
 compiled_placing(0)
+cbrt(np.ones(1, np.float32))

@@ -1,0 +1,76 @@
+"""glibc 2.36's ``cbrtf``, compiled (numba), for :func:`pipeline.cube_root.cbrt`.
+
+The loop over normal values has no branch (the exponent's third by a multiply and a
+shift, its remainder's factor by selects), so the compiler vectorises it; the rare
+special values (zeros, subnormals, infinities, nan) are done after, one by one.
+Compiled on first use and cached next to this file.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
+
+CBRT2 = 1.2599210498948731648  # 2 ** (1 / 3)
+SQR_CBRT2 = 1.5874010519681994748  # 2 ** (2 / 3)
+
+
+@intrinsic
+def _as_float(typingctx, bits):  # pragma: no cover - compiled
+    """The float32 whose bits are ``bits`` (int32)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _as_bits(typingctx, value):  # pragma: no cover - compiled
+    """The bits (int32) of ``value`` (float32)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _root(bits):  # pragma: no cover - compiled
+    """glibc's ``cbrtf`` of the normal float32 with bits ``bits``: its bits (int32)."""
+    magnitude = bits & np.int32(0x7FFFFFFF)
+    xe = (magnitude >> np.int32(23)) - np.int32(126)
+    xd = np.float64(_as_float((magnitude & np.int32(0x007FFFFF)) | np.int32(0x3F000000)))
+    u = np.float32(0.492659620528969547 + (0.697570460207922770 - 0.191502161678719066 * xd)
+                   * xd)
+    t2 = np.float64((u * u) * u)
+    floor = (((xe + np.int32(129)) * np.int32(43691)) >> np.int32(17)) - np.int32(43)
+    rest = xe - np.int32(3) * floor  # (xe + 129 > 0: floor(xe / 3) by a multiply, exact)
+    toward_zero = np.int32((xe < 0) & (rest != 0))  # C's xe / 3 and xe % 3
+    q = floor + toward_zero
+    r = rest - np.int32(3) * toward_zero
+    f = (1.0 / SQR_CBRT2) if r == -2 else ((1.0 / CBRT2) if r == -1 else (
+        CBRT2 if r == 1 else (SQR_CBRT2 if r == 2 else 1.0)))
+    ud = np.float64(u)
+    ym = np.float32(ud * (t2 + 2.0 * xd) / (2.0 * t2 + xd) * f)
+    return (_as_bits(ym) + (q << np.int32(23))) | (bits & np.int32(-2147483648))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def cbrt_into(x, out):  # pragma: no cover - compiled
+    """``out[i]`` = the cube root of ``x[i]`` (both (n,) float32, C-contiguous)."""
+    bits, roots = x.view(np.int32), out.view(np.int32)
+    special = 0
+    for i in range(x.shape[0]):
+        e = (bits[i] >> np.int32(23)) & np.int32(0xFF)
+        special += (e == 0) | (e == 255)
+        roots[i] = _root(bits[i])
+    if special:
+        for i in range(x.shape[0]):
+            e = (bits[i] >> 23) & 0xFF
+            if e == 255 or x[i] == 0:
+                out[i] = x[i] + x[i]
+            elif e == 0:  # subnormal: the root of it times 2^24, over 2^8
+                scaled = _as_bits(abs(x[i]) * np.float32(2.0**24))
+                roots[i] = (_root(scaled) - np.int32(8 << 23)) | (bits[i] & np.int32(-2147483648))
