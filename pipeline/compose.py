@@ -14,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline.encode import bgr_to_i420
 from pipeline.features import block_means, srgb_to_lab
 from pipeline.grid import Grid
 from pipeline.tone import adjust, tile_means
@@ -276,3 +277,52 @@ def blend(mosaic: np.ndarray, frame_bgr: np.ndarray, alpha: float, out: np.ndarr
     h, w = mosaic.shape[:2]
     up = cv2.resize(frame_bgr, (w, h), dst=scratch, interpolation=cv2.INTER_LINEAR)
     return cv2.addWeighted(mosaic, 1.0 - alpha, up, alpha, 0.0, dst=out)
+
+
+# OpenCV's BGR -> I420 conversion (BT.601, limited range), its 20-bit fixed-point
+# coefficients: rows Y, U, V; columns B, G, R, then the offset
+_BGR_TO_YUV = np.array([[102760, 528482, 269484, 16 << 20],
+                        [460324, -305135, -155188, 128 << 20],
+                        [-74448, -385875, 460324, 128 << 20]], np.float64) / 2**20
+
+
+def i420_planes(buf: np.ndarray, height: int, width: int) -> tuple[np.ndarray, ...]:
+    """The Y (H, W), U and V (H / 2, W / 2) planes of an I420 frame of ``height x width``
+    (even) held in ``buf`` (at least H * W * 3 / 2 uint8 bytes, C-contiguous): views."""
+    flat = buf.reshape(-1)
+    y, c = height * width, (height // 2) * (width // 2)
+    return (flat[:y].reshape(height, width), flat[y:y + c].reshape(height // 2, width // 2),
+            flat[y + c:y + 2 * c].reshape(height // 2, width // 2))
+
+
+def blend_i420(mosaic: np.ndarray, frame_bgr: np.ndarray, alpha: float, out: np.ndarray,
+               scratch: np.ndarray) -> np.ndarray:
+    """:func:`blend`, straight to the encoder's I420: ``out`` = the mosaic in I420, then
+    ``(1 - alpha) * out + alpha * the frame's Y, U and V planes upscaled`` (the frame's
+    own I420, or where its sides are odd its planes by the same coefficients at its own
+    size; each upscaled with INTER_LINEAR to its plane's size). The conversion is linear,
+    so this is the I420 of :func:`blend`'s picture to within a level or two (tested), from
+    half the bytes: the upscale and the blend run on 1.5 bytes a pixel instead of 3.
+
+    Parameters
+    ----------
+    mosaic : ndarray (Ho, Wo, 3), uint8 BGR, Ho and Wo even.
+    frame_bgr : ndarray (H, W, 3), uint8 BGR, any size.
+    out : ndarray (Ho * 3 / 2, Wo), uint8: written in place and returned.
+    scratch : a buffer of at least Ho * Wo * 3 / 2 bytes (uint8, C-contiguous).
+    """
+    bgr_to_i420(mosaic, out)
+    if alpha <= 0:
+        return out
+    h, w = mosaic.shape[:2]
+    sh, sw = frame_bgr.shape[:2]
+    if sh % 2 or sw % 2:  # each plane at the frame's own size
+        planes = cv2.split(cv2.transform(frame_bgr, _BGR_TO_YUV))
+    else:  # (the fast way: the frame's own I420, its colour at half size)
+        planes = i420_planes(bgr_to_i420(frame_bgr), sh, sw)
+    up = i420_planes(scratch, h, w)
+    for plane, dst in zip(planes, up, strict=True):
+        cv2.resize(plane, (dst.shape[1], dst.shape[0]), dst=dst,
+                   interpolation=cv2.INTER_LINEAR)
+    whole = scratch.reshape(-1)[:out.size].reshape(out.shape)
+    return cv2.addWeighted(out, 1.0 - alpha, whole, alpha, 0.0, dst=out)

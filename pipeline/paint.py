@@ -30,8 +30,8 @@ import numpy as np
 
 from pipeline.bank import IndexPin, pinned_bank
 from pipeline.cache import artifact_problem, record_artifact, write_json
-from pipeline.compose import Canvas, blend
-from pipeline.encode import SegmentEncoder, bgr_to_i420
+from pipeline.compose import Canvas, blend_i420
+from pipeline.encode import SegmentEncoder
 from pipeline.errors import PlanError
 from pipeline.grid import Grid
 from pipeline.heap import steady_heap, trim_heap
@@ -240,12 +240,10 @@ def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk, read: dict[str, int]) 
     try:
         frames = painter.frames()
         for i, mosaic in enumerate(frames):
-            # the blend (if any) into the scratch frame, then straight to I420 (half the
-            # bytes of BGR: the buffers queued for the encoder are I420)
-            shown = mosaic if job.alpha <= 0 else blend(
-                mosaic, painter.source, job.alpha, encoder.scratch, encoder.scratch)
-            out = encoder.buffer()
-            bgr_to_i420(shown, out)
+            # straight to I420 (the buffers queued for the encoder), the blend (if any)
+            # on its planes: half the bytes of BGR
+            out = blend_i420(mosaic, painter.source, job.alpha, encoder.buffer(),
+                             encoder.scratch)
             if painter.scored:  # the photos' contrast, painted and as written
                 painter.scorer.scores.add_visibility(
                     painter.canvas.own, painter.canvas.spread, None if job.alpha <= 0

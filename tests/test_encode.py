@@ -142,3 +142,29 @@ def test_segment_encoder_renames_when_finished_and_leaves_nothing_when_aborted(
     aborted.put(bgr_to_i420(_frames(1)[0], aborted.buffer()))
     aborted.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg-00003.mp4"]
+
+
+@pytest.mark.parametrize("source", [(48, 64), (47, 63)])
+def test_the_blend_on_i420_planes_is_the_blend_then_i420(source: tuple[int, int]) -> None:
+    """blend_i420 blends the frame's planes into the mosaic's I420: within two levels of
+    blending in BGR and converting in luma, a few in colour (the frame's own colour is at
+    half size when its sides are even), for an even or odd frame size; alpha 0 is exactly
+    the mosaic's I420."""
+    import cv2
+
+    from pipeline.compose import blend, blend_i420
+    from pipeline.encode import bgr_to_i420
+
+    rng = np.random.default_rng(9)
+    mosaic = cv2.resize(rng.integers(0, 256, (12, 16, 3), np.uint8), (256, 192),
+                        interpolation=cv2.INTER_NEAREST)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (*source, 3), np.uint8), (0, 0), 3)
+    scratch = np.empty_like(mosaic)
+    for alpha in (0.0, 0.2, 0.5):
+        got = blend_i420(mosaic, frame, alpha, np.empty((288, 256), np.uint8), scratch)
+        want = bgr_to_i420(blend(mosaic, frame, alpha, np.empty_like(mosaic)))
+        if alpha == 0:
+            assert np.array_equal(got, want)
+        diff = np.abs(got.astype(int) - want.astype(int))
+        assert diff[:192].max() <= 2 and diff[192:].max() <= 4, (alpha, diff.max())
+        assert diff.mean() < 0.5, (alpha, diff.mean())
