@@ -34,6 +34,7 @@ export MOSAIC_CACHE := $(CACHE)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m compileall -q pipeline  # (as a wheel's install does: no compile per run)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -106,8 +106,8 @@ def test_the_compiled_cube_root_is_numpys_to_the_bit() -> None:
     """glibc's cbrtf written out gives numpy's bits: every 97th float32 of both signs
     (normal and subnormal), every float32 in [0.008856, 0.0089] and [0.99, 1.01] (the Lab
     range's ends), zeros, infinities and nan; and srgb_to_lab is the same either way."""
-    import pipeline.cube_root as cube_root
-    from pipeline.cube_root_compiled import cbrt_into
+    import pipeline.features as features
+    from pipeline.features_compiled import cbrt_into
 
     def span(lo: float, hi: float) -> np.ndarray:
         return np.arange(np.float32(lo).view(np.int32), np.float32(hi).view(np.int32),
@@ -121,34 +121,53 @@ def test_the_compiled_cube_root_is_numpys_to_the_bit() -> None:
     cbrt_into(x, got)
     with np.errstate(all="ignore"):
         assert _same_bits(got, np.cbrt(x))
-    assert cube_root._kernel() is cbrt_into  # (numba is loaded: the kernel is used)
-    from pipeline.features import srgb_to_lab
-
+    kernels = features._kernels()  # (numba is loaded: the kernels are used)
+    assert kernels is not None and kernels.cbrt_into is cbrt_into
     colours = np.random.default_rng(5).random((5000, 3)).astype(np.float32)
-    compiled = srgb_to_lab(colours)
-    cube_root._compiled = False
+    compiled = features.srgb_to_lab(colours)
+    features._compiled = False
     try:
-        assert compiled.tobytes() == srgb_to_lab(colours).tobytes()
+        assert compiled.tobytes() == features.srgb_to_lab(colours).tobytes()
     finally:
-        cube_root._compiled = None
+        features._compiled = None
 
 
 def test_a_cube_root_kernel_with_other_bits_is_not_used(monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
-    """Where the kernel's bits are not numpy's (another C library), numpy's cbrt runs."""
+    """Where the kernels' bits are not numpy's (another C library), numpy runs."""
     import sys
     import types
 
-    import pipeline.cube_root as cube_root
+    import pipeline.features as features
+    from pipeline.features_compiled import block_sums
 
     def wrong(x: np.ndarray, out: np.ndarray) -> None:
         with np.errstate(all="ignore"):
             out[:] = np.cbrt(x) * np.float32(1.0000001)
 
-    monkeypatch.setitem(sys.modules, "pipeline.cube_root_compiled",
-                        types.SimpleNamespace(cbrt_into=wrong))
-    monkeypatch.setattr(cube_root, "_compiled", None)
-    monkeypatch.setitem(sys.modules, "numba", sys.modules.get("numba", types.ModuleType("numba")))
+    fake = types.SimpleNamespace(cbrt_into=wrong, block_sums=block_sums)
+    monkeypatch.setitem(sys.modules, "pipeline.features_compiled", fake)
+    monkeypatch.setattr(sys.modules["pipeline"], "features_compiled", fake)
+    monkeypatch.setattr(features, "_compiled", None)
     x = np.linspace(0.01, 2, 1000, dtype=np.float32)
-    assert cube_root._kernel() is None
-    assert _same_bits(cube_root.cbrt(x), np.cbrt(x))
+    assert features._kernels() is None
+    assert _same_bits(features.cbrt(x), np.cbrt(x))
+
+
+@pytest.mark.parametrize(("tile", "grid"), [((32, 32), 4), ((16, 16), 4), ((64, 64), 4),
+                                            ((32, 32), 2), ((32, 32), 8), ((8, 16), 4),
+                                            ((24, 24), 4), ((30, 30), 4)])
+def test_compiled_block_means_are_opencvs_to_the_bit(tile: tuple[int, int], grid: int
+                                                     ) -> None:
+    """The compiled sub-grid sums give area_means's values (cells of 4 to 256 pixels,
+    powers of two; other sizes go to OpenCV, as before)."""
+    import pipeline.features as features
+
+    tiles = np.random.default_rng(6).integers(0, 256, (40, *tile, 3), np.uint8)
+    assert features._kernels() is not None
+    compiled = block_means(tiles, grid)
+    features._compiled = False
+    try:
+        assert compiled.tobytes() == block_means(tiles, grid).tobytes()
+    finally:
+        features._compiled = None

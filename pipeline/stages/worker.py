@@ -14,7 +14,7 @@ import pipeline.paint
 import pipeline.stages.planner  # noqa: F401
 from pipeline.assign import load_compiled
 from pipeline.compose import compiled_placing
-from pipeline.cube_root import cbrt
+from pipeline.features import cbrt
 from pipeline.search import compiled_scan
 
 compiled_scan()
