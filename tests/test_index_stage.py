@@ -192,3 +192,22 @@ def test_sigkill_mid_decode_then_rerun_equals_uninterrupted(tmp_path: Path) -> N
 
     run_index(corpus, tmp_path / "clean", IndexConfig(clusters=8, jobs=1), progress=False)
     assert_same_index(index, tmp_path / "clean")
+
+
+@pytest.mark.parametrize(("bad", "named"), [
+    ("/etc/passwd", True), ("../x.jpg", True), ("a/../../b.jpg", True), (7, True),
+    ("a/../b.jpg", False), ("dots..in/name.jpg", False), ("x\n/y.jpg", False)])
+def test_source_paths_leaving_the_corpus_are_found_among_many(bad: object, named: bool
+                                                              ) -> None:
+    """The manifest's source list is checked at once when every path is plainly inside
+    the corpus, and path by path otherwise: the same verdicts either way."""
+    from pipeline.index import sources_problem
+
+    paths = [f"d{i % 7}/img{i}.jpg" for i in range(5000)]
+    manifest = {"corpus": "/data/corpus", "sources": {"paths": paths, "digests": paths}}
+    assert sources_problem(manifest) is None
+    paths[2500] = bad
+    problem = sources_problem(manifest)
+    assert (problem is not None) == named, problem
+    if named:
+        assert repr(bad) in problem and "leaves the corpus" in problem
