@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 
 from pipeline.encode import bgr_to_i420
-from pipeline.features import block_means, srgb_to_lab
+from pipeline.features import AREA_SCALE, block_means, srgb_to_lab
 from pipeline.grid import Grid
 from pipeline.tone import adjust, tile_means
-from pipeline.visibility import MIRROR, bank_spread, luma_spread, orient
+from pipeline.visibility import LUMA, MIRROR, bank_spread, luma_spread, orient, spread_of_sums
 
 _CHUNK = 512  # cells placed at a time: small transient buffers at any grid size
 # numpy places this many cells in a process before the compiled placement pays numba's
@@ -51,6 +51,46 @@ def compiled_placing(cells: int) -> Any:
                         "placing with numpy", type(e).__name__, e)
             _placing = False
     return _placing or None
+
+
+_measuring: Any = None  # the compiled canvas measure: not tried (None), not used (False)
+
+
+def compiled_measure(h: int, w: int, g: int) -> Any:
+    """:func:`pipeline.placing.measure_cells` where it gives the numpy measures' bits for
+    tiles ``h x w`` on a ``g x g`` sub-grid, else None: numba already loaded (with the
+    placement), sub-grid cells of a power-of-two number of pixels (block_means' sums,
+    exact), tiles of a multiple of 16 pixels (OpenCV's luma transform has no scalar tail
+    over whole tiles), and the kernel's luma levels OpenCV's on 2^18 colours (its fused
+    multiply-adds where the CPU has them: checked once a process)."""
+    global _measuring
+    if h % g or w % g or 256 % ((h // g) * (w // g)) or (h * w) % 16 or \
+            compiled_placing(0) is None:
+        return None
+    if _measuring is None:
+        _measuring = False
+        try:
+            from pipeline.placing import measure_cells
+
+            if _luma_agrees(measure_cells):
+                _measuring = measure_cells
+        except Exception as e:  # any failure of the compiler: numpy measures
+            log.warning("the compiled canvas measure could not be loaded (%s: %s)",
+                        type(e).__name__, e)
+    return _measuring or None
+
+
+def _luma_agrees(kernel: Any) -> bool:
+    """Whether ``kernel``'s luma levels are OpenCV's on 2^18 colours in 16x16 tiles."""
+    colours = np.random.default_rng(0).integers(0, 256, (1024, 16, 16, 3), np.uint8)
+    image = colours.reshape(32, 32, 16, 16, 3).swapaxes(1, 2).reshape(512, 512, 3)
+    sums = np.empty((1024, 1, 1, 3), np.int32)
+    total, squares = np.empty(1024, np.int64), np.empty(1024, np.int64)
+    kernel(np.ascontiguousarray(image), np.arange(1024, dtype=np.int64), 32, 16, 16, 1,
+           LUMA, sums, total, squares)
+    levels = cv2.transform(colours.reshape(1024, -1, 3), LUMA[None, :]).reshape(1024, -1)
+    return np.array_equal(total, levels.sum(1, dtype=np.int64)) and \
+        np.array_equal(squares, (levels.astype(np.int64) ** 2).sum(1))
 
 
 class Canvas:
@@ -129,16 +169,33 @@ class Canvas:
         self._dirty[:] = False
         if self._bank_spread is None:
             self._bank_spread = bank_spread(self.bank)
+        kernel = compiled_measure(self.grid.tile_h, self.grid.tile_w, self.track)
         for lo in range(0, len(cells), _CHUNK):
-            r, c = np.divmod(cells[lo:lo + _CHUNK], self.grid.cols)
-            tiles = np.ascontiguousarray(self._cells[r, :, c, :])
-            means = block_means(tiles, self.track)
+            part = cells[lo:lo + _CHUNK]
+            r, c = np.divmod(part, self.grid.cols)
+            if kernel is not None:  # read in place: the same values
+                means, self._spread[r, c] = self._measured(kernel, part)
+            else:
+                tiles = np.ascontiguousarray(self._cells[r, :, c, :])
+                means = block_means(tiles, self.track)
+                self._spread[r, c] = luma_spread(tiles)
             self._sub[r, c] = means
             self._sub_lab[r, c] = srgb_to_lab(means)
-            self._spread[r, c] = luma_spread(tiles)
             ids = self.ids[r, c]
             rows = ids if self.bank_ids is None else np.searchsorted(self.bank_ids, ids)
             self._own[r, c] = np.where(ids >= 0, self._bank_spread[np.maximum(rows, 0)], 0)
+
+    def _measured(self, kernel: Any, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`pipeline.placing.measure_cells` of ``cells``: their sub-grid means
+        (k, g, g, 3) and luma spreads (k,) float32, as block_means and luma_spread give
+        them from the cells' pixels."""
+        g, h, w = self.track, self.grid.tile_h, self.grid.tile_w
+        sums = np.empty((len(cells), g, g, 3), np.int32)
+        total, squares = np.empty(len(cells), np.int64), np.empty(len(cells), np.int64)
+        kernel(self.image, cells.astype(np.int64), self.grid.cols, h, w, g, LUMA, sums,
+               total, squares)
+        means = (sums * (256 // ((h // g) * (w // g)))).astype(np.float32) * AREA_SCALE
+        return means, spread_of_sums(total, squares, h * w)
 
     def place(self, cells: np.ndarray, ids: np.ndarray, orients: np.ndarray,
               shift: np.ndarray | None = None, measure: bool = False,

@@ -77,7 +77,7 @@ def colour_histogram(tiles_bgr: np.ndarray, bins: int = 5) -> np.ndarray:
     return (counts / np.float32(h * w)).astype(np.float32)
 
 
-_AREA_SCALE = np.float32(1 / (255 * 256))  # area_means's 16-bit values -> 0..1
+AREA_SCALE = np.float32(1 / (255 * 256))  # area_means's 16-bit values -> 0..1
 
 
 def area_means(image_bgr: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -91,7 +91,7 @@ def area_means(image_bgr: np.ndarray, width: int, height: int) -> np.ndarray:
     """
     wide = np.left_shift(image_bgr, 8, dtype=np.uint16)  # one pass (astype, then << is 2)
     small = cv2.resize(wide, (width, height), interpolation=cv2.INTER_AREA)
-    return small.astype(np.float32) * _AREA_SCALE
+    return small.astype(np.float32) * AREA_SCALE
 
 
 def block_means(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
@@ -118,7 +118,7 @@ def block_means(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
             # integer), then scaled
             sums = np.empty((n, grid, grid, 3), np.int32)
             kernels.block_sums(np.ascontiguousarray(tiles_bgr), grid, sums)
-            return (sums * (256 // pixels)).astype(np.float32) * _AREA_SCALE
+            return (sums * (256 // pixels)).astype(np.float32) * AREA_SCALE
         return area_means(tiles_bgr.reshape(n * h, w, 3), grid, n * grid).reshape(
             n, grid, grid, 3)
     return np.stack([area_means(t, grid, grid) for t in tiles_bgr])
@@ -245,7 +245,7 @@ def _agrees(kernels: Any) -> bool:
     tiles = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), np.uint8)
     sums = np.empty((16, 4, 4, 3), np.int32)
     kernels.block_sums(tiles, 4, sums)
-    means = (sums * 16).astype(np.float32) * _AREA_SCALE
+    means = (sums * 16).astype(np.float32) * AREA_SCALE
     nan = np.isnan(want)
     return np.array_equal(np.isnan(roots), nan) and \
         np.array_equal(roots.view(np.int32)[~nan], want.view(np.int32)[~nan]) and \

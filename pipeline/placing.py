@@ -213,6 +213,57 @@ def _place_loops(flat, d0, stride, bank1, s0, h, w, up, down, mirror, measure
     return total
 
 
+@intrinsic
+def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
+    """``a * b + c`` (float32) rounded once (a fused multiply-add)."""
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def measure_cells(image, cells, cols, h, w, g, weights, sums, luma_sum, luma_squares
+                  ):  # pragma: no cover - compiled
+    """What the scores measure of each cell ``cells[t]`` of the canvas ``image`` (rows * h,
+    cols * w, 3) uint8, read in place: ``sums[t]`` (g, g, 3) int32, each channel's sum over
+    each block of its ``g x g`` sub-grid (``h`` and ``w`` multiples of ``g``), and
+    ``luma_sum[t]``, ``luma_squares[t]`` (int64), the sums of its pixels' luma levels and
+    their squares. A luma level is ``weights`` (B, G, R float32) applied as OpenCV's
+    vectorised transform applies them (R times its weight added to B's added to G's,
+    each by a fused multiply-add; rounded to even, saturated): its bits where
+    :func:`pipeline.compose.compiled_measure` has checked them."""
+    bh, bw = h // g, w // g
+    w3 = w * 3
+    flat = image.reshape(image.shape[0], image.shape[1] * 3)
+    columns, levels = np.empty(w3, np.int32), np.empty(w, np.int64)
+    wb, wg, wr = weights[0], weights[1], weights[2]
+    for t in range(cells.shape[0]):
+        r, c = cells[t] // cols, cells[t] % cols
+        total = squares = 0
+        for i in range(g):
+            columns[:] = 0
+            for y in range(r * h + i * bh, r * h + (i + 1) * bh):
+                line = flat[y, c * w3:(c + 1) * w3]
+                for x in range(w3):
+                    columns[x] += np.int32(line[x])
+                for x in range(w):
+                    v = _fma(np.float32(line[3 * x + 2]), wr, _fma(
+                        np.float32(line[3 * x]), wb, np.float32(line[3 * x + 1]) * wg))
+                    levels[x] = np.int64(min(max(np.rint(v), np.float32(0)), np.float32(255)))
+                for x in range(w):
+                    total += levels[x]
+                    squares += levels[x] * levels[x]
+            for j in range(g):
+                s0 = s1 = s2 = 0
+                for p in range(j * bw * 3, (j + 1) * bw * 3, 3):
+                    s0 += columns[p]
+                    s1 += columns[p + 1]
+                    s2 += columns[p + 2]
+                sums[t, i, j, 0], sums[t, i, j, 1], sums[t, i, j, 2] = s0, s1, s2
+        luma_sum[t], luma_squares[t] = total, squares
+
+
 def warm() -> None:
     """Load the kernel's machine code now (from the cache; compiled on the first run
     after an install or a change)."""

@@ -36,7 +36,7 @@ MATCH_CORRELATION = 0.9  # 8x8 luma signatures at least this correlated: the sam
 # noise is of that size): such tiles are not candidates, such cells are not identified
 SIGNATURE_SPREAD = 4.0
 _EPS = 2.0  # the k-d tree's approximation: neighbours within (1 + eps) of the nearest
-_LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights, Rec. 601
+LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights, Rec. 601
 _SQUARES = (np.arange(256, dtype=np.float32) ** 2).reshape(1, 256)  # level -> its square
 _Y_SCALE = np.float32(255 / 219)  # limited-range Y (16..235) back to luma levels
 
@@ -48,11 +48,19 @@ def luma_spread(tiles_bgr: np.ndarray) -> np.ndarray:
     if k == 0:
         return np.zeros(0, np.float32)
     flat = np.ascontiguousarray(tiles_bgr).reshape(k, -1, 3)
-    y = cv2.transform(flat, _LUMA[None, :]).reshape(k, -1)  # uint8 levels, one pass
-    mean = cv2.reduce(y, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() / y.shape[1]
+    y = cv2.transform(flat, LUMA[None, :]).reshape(k, -1)  # uint8 levels, one pass
+    total = cv2.reduce(y, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
     # squares of levels from a table (exact in float32), their sums in float64
     square = cv2.reduce(cv2.LUT(y, _SQUARES), 1, cv2.REDUCE_SUM, dtype=cv2.CV_64F).ravel()
-    return np.sqrt(np.maximum(square / y.shape[1] - mean * mean, 0)).astype(np.float32)
+    return spread_of_sums(total, square, y.shape[1])
+
+
+def spread_of_sums(total: np.ndarray, squares: np.ndarray, pixels: int) -> np.ndarray:
+    """Luma standard deviations (k,) float32 from the exact sums of ``pixels`` luma levels
+    (k,) and of their squares (k,) (integers, or floats holding them)."""
+    mean = total / pixels
+    return np.sqrt(np.maximum(squares.astype(np.float64) / pixels - mean * mean, 0)
+                   ).astype(np.float32)
 
 
 def bank_spread(bank: np.ndarray, block: int = 4096) -> np.ndarray:
@@ -142,7 +150,7 @@ def _signature(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
     k = len(tiles_bgr)
     if k == 0:
         return np.zeros((0, grid * grid), np.float32)
-    y = block_means(np.ascontiguousarray(tiles_bgr), grid) @ _LUMA
+    y = block_means(np.ascontiguousarray(tiles_bgr), grid) @ LUMA
     y = y.reshape(k, grid * grid)
     y -= y.mean(1, keepdims=True)
     y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-6)

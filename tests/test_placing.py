@@ -98,3 +98,44 @@ def test_numba_is_loaded_for_the_placement_only_once_it_pays() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_compiled_canvas_measure_is_numpys_to_the_bit(monkeypatch: pytest.MonkeyPatch
+                                                      ) -> None:
+    """The scores' measures read in place (pipeline.placing.measure_cells) are the numpy
+    measures' bits on the render's layout (32x32 tiles, 4x4 sub-grid), and its luma
+    levels are OpenCV's for every one of the 2^24 colours (summed tile by tile)."""
+    from pipeline.placing import measure_cells
+    from pipeline.visibility import LUMA
+
+    rng = np.random.default_rng(11)
+    grid = Grid(src_h=30, src_w=40, rows=6, cols=8, tile_h=32, tile_w=32)
+    bank = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    bank[:10] = rng.integers(100, 110, (10, 32, 32, 3), dtype=np.uint8)  # low spread
+    measured = {}
+    for name in ("numpy", "compiled"):
+        monkeypatch.setattr(compose, "_measuring", False if name == "numpy" else None)
+        rng = np.random.default_rng(12)
+        canvas = Canvas(grid, bank, track=4)
+        cells = rng.choice(grid.cells, 30, replace=False)
+        canvas.place(np.arange(grid.cells), rng.integers(0, 40, grid.cells),
+                     (rng.random(grid.cells) < 0.5).astype(np.uint8),
+                     rng.integers(-80, 80, (grid.cells, 3)).astype(np.int16))
+        canvas.place(cells, rng.integers(0, 40, 30), np.zeros(30, np.uint8))
+        measured[name] = (canvas.sub.copy(), canvas.sub_lab.copy(), canvas.spread.copy())
+    assert compose._measuring is measure_cells
+    for a, b in zip(measured["numpy"], measured["compiled"], strict=True):
+        assert a.tobytes() == b.tobytes()
+    every = np.arange(2**24, dtype=np.uint32)
+    tiles = np.stack([every >> 16, (every >> 8) & 255, every & 255], -1).astype(np.uint8)
+    tiles = tiles.reshape(65536, 16, 16, 3)
+    image = np.ascontiguousarray(tiles.reshape(256, 256, 16, 16, 3).swapaxes(1, 2).reshape(
+        4096, 4096, 3))
+    total, squares = np.empty(65536, np.int64), np.empty(65536, np.int64)
+    measure_cells(image, np.arange(65536, dtype=np.int64), 256, 16, 16, 1, LUMA,
+                  np.empty((65536, 1, 1, 3), np.int32), total, squares)
+    import cv2
+
+    levels = cv2.transform(tiles.reshape(65536, -1, 3), LUMA[None, :]).reshape(65536, -1)
+    assert np.array_equal(total, levels.sum(1, dtype=np.int64))
+    assert np.array_equal(squares, (levels.astype(np.int64) ** 2).sum(1))
