@@ -113,3 +113,23 @@ def test_local_plan_tasks_share_the_cores_among_the_workers() -> None:
     assert local_plan_config(auto, 4, cores=16).plan_threads == 4
     assert local_plan_config(auto, 3, cores=2).plan_threads == 1
     assert local_plan_config(RenderConfig(plan_threads=3), 2, cores=2).plan_threads == 3
+
+
+def test_the_workers_preload_leaves_scipy_linalg_for_later() -> None:
+    """The module the workers' server imports loads the kernels without scipy.linalg
+    (numba's look for BLAS), the kernels run, and scipy.linalg imports as usual after."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "import pipeline.stages.worker\n"
+        "assert 'scipy.linalg' not in sys.modules\n"
+        "from pipeline.scan import merge_orientations\n"
+        "ids = np.array([[[3, 1]], [[1, 2]]])\n"
+        "dist = np.array([[[1, 2]], [[0.5, 3]]], np.float32)\n"
+        "assert merge_orientations(ids, dist, 3)[0].tolist() == [[1, 3, 2]]\n"
+        "import scipy.linalg\n"
+        "print(scipy.linalg.det(np.eye(2)))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1.0"
