@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from pipeline.encode import bgr_to_i420
-from pipeline.features import AREA_SCALE, block_means, srgb_to_lab
+from pipeline.features import block_means, means_of_sums, srgb_to_lab
 from pipeline.grid import Grid
 from pipeline.tone import adjust, tile_means
 from pipeline.visibility import LUMA, MIRROR, bank_spread, luma_spread, orient, spread_of_sums
@@ -194,8 +194,7 @@ class Canvas:
         total, squares = np.empty(len(cells), np.int64), np.empty(len(cells), np.int64)
         kernel(self.image, cells.astype(np.int64), self.grid.cols, h, w, g, LUMA, sums,
                total, squares)
-        means = (sums * (256 // ((h // g) * (w // g)))).astype(np.float32) * AREA_SCALE
-        return means, spread_of_sums(total, squares, h * w)
+        return means_of_sums(sums, (h // g) * (w // g)), spread_of_sums(total, squares, h * w)
 
     def place(self, cells: np.ndarray, ids: np.ndarray, orients: np.ndarray,
               shift: np.ndarray | None = None, measure: bool = False,

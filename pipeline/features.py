@@ -94,6 +94,13 @@ def area_means(image_bgr: np.ndarray, width: int, height: int) -> np.ndarray:
     return small.astype(np.float32) * AREA_SCALE
 
 
+def means_of_sums(sums: np.ndarray, pixels: int) -> np.ndarray:
+    """:func:`area_means`'s values from the exact integer sums (any shape) of blocks of
+    ``pixels`` pixels, a power of two up to 256: the mean of 256 x each pixel is then an
+    exact integer, 256 / pixels x the sum. float32 like ``sums``."""
+    return (sums * (256 // pixels)).astype(np.float32) * AREA_SCALE
+
+
 def block_means(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
     """Mean colour of each cell of a ``grid x grid`` partition of every tile.
 
@@ -118,7 +125,7 @@ def block_means(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
             # integer), then scaled
             sums = np.empty((n, grid, grid, 3), np.int32)
             kernels.block_sums(np.ascontiguousarray(tiles_bgr), grid, sums)
-            return (sums * (256 // pixels)).astype(np.float32) * AREA_SCALE
+            return means_of_sums(sums, pixels)
         return area_means(tiles_bgr.reshape(n * h, w, 3), grid, n * grid).reshape(
             n, grid, grid, 3)
     return np.stack([area_means(t, grid, grid) for t in tiles_bgr])
@@ -245,7 +252,7 @@ def _agrees(kernels: Any) -> bool:
     tiles = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), np.uint8)
     sums = np.empty((16, 4, 4, 3), np.int32)
     kernels.block_sums(tiles, 4, sums)
-    means = (sums * 16).astype(np.float32) * AREA_SCALE
+    means = means_of_sums(sums, 16)
     nan = np.isnan(want)
     return np.array_equal(np.isnan(roots), nan) and \
         np.array_equal(roots.view(np.int32)[~nan], want.view(np.int32)[~nan]) and \

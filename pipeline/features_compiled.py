@@ -12,7 +12,9 @@ area resize of the values times 256 gives (:func:`pipeline.features.area_means`)
 a block has a power-of-two number of pixels, in a quarter of its time.
 
 :mod:`pipeline.features` uses them where numba is loaded and they give numpy's bits.
-Compiled on first use and cached next to this file.
+Compiled on first use and cached next to this file. :func:`add_blocks` is inlined into
+:func:`pipeline.placing.measure_cells` too, whose cache is keyed by its own file: after a
+change to it, touch that file so that it compiles again.
 """
 
 from __future__ import annotations
@@ -103,10 +105,18 @@ def block_sums(tiles, g, out):  # pragma: no cover - compiled
                 line = flat[t, y]
                 for x in range(w3):
                     columns[x] += np.int32(line[x])
-            for j in range(g):
-                s0 = s1 = s2 = 0
-                for p in range(j * bw * 3, (j + 1) * bw * 3, 3):
-                    s0 += columns[p]
-                    s1 += columns[p + 1]
-                    s2 += columns[p + 2]
-                out[t, i, j, 0], out[t, i, j, 1], out[t, i, j, 2] = s0, s1, s2
+            add_blocks(columns, bw, out[t, i])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def add_blocks(columns, bw, out):  # pragma: no cover - compiled
+    """``out[j]`` (g, 3) int32 = the sums of the pixel columns ``columns`` (w * 3,) int32
+    of block ``j`` (``bw`` pixels wide), channel by channel: a row of sub-grid blocks
+    from its summed pixel rows (:func:`block_sums`, :func:`pipeline.placing.measure_cells`)."""
+    for j in range(out.shape[0]):
+        s0 = s1 = s2 = 0
+        for p in range(j * bw * 3, (j + 1) * bw * 3, 3):
+            s0 += columns[p]
+            s1 += columns[p + 1]
+            s2 += columns[p + 2]
+        out[j, 0], out[j, 1], out[j, 2] = s0, s1, s2

@@ -31,6 +31,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from pipeline.features_compiled import add_blocks
+
 VECTOR_WIDTHS = (16, 32, 48, 64)  # tile widths (pixels) that sat_tile places: 3w % 16 == 0
 _I1, _I8, _I16, _I32, _I64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
 _V = ir.VectorType(_I8, 16)  # 16 bytes of a pixel row
@@ -254,13 +256,7 @@ def measure_cells(image, cells, cols, h, w, g, weights, sums, luma_sum, luma_squ
                 for x in range(w):
                     total += levels[x]
                     squares += levels[x] * levels[x]
-            for j in range(g):
-                s0 = s1 = s2 = 0
-                for p in range(j * bw * 3, (j + 1) * bw * 3, 3):
-                    s0 += columns[p]
-                    s1 += columns[p + 1]
-                    s2 += columns[p + 2]
-                sums[t, i, j, 0], sums[t, i, j, 1], sums[t, i, j, 2] = s0, s1, s2
+            add_blocks(columns, bw, sums[t, i])
         luma_sum[t], luma_squares[t] = total, squares
 
 
