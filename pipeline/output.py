@@ -322,3 +322,11 @@ def check_joined(path: Path, out: Path, info: VideoInfo, count: int,
                           f"{len(got.audio)} audio stream(s) and {got.duration:.2f} s where "
                           f"{count} frames, {wanted_audio} and {duration:.2f} s were planned; "
                           "it was not written (rerun to repair)")
+
+
+def output_bytes(segments: list[Path], info: VideoInfo, count: int,
+                 audio: AudioInfo | None) -> int:
+    """What the joined output needs on disk: the segments, plus the audio at up to
+    320 kb/s (its bitrate is not known before muxing)."""
+    video = sum(p.stat().st_size for p in segments)
+    return video + (int(count / info.rate * 40_000) if audio is not None else 0)

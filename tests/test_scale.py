@@ -98,6 +98,23 @@ def test_two_workers_equal_one(clip: Path, tile_index: Path, single: Path,
     assert all(r["pid"] != os.getpid() for r in plans.values())
 
 
+def test_workers_fitted_to_the_shots(clip: Path, tile_index: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """One 80-frame segment before the cut, four after it: the workers and encoder
+    threads are fitted to the four (two workers of one thread on two cores), not to the
+    one (one worker given both cores as encoder threads)."""
+    monkeypatch.setattr("pipeline.execute.usable_cores", lambda: 2)
+    config = RenderConfig(**{**SMALL.__dict__, "segment_frames": 80, "encoder_threads": 0,
+                             "workers": 2})
+    report = run_render(str(clip), tile_index, tmp_path / "o.mp4", config, tmp_path / "c",
+                        progress=False)
+    assert (report.workers, report.threads) == (2, 1)
+    work = next((tmp_path / "c" / "render").iterdir())
+    job = next(r for r in read_tasks(work / TASKS) if r["kind"] == "job")
+    assert (job["segments"], job["workers"], job["threads"]) == (4, 2, 1)
+    assert job["codec"][job["codec"].index("-threads") + 1] == "1"
+
+
 def test_dask_cluster_equals_one_worker(clip: Path, tile_index: Path, single: Path,
                                         tmp_path: Path, cluster) -> None:
     lc, _ = cluster

@@ -40,7 +40,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -52,12 +52,7 @@ from pipeline.config import RenderConfig, paint_options
 from pipeline.download import download, download_folder, is_url
 from pipeline.encode import ENCODER_CODECS, codec_args, mosaic_tuned, output_size_ok
 from pipeline.errors import ConfigError, LockedError, OutputError, VideoError
-from pipeline.execute import (
-    LocalPool,
-    WorkerPlan,
-    choose_workers,
-    make_pool,
-)
+from pipeline.execute import LocalPool, WorkerPlan, choose_workers, make_pool
 from pipeline.grid import check_frame_size, check_source_size, make_grid
 from pipeline.heap import steady_heap
 from pipeline.index import load_index
@@ -71,8 +66,10 @@ from pipeline.output import (
     container_for,
     default_output,
     existing_problem,
+    output_bytes,
     scores_path,
 )
+from pipeline.ownership import read_json
 from pipeline.paint import PaintJob, finished, segment_path, warm_up
 from pipeline.planfile import PLAN_FILES, Segment, job_segments, plan_key, read_manifest
 from pipeline.server import SCHEDULER_ENV, start_server
@@ -259,12 +256,7 @@ def _set_up(target: _Target, source: Path, index, span: tuple
     key = job_key(pkey, config)
     report = RenderReport(out=target.out, frames=target.count, audio=target.audio is not None,
                           grid=(grid.rows, grid.cols), out_size=(grid.out_w, grid.out_h))
-    choice = choose_workers(grid.out_w * grid.out_h, config.encoder, config.preset,
-                            config.workers, config.encoder_threads, segments=len(segments),
-                            tuned=mosaic_tuned(config))
-    report.workers, report.threads = choice.workers, choice.threads
-    if choice.asked and target.local:
-        log.info("%s", choice.describe_cap(len(segments)))
+    choice = _choose(config, grid.out_w * grid.out_h, len(segments))
     cache = target.cache_dir
     paint = PaintJob(key, pkey, info, grid, str(index.path), str(cache / "plans" / pkey),
                      str(cache / "render" / key), config.alpha,
@@ -273,6 +265,28 @@ def _set_up(target: _Target, source: Path, index, span: tuple
                      config.tone if config.recolours else 0.0, pin_index(index),
                      config.score_every)
     return paint, report, choice
+
+
+def _choose(config: RenderConfig, pixels: int, segments: int) -> WorkerPlan:
+    """Workers and encoder threads for a job of ``segments`` segments."""
+    return choose_workers(pixels, config.encoder, config.preset, config.workers,
+                          config.encoder_threads, segments=segments, tuned=mosaic_tuned(config))
+
+
+def _fit(target: _Target, paint: PaintJob, plan: PlanJob, segments: int,
+         report: RenderReport) -> tuple[PaintJob, PlanJob, WorkerPlan]:
+    """The workers and encoder threads fitted to the ``segments`` the job has once cut at
+    its shots (the choice before the cut, for the fewest it can have, starts the shot
+    pass): a multi-shot job fills the cores with workers, not with encoder threads."""
+    config = target.config
+    choice = _choose(config, paint.grid.out_w * paint.grid.out_h, segments)
+    report.workers, report.threads = choice.workers, choice.threads
+    if choice.asked and target.local:
+        log.info("%s", choice.describe_cap(segments))
+    paint = replace(paint, codec=tuple(codec_args(config, choice.threads, choice.lookahead)))
+    if target.local:  # (a Dask worker's plan searches on its own machine's cores)
+        plan = replace(plan, config=local_plan_config(config, choice.workers))
+    return paint, plan, choice
 
 
 def _run_job(paint: PaintJob, plan: PlanJob, report: RenderReport, choice: WorkerPlan,
@@ -284,7 +298,7 @@ def _run_job(paint: PaintJob, plan: PlanJob, report: RenderReport, choice: Worke
     with contextlib.suppress(LockedError), file_lock(
             Path(paint.plan_dir) / ".lock", f"the plan {paint.plan_key[:12]}", timeout=0):
         remove_temporaries(Path(paint.plan_dir), PLAN_FILES)  # nobody is planning it
-    done = _read_json(work / DONE)
+    done = read_json(work / DONE)
     if done and out.is_file() and done.get("out") == str(out.resolve()) and \
             done.get("size") == out.stat().st_size:
         report.up_to_date, report.size = True, out.stat().st_size
@@ -294,6 +308,7 @@ def _run_job(paint: PaintJob, plan: PlanJob, report: RenderReport, choice: Worke
         segments = job_segments(target.first, target.count, target.config,
                                 plan_shots(plan, target.first, target.count,
                                            target.scheduler, choice.workers))
+        paint, plan, choice = _fit(target, paint, plan, len(segments), report)
         job = _prepare(paint, plan, segments, report)
         stats = dict(job.done)
         if job.to_paint:
@@ -307,7 +322,7 @@ def _run_job(paint: PaintJob, plan: PlanJob, report: RenderReport, choice: Worke
         raise
     seg_files = [segment_path(work, s.number) for s in job.segments]
     first, count, audio = target.first, target.count, target.audio
-    ensure_free(out.parent, _output_bytes(seg_files, info, count, audio), f"writing {out}")
+    ensure_free(out.parent, output_bytes(seg_files, info, count, audio), f"writing {out}")
     locks = mark_owned(target.cache_dir / "locks", "locks")
     with file_lock(locks / f"{digest_text(str(out.resolve()))}.lock", f"the output {out}"):
         clock = TaskClock()
@@ -345,14 +360,6 @@ def _paint_missing(job: RenderJob, workers: int, scheduler: str | None, progress
     return stats
 
 
-def _output_bytes(segments: list[Path], info: VideoInfo, count: int,
-                  audio: AudioInfo | None) -> int:
-    """What the joined output needs on disk: the segments, plus the audio at up to
-    320 kb/s (its bitrate is not known before muxing)."""
-    video = sum(p.stat().st_size for p in segments)
-    return video + (int(count / info.rate * 40_000) if audio is not None else 0)
-
-
 def _prepare(paint: PaintJob, plan: PlanJob, segments: list[Segment],
              report: RenderReport) -> RenderJob:
     """What is left to paint; say when the plan is reused or resumed."""
@@ -384,12 +391,5 @@ def _summarise(report: RenderReport, stats: list[dict], config: RenderConfig, vi
         write_json(scores_path(out), {"source": str(video), "index": str(index_path),
                                       "matching": config.matching, "grid": list(report.grid),
                                       "output": str(out), "scores": report.scores})
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 

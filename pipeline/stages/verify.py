@@ -4,10 +4,10 @@ against the whole-file digests recorded when it was written.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pipeline.cache import artifact_problem, owned_kind
+from pipeline.ownership import read_json
 from pipeline.planfile import MANIFEST, chunk_path
 from pipeline.stages.render import DONE
 
@@ -23,7 +23,7 @@ def verify_renders(cache_dir: str | Path) -> dict[str, str]:
     """
     cache_dir, problems = Path(cache_dir), {}
     for manifest in sorted(cache_dir.glob(f"plans/*/{MANIFEST}")):
-        plan = _read_json(manifest) or {}
+        plan = read_json(manifest)
         if owned_kind(manifest.parent) != "plan" and plan.get("key") != manifest.parent.name:
             continue
         for number, record in enumerate(plan.get("chunks", [])):
@@ -33,7 +33,7 @@ def verify_renders(cache_dir: str | Path) -> dict[str, str]:
                 chunk.unlink(missing_ok=True)
                 manifest.unlink(missing_ok=True)
     for record in sorted(cache_dir.glob("render/*/seg-[0-9][0-9][0-9][0-9][0-9].json")):
-        stats = _read_json(record) or {}
+        stats = read_json(record)
         if owned_kind(record.parent) != "job" and stats.get("key") != record.parent.name:
             continue
         video = record.with_suffix(".mp4")
@@ -42,10 +42,3 @@ def verify_renders(cache_dir: str | Path) -> dict[str, str]:
             record.unlink(missing_ok=True)
             (record.parent / DONE).unlink(missing_ok=True)
     return problems
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
