@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                     type=lambda s: f"--set={s}", help="render option SECTION.KEY=VALUE")
     args = ap.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
+    if args.pin and shutil.which("taskset") is None:
+        ap.error("taskset (util-linux) is not installed: install it, or pass --no-pin")
+    if min(args.workers) < 1 or args.frames < 0:
+        ap.error("--workers must be >= 1 and --frames >= 0")
     if args.pin and max(args.workers) > cores:
         ap.error(f"--workers {max(args.workers)} needs that many cores; this process has "
                  f"{cores} (or pass --no-pin)")
