@@ -2,7 +2,8 @@
 # On the bare box, in the checkout's root, after scripts/offline/pack.sh's bundle came
 # along: unpack PyAV and ffmpeg, index the tiles, a smoke render, then
 # scripts/bench_workers.py at ultrafast ($FAST workers) and the default preset ($SLOW),
-# and the shot pass in one process against $SHOTS workers. Stops starting work after
+# and the shot pass in one process against $SHOTS workers (joblib's fresh processes and
+# the render's own, forked from its server). Stops starting work after
 # $BUDGET seconds. Results in $OUT: log lines, bench tables, records (rec.tgz).
 #
 #   BUDGET=420 OUT=/tmp/out bash scripts/offline/run.sh
@@ -26,21 +27,7 @@ V=$B/clip.mp4; PIN=""
 command -v taskset >/dev/null || { PIN=--no-pin; echo "no taskset: runs not pinned"; }
 $PY -m pipeline render "$V" --index /tmp/index --out /tmp/smoke.mp4 --frames 64 --scale 4 --preset ultrafast -q || exit 7
 el smoke
-$PY - "$V" $SHOTS <<'PY' 2>&1 | tee "$OUT/shots.txt"
-import sys, time
-from pipeline.config import RenderConfig
-from pipeline.grid import make_grid
-from pipeline.shots import find_cuts, find_cuts_parallel, split_even
-from pipeline.video import probe
-info = probe(sys.argv[1]); grid = make_grid(info.height, info.width, (32, 32), 4)
-cut = RenderConfig().scene_cut
-t = time.perf_counter(); one = find_cuts(info, grid, 0, info.frames, cut)
-print(f"shot pass, {info.frames} frames, one process: {time.perf_counter() - t:.2f} s")
-for w in map(int, sys.argv[2:]):
-    t = time.perf_counter()
-    got = find_cuts_parallel(info, grid, split_even(0, info.frames, 4 * w), cut, w)
-    print(f"  {w} workers: {time.perf_counter() - t:.2f} s, same cuts: {got == one}")
-PY
+$PY scripts/offline/shot_pass.py "$V" $SHOTS 2>&1 | tee "$OUT/shots.txt"
 el shots
 mkdir -p /tmp/rec
 (while sleep 5; do tar -C /tmp -czf "$OUT/rec.part" rec 2>/dev/null && mv "$OUT/rec.part" "$OUT/rec.tgz"; done) &
