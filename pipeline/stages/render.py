@@ -228,8 +228,6 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
         with file_lock(Path(paint.work) / ".lock",
                        f"the render job {paint.key[:12]} ({video})"):
             mark_owned(paint.work, "job")
-            if target.local:  # (a Dask worker's plan searches on its own machine's cores)
-                config = local_plan_config(config, choice.workers)
             plan = PlanJob(paint.info, paint.grid, paint.index_dir, config, paint.plan_dir,
                            paint.plan_key, paint.index_pin)
             return _run_job(paint, plan, report, choice, target)
@@ -238,8 +236,9 @@ def run_render(video: str, index_dir: str | Path, out: str | Path | None,
 def _set_up(target: _Target, source: Path, index, span: tuple
             ) -> tuple[PaintJob, RenderReport, WorkerPlan]:
     """Probe the input, lay out the cells and the range (all checked), name the plan and
-    the job, choose the workers (for the segments the job has before it is cut at its
-    shots: the fewest it can have), pin the index; the painters' job."""
+    the job, choose the workers for the shot pass (for the segments the job has before
+    it is cut at its shots: the fewest it can have; :func:`_fit` chooses again after the
+    cut and sets the encoder's options), pin the index; the painters' job."""
     config = target.config
     info = probe(source)
     check_source_size(info.width, info.height, str(source))
@@ -261,7 +260,7 @@ def _set_up(target: _Target, source: Path, index, span: tuple
     paint = PaintJob(key, pkey, info, grid, str(index.path), str(cache / "plans" / pkey),
                      str(cache / "render" / key), config.alpha,
                      config.recolour if config.recolours else 0.0, config.report,
-                     tuple(codec_args(config, choice.threads, choice.lookahead)),
+                     (),  # the encoder's options: set by _fit once the shots are known
                      config.tone if config.recolours else 0.0, pin_index(index),
                      config.score_every)
     return paint, report, choice
