@@ -173,6 +173,30 @@ _LINEAR = np.where((v := np.arange(_LUT_STEPS + 1) / _LUT_STEPS) <= 0.04045, v /
                    ((v + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
+
+_flat_agrees: bool | None = None  # whether one product gives the stacked products' bits
+
+
+def _to_xyz(linear: np.ndarray) -> np.ndarray:
+    """``linear @ _BGR_TO_XYZN`` for linear colours (..., 3) float32, with the bits of
+    that stacked product (one small matrix product per row of the next-to-last axis),
+    computed as one product over all colours where this process's BLAS gives the same
+    bits (checked once): six times faster on (n, 4, 4, 3). A next-to-last axis of 1
+    stays stacked (numpy takes another path for it, with other bits)."""
+    global _flat_agrees
+    if linear.ndim < 3 or linear.shape[-2] < 2:
+        return linear @ _BGR_TO_XYZN
+    if _flat_agrees is None:
+        sample = _LINEAR[np.random.default_rng(0).integers(0, _LUT_STEPS + 1, (
+            64, 16, 3))]
+        flat = (sample.reshape(-1, 3) @ _BGR_TO_XYZN).reshape(sample.shape)
+        _flat_agrees = all(np.array_equal((sample[:, :m] @ _BGR_TO_XYZN).view(np.int32),
+                                          flat[:, :m].view(np.int32)) for m in (2, 3, 4, 16))
+    if not _flat_agrees:
+        return linear @ _BGR_TO_XYZN
+    return (linear.reshape(-1, 3) @ _BGR_TO_XYZN).reshape(linear.shape)
+
+
 def srgb_to_lab(bgr01: np.ndarray) -> np.ndarray:
     """CIELAB (D65) of sRGB colours given as BGR in 0..1, any leading shape (..., 3).
 
@@ -185,7 +209,7 @@ def srgb_to_lab(bgr01: np.ndarray) -> np.ndarray:
     """
     c = np.asarray(bgr01, dtype=np.float32)
     idx = np.clip((c * _LUT_STEPS + 0.5).astype(np.int32), 0, _LUT_STEPS)
-    xyz = _LINEAR[idx] @ _BGR_TO_XYZN
+    xyz = _to_xyz(_LINEAR[idx])
     eps, kappa = np.float32(216 / 24389), np.float32(24389 / 27)
     f = cbrt(xyz)  # (numpy's cbrt's bits, compiled in a worker)
     if (low := xyz <= eps).any():  # the linear segment, where it applies

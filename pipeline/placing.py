@@ -238,7 +238,9 @@ def measure_cells(image, cells, cols, h, w, g, weights, sums, luma_sum, luma_squ
     bh, bw = h // g, w // g
     w3 = w * 3
     flat = image.reshape(image.shape[0], image.shape[1] * 3)
-    columns, levels = np.empty(w3, np.int32), np.empty(w, np.int64)
+    # a line's levels and their sums in 32 bits (at most w * 255^2: exact for tiles under
+    # 33,000 pixels wide), added to the cell's 64-bit sums line by line
+    columns, levels = np.empty(w3, np.int32), np.empty(w, np.int32)
     wb, wg, wr = weights[0], weights[1], weights[2]
     for t in range(cells.shape[0]):
         r, c = cells[t] // cols, cells[t] % cols
@@ -252,10 +254,13 @@ def measure_cells(image, cells, cols, h, w, g, weights, sums, luma_sum, luma_squ
                 for x in range(w):
                     v = _fma(np.float32(line[3 * x + 2]), wr, _fma(
                         np.float32(line[3 * x]), wb, np.float32(line[3 * x + 1]) * wg))
-                    levels[x] = np.int64(min(max(np.rint(v), np.float32(0)), np.float32(255)))
+                    levels[x] = np.int32(min(max(np.rint(v), np.float32(0)), np.float32(255)))
+                line_total = line_squares = np.int32(0)
                 for x in range(w):
-                    total += levels[x]
-                    squares += levels[x] * levels[x]
+                    line_total += levels[x]
+                    line_squares += levels[x] * levels[x]
+                total += np.int64(line_total)
+                squares += np.int64(line_squares)
             add_blocks(columns, bw, sums[t, i])
         luma_sum[t], luma_squares[t] = total, squares
 

@@ -78,11 +78,15 @@ def test_lab_rejects_tile_smaller_than_grid() -> None:
 
 def test_srgb_to_lab_is_the_textbook_formula_to_the_bit() -> None:
     """The in-place form is the same float32 operations as the formulas written out
-    (dark colours on the linear segment, out-of-range and float64 input included)."""
+    (dark colours on the linear segment, out-of-range and float64 input included); the
+    colour transform's one product over all colours has the stacked products' bits
+    (rows of 80 and of 4, and rows of one, which numpy takes another path for)."""
     from pipeline.features import _BGR_TO_XYZN, _LINEAR, _LUT_STEPS, srgb_to_lab
 
     rng = np.random.default_rng(4)
     for bgr in (rng.random((300, 4, 4, 3)).astype(np.float32),
+                rng.random((6, 80, 3)).astype(np.float32),
+                rng.random((40, 1, 3)).astype(np.float32),
                 (rng.random((200, 3)).astype(np.float32) ** 8),
                 rng.random((50, 3)) * 1.2 - 0.1, np.zeros((2, 3), np.float32)):
         c = np.asarray(bgr, dtype=np.float32)
