@@ -118,7 +118,8 @@ CHROMA_STRUCTURE = np.float32(0.5)  # weight of a*, b* against L* in a recoloure
 # 0.692 -> 0.699 on 48 real frames, cell ΔE 4.69 -> 4.61, sub-cell ΔE 5.88 -> 5.92)
 
 
-def recolour_aware(lab_grid: np.ndarray, recolour: float) -> np.ndarray:
+def recolour_aware(lab_grid: np.ndarray, recolour: float, mean: np.ndarray | None = None
+                   ) -> np.ndarray:
     """Grid Lab features as they will look after recolouring: (n, g*g*3) float32.
 
     Recolouring moves a placed tile's mean colour the share ``recolour`` of the way to
@@ -127,12 +128,13 @@ def recolour_aware(lab_grid: np.ndarray, recolour: float) -> np.ndarray:
     *after* that correction, ``|(q - t) - s (mean q - mean t)|^2``: with recolouring on,
     tiles are chosen by structure, and a tile whose colour can be corrected competes.
     The structure's chroma counts :data:`CHROMA_STRUCTURE` as much as its lightness.
+    ``mean`` (n, 3) float32: each feature's mean colour where the caller has it.
     """
     lab_grid = np.ascontiguousarray(lab_grid, dtype=np.float32)
     if recolour <= 0:
         return lab_grid
     cells = lab_grid.reshape(len(lab_grid), -1, 3)
-    mean = cells.mean(1, keepdims=True)
+    mean = cells.mean(1, keepdims=True) if mean is None else mean[:, None, :]
     structure = cells - mean
     structure[:, :, 1:] *= CHROMA_STRUCTURE
     return (structure + np.float32(1 - recolour) * mean).reshape(len(lab_grid), -1)
@@ -143,7 +145,7 @@ def search_features(lab_grid: np.ndarray, mean_weight: float, recolour: float) -
     :func:`recolour_aware`, then the weighted mean colour appended (:func:`with_mean`)."""
     mean = np.ascontiguousarray(lab_grid, dtype=np.float32).reshape(
         len(lab_grid), -1, 3).mean(1)
-    feats = recolour_aware(lab_grid, recolour)
+    feats = recolour_aware(lab_grid, recolour, mean)
     if mean_weight <= 0:
         return feats
     return np.concatenate([feats, mean_weight * mean], axis=1).astype(np.float32)
