@@ -111,6 +111,26 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+@contextlib.contextmanager
+def opencv_threads(threads: int) -> Iterator[None]:
+    """OpenCV's threads in this process set to ``threads`` for the block (0: left as they
+    are), then put back. A task that shares the cores with the other workers' tasks keeps
+    its OpenCV calls to its own share: threads beyond it only spin and wait (a 5120x2880
+    blend took 11.6 CPU-ms on two threads against 8.4 on one). The bits are the same on
+    any number (OpenCV splits the rows)."""
+    if threads <= 0:
+        yield
+        return
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(threads)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 def worker_bytes(pixels: int, encoder: str, preset: str, threads: int,
                  lookahead: int | None = None) -> int:
     """Estimated peak memory of one painter and its encoder for frames of ``pixels``

@@ -133,3 +133,21 @@ def test_the_workers_preload_leaves_scipy_linalg_for_later() -> None:
                           timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1.0"
+
+
+def test_opencv_threads_set_for_the_block_and_put_back() -> None:
+    """A task's OpenCV threads are its share of the cores while it runs, and what they
+    were after it (also after a failure); 0 leaves them alone."""
+    import cv2
+
+    from pipeline.execute import opencv_threads
+
+    before = cv2.getNumThreads()
+    with opencv_threads(1):
+        assert cv2.getNumThreads() == 1
+    assert cv2.getNumThreads() == before
+    with pytest.raises(RuntimeError), opencv_threads(1):
+        raise RuntimeError("a failing task")
+    assert cv2.getNumThreads() == before
+    with opencv_threads(0):
+        assert cv2.getNumThreads() == before

@@ -30,7 +30,7 @@ from pipeline.ahead import run_ahead
 from pipeline.bank import IndexPin, check_pin, read_tiles
 from pipeline.config import RenderConfig
 from pipeline.errors import PlanError
-from pipeline.execute import decode_backend, usable_cores
+from pipeline.execute import decode_backend, opencv_threads, usable_cores
 from pipeline.grid import Grid
 from pipeline.heap import trim_heap
 from pipeline.index import TileIndex, load_index
@@ -108,7 +108,7 @@ class Planner:
         # the search is many small matrix products: BLAS threads only add overhead there,
         # and the plan shares the cores with the painters
         with file_lock(self.plan_dir / ".lock", f"the plan {self.key[:12]}"), \
-                threadpool_limits(1, user_api="blas"):
+                threadpool_limits(1, user_api="blas"), opencv_threads(self.config.plan_threads):
             todo = self.missing(segments)
             for seg in segments[:len(segments) - len(todo)]:
                 on_chunk(seg)
@@ -142,7 +142,7 @@ class Planner:
         """Plan segment ``seg`` alone: from a blank canvas when it is fresh, else from
         the previous segment's chunk (which must be there: :class:`PlanError`
         otherwise). Writes its chunk (the caller holds the plan's lock)."""
-        with threadpool_limits(1, user_api="blas"):
+        with threadpool_limits(1, user_api="blas"), opencv_threads(self.config.plan_threads):
             self.plan_segment(seg, *self._resume([seg]))
             trim_heap()
 

@@ -282,7 +282,8 @@ def _fit(target: _Target, paint: PaintJob, plan: PlanJob, segments: int,
     report.workers, report.threads = choice.workers, choice.threads
     if choice.asked and target.local:
         log.info("%s", choice.describe_cap(segments))
-    paint = replace(paint, codec=tuple(codec_args(config, choice.threads, choice.lookahead)))
+    paint = replace(paint, codec=tuple(codec_args(config, choice.threads, choice.lookahead)),
+                    threads=choice.threads if target.local else 0)
     if target.local:  # (a Dask worker's plan searches on its own machine's cores)
         plan = replace(plan, config=local_plan_config(config, choice.workers))
     return paint, plan, choice
