@@ -101,9 +101,9 @@ class RenderConfig:
     refine_clusters: int = option(3, "refined: tile clusters searched per cell cluster",
                                   low=1, affects="plan")
     nprobe: int = option(8, "nearest: tile clusters probed per cell", low=1, affects="plan")
-    plan_threads: int = option(0, "threads of each worker's candidate search (0 = the "
-                               "usable cores shared among the local workers; the plan is "
-                               "the same on any number)", low=0)
+    plan_threads: int = option(0, "threads of each worker's candidate search and of its "
+                               "OpenCV calls (0 = the usable cores shared among the local "
+                               "workers; the plan is the same on any number)", low=0)
     candidates: int = option(32, "candidates per cell for the variety rules and the joint "
                              "assignment", low=5, high=256, affects="plan")
     mean_weight: float = option(0.0, "weight of the mean colour next to the 4x4 Lab grid "
@@ -169,8 +169,8 @@ class RenderConfig:
                                  "for mosaic frames (at `slow` 60% less CPU, same PSNR), "
                                  "`preset` = its own", choices=("mosaic", "preset"),
                                  affects="paint")
-    encoder_threads: int = option(0, "x264 threads per painter (0 = chosen with the "
-                                  "workers)", low=0, high=256)
+    encoder_threads: int = option(0, "x264 threads per painter, and its OpenCV threads "
+                                  "(0 = chosen with the workers)", low=0, high=256)
     max_width: int = option(0, "cap on the output width (0 = none; 4096 for H.264 level "
                             "5.2)", low=0, affects="plan")
     max_height: int = option(0, "cap on the output height (0 = none)", low=0,
