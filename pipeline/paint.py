@@ -33,7 +33,7 @@ from pipeline.cache import artifact_problem, record_artifact, write_json
 from pipeline.compose import Canvas, blend_i420
 from pipeline.encode import SegmentEncoder
 from pipeline.errors import PlanError
-from pipeline.execute import opencv_threads
+from pipeline.execute import task_threads
 from pipeline.grid import Grid
 from pipeline.heap import steady_heap, trim_heap
 from pipeline.metrics import SUB, FrameScorer, source_cells, tile_keys
@@ -73,7 +73,7 @@ class PaintJob:
     tone: float = 0.0
     index_pin: IndexPin | None = None  # the index planned with; painters refuse another
     score_every: int = 1  # frames scored: those whose number is a multiple of it
-    threads: int = 0  # the painter's OpenCV threads (its share of the cores; 0: OpenCV's)
+    threads: int = 0  # the painter's OpenCV and BLAS threads (its share of the cores; 0: theirs)
 
 
 def segment_path(work: str | Path, number: int) -> Path:
@@ -138,7 +138,7 @@ def _paint_segment(job: PaintJob, seg: Segment, read: dict[str, int]) -> dict:
         raise PlanError(f"plan chunk {seg.number} of {job.plan_dir} is missing or damaged; "
                         "rerun to plan it again")
     read["chunk"] = file_bytes(chunk_path(job.plan_dir, seg.number))
-    with opencv_threads(job.threads):
+    with task_threads(job.threads):
         stats = _paint(job, seg, chunk, read)
     stats.update({"key": job.key, "video": record_artifact(segment_path(job.work, seg.number))})
     write_json(stats_path(job.work, seg.number), stats)

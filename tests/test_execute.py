@@ -151,3 +151,20 @@ def test_opencv_threads_set_for_the_block_and_put_back() -> None:
     assert cv2.getNumThreads() == before
     with opencv_threads(0):
         assert cv2.getNumThreads() == before
+
+
+def test_task_threads_hold_opencv_and_blas() -> None:
+    """A painter's share of the cores holds OpenCV's threads and numpy's BLAS threads to
+    it for the block, then puts both back."""
+    import cv2
+    from threadpoolctl import threadpool_info
+
+    from pipeline.execute import task_threads
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before, cv_before = blas(), cv2.getNumThreads()
+    with task_threads(1):
+        assert cv2.getNumThreads() == 1 and set(blas()) <= {1}
+    assert blas() == before and cv2.getNumThreads() == cv_before
