@@ -11,7 +11,8 @@ speed-up over the first run and the output's MD5 (the same on any number of work
 Then ``scripts/project_scale.py``'s list-scheduling simulation replays the records of
 one run (``--simulate-from``, default the first: the fewest workers, the least
 contended durations) for every N measured, and the table sets the simulated makespan
-beside the measured span. The records are kept in ``--records`` as
+beside the measured span. The records are kept in ``--records`` (default
+``.cache/scale-records``, outside what git tracks) as
 ``tasks-<preset>-<N>.jsonl`` for later projections.
 
 ``--budget`` stops starting runs once that many seconds have passed (a lease that ends).
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="ultrafast")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="do not pin N workers to N cores")
-    ap.add_argument("--records", type=Path, default=Path("scale-records"))
+    ap.add_argument("--records", type=Path, default=Path(".cache/scale-records"))
     ap.add_argument("--simulate-from", type=int,
                     help="the worker count whose records the simulation replays "
                          "(default: the first run's)")
