@@ -173,7 +173,6 @@ _LINEAR = np.where((v := np.arange(_LUT_STEPS + 1) / _LUT_STEPS) <= 0.04045, v /
                    ((v + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
-
 _flat_agrees: bool | None = None  # whether one product gives the stacked products' bits
 
 

@@ -15,9 +15,10 @@ goes to :attr:`Planner.on_task` when set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -105,10 +106,8 @@ class Planner:
         for, then its chunks are used). ``on_chunk`` is called for every segment whose
         chunk exists, as it lands; ``stop`` ends the pass early (without a manifest).
         """
-        # the search is many small matrix products: BLAS threads only add overhead there,
-        # and the plan shares the cores with the painters
         with file_lock(self.plan_dir / ".lock", f"the plan {self.key[:12]}"), \
-                threadpool_limits(1, user_api="blas"), opencv_threads(self.config.plan_threads):
+                self._threads():
             todo = self.missing(segments)
             for seg in segments[:len(segments) - len(todo)]:
                 on_chunk(seg)
@@ -122,6 +121,14 @@ class Planner:
                 trim_heap()  # between segments: fragmentation must not add up
                 on_chunk(seg)
             write_manifest(self.plan_dir, self.key, segments, self.grid.rows, self.grid.cols)
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        """The plan's share of the cores, which it shares with the painters: BLAS on one
+        thread (the search is many small matrix products, where BLAS threads only add
+        overhead), OpenCV on the search's threads (``render.plan_threads``)."""
+        with threadpool_limits(1, user_api="blas"), opencv_threads(self.config.plan_threads):
+            yield
 
     def _blank(self) -> CanvasState:
         return CanvasState.empty(self.grid.rows, self.grid.cols)
@@ -142,7 +149,7 @@ class Planner:
         """Plan segment ``seg`` alone: from a blank canvas when it is fresh, else from
         the previous segment's chunk (which must be there: :class:`PlanError`
         otherwise). Writes its chunk (the caller holds the plan's lock)."""
-        with threadpool_limits(1, user_api="blas"), opencv_threads(self.config.plan_threads):
+        with self._threads():
             self.plan_segment(seg, *self._resume([seg]))
             trim_heap()
 
