@@ -231,20 +231,24 @@ def _start_painter(environ: dict[str, str] | None = None, cwd: str | None = None
         os.nice(PAINTER_NICE)
 
 
-_QUIET_TRACKER = "ignore::UserWarning:joblib.externals.loky.backend.resource_tracker"
+_QUIET_TRACKERS = ("ignore::UserWarning:joblib.externals.loky.backend.resource_tracker",
+                   "ignore::UserWarning:multiprocessing.resource_tracker")
 
 
 def quiet_tracker() -> None:
-    """Keep loky's resource tracker quiet about what it cleans up.
+    """Keep the resource trackers (loky's, and multiprocessing's that the forkserver's
+    workers register with) quiet about what they clean up.
 
-    The tracker is a process of its own that outlives this one by a moment; after a run
-    that failed (and stopped its workers) it may warn, below the run's one error line,
-    about the workers' semaphores, which it then removes. The processes this one starts
-    from now on ignore that warning (``PYTHONWARNINGS``), and nothing else.
+    A tracker is a process of its own that outlives this one by a moment; after a run
+    that failed or was interrupted (and stopped its workers) it may warn, below the
+    run's one error line, about the workers' semaphores, which it then removes (or finds
+    gone). The processes this one starts from now on ignore those warnings
+    (``PYTHONWARNINGS``), and nothing else.
     """
-    current = os.environ.get("PYTHONWARNINGS", "")
-    if _QUIET_TRACKER not in current.split(","):
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [current, _QUIET_TRACKER]))
+    filters = os.environ.get("PYTHONWARNINGS", "").split(",")
+    missing = [f for f in _QUIET_TRACKERS if f not in filters]
+    if missing:
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [*filters, *missing]))
 
 
 _PAINTERS: Any = None  # this process's painters, kept for its next render

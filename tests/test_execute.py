@@ -91,13 +91,24 @@ def test_quiet_tracker_silences_only_the_trackers_warning(monkeypatch) -> None:
     monkeypatch.setenv("PYTHONWARNINGS", "default")
     quiet_tracker()
     quiet_tracker()  # once is enough: not added twice
-    assert os.environ["PYTHONWARNINGS"].count("resource_tracker") == 1
+    assert os.environ["PYTHONWARNINGS"].count("resource_tracker") == 2
     code = ("import warnings\n"
             "warnings.warn_explicit('1 leaked semlock', UserWarning, 'resource_tracker.py',"
             " 1, module='joblib.externals.loky.backend.resource_tracker')\n"
+            "warnings.warn_explicit('/mp-x: No such file', UserWarning, "
+            "'resource_tracker.py', 1, module='multiprocessing.resource_tracker')\n"
             "warnings.warn_explicit('another', UserWarning, 'x.py', 1, module='x')\n")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr
-    assert "another" in err and "semlock" not in err
+    assert "another" in err and "semlock" not in err and "mp-x" not in err
+    # multiprocessing's own tracker, for real: a semaphore registered and gone by exit
+    code = ("from multiprocessing import resource_tracker\n"
+            "import os\n"
+            "resource_tracker.ensure_running()\n"
+            "resource_tracker.register('/mp-gone-before-exit', 'semaphore')\n"
+            "os._exit(0)\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30).stderr
+    assert err == "", err
 
 
 def test_local_plan_tasks_share_the_cores_among_the_workers() -> None:
