@@ -113,3 +113,34 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     got = read_tasks(tmp_path / TASKS)
     assert len(got) == 1 and got[0]["id"] == "plan-00000" and got[0]["read"] == {"bank": 3}
     assert got[0]["frames"] == [0, 10] and got[0]["run"] == log.run
+
+
+def test_the_longest_planned_segment_is_painted_first() -> None:
+    """A free local worker gets a segment to plan (the longest chain first) until two
+    segments a worker are planned and waiting; then the longest of those is painted
+    first (ties: the first), so a job does not end on a long segment painted alone."""
+    from types import SimpleNamespace
+
+    from pipeline.planfile import Segment
+    from pipeline.stages.painting import _Run
+
+    counts = [30, 50, 40, 50, 20, 45]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    segs = [Segment(i, int(s), c, fresh=True) for i, (s, c) in enumerate(zip(starts, counts))]
+    job = SimpleNamespace(segments=segs, to_paint=list(segs), plan_reused=False)
+    run = _Run(job, SimpleNamespace(workers=2), bar=None)
+    run.slots = 2  # two local workers
+    run.to_plan = list(segs)
+    assert run._next() == ("plan", segs[1])  # the longest chain, then the first
+    run.running = {"a": ("plan", segs[1])}
+    assert run._next() == ("plan", segs[3])
+    # four planned and waiting (two a worker): paint the longest of them, the first of a tie
+    for n in (0, 1, 2, 3):
+        run.planned.add(n)
+        run.to_plan.remove(segs[n])
+    run.running = {}
+    assert run._next() == ("paint", segs[1])
+    del run.waiting[1]
+    assert run._next() == ("plan", segs[5])  # three waiting: the plan goes first again
+    run.to_plan = []
+    assert run._next() == ("paint", segs[3])

@@ -9,11 +9,11 @@ tasks (:mod:`pipeline.execute`). The client keeps at most one task per local wor
 flight and hands a free worker a segment ready to plan before any to paint (the plan is
 the longer chain), the one heading the most frames left to plan in its shot (the
 longest chain first: the last shot's plan is not left to run alone at the end), until
-two segments a worker are planned and waiting; on Dask
-every ready task is submitted, plans at a higher priority. It holds the plan folder's
-lock while any segment is being planned, checks each landed chunk against the pinned
-index (a chunk planned while it changed is removed), and writes the plan's manifest
-once every chunk is there.
+two segments a worker are planned and waiting, then paints the longest of those first;
+on Dask every ready task is submitted, plans at a higher priority. It holds the plan
+folder's lock while any segment is being planned, checks each landed chunk against the
+pinned index (a chunk planned while it changed is removed), and writes the plan's
+manifest once every chunk is there.
 
 Every plan and paint task's record (:mod:`pipeline.tasklog`) is appended to the job's
 ``tasks.jsonl`` by this process as its result is collected.
@@ -128,12 +128,13 @@ class _Run:
     def _next(self) -> tuple[str, Segment] | None:
         """The next task to hand a free worker: a segment ready to plan (fresh, or
         continuing a planned one), the one heading the longest chain of frames left in
-        its shot (then the first), else the first planned one left to paint; but
-        painting first once :data:`_LEAD` segments per worker are planned and waiting
-        (the plan stays ahead without running away: the frames keep coming)."""
-        paint = next((self.waiting[n] for n in sorted(self.waiting) if n in self.planned),
-                     None)
-        ahead = sum(1 for n in self.waiting if n in self.planned)
+        its shot (then the first), else the longest planned one left to paint (then the
+        first: the job does not end on a long segment painted alone); but painting first
+        once :data:`_LEAD` segments per worker are planned and waiting (the plan stays
+        ahead without running away: the frames keep coming)."""
+        ready = [self.waiting[n] for n in sorted(self.waiting) if n in self.planned]
+        paint = max(ready, key=lambda seg: seg.count, default=None)  # (ties: the first)
+        ahead = len(ready)
         if paint is not None and ahead >= _LEAD * self.slots:
             return "paint", paint
         busy = {seg.number for kind, seg in self.running.values() if kind == "plan"}
