@@ -126,7 +126,8 @@ def test_the_longest_planned_segment_is_painted_first() -> None:
 
     counts = [30, 50, 40, 50, 20, 45]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    segs = [Segment(i, int(s), c, fresh=True) for i, (s, c) in enumerate(zip(starts, counts))]
+    segs = [Segment(i, int(s), c, fresh=True)
+            for i, (s, c) in enumerate(zip(starts, counts, strict=True))]
     job = SimpleNamespace(segments=segs, to_paint=list(segs), plan_reused=False)
     run = _Run(job, SimpleNamespace(workers=2), bar=None)
     run.slots = 2  # two local workers
