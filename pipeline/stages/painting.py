@@ -132,9 +132,9 @@ class _Run:
         first: the job does not end on a long segment painted alone); but painting first
         once :data:`_LEAD` segments per worker are planned and waiting (the plan stays
         ahead without running away: the frames keep coming)."""
-        ready = [self.waiting[n] for n in sorted(self.waiting) if n in self.planned]
-        paint = max(ready, key=lambda seg: seg.count, default=None)  # (ties: the first)
-        ahead = len(ready)
+        waiting = [self.waiting[n] for n in sorted(self.waiting) if n in self.planned]
+        paint = max(waiting, key=lambda seg: seg.count, default=None)  # (ties: the first)
+        ahead = len(waiting)
         if paint is not None and ahead >= _LEAD * self.slots:
             return "paint", paint
         busy = {seg.number for kind, seg in self.running.values() if kind == "plan"}
