@@ -11,8 +11,8 @@ Two features are computed for every tile (and, at render time, for every cell):
   ``(row, col, L/a/b)``: a small spatial perceptual descriptor.
 
 In a process that has loaded numba (a render worker), the cube roots of CIELAB and the
-sub-grid sums run compiled (:mod:`pipeline.features_compiled`) once they have given
-numpy's and OpenCV's bits on a check: the same values, about a quarter of the time.
+sub-grid sums run compiled (:mod:`pipeline.features_compiled`), each once it has given
+numpy's or OpenCV's bits on a check: the same values, about a quarter of the time.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def block_means(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
     if h % grid == 0 and w % grid == 0:  # stack the tiles: no cell straddles two tiles
         pixels = (h // grid) * (w // grid)
         if 256 % pixels == 0 and tiles_bgr.dtype == np.uint8 and \
-                (kernels := _kernels()) is not None:
+                (kernels := _kernels("sums")) is not None:
             # area_means's values: the mean of 256 x each pixel, exact (256 / pixels an
             # integer), then scaled
             sums = np.empty((n, grid, grid, 3), np.int32)
@@ -223,7 +223,9 @@ def srgb_to_lab(bgr01: np.ndarray) -> np.ndarray:
     return lab
 
 
-_compiled: Any = None  # pipeline.features_compiled: not tried yet (None), not used (False)
+# pipeline.features_compiled's kernels, each checked on its own: "roots" (the cube roots)
+# and "sums" (the block sums); absent: not tried yet; None: not used here
+_compiled: dict[str, Any] = {}
 # the check: 2^16 float32 spread over every exponent, both signs, and the special values
 _CHECK = np.concatenate([np.arange(0, 2**31, 2**15 + 1, dtype=np.int64).astype(np.int32),
                          np.array([np.float32(v).view(np.int32) for v in
@@ -233,50 +235,53 @@ _CHECK = np.concatenate([np.arange(0, 2**31, 2**15 + 1, dtype=np.int64).astype(n
 def cbrt(x: np.ndarray) -> np.ndarray:
     """Cube root of each value of ``x`` (any shape, float32): float32 like ``x``, numpy's
     ``cbrt``'s bits; compiled where numba is loaded (a render worker: about 4 ns a value
-    against the C library's 20)."""
+    against the C library's 20) and numpy's roots are the C library's."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if (kernels := _kernels()) is None:
+    if (kernels := _kernels("roots")) is None:
         return np.cbrt(x)
     out = np.empty_like(x)
     kernels.cbrt_into(x.reshape(-1), out.reshape(-1))
     return out
 
 
-def _kernels() -> Any:
+def _kernels(which: str) -> Any:
     """:mod:`pipeline.features_compiled` where numba is already loaded in this process
-    and its kernels give numpy's and OpenCV's bits on a check (glibc 2.36's ``cbrtf``
-    written out: another C library's roots differ), else None: every process of a job
-    then takes the same values."""
-    global _compiled
-    if _compiled is None:
+    and its kernel ``which`` ("roots": the cube roots; "sums": the block sums) gives
+    numpy's or OpenCV's bits on a check, else None: every process of a job then takes the
+    same values. Each is checked on its own: glibc 2.36's ``cbrtf`` written out is not
+    numpy's ``cbrt`` where numpy has its own (its AVX-512 roots) or the C library is
+    another, and the block sums are exact integers anywhere."""
+    if which not in _compiled:
         if "numba" not in sys.modules:
             return None
-        _compiled = False
+        _compiled[which] = None
         try:
             import pipeline.features_compiled as kernels
 
-            if _agrees(kernels):
-                _compiled = kernels
+            if _agrees(kernels, which):
+                _compiled[which] = kernels
             else:
-                log.debug("the compiled features differ from numpy's here: numpy runs")
+                log.debug("the compiled %s differ from numpy's here: numpy runs", which)
         except Exception as e:  # any failure of the compiler: numpy goes on
             log.warning("the compiled features could not be loaded (%s: %s); using numpy",
                         type(e).__name__, e)
-    return _compiled or None
+    return _compiled[which]
 
 
-def _agrees(kernels: Any) -> bool:
-    """Whether ``kernels``' cube roots and block sums are numpy's and OpenCV's bits."""
+def _agrees(kernels: Any, which: str) -> bool:
+    """Whether ``kernels``' cube roots ("roots") or block sums ("sums") are numpy's or
+    OpenCV's bits here."""
+    if which == "sums":
+        tiles = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), np.uint8)
+        sums = np.empty((16, 4, 4, 3), np.int32)
+        kernels.block_sums(tiles, 4, sums)
+        return means_of_sums(sums, 16).tobytes() == \
+            area_means(tiles.reshape(256, 16, 3), 4, 64).tobytes()
     values = np.concatenate([_CHECK, -_CHECK]).view(np.float32)
     roots = np.empty_like(values)
     kernels.cbrt_into(values, roots)
     with np.errstate(all="ignore"):
         want = np.cbrt(values)
-    tiles = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), np.uint8)
-    sums = np.empty((16, 4, 4, 3), np.int32)
-    kernels.block_sums(tiles, 4, sums)
-    means = means_of_sums(sums, 16)
     nan = np.isnan(want)
     return np.array_equal(np.isnan(roots), nan) and \
-        np.array_equal(roots.view(np.int32)[~nan], want.view(np.int32)[~nan]) and \
-        means.tobytes() == area_means(tiles.reshape(256, 16, 3), 4, 64).tobytes()
+        np.array_equal(roots.view(np.int32)[~nan], want.view(np.int32)[~nan])

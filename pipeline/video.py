@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import FFmpegError, ToolError, VideoError
+from pipeline.processes import widen_pipe
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,8 @@ def ffmpeg_exe() -> str:
     of :func:`pipeline.tools.ffmpeg_problem` (version and every feature used), else the
     one shipped by imageio-ffmpeg (with one info line saying why).
 
-    Raises :class:`~pipeline.errors.ToolError` in one line when ``$MOSAIC_FFMPEG`` is
-    missing or does not run as ffmpeg (checked once per process); what it lacks is said
-    in one warning.
+    Raises :class:`~pipeline.errors.ToolError` in one line when ``$MOSAIC_FFMPEG`` is missing
+    or does not run as ffmpeg (checked once per process); what it lacks is said in a warning.
     """
     if exe := os.environ.get("MOSAIC_FFMPEG"):
         if exe not in _CHECKED:
@@ -288,13 +288,13 @@ class Piped:
 class FrameReader(Piped):
     """Decode frames ``[start, start + count)`` of a video as (H, W, 3) uint8 BGR arrays.
 
-    ffmpeg seeks accurately to half a frame before ``start`` (so rounding cannot skip
-    the wanted frame), applies rotation, and resamples to the constant frame rate
-    ``info.rate``. Iterating yields frames; :meth:`close` stops the decoder. Up to
-    ``slack`` frames missing at the very end are filled by repeating the last one; a
-    larger shortfall raises :class:`VideoError`. Past frame 0 of an MP4 whose audio starts
-    with its video that gives the first frame twice, then each one late (the render's
-    output keeps it); ``exact`` gives the whole decode's frames from any ``start``."""
+    ffmpeg seeks accurately to half a frame before ``start`` (so rounding cannot skip the
+    wanted frame), applies rotation, and resamples to the constant frame rate ``info.rate``.
+    Iterating yields frames; :meth:`close` stops the decoder. Up to ``slack`` frames missing
+    at the very end are filled by repeating the last one; a larger shortfall raises
+    :class:`VideoError`. Past frame 0 of an MP4 whose audio starts with its video that gives
+    the first frame twice, then each one late (the render's output keeps it); ``exact``
+    gives the whole decode's frames from any ``start``. The pipe is widened to a frame."""
 
     def __init__(self, info: VideoInfo, start: int, count: int, slack: int = 0,
                  exact: bool = False) -> None:
@@ -308,6 +308,7 @@ class FrameReader(Piped):
                              *["-fps_mode", "passthrough"] * exact, "-frames:v", str(count),
                              "-f", "rawvideo", "-pix_fmt", "bgr24", "-")
         super().__init__(cmd, stdout=subprocess.PIPE, bufsize=0)
+        widen_pipe(self._proc.stdout)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         size = self.info.width * self.info.height * 3

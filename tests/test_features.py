@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 import cv2
 import numpy as np
 import pytest
@@ -104,41 +107,54 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all((a.view(np.int32) == b.view(np.int32)) | (np.isnan(a) & np.isnan(b))))
 
 
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc",
-                    reason="the kernel is glibc's cbrtf; another libc's bits differ")
-def test_the_compiled_cube_root_is_numpys_to_the_bit() -> None:
-    """glibc's cbrtf written out gives numpy's bits: every 97th float32 of both signs
-    (normal and subnormal), every float32 in [0.008856, 0.0089] and [0.99, 1.01] (the Lab
-    range's ends), zeros, infinities and nan; and srgb_to_lab is the same either way."""
+def _libm_cbrtf(x: np.ndarray) -> np.ndarray:
+    """The C library's ``cbrtf`` of each value of ``x`` (float32), called one by one."""
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    libm.cbrtf.restype, libm.cbrtf.argtypes = ctypes.c_float, [ctypes.c_float]
+    return np.array([libm.cbrtf(float(v)) for v in x], np.float32)
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc"
+                    or __import__("platform").libc_ver()[1] != "2.36",
+                    reason="the kernel is glibc 2.36's cbrtf; another libc's bits differ")
+def test_the_compiled_cube_root_is_glibcs_to_the_bit() -> None:
+    """glibc's cbrtf written out gives the C library's bits: every 9973rd float32 of both
+    signs (normal and subnormal), every 7th float32 in [0.008856, 0.0089] and [0.99, 1.01]
+    (the Lab range's ends), zeros, infinities and nan. The render uses it where numpy's
+    roots are the C library's (srgb_to_lab the same either way), and numpy's own where
+    they are not (numpy's AVX-512 roots): never other bits than numpy's."""
     import pipeline.features as features
     from pipeline.features_compiled import cbrt_into
 
     def span(lo: float, hi: float) -> np.ndarray:
-        return np.arange(np.float32(lo).view(np.int32), np.float32(hi).view(np.int32),
+        return np.arange(np.float32(lo).view(np.int32), np.float32(hi).view(np.int32), 7,
                          dtype=np.int32)
 
-    bits = np.concatenate([np.arange(0, 0x7F800000, 97, dtype=np.int32),
+    bits = np.concatenate([np.arange(0, 0x7F800000, 9973, dtype=np.int32),
                            span(0.008856, 0.0089), span(0.99, 1.01)])
     x = np.concatenate([bits.view(np.float32), -bits[::13].view(np.float32), np.array(
         [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45], np.float32)])
     got = np.empty_like(x)
     cbrt_into(x, got)
+    assert _same_bits(got, _libm_cbrtf(x))
     with np.errstate(all="ignore"):
-        assert _same_bits(got, np.cbrt(x))
-    kernels = features._kernels()  # (numba is loaded: the kernels are used)
-    assert kernels is not None and kernels.cbrt_into is cbrt_into
+        numpy_is_libm = _same_bits(np.cbrt(x), got)
+        kernels = features._kernels("roots")  # (numba is loaded: checked here)
+        assert (kernels is not None) == numpy_is_libm
+        assert _same_bits(features.cbrt(x), np.cbrt(x))
     colours = np.random.default_rng(5).random((5000, 3)).astype(np.float32)
     compiled = features.srgb_to_lab(colours)
-    features._compiled = False
+    features._compiled["roots"] = None
     try:
         assert compiled.tobytes() == features.srgb_to_lab(colours).tobytes()
     finally:
-        features._compiled = None
+        features._compiled.pop("roots", None)
 
 
 def test_a_cube_root_kernel_with_other_bits_is_not_used(monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
-    """Where the kernels' bits are not numpy's (another C library), numpy runs."""
+    """Where the kernel's roots are not numpy's (another C library, or numpy's own
+    AVX-512 roots), numpy's run; the block sums, checked on their own, are still used."""
     import sys
     import types
 
@@ -149,13 +165,15 @@ def test_a_cube_root_kernel_with_other_bits_is_not_used(monkeypatch: pytest.Monk
         with np.errstate(all="ignore"):
             out[:] = np.cbrt(x) * np.float32(1.0000001)
 
-    fake = types.SimpleNamespace(cbrt_into=wrong, block_sums=block_sums)
+    fake = types.ModuleType("pipeline.features_compiled")
+    fake.cbrt_into, fake.block_sums = wrong, block_sums
     monkeypatch.setitem(sys.modules, "pipeline.features_compiled", fake)
     monkeypatch.setattr(sys.modules["pipeline"], "features_compiled", fake)
-    monkeypatch.setattr(features, "_compiled", None)
+    monkeypatch.setattr(features, "_compiled", {})
     x = np.linspace(0.01, 2, 1000, dtype=np.float32)
-    assert features._kernels() is None
+    assert features._kernels("roots") is None
     assert _same_bits(features.cbrt(x), np.cbrt(x))
+    assert features._kernels("sums") is fake
 
 
 @pytest.mark.parametrize(("tile", "grid"), [((32, 32), 4), ((16, 16), 4), ((64, 64), 4),
@@ -168,10 +186,10 @@ def test_compiled_block_means_are_opencvs_to_the_bit(tile: tuple[int, int], grid
     import pipeline.features as features
 
     tiles = np.random.default_rng(6).integers(0, 256, (40, *tile, 3), np.uint8)
-    assert features._kernels() is not None
+    assert features._kernels("sums") is not None
     compiled = block_means(tiles, grid)
-    features._compiled = False
+    features._compiled["sums"] = None
     try:
         assert compiled.tobytes() == block_means(tiles, grid).tobytes()
     finally:
-        features._compiled = None
+        features._compiled.pop("sums", None)

@@ -12,6 +12,7 @@ import pytest
 from helpers import ffmpeg, make_clip
 
 from pipeline.errors import VideoError
+from pipeline.processes import PIPE_BYTES, widen_pipe
 from pipeline.video import (
     FrameReader,
     check_regular,
@@ -53,6 +54,25 @@ def test_a_range_decodes_the_same_frames_as_the_whole(clip: Path) -> None:
     ahead = prefetch_frames(info, 20, 5)
     np.testing.assert_array_equal(next(ahead), whole[20])
     ahead.close()  # stops its decoder mid-range
+
+
+def test_the_decoders_pipe_holds_a_frame(clip: Path, tmp_path: Path) -> None:
+    """The decoder's pipe is widened to PIPE_BYTES where Linux allows it (a 640x480 frame
+    in one write instead of fifteen), the frames unchanged; anything that is not a pipe
+    is left alone."""
+    fcntl = pytest.importorskip("fcntl")
+    limit = Path("/proc/sys/fs/pipe-max-size")
+    if not hasattr(fcntl, "F_GETPIPE_SZ") or not limit.exists() or \
+            int(limit.read_text()) < PIPE_BYTES:
+        pytest.skip("no pipe sizes here, or a system limit under PIPE_BYTES")
+    reader = FrameReader(probe(clip), 0, 25)
+    assert fcntl.fcntl(reader._proc.stdout.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_BYTES
+    frames = list(reader)
+    for a, b in zip(frames, iter_frames(clip), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with open(tmp_path / "f", "wb") as f:
+        widen_pipe(f)  # a regular file: refused by the kernel, nothing raised
+    widen_pipe(object())  # no file at all
 
 
 @pytest.mark.xfail(strict=True, reason="known, left as it is by the structure issue (its "
