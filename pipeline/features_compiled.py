@@ -11,7 +11,8 @@ are done after, one by one.
 area resize of the values times 256 gives (:func:`pipeline.features.area_means`) where
 a block has a power-of-two number of pixels, in a quarter of its time.
 
-:mod:`pipeline.features` uses them where numba is loaded and they give numpy's bits.
+:mod:`pipeline.features` uses each where numba is loaded and it gives numpy's or OpenCV's
+bits (numpy's own AVX-512 cube roots are not glibc's: there numpy's run).
 Compiled on first use and cached next to this file. :func:`add_blocks` is inlined into
 :func:`pipeline.placing.measure_cells` too, whose cache is keyed by its own file: after a
 change to it, touch that file so that it compiles again.
