@@ -309,19 +309,71 @@ def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo | str,
 def check_joined(path: Path, out: Path, info: VideoInfo, count: int,
                   audio: AudioInfo | None) -> None:
     """Raise unless the joined file holds what was planned: the frame count, one video
-    stream (and one audio stream when the source had audio), the planned duration."""
+    stream (and one audio stream when the source had audio), the planned duration.
+    Read from an MP4 or MOV file's index (:func:`indexed_counts`), else by demuxing it."""
     try:
-        got = probe(path)
+        got = indexed_counts(path)
+        if got is None:
+            full = probe(path)
+            got = (full.frames, len(full.audio), full.duration)
     except VideoError as exc:
         raise OutputError(f"{out}: the joined file is unreadable ({exc})") from None
+    frames, audios, seconds = got
     wanted_audio = 1 if audio is not None else 0
     duration = float(count / info.rate)
-    if got.frames != count or len(got.audio) != wanted_audio or \
-            abs(got.duration - duration) > 1.5 / float(info.rate):
-        raise OutputError(f"{out}: the joined file has {got.frames} frames, "
-                          f"{len(got.audio)} audio stream(s) and {got.duration:.2f} s where "
+    if frames != count or audios != wanted_audio or \
+            abs(seconds - duration) > 1.5 / float(info.rate):
+        raise OutputError(f"{out}: the joined file has {frames} frames, "
+                          f"{audios} audio stream(s) and {seconds:.2f} s where "
                           f"{count} frames, {wanted_audio} and {duration:.2f} s were planned; "
                           "it was not written (rerun to repair)")
+
+
+_TAIL_PACKETS = 16  # packets read at a stream's end (more than B-frames reorder)
+
+
+def indexed_counts(path: Path) -> tuple[int, int, float] | None:
+    """An MP4 or MOV file's video frames, audio streams and video duration (s) as its index
+    lists them, with the first and last few video packets read to show that the data
+    reaches the index's end (:func:`_check_tail`); no decoder, and not the whole
+    file (a film's joined file is tens of GB: :func:`pipeline.video.probe` would read it
+    all again). None for other containers or an index without a frame count;
+    :class:`VideoError` if it cannot be read or ends early."""
+    import av
+
+    try:
+        with av.open(str(path), options={"codec_whitelist": "none"}) as container:
+            if not container.format.name.startswith("mov,") or not container.streams.video:
+                return None
+            video = container.streams.video[0]
+            if not video.frames or not video.duration:
+                return None
+            _check_tail(container, video, path)
+            return (video.frames, len(container.streams.audio),
+                    float(video.duration * video.time_base))
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"{path}: not a readable video ({exc.strerror or exc})") from None
+
+
+def _check_tail(container, stream, path: Path) -> None:
+    """Raise :class:`VideoError` unless the video ``stream``'s last packet ends where its
+    index ends (its first packet's dts + its duration, at a constant frame rate): a cut
+    file loses its last packets."""
+    container.seek(0)
+    first = next((p for p in container.demux(stream) if p.dts is not None), None)
+    if first is None or not stream.frames or not stream.duration:
+        raise VideoError(f"{path}: its {stream.type} stream has no packets")
+    end = first.dts + stream.duration
+    step = stream.duration // stream.frames
+    container.seek(max(first.dts, end - _TAIL_PACKETS * step), stream=stream,
+                   backward=True, any_frame=True)
+    last = first
+    for packet in container.demux(stream):
+        if packet.size and packet.dts is not None:
+            last = packet
+    if last.dts + (last.duration or step) != end:
+        raise VideoError(f"{path}: truncated: its index lists {stream.frames} {stream.type} "
+                         "packets, its data ends before the last")
 
 
 def output_bytes(segments: list[Path], info: VideoInfo, count: int,

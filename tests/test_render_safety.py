@@ -159,6 +159,43 @@ def test_a_joined_file_unlike_the_plan_is_never_taken_for_the_output(
         check_joined(silent, tmp_path / "o.mp4", info, 30, info.audio[0])
 
 
+@pytest.mark.parametrize("clip_first", [True, False], ids=["index first", "index last"])
+@pytest.mark.parametrize("name, rate, extra", [
+    ("b-frames.mp4", "25", ("-x264-params", "bframes=3:b-adapt=0")),
+    ("ntsc.mov", "30000/1001", ()),
+    ("film.mp4", "24000/1001", ("-x264-params", "bframes=2")),
+    ("other.mkv", "25", ()),
+])
+def test_the_joined_files_check_reads_an_mp4s_index_as_the_full_probe_counts(
+        tmp_path: Path, name: str, rate: str, extra: tuple[str, ...], clip_first: bool
+) -> None:
+    import av
+
+    from pipeline.errors import OutputError
+    from pipeline.output import check_joined, indexed_counts
+    from pipeline.video import probe
+
+    faststart = ("-movflags", "+faststart") if clip_first else ()
+    clip = make_clip(tmp_path / name, rate=rate, seconds=1.3, extra=(*extra, *faststart))
+    info = probe(clip)
+    got = indexed_counts(clip)
+    if clip.suffix == ".mkv":  # no frame count in its index: the check demuxes it
+        assert got is None
+    else:
+        assert got is not None and got[:2] == (info.frames, len(info.audio))
+        assert got[2] == pytest.approx(info.duration, abs=1e-6)
+    check_joined(clip, tmp_path / "o.mp4", info, info.frames, info.audio[0])
+    with pytest.raises(OutputError, match=f"{info.frames} frames.*{info.frames + 1} frames"):
+        check_joined(clip, tmp_path / "o.mp4", info, info.frames + 1, info.audio[0])
+    with av.open(str(clip)) as container:  # where the last video frame's data starts
+        last = max(p.pos for p in container.demux(container.streams.video[0]) if p.size)
+    for size in (clip.stat().st_size // 2, last):  # the data's end (index first) or the
+        cut = tmp_path / f"cut{clip.suffix}"        # index's (index last) missing
+        cut.write_bytes(clip.read_bytes()[:size])
+        with pytest.raises(OutputError, match="the joined file"):
+            check_joined(cut, tmp_path / "o.mp4", info, info.frames, info.audio[0])
+
+
 @pytest.mark.parametrize("damage", ["segment", "plan chunk", "plan chunk, manifest kept"])
 def test_damaged_render_cache_is_repaired_by_rerunning(damage: str, clip: Path,
                                                        tile_index: Path, tmp_path: Path,
