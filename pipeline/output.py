@@ -256,6 +256,18 @@ _NO_DECODER = "option codec_whitelist none"
 _NO_DECODER_NOISE = ("not on whitelist", "Last message repeated")
 
 
+def audio_inputs(path: str, audio: AudioInfo | None, start_s: float, duration_s: float,
+                 container: Container) -> tuple[list[str], list[str]]:
+    """The ffmpeg input options that read ``audio`` from ``path`` cut to the range (its
+    second input, the video being the first) and the output options that map it into
+    ``container``; none without audio."""
+    if audio is None:
+        return [], []
+    seek = ["-ss", f"{start_s:.6f}"] if start_s > 0 else []
+    return ([*seek, "-t", f"{duration_s:.6f}", "-i", path],
+            ["-map", f"1:a:{audio.index}", *audio_args(container, audio.codec)])
+
+
 def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo | str,
                    audio: AudioInfo | None, start_s: float, duration_s: float, work: Path,
                    container: Container, check: Callable[[Path], None] | None = None,
@@ -278,16 +290,10 @@ def concat_and_mux(segments: list[Path], out: Path, source: VideoInfo | str,
             f.write(f"file '{escaped}'\n")
             if codec == "h264":
                 f.write(_NO_DECODER + "\n")
-    args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
-    if audio is not None:
-        if start_s > 0:
-            args += ["-ss", f"{start_s:.6f}"]
-        path = source if isinstance(source, str) else source.path
-        args += ["-t", f"{duration_s:.6f}", "-i", path]
-    args += ["-map", "0:v:0", "-c:v", "copy"]
-    if audio is not None:
-        args += ["-map", f"1:a:{audio.index}", *audio_args(container, audio.codec)]
-    args += mux_args(container)
+    inputs, maps = audio_inputs(source if isinstance(source, str) else source.path, audio,
+                                start_s, duration_s, container)
+    args = ["-f", "concat", "-safe", "0", "-i", str(listing), *inputs,
+            "-map", "0:v:0", "-c:v", "copy", *maps, *mux_args(container)]
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)

@@ -2,11 +2,14 @@
 """Project a render onto N workers from its measured task durations (``tasks.jsonl``).
 
 A render appends one record per task to its job directory's ``tasks.jsonl``
-(:mod:`pipeline.tasklog`): plan and paint tasks per segment and the final mux, each with
-its CPU and wall seconds, bytes read and written by kind, and ``deps``, the tasks whose
-outputs it reads (the planner carries each chunk on from the previous one within a shot,
-so the plan tasks form one chain per shot of at least ``render.shot_frames`` frames; a
-segment is painted after its plan; the mux joins every segment).
+(:mod:`pipeline.tasklog`): plan and paint tasks per segment, the join of each segment
+and the final mux, each with its CPU and wall seconds, bytes read and written by kind,
+and ``deps``, the tasks whose outputs it reads (the planner carries each chunk on from the
+previous one within a shot, so the plan tasks form one chain per shot of at least
+``render.shot_frames`` frames; a segment is painted after its plan; the client joins
+each segment after it is painted and the one before it is joined (:mod:`pipeline.join`),
+then the mux closes the file; a render that joins at the end has one mux of every
+segment instead).
 
 This replays one run's records in a list-scheduling simulation: N identical workers
 (one core each); whenever a worker is free it takes the ready task (all deps done) with
@@ -17,13 +20,15 @@ wall`` takes the measured wall time instead), plus the time to move its bytes of
 ``--transfer`` kinds (default bank, chunk and segment: read and written) over the
 worker's own link at ``--bandwidth`` MB/s (shared storage: nothing is local; the
 storage side is not a bottleneck). A dep that is not among the records (a plan reused
-from an earlier run) counts as done at the start. Records of any kind but ``job`` are
+from an earlier run) counts as done at the start. The join and the mux run on the
+client, one at a time beside the workers, with the same link. Records of any kind but ``job`` are
 tasks, so new kinds (shot detection, per-block features) replay without a change here;
 those without a segment (the mux) are tasks of the whole job.
 
 ``--scale-to-frames F`` projects a longer video: the recorded tasks are repeated (ids
 kept apart) until they cover F frames (rounded up to whole segments), the last copy cut
-short; the mux is one task whose duration and bytes grow with the frames. By default a
+short; each copy's first join follows the last of the copy before; the mux is one task
+whose duration and bytes grow with the frames. By default a
 copy's first shot continues the previous copy's last (its first plan task waits for the
 previous copy's last one: the recorded chains, joined end to end, the conservative
 model), or, with ``--independent-copies``, each copy starts a shot of its own.
@@ -49,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.tasklog import read_tasks
 
 NOT_TASKS = ("job",)  # record kinds that describe a run, not a task
+CLIENT_KINDS = ("join", "mux")  # tasks the client runs (one at a time), not a worker
 DEFAULT_TRANSFER = ("bank", "chunk", "segment")
 
 
@@ -63,6 +69,11 @@ class Task:
     deps: list[str] = field(default_factory=list)
     frames: tuple[int, int] = (0, 0)
     whole: bool = False  # a task of the whole job (the mux), not of one segment
+
+    @property
+    def client(self) -> bool:
+        """Run by the client, beside the workers (the join), not by one of them."""
+        return self.kind in CLIENT_KINDS
 
     @property
     def duration(self) -> float:
@@ -136,6 +147,9 @@ def scale_tasks(tasks: list[Task], frames: int, chained: bool = True) -> list[Ta
     # the first shot of a copy continues the last of the copy before
     heads = [min(plans, key=lambda t: t.frames[0]).id] if plans else []
     tails = [max(plans, key=lambda t: t.frames[0]).id] if plans else []
+    joins = [t for t in body if t.kind == "join"]  # joined in order, copy after copy
+    join_head = min(joins, key=lambda t: t.frames[0]).id if joins else None
+    join_tail = max(joins, key=lambda t: t.frames[0]).id if joins else None
     out: list[Task] = []
     for c in range(math.ceil(factor)):
         left = frames - c * span  # frames this copy still has to cover
@@ -146,6 +160,8 @@ def scale_tasks(tasks: list[Task], frames: int, chained: bool = True) -> list[Ta
             deps = [f"{d}@{c}" for d in t.deps if d in ids and d in kept]
             if chained and c > 0 and t.id in heads:
                 deps += [f"{h}@{c - 1}" for h in tails]
+            if c > 0 and t.id == join_head:
+                deps.append(f"{join_tail}@{c - 1}")
             shift = c * span
             out.append(Task(f"{t.id}@{c}", t.kind, t.compute, t.transfer, deps,
                             (t.frames[0] + shift, t.frames[1] + shift)))
@@ -194,26 +210,31 @@ def bottom_levels(tasks: list[Task]) -> dict[str, float]:
 
 
 def simulate(tasks: list[Task], workers: int) -> Projection:
-    """List scheduling of ``tasks`` on ``workers`` workers (highest bottom level first)."""
+    """List scheduling of ``tasks`` on ``workers`` workers, and the client's tasks
+    (:data:`CLIENT_KINDS`) on the client, one at a time (highest bottom level first)."""
     by_id, children, waiting = {t.id: t for t in tasks}, _children(tasks), _waiting(tasks)
     level = bottom_levels(tasks)
     rank = {t.id: i for i, t in enumerate(tasks)}
-    ready = [(-level[t.id], rank[t.id], t.id) for t in tasks if waiting[t.id] == 0]
-    heapq.heapify(ready)
+    ready: dict[bool, list] = {False: [], True: []}  # by client
+    free = {False: workers, True: 1}
+    for t in tasks:
+        if waiting[t.id] == 0:
+            heapq.heappush(ready[t.client], (-level[t.id], rank[t.id], t.id))
     running: list[tuple[float, int, str]] = []
-    now, free = 0.0, workers
-    while ready or running:
-        while free and ready:
-            _, _, tid = heapq.heappop(ready)
-            heapq.heappush(running, (now + by_id[tid].duration, rank[tid], tid))
-            free -= 1
+    now = 0.0
+    while ready[False] or ready[True] or running:
+        for side in (False, True):
+            while free[side] and ready[side]:
+                _, _, tid = heapq.heappop(ready[side])
+                heapq.heappush(running, (now + by_id[tid].duration, rank[tid], tid))
+                free[side] -= 1
         now, _, tid = heapq.heappop(running)
-        free += 1
+        free[by_id[tid].client] += 1
         for c in children[tid]:
             waiting[c] -= 1
             if waiting[c] == 0:
-                heapq.heappush(ready, (-level[c], rank[c], c))
-    return Projection(workers, now, sum(t.duration for t in tasks),
+                heapq.heappush(ready[by_id[c].client], (-level[c], rank[c], c))
+    return Projection(workers, now, sum(t.duration for t in tasks if not t.client),
                       max(level.values(), default=0.0))
 
 
@@ -259,7 +280,7 @@ def report(records: list[dict], args: argparse.Namespace) -> list[str]:
                  + f", transfer {_clock(moved)}")
     lines.append(f"{'N':>5} {'makespan':>10} {'speed-up':>9} {'utilisation':>12}  bound "
                  "(critical path / work per worker)")
-    one = sum(t.duration for t in tasks)  # one worker never waits: the makespan at N = 1
+    one = simulate(tasks, 1).makespan
     for n in args.workers:
         p = simulate(tasks, n)
         speedup = one / p.makespan if p.makespan else 1.0

@@ -44,7 +44,8 @@ def test_one_worker_runs_everything_back_to_back() -> None:
     tasks = ps.make_tasks(chain())
     p = ps.simulate(tasks, 1)
     assert p.makespan == pytest.approx(3 * 1 + 3 * 2 + 0.5)
-    assert p.utilisation == pytest.approx(1.0) and p.bound == "work"
+    # the mux is the client's: the worker is busy for all but it
+    assert p.utilisation == pytest.approx(9 / 9.5) and p.bound == "work"
 
 
 def test_two_workers_follow_the_plan_chain() -> None:
@@ -53,8 +54,39 @@ def test_two_workers_follow_the_plan_chain() -> None:
     # plan0 + plan1 + plan2 + paint2 + mux
     p = ps.simulate(ps.make_tasks(chain()), 2)
     assert p.makespan == pytest.approx(5.5) and p.critical_path == pytest.approx(5.5)
-    assert p.utilisation == pytest.approx(9.5 / (2 * 5.5)) and p.bound == "critical path"
+    assert p.utilisation == pytest.approx(9 / (2 * 5.5)) and p.bound == "critical path"
     assert ps.simulate(ps.make_tasks(chain()), 16).makespan == pytest.approx(5.5)
+
+
+def streamed(segments: int = 2, join: float = 0.5, mux: float = 0.1) -> list[dict]:
+    """Independent plans, each paint after its plan, each segment joined on the client
+    after its paint and the join before, then the mux (a streamed join)."""
+    records = []
+    for n in range(segments):
+        span = (n * 10, (n + 1) * 10)
+        records.append(rec("plan", n, span, 1.0, []))
+        records.append(rec("paint", n, span, 2.0, [f"plan-{n:05d}"]))
+        records.append(rec("join", n, span, join,
+                           [f"paint-{n:05d}", *([f"join-{n - 1:05d}"] if n else [])]))
+    records.append(rec("mux", None, (0, segments * 10), mux, [f"join-{segments - 1:05d}"]))
+    return records
+
+
+def test_the_client_joins_beside_the_workers() -> None:
+    # one worker: plan0 0-1, plan1 1-2 (bottom level 3.6 beats paint0's 3.1), paint0
+    # 2-4, paint1 4-6; the client joins segment 0 at 4-4.5 while paint1 runs, segment
+    # 1 at 6-6.5, the mux 6.5-6.6
+    p = ps.simulate(ps.make_tasks(streamed()), 1)
+    assert p.makespan == pytest.approx(6.6) and p.busy == pytest.approx(6.0)
+    # joined at the end instead (one mux of both, 1.1): 6 + 1.1
+    ended = [r for r in streamed() if r["kind"] not in ("join", "mux")] + [
+        rec("mux", None, (0, 20), 1.1, ["paint-00000", "paint-00001"])]
+    assert ps.simulate(ps.make_tasks(ended), 1).makespan == pytest.approx(7.1)
+    # scaled: each copy's first join follows the last join of the copy before
+    scaled = ps.scale_tasks(ps.make_tasks(streamed()), 60)
+    head = next(t for t in scaled if t.id == "join-00000@1")
+    assert "join-00001@0" in head.deps and "paint-00000@1" in head.deps
+    assert sum(t.kind == "join" for t in scaled) == 6
 
 
 def test_independent_tasks_fill_the_workers() -> None:

@@ -40,7 +40,8 @@ def test_render_records_every_task(clip_with_audio: Path, tile_index: Path,
     assert len({r["run"] for r in records}) == 1
     kinds = [r["kind"] for r in records]
     assert kinds.count("job") == 1 and kinds.count("plan") == 3 and \
-        kinds.count("paint") == 3 and kinds.count("mux") == 1 and len(records) == 8
+        kinds.count("paint") == 3 and kinds.count("join") == 3 and \
+        kinds.count("mux") == 1 and len(records) == 11
     job = next(r for r in records if r["kind"] == "job")
     assert job["frames"] == [0, 50] and job["segments"] == 3 and job["workers"] == 2
     by_id = {r["id"]: r for r in records}
@@ -69,9 +70,15 @@ def test_render_records_every_task(clip_with_audio: Path, tile_index: Path,
         assert plan["pid"] != os.getpid() and paint["pid"] != os.getpid()
         assert paint["child_cpu_s"] > 0
         assert paint["start"] >= plan["start"] + plan["wall_s"] - 0.01  # after its plan
+    # the client joins each segment as it is painted, after the one before it
+    for n in range(3):
+        join, paint = by_id[f"join-{n:05d}"], by_id[f"paint-{n:05d}"]
+        assert join["deps"] == [f"paint-{n:05d}", *([f"join-{n - 1:05d}"] if n else [])]
+        assert join["read"] == {"segment": paint["written"]["segment"]}
+        assert join["frames"] == paint["frames"] and join["pid"] == os.getpid()
+        assert join["start"] >= paint["start"] + paint["wall_s"] - 0.01
     mux = by_id["mux"]
-    assert mux["deps"] == [f"paint-{n:05d}" for n in range(3)]
-    assert mux["read"] == {"segment": sum(p["written"]["segment"] for p in paints)}
+    assert mux["deps"] == ["join-00002"] and mux["read"] == {}
     assert mux["written"] == {"output": out.stat().st_size}
 
     # a rerun that only muxes again appends its own run; the first run's lines stay
@@ -82,7 +89,8 @@ def test_render_records_every_task(clip_with_audio: Path, tile_index: Path,
     after = (work / TASKS).read_bytes()
     assert after.startswith(before)
     again = read_tasks(work / TASKS)[len(records):]
-    assert [r["kind"] for r in again] == ["mux"] and again[0]["run"] != records[0]["run"]
+    assert [r["kind"] for r in again] == ["join"] * 3 + ["mux"]
+    assert again[0]["run"] != records[0]["run"]
 
 
 def test_task_log_lines_never_interleave(tmp_path: Path) -> None:

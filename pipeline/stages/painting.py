@@ -25,6 +25,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,7 @@ class RenderJob:
     to_paint: list[Segment]
     done: dict[int, dict]  # statistics of the segments already painted
     tasks: TaskLog | None = None  # where the task records go
+    painted: Callable[[int], None] | None = None  # told each segment painted (the join)
 
 
 def job_record(job: RenderJob, workers: int, threads: int, local: bool) -> dict:
@@ -188,6 +190,8 @@ class _Run:
                 record = result
             else:
                 self.stats[seg.number], record = result
+                if self.job.painted is not None:
+                    self.job.painted(seg.number)
             if self.job.tasks is not None:
                 self.job.tasks.append(record)
         self._finish_plan()

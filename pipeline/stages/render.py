@@ -46,7 +46,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.bank import pin_index
-from pipeline.cache import digest_file, digest_text, ensure_free, mark_owned, open_cache, write_json
+from pipeline.cache import digest_file, digest_text, mark_owned, open_cache, write_json
 from pipeline.clean import JOB_FILES, remove_temporaries
 from pipeline.config import RenderConfig, paint_options
 from pipeline.download import download, download_folder, is_url
@@ -56,17 +56,15 @@ from pipeline.execute import LocalPool, WorkerPlan, choose_workers, make_pool
 from pipeline.grid import check_frame_size, check_source_size, make_grid
 from pipeline.heap import steady_heap
 from pipeline.index import load_index
+from pipeline.join import open_join
 from pipeline.locks import file_lock, hold
 from pipeline.metrics import Scores
 from pipeline.output import (
     Container,
-    check_joined,
     check_output,
-    concat_and_mux,
     container_for,
     default_output,
     existing_problem,
-    output_bytes,
     scores_path,
 )
 from pipeline.ownership import read_json
@@ -76,7 +74,7 @@ from pipeline.server import SCHEDULER_ENV, start_server
 from pipeline.stages import WORKER_MODULE
 from pipeline.stages.painting import DONE, RenderJob, job_record, render_segments
 from pipeline.stages.planner import PlanJob, local_plan_config, plan_shots
-from pipeline.tasklog import TaskClock, TaskLog, file_bytes
+from pipeline.tasklog import TaskLog
 from pipeline.video import AudioInfo, VideoInfo, check_regular, ffmpeg_exe, local_path, probe
 
 log = logging.getLogger(__name__)
@@ -304,12 +302,19 @@ def _run_job(paint: PaintJob, plan: PlanJob, report: RenderReport, choice: Worke
         report.up_to_date, report.size = True, out.stat().st_size
         report.active_share = done.get("active_share", 0.0)
         return report
+    join = None
     try:
         segments = job_segments(target.first, target.count, target.config,
                                 plan_shots(plan, target.first, target.count,
                                            target.scheduler, choice.workers))
         paint, plan, choice = _fit(target, paint, plan, len(segments), report)
         job = _prepare(paint, plan, segments, report)
+        job.painted = (join := open_join(
+            segments, [segment_path(work, s.number) for s in segments], out, info,
+            target.audio, (target.first, target.count), work, target.container,
+            ENCODER_CODECS.get(target.config.encoder, ""), paint.key[:16], job.tasks)).add
+        for number in sorted(job.done):  # (painted by an earlier run)
+            join.add(number)
         stats = dict(job.done)
         if job.to_paint:
             if target.local:
@@ -318,21 +323,13 @@ def _run_job(paint: PaintJob, plan: PlanJob, report: RenderReport, choice: Worke
             stats.update(_paint_missing(job, choice.workers, target.scheduler,
                                         target.progress, report))
     except BaseException:
+        if join is not None:
+            join.abort()  # (the streamed join's muxer and temporary file)
         remove_temporaries(work, JOB_FILES)  # of the painters just stopped
         raise
-    seg_files = [segment_path(work, s.number) for s in job.segments]
-    first, count, audio = target.first, target.count, target.audio
-    ensure_free(out.parent, output_bytes(seg_files, info, count, audio), f"writing {out}")
     locks = mark_owned(target.cache_dir / "locks", "locks")
     with file_lock(locks / f"{digest_text(str(out.resolve()))}.lock", f"the output {out}"):
-        clock = TaskClock()
-        concat_and_mux(seg_files, out, info, audio, float(first / info.rate),
-                       float(count / info.rate), work, target.container,
-                       check=lambda path: check_joined(path, out, info, count, audio),
-                       codec=ENCODER_CODECS.get(target.config.encoder, ""))
-        job.tasks.append(clock.record(
-            "mux", None, (first, first + count), [f"paint-{s.number:05d}" for s in segments],
-            {"segment": file_bytes(*seg_files)}, {"output": file_bytes(out)}))
+        join.finish()  # (what is left to join; checked, renamed over OUT, recorded)
         _summarise(report, [stats[s.number] for s in job.segments], target.config,
                    target.video, Path(paint.index_dir))
         report.seconds = time.perf_counter() - target.started

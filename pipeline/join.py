@@ -1,0 +1,257 @@
+"""Joining the painted segments into OUT: streamed while the others are painted, or at
+the end.
+
+A long render's join is long too: a busy 2-hour 5120x2880 film's segments are about
+82 GB, read again by whoever joins them. :class:`StreamJoin` appends each segment as
+soon as it and the ones before it are painted, so the job ends with only the last
+ones left to join. It relays the segments' video packets (H.264 or HEVC, opened without
+a decoder), their timestamps moved on by the segments before, as NUT into one ffmpeg
+muxer that takes the source's audio (cut to the range) as the end-join does and writes
+OUT's container to a temporary file; :meth:`StreamJoin.finish` closes it, has it
+checked, and renames it over OUT. Other codecs are joined at the end by the concat
+demuxer (:func:`pipeline.output.concat_and_mux`). Either way the joined video packets
+and their timestamps are the segments', and the output does not depend on the order in
+which the segments were painted.
+
+Each streamed segment's record (kind ``join``: the relay's CPU, the muxer's CPU meanwhile
+and the segment's bytes) goes to the job's ``tasks.jsonl``, then the finish's (``mux``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.cache import ensure_free, publish
+from pipeline.errors import FFmpegError, OutputError
+from pipeline.output import (
+    Container,
+    audio_inputs,
+    check_joined,
+    concat_and_mux,
+    mux_args,
+    output_bytes,
+)
+from pipeline.planfile import Segment
+from pipeline.tasklog import TaskClock, TaskLog, file_bytes
+from pipeline.video import AudioInfo, Piped, VideoInfo, ffmpeg_command
+
+STREAMED = ("h264", "hevc")  # codecs joined as they are painted (NUT carries them as-is)
+_TIMESCALE = ("mp4", "mov")  # muxers told to keep the segments' video time base
+
+
+class StreamJoin:
+    """Join ``paths`` (the segments of ``segments``, in order) into ``out``'s temporary
+    file as :meth:`add` hands them in, in any order; :meth:`finish` or :meth:`abort`.
+
+    ``source`` holds the audio (``audio``, None for none), cut to ``start_s`` and
+    ``duration_s``; ``check`` raises if the joined file is not what was planned. The
+    temporary file beside ``out`` is named after ``tag`` (the job's key).
+    """
+
+    def __init__(self, segments: list[Segment], paths: list[Path], out: Path,
+                 source: VideoInfo, audio: AudioInfo | None, start_s: float,
+                 duration_s: float, container: Container, check: Callable[[Path], None],
+                 tag: str, tasks: TaskLog | None = None) -> None:
+        self.segments, self.paths, self.out = segments, paths, out
+        self.check, self.tasks, self.container = check, tasks, container
+        self._audio = audio_inputs(source.path, audio, start_s, duration_s, container)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # named after the job (whose lock the caller holds): a killed run's is replaced
+        self.tmp = out.parent / f".{out.name}.{tag}.join.tmp"
+        self.tmp.unlink(missing_ok=True)
+        self._position = {seg.number: i for i, seg in enumerate(segments)}
+        self._ready: set[int] = set()
+        self._cond = threading.Condition()
+        self._next, self._stop = 0, False
+        self._error: BaseException | None = None
+        self._muxer: Piped | None = None
+        self._nut = self._video = None
+        self._offset = 0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="mosaic-join")
+        self._thread.start()
+
+    def add(self, number: int) -> None:
+        """Segment ``number`` is painted: join it once those before it are joined."""
+        with self._cond:
+            self._ready.add(self._position[number])
+            self._cond.notify()
+
+    def _wait_next(self) -> bool:
+        with self._cond:
+            while not self._stop and self._next not in self._ready:
+                self._cond.wait()
+            return not self._stop
+
+    def _run(self) -> None:
+        try:
+            while self._next < len(self.paths) and self._wait_next():
+                self._append(self._next)
+                self._next += 1
+        except BaseException as exc:  # handed to finish()
+            self._error = exc
+
+    def _start(self, stream) -> None:
+        """The muxer, told the segments' video time base, and the NUT relay into it."""
+        import av
+
+        keep = ["-video_track_timescale", str(stream.time_base.denominator)] \
+            if self.container.muxer in _TIMESCALE and stream.time_base.numerator == 1 else []
+        inputs, maps = self._audio
+        cmd = ffmpeg_command("-f", "mp4", "-i", "pipe:0", *inputs, "-map", "0:v:0",
+                             "-c:v", "copy", *maps, *keep, *mux_args(self.container),
+                             str(self.tmp), overwrite=True)
+        self._muxer = Piped(cmd, stdin=subprocess.PIPE)
+        assert self._muxer._proc.stdin is not None
+        self._nut = av.open(f"pipe:{self._muxer._proc.stdin.fileno()}", "w", format="mp4",
+                            options={"movflags": "frag_every_frame+empty_moov+default_base_moof"})
+        self._video = self._nut.add_stream_from_template(stream)
+        self._video.time_base = stream.time_base
+
+    def _append(self, position: int) -> None:
+        """Relay segment ``position``'s packets, moved on by the segments before it."""
+        import av
+
+        seg, path = self.segments[position], self.paths[position]
+        size = file_bytes(path)
+        ensure_free(self.out.parent, size, f"writing {self.out}")
+        clock, cpu, muxed = TaskClock(), time.thread_time(), self._muxer_cpu()
+        end = self._offset
+        try:
+            segment = av.open(str(path), options={"codec_whitelist": "none"})
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"{path}: a painted segment is unreadable "
+                              f"({exc.strerror or exc}); rerun to paint it again") from None
+        with segment:
+            stream = segment.streams.video[0]
+            if self._nut is None:
+                self._start(stream)
+            for packet in segment.demux(stream):
+                if packet.dts is None:
+                    continue
+                packet.pts += self._offset
+                packet.dts += self._offset
+                end = max(end, packet.pts + (packet.duration or 0))
+                packet.stream = self._video
+                self._nut.mux(packet)
+        self._offset = end
+        if self.tasks is not None:
+            deps = [f"paint-{seg.number:05d}"]
+            if position:
+                deps.append(f"join-{self.segments[position - 1].number:05d}")
+            record = clock.record("join", seg.number, (seg.start, seg.start + seg.count),
+                                  deps, {"segment": size}, {})
+            record.update(cpu_s=round(time.thread_time() - cpu, 4),
+                          child_cpu_s=round(self._muxer_cpu() - muxed, 4))
+            self.tasks.append(record)
+
+    def _muxer_cpu(self) -> float:
+        """The muxer's CPU seconds so far (Linux; 0 elsewhere or before it starts)."""
+        if self._muxer is None:
+            return 0.0
+        try:
+            with open(f"/proc/{self._muxer._proc.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def finish(self) -> None:
+        """Join what is left, close the file, check it and rename it over OUT; its
+        record (kind ``mux``)."""
+        clock = TaskClock()
+        try:
+            self._thread.join()
+            if self._error is None and self._next < len(self.paths):
+                self._error = FFmpegError(f"writing {self.out}", "the join stopped early")
+            muxer = self._muxer
+            if muxer is None:
+                raise self._error or FFmpegError(f"writing {self.out}", "nothing to join")
+            if self._error is None:
+                self._nut.close()  # the NUT trailer, then the muxer's end of input
+                with contextlib.suppress(BrokenPipeError):
+                    muxer._proc.stdin.close()  # type: ignore[union-attr]
+            elif muxer._proc.poll() is None:  # the relay failed on its own: stop the muxer
+                muxer._kill()
+                raise self._error
+            code, err = muxer._finish()
+            if code != 0:  # (its failure, a full disk say, is why the relay stopped)
+                raise FFmpegError(f"writing {self.out}", err)
+            if self._error is not None:
+                raise self._error
+            self.check(self.tmp)
+            publish(self.tmp, self.out)
+        except BaseException:
+            self.abort()
+            raise
+        if self.tasks is not None:
+            last, first = self.segments[-1], self.segments[0]
+            self.tasks.append(clock.record(
+                "mux", None, (first.start, last.start + last.count),
+                [f"join-{last.number:05d}"], {}, {"output": file_bytes(self.out)}))
+
+    def abort(self) -> None:
+        """Stop the relay and the muxer; remove the temporary file."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._muxer is not None:
+            self._muxer._kill()
+        self._thread.join(timeout=10)
+        self.tmp.unlink(missing_ok=True)
+
+
+class EndJoin:
+    """The concat demuxer's join of every segment at the end (for codecs not streamed):
+    :meth:`add` notes nothing, :meth:`finish` joins."""
+
+    def __init__(self, segments: list[Segment], paths: list[Path], out: Path,
+                 join: Callable[[], None], need: Callable[[], int],
+                 tasks: TaskLog | None) -> None:
+        self.segments, self.paths, self.out, self.tasks = segments, paths, out, tasks
+        self._join, self._need = join, need
+
+    def add(self, number: int) -> None:
+        """Nothing to do before the end."""
+
+    def finish(self) -> None:
+        """Join every segment now, where the disk has room; its record (``mux``)."""
+        ensure_free(self.out.parent, self._need(), f"writing {self.out}")
+        clock = TaskClock()
+        self._join()
+        if self.tasks is not None:
+            first, last = self.segments[0], self.segments[-1]
+            self.tasks.append(clock.record(
+                "mux", None, (first.start, last.start + last.count),
+                [f"paint-{s.number:05d}" for s in self.segments],
+                {"segment": file_bytes(*self.paths)}, {"output": file_bytes(self.out)}))
+
+    def abort(self) -> None:
+        """Nothing was started."""
+
+
+def open_join(segments: list[Segment], paths: list[Path], out: Path, source: VideoInfo,
+              audio: AudioInfo | None, frames: tuple[int, int], work: Path,
+              container: Container, codec: str, tag: str,
+              tasks: TaskLog | None) -> StreamJoin | EndJoin:
+    """The join of ``segments`` (files ``paths``) of frames ``[first, first + count)`` of
+    ``source``: streamed for :data:`STREAMED` codecs, else at the end; either checks the
+    joined file against the plan (:func:`pipeline.output.check_joined`)."""
+    first, count = frames
+    start_s, duration_s = float(first / source.rate), float(count / source.rate)
+
+    def check(path: Path) -> None:
+        check_joined(path, out, source, count, audio)
+
+    if codec in STREAMED:
+        return StreamJoin(segments, paths, out, source, audio, start_s, duration_s,
+                          container, check, tag, tasks)
+    return EndJoin(segments, paths, out,
+                   lambda: concat_and_mux(paths, out, source, audio, start_s, duration_s,
+                                          work, container, check=check, codec=codec),
+                   lambda: output_bytes(paths, source, count, audio), tasks)

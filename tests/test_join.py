@@ -1,0 +1,130 @@
+"""pipeline/join.py: the streamed join takes segments in any order and writes what the
+concat demuxer's join writes (the same decoded frames, timestamps and audio), cleans up
+after itself, and fails in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import make_clip
+
+from pipeline.errors import OutputError
+from pipeline.join import EndJoin, StreamJoin, open_join
+from pipeline.output import CONTAINERS
+from pipeline.planfile import Segment
+from pipeline.tasklog import TaskLog, read_tasks
+from pipeline.video import ffmpeg_exe, probe
+
+RATE = "30000/1001"
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], list[Segment]]:
+    """A source with audio (60 frames) and its frames as three H.264 segments with
+    B-frames (20, 25, 15 frames), as the painters write them."""
+    root = tmp_path_factory.mktemp("join")
+    source = make_clip(root / "source.mp4", rate=RATE, seconds=60 * 1001 / 30000)
+    paths, segments, start = [], [], 0
+    for n, count in enumerate((20, 25, 15)):
+        path = root / f"seg-{n:05d}.mp4"
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(source), "-map", "0:v",
+                        "-vf", f"trim=start_frame={start}:end_frame={start + count},"
+                        "setpts=PTS-STARTPTS", "-c:v", "libx264", "-preset", "ultrafast",
+                        "-x264-params", "bframes=2:b-adapt=0", "-pix_fmt", "yuv420p",
+                        str(path)], check=True)
+        paths.append(path)
+        segments.append(Segment(n, 100 + start, count, n == 0))
+        start += count
+    return source, paths, segments
+
+
+def frames_of(path: Path, stream: str = "v") -> list[str]:
+    """framemd5 lines of ``path``'s decoded video (or copied audio), header dropped."""
+    copy = ["-c", "copy"] if stream == "a" else []
+    out = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", f"0:{stream}",
+                          *copy, "-f", "framemd5", "-"], capture_output=True, text=True,
+                         check=True).stdout
+    return [line for line in out.splitlines() if not line.startswith("#")]
+
+
+def joined(parts, out: Path, order: list[int], tasks: TaskLog | None = None) -> Path:
+    source, paths, segments = parts
+    info = probe(source)
+    join = open_join(segments, paths, out, info, info.audio[0], (0, 60), out.parent,
+                     CONTAINERS[out.suffix], "h264", "job", tasks)
+    assert isinstance(join, StreamJoin)
+    for i in order:
+        join.add(segments[i].number)
+    join.finish()
+    return out
+
+
+def test_segments_in_any_order_give_the_end_joins_file(parts, tmp_path: Path) -> None:
+    source, paths, segments = parts
+    log = TaskLog(tmp_path)
+    first = joined(parts, tmp_path / "in-order.mp4", [0, 1, 2], log)
+    second = joined(parts, tmp_path / "backwards.mp4", [2, 1, 0])
+    assert first.read_bytes() == second.read_bytes()
+    info = probe(source)
+    ended = open_join(segments, paths, tmp_path / "ended.mp4", info, info.audio[0], (0, 60),
+                      tmp_path, CONTAINERS[".mp4"], "mpeg4", "job", None)  # (not streamed)
+    assert isinstance(ended, EndJoin)
+    ended.finish()
+    assert frames_of(first) == frames_of(tmp_path / "ended.mp4")  # frames and timestamps
+    assert frames_of(first, "a") == frames_of(tmp_path / "ended.mp4", "a")
+    got = probe(first)
+    assert (got.frames, len(got.audio), got.rate) == (60, 1, info.rate)
+    records = read_tasks(tmp_path / "tasks.jsonl")
+    assert [r["id"] for r in records] == ["join-00000", "join-00001", "join-00002", "mux"]
+    assert records[1]["deps"] == ["paint-00001", "join-00000"]
+    assert records[0]["read"]["segment"] == paths[0].stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # (the end join's listing)
+        "backwards.mp4", "concat.txt", "ended.mp4", "in-order.mp4", "tasks.jsonl"]
+
+
+def test_other_containers_are_streamed_too(parts, tmp_path: Path) -> None:
+    out = joined(parts, tmp_path / "o.mkv", [1, 0, 2])
+    assert frames_of(out) == frames_of(joined(parts, tmp_path / "o.mp4", [0, 1, 2]))
+
+
+def test_an_abort_leaves_nothing_behind(parts, tmp_path: Path) -> None:
+    source, paths, segments = parts
+    info = probe(source)
+    def started() -> StreamJoin:
+        join = open_join(segments, paths, tmp_path / "o.mp4", info, None, (0, 60), tmp_path,
+                         CONTAINERS[".mp4"], "h264", "job", None)
+        join.add(0)  # joined while segment 1 is "painted"
+        while join._next < 1:
+            time.sleep(0.01)
+        return join
+
+    started().abort()
+    assert list(tmp_path.iterdir()) == []
+    # a run killed mid-join leaves its temporary file: the job's next join replaces it
+    (tmp_path / ".o.mp4.job.join.tmp").write_bytes(b"half a film")
+    rerun = open_join(segments, paths, tmp_path / "o.mp4", info, None, (0, 60), tmp_path,
+                      CONTAINERS[".mp4"], "h264", "job", None)
+    assert list(tmp_path.iterdir()) == []
+    for n in (0, 1, 2):
+        rerun.add(n)
+    rerun.finish()
+    assert [p.name for p in tmp_path.iterdir()] == ["o.mp4"]
+
+
+def test_a_broken_segment_is_one_error_and_no_output(parts, tmp_path: Path) -> None:
+    source, paths, segments = parts
+    broken = tmp_path / "seg-00001.mp4"
+    broken.write_bytes(paths[1].read_bytes()[: paths[1].stat().st_size // 3])
+    info = probe(source)
+    out = tmp_path / "o.mp4"
+    join = open_join(segments, [paths[0], broken, paths[2]], out, info, info.audio[0],
+                     (0, 60), tmp_path, CONTAINERS[".mp4"], "h264", "job", None)
+    for n in (0, 1, 2):
+        join.add(n)
+    with pytest.raises(OutputError, match=r"seg-00001.mp4: a painted segment is unreadable "
+                       r"\(.*\); rerun to paint it again"):
+        join.finish()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg-00001.mp4"]
