@@ -73,6 +73,7 @@ class StreamJoin:
         self._muxer: Piped | None = None
         self._nut = self._video = None
         self._offset = 0
+        self._attributed = 0.0  # the muxer's CPU seconds put in the joins' records
         self._thread = threading.Thread(target=self._run, daemon=True, name="mosaic-join")
         self._thread.start()
 
@@ -146,8 +147,10 @@ class StreamJoin:
                 deps.append(f"join-{self.segments[position - 1].number:05d}")
             record = clock.record("join", seg.number, (seg.start, seg.start + seg.count),
                                   deps, {"segment": size}, {})
+            muxed = self._muxer_cpu() - muxed
+            self._attributed += muxed
             record.update(cpu_s=round(time.thread_time() - cpu, 4),
-                          child_cpu_s=round(self._muxer_cpu() - muxed, 4))
+                          child_cpu_s=round(muxed, 4))
             self.tasks.append(record)
 
     def _muxer_cpu(self) -> float:
@@ -164,7 +167,7 @@ class StreamJoin:
     def finish(self) -> None:
         """Join what is left, close the file, check it and rename it over OUT; its
         record (kind ``mux``)."""
-        clock = TaskClock()
+        clock, cpu = TaskClock(), time.thread_time()
         try:
             self._thread.join()
             if self._error is None and self._next < len(self.paths):
@@ -191,9 +194,14 @@ class StreamJoin:
             raise
         if self.tasks is not None:
             last, first = self.segments[-1], self.segments[0]
-            self.tasks.append(clock.record(
-                "mux", None, (first.start, last.start + last.count),
-                [f"join-{last.number:05d}"], {}, {"output": file_bytes(self.out)}))
+            record = clock.record("mux", None, (first.start, last.start + last.count),
+                                  [f"join-{last.number:05d}"], {},
+                                  {"output": file_bytes(self.out)})
+            # this thread's own CPU (the relay's is in the joins), and the muxer's that
+            # the joins' records do not hold (it is counted whole once it is waited for)
+            record.update(cpu_s=round(time.thread_time() - cpu, 4), child_cpu_s=round(
+                max(0.0, record["child_cpu_s"] - self._attributed), 4))
+            self.tasks.append(record)
 
     def abort(self) -> None:
         """Stop the relay and the muxer; remove the temporary file."""
