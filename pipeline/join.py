@@ -3,18 +3,21 @@ the end.
 
 A long render's join is long too: a busy 2-hour 5120x2880 film's segments are about
 82 GB, read again by whoever joins them. :class:`StreamJoin` appends each segment as
-soon as it and the ones before it are painted, so the job ends with only the last
-ones left to join. It relays the segments' video packets (H.264 or HEVC, opened without
-a decoder), their timestamps moved on by the segments before, as NUT into one ffmpeg
-muxer that takes the source's audio (cut to the range) as the end-join does and writes
-OUT's container to a temporary file; :meth:`StreamJoin.finish` closes it, has it
-checked, and renames it over OUT. Other codecs are joined at the end by the concat
-demuxer (:func:`pipeline.output.concat_and_mux`). Either way the joined video packets
-and their timestamps are the segments', and the output does not depend on the order in
+soon as it and the ones before it are painted, so the job ends with only the last one
+or two left to join. It relays the segments' video packets (H.264 or HEVC, opened
+without a decoder), their timestamps moved on by the segments before, as fragmented MP4
+(a fragment a frame: exact timestamps, nothing held back) into one ffmpeg muxer that
+takes the source's audio (cut to the range) as the end join does and writes OUT's
+container to a temporary file beside it, named after the job (a killed run's is
+replaced); :meth:`StreamJoin.finish` closes it, has it checked, and renames it over
+OUT. Other codecs are joined at the end by the concat demuxer
+(:func:`pipeline.output.concat_and_mux`). Either way the decoded frames, their
+timestamps and the audio are the same, and the file does not depend on the order in
 which the segments were painted.
 
-Each streamed segment's record (kind ``join``: the relay's CPU, the muxer's CPU meanwhile
-and the segment's bytes) goes to the job's ``tasks.jsonl``, then the finish's (``mux``).
+Each streamed segment's record (kind ``join``: the relay's CPU, the muxer's CPU
+meanwhile and the segment's bytes) goes to the job's ``tasks.jsonl``, then the finish's
+(``mux``).
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ class StreamJoin:
         self._ready: set[int] = set()
         self._cond = threading.Condition()
         self._next, self._stop = 0, False
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # the relay's
+        self._failed: BaseException | None = None  # the join's, as reported
         self._muxer: Piped | None = None
         self._nut = self._video = None
         self._offset = 0
@@ -78,10 +82,29 @@ class StreamJoin:
         self._thread.start()
 
     def add(self, number: int) -> None:
-        """Segment ``number`` is painted: join it once those before it are joined."""
+        """Segment ``number`` is painted: join it once those before it are joined.
+        Raises the join's error if it has failed (a full disk, an unreadable segment):
+        the job stops at once, not after painting the rest."""
+        if self._error is not None:
+            raise self._failure()
         with self._cond:
             self._ready.add(self._position[number])
             self._cond.notify()
+
+    def _failure(self) -> BaseException:
+        """The error to report once the relay has failed: the muxer's own words where it
+        failed first (a full disk, say), else the relay's (the muxer is then stopped)."""
+        if self._failed is not None:
+            return self._failed
+        muxer, self._failed = self._muxer, self._error
+        if muxer is not None and muxer._proc.poll() is not None:
+            code, err = muxer._finish()
+            if code != 0:
+                self._failed = FFmpegError(f"writing {self.out}", err)
+        elif muxer is not None:
+            muxer._kill()
+        assert self._failed is not None
+        return self._failed
 
     def _wait_next(self) -> bool:
         with self._cond:
@@ -175,18 +198,14 @@ class StreamJoin:
             muxer = self._muxer
             if muxer is None:
                 raise self._error or FFmpegError(f"writing {self.out}", "nothing to join")
-            if self._error is None:
-                self._nut.close()  # the NUT trailer, then the muxer's end of input
-                with contextlib.suppress(BrokenPipeError):
-                    muxer._proc.stdin.close()  # type: ignore[union-attr]
-            elif muxer._proc.poll() is None:  # the relay failed on its own: stop the muxer
-                muxer._kill()
-                raise self._error
-            code, err = muxer._finish()
-            if code != 0:  # (its failure, a full disk say, is why the relay stopped)
-                raise FFmpegError(f"writing {self.out}", err)
             if self._error is not None:
-                raise self._error
+                raise self._failure()
+            self._nut.close()  # the last fragment, then the muxer's end of input
+            with contextlib.suppress(BrokenPipeError):
+                muxer._proc.stdin.close()  # type: ignore[union-attr]
+            code, err = muxer._finish()
+            if code != 0:
+                raise FFmpegError(f"writing {self.out}", err)
             self.check(self.tmp)
             publish(self.tmp, self.out)
         except BaseException:

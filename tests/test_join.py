@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import make_clip
 
-from pipeline.errors import OutputError
+from pipeline.errors import DiskFullError, OutputError
 from pipeline.join import EndJoin, StreamJoin, open_join
 from pipeline.output import CONTAINERS
 from pipeline.planfile import Segment
@@ -114,6 +114,29 @@ def test_an_abort_leaves_nothing_behind(parts, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["o.mp4"]
 
 
+def failed(join: StreamJoin) -> None:
+    """Until the join's relay has failed (a few seconds at most)."""
+    for _ in range(500):
+        if join._error is not None:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the join did not fail")
+
+
+def test_a_full_disk_stops_the_join_in_one_line(parts, small_disk) -> None:
+    source, paths, segments = parts
+    disk = small_disk(1 << 20)  # less than a segment and the margin kept free
+    info = probe(source)
+    join = open_join(segments, paths, disk.path / "o.mp4", info, info.audio[0], (0, 60),
+                     disk.path, CONTAINERS[".mp4"], "h264", "job", None)
+    join.add(0)
+    failed(join)
+    with pytest.raises(DiskFullError, match=rf"{disk.path}: writing .*o\.mp4 needs about"):
+        join.add(1)
+    join.abort()
+    assert list(disk.path.iterdir()) == []
+
+
 def test_a_broken_segment_is_one_error_and_no_output(parts, tmp_path: Path) -> None:
     source, paths, segments = parts
     broken = tmp_path / "seg-00001.mp4"
@@ -122,9 +145,12 @@ def test_a_broken_segment_is_one_error_and_no_output(parts, tmp_path: Path) -> N
     out = tmp_path / "o.mp4"
     join = open_join(segments, [paths[0], broken, paths[2]], out, info, info.audio[0],
                      (0, 60), tmp_path, CONTAINERS[".mp4"], "h264", "job", None)
-    for n in (0, 1, 2):
-        join.add(n)
-    with pytest.raises(OutputError, match=r"seg-00001.mp4: a painted segment is unreadable "
-                       r"\(.*\); rerun to paint it again"):
+    join.add(0)
+    join.add(1)
+    failed(join)  # the job hears of it with the next painted segment: it stops at once
+    message = r"seg-00001.mp4: a painted segment is unreadable \(.*\); rerun to paint it again"
+    with pytest.raises(OutputError, match=message):
+        join.add(2)
+    with pytest.raises(OutputError, match=message):
         join.finish()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg-00001.mp4"]

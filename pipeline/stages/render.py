@@ -16,8 +16,9 @@ Data flows one way: video -> frames -> cells -> **plan** (tile choices) -> **pai
    re-render that changes only the blend, the recolour strength or the encoder reuses it.
 3. As each chunk lands, its segment is handed to a painter (:mod:`pipeline.paint`). Each
    writes its own encoded file atomically into the job's work directory.
-4. The client joins the segments (concat demuxer, stream copy), adds the audio, and
-   renames the result over the output path; ``done.json`` records it.
+4. The client joins each segment as soon as it and the ones before it are painted
+   (:mod:`pipeline.join`: stream copy, with the audio), then checks the file and renames
+   it over the output path; ``done.json`` records it.
 5. Every plan, paint and mux task's kind, frames, CPU and wall time and bytes read and
    written are appended to the job's ``tasks.jsonl`` (:mod:`pipeline.tasklog`).
 
