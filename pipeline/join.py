@@ -44,7 +44,7 @@ from pipeline.planfile import Segment
 from pipeline.tasklog import TaskClock, TaskLog, file_bytes
 from pipeline.video import AudioInfo, Piped, VideoInfo, ffmpeg_command
 
-STREAMED = ("h264", "hevc")  # codecs joined as they are painted (NUT carries them as-is)
+STREAMED = ("h264", "hevc")  # codecs joined as they are painted
 _TIMESCALE = ("mp4", "mov")  # muxers told to keep the segments' video time base
 
 
@@ -75,7 +75,7 @@ class StreamJoin:
         self._error: BaseException | None = None  # the relay's
         self._failed: BaseException | None = None  # the join's, as reported
         self._muxer: Piped | None = None
-        self._nut = self._video = None
+        self._relay = self._video = None
         self._offset = 0
         self._attributed = 0.0  # the muxer's CPU seconds put in the joins' records
         self._thread = threading.Thread(target=self._run, daemon=True, name="mosaic-join")
@@ -121,7 +121,8 @@ class StreamJoin:
             self._error = exc
 
     def _start(self, stream) -> None:
-        """The muxer, told the segments' video time base, and the NUT relay into it."""
+        """The muxer, told the segments' video time base, and the relay into it
+        (fragmented MP4 on its stdin)."""
         import av
 
         keep = ["-video_track_timescale", str(stream.time_base.denominator)] \
@@ -132,9 +133,9 @@ class StreamJoin:
                              str(self.tmp), overwrite=True)
         self._muxer = Piped(cmd, stdin=subprocess.PIPE)
         assert self._muxer._proc.stdin is not None
-        self._nut = av.open(f"pipe:{self._muxer._proc.stdin.fileno()}", "w", format="mp4",
+        self._relay = av.open(f"pipe:{self._muxer._proc.stdin.fileno()}", "w", format="mp4",
                             options={"movflags": "frag_every_frame+empty_moov+default_base_moof"})
-        self._video = self._nut.add_stream_from_template(stream)
+        self._video = self._relay.add_stream_from_template(stream)
         self._video.time_base = stream.time_base
 
     def _append(self, position: int) -> None:
@@ -153,8 +154,11 @@ class StreamJoin:
                               f"({exc.strerror or exc}); rerun to paint it again") from None
         with segment:
             stream = segment.streams.video[0]
-            if self._nut is None:
+            if self._relay is None:
                 self._start(stream)
+            elif stream.time_base != self._video.time_base:
+                raise OutputError(f"{path}: its time base {stream.time_base} is not the "
+                                  f"first segment's {self._video.time_base}: they cannot be joined")
             for packet in segment.demux(stream):
                 if packet.dts is None:
                     continue
@@ -162,7 +166,7 @@ class StreamJoin:
                 packet.dts += self._offset
                 end = max(end, packet.pts + (packet.duration or 0))
                 packet.stream = self._video
-                self._nut.mux(packet)
+                self._relay.mux(packet)
         self._offset = end
         if self.tasks is not None:
             deps = [f"paint-{seg.number:05d}"]
@@ -200,7 +204,7 @@ class StreamJoin:
                 raise self._error or FFmpegError(f"writing {self.out}", "nothing to join")
             if self._error is not None:
                 raise self._failure()
-            self._nut.close()  # the last fragment, then the muxer's end of input
+            self._relay.close()  # the last fragment, then the muxer's end of input
             with contextlib.suppress(BrokenPipeError):
                 muxer._proc.stdin.close()  # type: ignore[union-attr]
             code, err = muxer._finish()
