@@ -48,21 +48,30 @@ STREAMED = ("h264", "hevc")  # codecs joined as they are painted
 _TIMESCALE = ("mp4", "mov")  # muxers told to keep the segments' video time base
 
 
+class _UnevenError(Exception):
+    """A segment's decode timestamps, moved on, do not follow the segment before it: one
+    of a frame or two decodes from its first frame where a longer one with B-frames
+    starts a frame or two earlier. The relay stops; the concat demuxer's join at the end
+    (which ffmpeg evens out, as before this module) joins the job instead."""
+
+
 class StreamJoin:
     """Join ``paths`` (the segments of ``segments``, in order) into ``out``'s temporary
     file as :meth:`add` hands them in, in any order; :meth:`finish` or :meth:`abort`.
 
     ``source`` holds the audio (``audio``, None for none), cut to ``start_s`` and
     ``duration_s``; ``check`` raises if the joined file is not what was planned. The
-    temporary file beside ``out`` is named after ``tag`` (the job's key).
+    temporary file beside ``out`` is named after ``tag`` (the job's key). Where the
+    segments' decode steps do not follow on (:class:`_UnevenError`), ``at_end`` joins them.
     """
 
     def __init__(self, segments: list[Segment], paths: list[Path], out: Path,
                  source: VideoInfo, audio: AudioInfo | None, start_s: float,
                  duration_s: float, container: Container, check: Callable[[Path], None],
-                 tag: str, tasks: TaskLog | None = None) -> None:
+                 tag: str, at_end: EndJoin, tasks: TaskLog | None = None) -> None:
         self.segments, self.paths, self.out = segments, paths, out
         self.check, self.tasks, self.container = check, tasks, container
+        self.at_end = at_end  # the join at the end, where segments cannot be streamed
         self._audio = audio_inputs(source.path, audio, start_s, duration_s, container)
         out.parent.mkdir(parents=True, exist_ok=True)
         # named after the job (whose lock the caller holds): a killed run's is replaced
@@ -77,6 +86,8 @@ class StreamJoin:
         self._muxer: Piped | None = None
         self._relay = self._video = None
         self._offset = 0
+        self._dts = -(1 << 62)  # the last dts relayed
+        self._uneven = False  # segments whose decode steps do not follow on (_UnevenError)
         self._attributed = 0.0  # the muxer's CPU seconds put in the joins' records
         self._thread = threading.Thread(target=self._run, daemon=True, name="mosaic-join")
         self._thread.start()
@@ -117,6 +128,12 @@ class StreamJoin:
             while self._next < len(self.paths) and self._wait_next():
                 self._append(self._next)
                 self._next += 1
+        except _UnevenError:  # joined at the end instead: the streamed muxer and file go
+            with self._cond:
+                self._uneven, muxer = True, self._muxer
+            if muxer is not None:
+                muxer._kill()
+            self.tmp.unlink(missing_ok=True)
         except BaseException as exc:  # handed to finish()
             self._error = exc
 
@@ -131,7 +148,10 @@ class StreamJoin:
         cmd = ffmpeg_command("-f", "mp4", "-i", "pipe:0", *inputs, "-map", "0:v:0",
                              "-c:v", "copy", *maps, *keep, *mux_args(self.container),
                              str(self.tmp), overwrite=True)
-        self._muxer = Piped(cmd, stdin=subprocess.PIPE)
+        with self._cond:  # never started after an abort (which reads it under the lock)
+            if self._stop:
+                raise FFmpegError(f"writing {self.out}", "the join was stopped")
+            self._muxer = Piped(cmd, stdin=subprocess.PIPE)
         assert self._muxer._proc.stdin is not None
         self._relay = av.open(f"pipe:{self._muxer._proc.stdin.fileno()}", "w", format="mp4",
                             options={"movflags": "frag_every_frame+empty_moov+default_base_moof"})
@@ -164,6 +184,9 @@ class StreamJoin:
                     continue
                 packet.pts += self._offset
                 packet.dts += self._offset
+                if packet.dts <= self._dts:  # (see _UnevenError)
+                    raise _UnevenError
+                self._dts = packet.dts
                 end = max(end, packet.pts + (packet.duration or 0))
                 packet.stream = self._video
                 self._relay.mux(packet)
@@ -195,8 +218,11 @@ class StreamJoin:
         """Join what is left, close the file, check it and rename it over OUT; its
         record (kind ``mux``)."""
         clock, cpu = TaskClock(), time.thread_time()
+        self._thread.join()
+        if self._uneven:
+            self.at_end.finish()
+            return
         try:
-            self._thread.join()
             if self._error is None and self._next < len(self.paths):
                 self._error = FFmpegError(f"writing {self.out}", "the join stopped early")
             muxer = self._muxer
@@ -231,8 +257,9 @@ class StreamJoin:
         with self._cond:
             self._stop = True
             self._cond.notify()
-        if self._muxer is not None:
-            self._muxer._kill()
+            muxer = self._muxer
+        if muxer is not None:
+            muxer._kill()
         self._thread.join(timeout=10)
         self.tmp.unlink(missing_ok=True)
 
@@ -279,10 +306,11 @@ def open_join(segments: list[Segment], paths: list[Path], out: Path, source: Vid
     def check(path: Path) -> None:
         check_joined(path, out, source, count, audio)
 
+    at_end = EndJoin(segments, paths, out,
+                     lambda: concat_and_mux(paths, out, source, audio, start_s, duration_s,
+                                            work, container, check=check, codec=codec),
+                     lambda: output_bytes(paths, source, count, audio), tasks)
     if codec in STREAMED:
         return StreamJoin(segments, paths, out, source, audio, start_s, duration_s,
-                          container, check, tag, tasks)
-    return EndJoin(segments, paths, out,
-                   lambda: concat_and_mux(paths, out, source, audio, start_s, duration_s,
-                                          work, container, check=check, codec=codec),
-                   lambda: output_bytes(paths, source, count, audio), tasks)
+                          container, check, tag, at_end, tasks)
+    return at_end

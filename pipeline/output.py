@@ -341,10 +341,11 @@ _TAIL_PACKETS = 16  # packets read at a stream's end (more than B-frames reorder
 def indexed_counts(path: Path) -> tuple[int, int, float] | None:
     """An MP4 or MOV file's video frames, audio streams and video duration (s) as its index
     lists them, with the first and last few video packets read to show that the data
-    reaches the index's end (:func:`_check_tail`); no decoder, and not the whole
+    reaches the index's end (:func:`_reaches_end`); no decoder, and not the whole
     file (a film's joined file is tens of GB: :func:`pipeline.video.probe` would read it
-    all again). None for other containers or an index without a frame count;
-    :class:`VideoError` if it cannot be read or ends early."""
+    all again). None for other containers, an index without a frame count, or data not
+    shown to reach the index's end (the caller demuxes it whole); :class:`VideoError` if
+    it cannot be read."""
     import av
 
     try:
@@ -354,21 +355,24 @@ def indexed_counts(path: Path) -> tuple[int, int, float] | None:
             video = container.streams.video[0]
             if not video.frames or not video.duration:
                 return None
-            _check_tail(container, video, path)
+            if not _reaches_end(container, video):
+                return None  # (a file whose data may end early: demuxed whole)
             return (video.frames, len(container.streams.audio),
                     float(video.duration * video.time_base))
     except av.error.FFmpegError as exc:
         raise VideoError(f"{path}: not a readable video ({exc.strerror or exc})") from None
 
 
-def _check_tail(container, stream, path: Path) -> None:
-    """Raise :class:`VideoError` unless the video ``stream``'s last packet ends where its
-    index ends (its first packet's dts + its duration, at a constant frame rate): a cut
-    file loses its last packets."""
+def _reaches_end(container, stream) -> bool:
+    """Whether the video ``stream``'s last packet ends where its index ends (its first
+    packet's dts + its duration, as at a constant frame rate with even decode steps): a
+    cut file loses its last packets. False too for a file whose decode steps are not
+    even (a join of segments whose B-frames start differently), which is then counted
+    by demuxing it whole."""
     container.seek(0)
     first = next((p for p in container.demux(stream) if p.dts is not None), None)
-    if first is None or not stream.frames or not stream.duration:
-        raise VideoError(f"{path}: its {stream.type} stream has no packets")
+    if first is None:
+        return False
     end = first.dts + stream.duration
     step = stream.duration // stream.frames
     container.seek(max(first.dts, end - _TAIL_PACKETS * step), stream=stream,
@@ -377,9 +381,7 @@ def _check_tail(container, stream, path: Path) -> None:
     for packet in container.demux(stream):
         if packet.size and packet.dts is not None:
             last = packet
-    if last.dts + (last.duration or step) != end:
-        raise VideoError(f"{path}: truncated: its index lists {stream.frames} {stream.type} "
-                         "packets, its data ends before the last")
+    return last.dts + (last.duration or step) == end
 
 
 def output_bytes(segments: list[Path], info: VideoInfo, count: int,

@@ -27,18 +27,24 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], l
     B-frames (20, 25, 15 frames), as the painters write them."""
     root = tmp_path_factory.mktemp("join")
     source = make_clip(root / "source.mp4", rate=RATE, seconds=60 * 1001 / 30000)
+    return (source, *cut(source, root, (20, 25, 15)))
+
+
+def cut(source: Path, root: Path, counts: tuple[int, ...], bframes: int = 2
+        ) -> tuple[list[Path], list[Segment]]:
+    """``source``'s frames as H.264 segments of ``counts`` frames with B-frames."""
     paths, segments, start = [], [], 0
-    for n, count in enumerate((20, 25, 15)):
+    for n, count in enumerate(counts):
         path = root / f"seg-{n:05d}.mp4"
         subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(source), "-map", "0:v",
                         "-vf", f"trim=start_frame={start}:end_frame={start + count},"
                         "setpts=PTS-STARTPTS", "-c:v", "libx264", "-preset", "ultrafast",
-                        "-x264-params", "bframes=2:b-adapt=0", "-pix_fmt", "yuv420p",
+                        "-x264-params", f"bframes={bframes}:b-adapt=0", "-pix_fmt", "yuv420p",
                         str(path)], check=True)
         paths.append(path)
         segments.append(Segment(n, 100 + start, count, n == 0))
         start += count
-    return source, paths, segments
+    return paths, segments
 
 
 def frames_of(path: Path, stream: str = "v") -> list[str]:
@@ -53,7 +59,8 @@ def frames_of(path: Path, stream: str = "v") -> list[str]:
 def joined(parts, out: Path, order: list[int], tasks: TaskLog | None = None) -> Path:
     source, paths, segments = parts
     info = probe(source)
-    join = open_join(segments, paths, out, info, info.audio[0], (0, 60), out.parent,
+    frames = sum(seg.count for seg in segments)
+    join = open_join(segments, paths, out, info, info.audio[0], (0, frames), out.parent,
                      CONTAINERS[out.suffix], "h264", "job", tasks)
     assert isinstance(join, StreamJoin)
     for i in order:
@@ -83,6 +90,21 @@ def test_segments_in_any_order_give_the_end_joins_file(parts, tmp_path: Path) ->
     assert records[0]["read"]["segment"] == paths[0].stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == [  # (the end join's listing)
         "backwards.mp4", "concat.txt", "ended.mp4", "in-order.mp4", "tasks.jsonl"]
+
+
+def test_a_two_frame_segment_between_longer_ones(parts, tmp_path: Path) -> None:
+    # a two-frame segment decodes from its first frame, the next one a frame or two early:
+    # the streamed join gives way to the end join (ffmpeg evens the decode steps out)
+    source = parts[0]
+    short = cut(source, tmp_path, (10, 2, 10), bframes=3)
+    streamed = joined((source, *short), tmp_path / "streamed.mp4", [2, 1, 0])
+    info = probe(source)
+    ended = open_join(short[1], short[0], tmp_path / "ended.mp4", info, info.audio[0],
+                      (0, 22), tmp_path, CONTAINERS[".mp4"], "mpeg4", "job", None)
+    ended.finish()
+    assert streamed.read_bytes() == (tmp_path / "ended.mp4").read_bytes()
+    assert probe(streamed).frames == 22
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tmp") == []
 
 
 def test_other_containers_are_streamed_too(parts, tmp_path: Path) -> None:

@@ -303,7 +303,7 @@ def _run_job(paint: PaintJob, plan: PlanJob, report: RenderReport, choice: Worke
         report.up_to_date, report.size = True, out.stat().st_size
         report.active_share = done.get("active_share", 0.0)
         return report
-    join = None
+    join, held = None, contextlib.ExitStack()
     try:
         segments = job_segments(target.first, target.count, target.config,
                                 plan_shots(plan, target.first, target.count,
@@ -323,13 +323,16 @@ def _run_job(paint: PaintJob, plan: PlanJob, report: RenderReport, choice: Worke
                                                        target.config.preset))
             stats.update(_paint_missing(job, choice.workers, target.scheduler,
                                         target.progress, report))
+        locks = mark_owned(target.cache_dir / "locks", "locks")
+        held.enter_context(file_lock(locks / f"{digest_text(str(out.resolve()))}.lock",
+                                     f"the output {out}"))  # (may wait for another job)
     except BaseException:
+        held.close()
         if join is not None:
             join.abort()  # (the streamed join's muxer and temporary file)
         remove_temporaries(work, JOB_FILES)  # of the painters just stopped
         raise
-    locks = mark_owned(target.cache_dir / "locks", "locks")
-    with file_lock(locks / f"{digest_text(str(out.resolve()))}.lock", f"the output {out}"):
+    with held:  # the output's lock
         join.finish()  # (what is left to join; checked, renamed over OUT, recorded)
         _summarise(report, [stats[s.number] for s in job.segments], target.config,
                    target.video, Path(paint.index_dir))
