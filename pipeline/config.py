@@ -137,9 +137,9 @@ class RenderConfig:
                          "only)", low=0.0, high=1.0, affects="paint")
     carry_tiles: bool = option(True, "start each segment from the previous one's last "
                                "tiles", affects="plan")
-    shot_frames: int = option(32, "shortest shot planned on its own: from a blank canvas, "
-                              "in parallel with the others (shorter ones stay in the shot "
-                              "before; 0 = one plan over the whole job)", low=0,
+    shot_frames: int = option(32, "shortest shot planned on its own (at least 8): from a "
+                              "blank canvas, in parallel with the others (shorter ones stay "
+                              "in the shot before; 0 = one plan over the whole job)", low=0,
                               affects="plan")
     report: bool = option(True, "write `OUT.scores.json` (e.g. `clip.mp4.scores.json`)",
                           affects="paint")
@@ -150,9 +150,9 @@ class RenderConfig:
                                        high=442.0, affects="plan")
     active_fraction: float = option(0.5, "a cell is marked when more than this share of "
                                     "it changed", low=0.0, high=1.0, affects="plan")
-    segment_frames: int = option(0, "frames per cached segment (0 = sized to the job: about 8 "
-                                 "segments in whole batches, at most 256)", low=0,
-                                 affects="plan")
+    segment_frames: int = option(0, "frames per cached segment (0 = sized to the job: 8 in "
+                                 "whole batches, at most 256; under 8 left over join the "
+                                 "last)", low=0, affects="plan")
     seed: int = option(0, "matching seed; segments derive theirs from it", low=0,
                        high=2**32 - 1, affects="plan")
     workers: int = option(0, "worker processes at once, each planning or painting a "

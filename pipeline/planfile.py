@@ -50,7 +50,7 @@ from pipeline.tone import RATIO_SCALE
 
 log = logging.getLogger(__name__)
 
-PLAN_VERSION = "8"  # bump when planning changes: invalidates cached plans
+PLAN_VERSION = "9"  # bump when planning changes: invalidates cached plans
 MANIFEST = "manifest.json"
 SHOTS = "shots.json"
 PLAN_FILES = re.compile(r"chunk-\d{5}\.npz|manifest\.json|shots\.json")  # all a plan folder holds
@@ -109,10 +109,27 @@ def job_segments(first: int, count: int, config: RenderConfig,
         # frame or two after whole segments); a size asked for is kept
         piece = size if config.segment_frames or len(bounds) == 2 else \
             math.ceil((b - a) / math.ceil((b - a) / size))
-        for k, seg in enumerate(plan_segments(a, b - a, piece)):
+        for k, seg in enumerate(whole_pieces(a, b - a, piece)):
             out.append(Segment(len(out), seg.start, seg.count,
                                k == 0 or not config.carry_tiles))
     return out
+
+
+MIN_TAIL = 8  # fewest frames of a range's last segment: a shorter one joins the one before
+
+
+def whole_pieces(first: int, count: int, size: int) -> list[Segment]:
+    """:func:`plan_segments`, but a last piece under :data:`MIN_TAIL` frames is added to
+    the one before (``[32, 1]`` is ``[33]``). An encoder with B-frames starts the decode
+    of a segment of a frame or two from its first frame, where a longer one starts a
+    frame or two earlier: joined after a long one, such a stub leaves a gap in the decode
+    steps that the joined file's frame count and duration show (the join refused it)."""
+    pieces = plan_segments(first, count, size)
+    if len(pieces) > 1 and pieces[-1].count < MIN_TAIL:
+        last = pieces.pop()
+        pieces[-1] = Segment(last.number - 1, pieces[-1].start,
+                             pieces[-1].count + last.count)
+    return pieces
 
 
 def write_shots(plan_dir: str | Path, key: str, starts: Sequence[int]) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 from pipeline.activity import cell_lab, cut_share
 from pipeline.errors import VideoError
 from pipeline.grid import Grid
-from pipeline.planfile import plan_segments
+from pipeline.planfile import MIN_TAIL, plan_segments
 from pipeline.video import VideoInfo, prefetch_frames, probe
 
 log = logging.getLogger(__name__)
@@ -156,9 +156,12 @@ def shot_starts(cuts: Sequence[int], first: int, count: int, min_frames: int) ->
     """The cuts of ``cuts`` (frames, sorted) that start a shot planned on its own: each
     at least ``min_frames`` after the previous start (``first`` the first) and before
     ``first + count - min_frames`` (a short last shot stays with the one before).
-    ``min_frames`` 0 keeps none: one plan over the whole range."""
+    ``min_frames`` 0 keeps none: one plan over the whole range; else it is at least
+    :data:`~pipeline.planfile.MIN_TAIL` (a segment of a frame or two cannot be joined
+    after a longer one with B-frames)."""
     if min_frames < 1:
         return []
+    min_frames = max(min_frames, MIN_TAIL)
     starts, last, stop = [], first, first + count
     for c in sorted(cuts):
         if c - last >= min_frames and stop - c >= min_frames:

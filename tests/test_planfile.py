@@ -49,6 +49,22 @@ def test_a_job_is_cut_to_its_length_in_whole_batches() -> None:
     assert [s.count for s in job_segments(0, 120, fixed)] == [50, 50, 20]
 
 
+def test_no_segment_ends_a_range_with_a_frame_or_two() -> None:
+    """A last piece under 8 frames joins the one before (a segment of a frame or two
+    cannot be joined after a longer one with B-frames): 33 frames are one segment, not
+    32 + 1, by default and with a size asked for; shots are cut the same way."""
+    config = RenderConfig()
+    assert [s.count for s in job_segments(0, 33, config)] == [33]
+    assert [s.count for s in job_segments(0, 66, config)] == [32, 34]
+    assert [s.count for s in job_segments(0, 40, config)] == [32, 8]
+    fixed = dataclasses.replace(config, segment_frames=10)
+    assert [s.count for s in job_segments(0, 21, fixed)] == [10, 11]
+    assert [(s.start, s.count) for s in job_segments(0, 45, fixed, [22])] == [
+        (0, 10), (10, 12), (22, 10), (32, 13)]
+    assert [s.number for s in job_segments(0, 45, fixed, [22])] == [0, 1, 2, 3]
+    assert [s.count for s in job_segments(0, 5, fixed)] == [5]
+
+
 def test_a_job_is_cut_at_its_shots() -> None:
     """Each shot is cut on its own, in equal pieces of at most the job's size, and its
     first segment is fresh (planned from a blank canvas); shots outside the range are

@@ -127,6 +127,21 @@ def test_preview_range_cuts_video_and_audio(clip_with_audio: Path, tile_index: P
     assert streams(out)["frames"] == 7
 
 
+@pytest.mark.parametrize(("frames", "segment_frames"), [(33, 0), (21, 10)])
+def test_lengths_that_leave_a_frame_over_at_a_preset_with_b_frames(
+        frames: int, segment_frames: int, clip_with_audio: Path, tile_index: Path,
+        tmp_path: Path) -> None:
+    """33 frames by default (32-frame batches), 21 in segments of 10: the frame over is
+    painted with the segment before (a 1-frame segment after one with B-frames made a
+    file whose frame count and duration the join refused)."""
+    config = RenderConfig(scale=2, preset="slow", segment_frames=segment_frames)
+    out, report = render(clip_with_audio, tile_index, tmp_path, config, max_frames=frames)
+    s = streams(out)
+    assert s["frames"] == frames and report.rendered == frames
+    assert abs(s["video_s"] - frames / 25) <= 1 / 25 / 2
+    assert abs(s["audio_s"][0] - s["video_s"]) <= 1 / 25
+
+
 @pytest.mark.parametrize("case", ["missing", "corrupt", "truncated", "truncated_faststart",
                                   "not_video"])
 def test_bad_video_is_a_clear_error_and_writes_nothing(case: str, clip_with_audio: Path,

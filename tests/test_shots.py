@@ -141,6 +141,8 @@ def test_short_shots_stay_with_the_one_before() -> None:
     cuts = [10, 40, 45, 100]
     assert shot_starts(cuts, 0, 120, 32) == [40]  # 10: too soon; 45: too soon; 100: too late
     assert shot_starts(cuts, 0, 140, 32) == [40, 100]
-    assert shot_starts(cuts, 0, 120, 5) == [10, 40, 45, 100]
+    assert shot_starts(cuts, 0, 120, 8) == [10, 40, 100]
+    # under 8 frames, 8: a segment of a frame or two cannot be joined after a long one
+    assert shot_starts(cuts, 0, 120, 5) == shot_starts(cuts, 0, 120, 8)
     assert shot_starts(cuts, 0, 120, 0) == []
     assert shot_starts([], 0, 120, 32) == []
