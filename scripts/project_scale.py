@@ -12,8 +12,12 @@ then the mux closes the file; a render that joins at the end has one mux of ever
 segment instead).
 
 This replays one run's records in a list-scheduling simulation: N identical workers
-(one core each); whenever a worker is free it takes the ready task (all deps done) with
-the longest path to the end of the job (its "bottom level"; ties in record order). A
+(one core each); whenever a worker is free it takes the ready task (all deps done) that
+the render's executor would hand it (``--order executor``, the default: the most work
+after it counted in frames, :func:`pipeline.stages.painting.task_levels`), or the one
+with the longest path of measured durations to the end of the job (``--order
+critical``: its "bottom level", what the executor's frame counts stand in for; ties in
+record order). A
 task occupies its worker for its duration, by default its CPU seconds (its process's
 threads plus the ffmpeg processes it waited for: the work, as if on one core; ``--duration
 wall`` takes the measured wall time instead), plus the time to move its bytes of the
@@ -51,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.stages.painting import JOIN_WEIGHT
 from pipeline.tasklog import read_tasks
 
 NOT_TASKS = ("job",)  # record kinds that describe a run, not a task
@@ -209,23 +214,60 @@ def bottom_levels(tasks: list[Task]) -> dict[str, float]:
     return level
 
 
-def simulate(tasks: list[Task], workers: int) -> Projection:
+ORDERS = ("critical", "executor")
+
+
+def executor_levels(tasks: list[Task]) -> dict[str, float]:
+    """Each plan and paint task's work to the job's end as the render's executor weighs
+    it (:func:`pipeline.stages.painting.task_levels`, from the tasks' frames)."""
+    by_id, children = {t.id: t for t in tasks}, _children(tasks)
+    work = [t for t in tasks if t.kind in ("plan", "paint")]
+    end = max((t.frames[1] for t in work), default=0)
+    out: dict[str, float] = {}
+    paints = {}
+    for t in work:
+        if t.kind == "paint":
+            out[t.id] = t.frames[1] - t.frames[0] + JOIN_WEIGHT * (end - t.frames[0])
+            paints[t.frames] = out[t.id]
+    for t in sorted((t for t in work if t.kind == "plan"), key=lambda t: -t.frames[0]):
+        follow = [out[c] for c in children[t.id] if by_id[c].kind == "plan" and c in out]
+        out[t.id] = t.frames[1] - t.frames[0] + max(max(follow, default=0.0),
+                                                      paints.get(t.frames, 0.0))
+    return out
+
+
+def priorities(tasks: list[Task], order: str) -> dict[str, tuple]:
+    """Each task's place in the ready queue (the smallest goes first): ``critical``, the
+    longest path of measured durations to the end first (list scheduling by bottom
+    level); ``executor``, what the render's executor does without knowing durations
+    (:func:`executor_levels`, then the first); the client's tasks in their order."""
+    rank = {t.id: i for i, t in enumerate(tasks)}
+    if order == "critical":
+        level = bottom_levels(tasks)
+        return {t.id: (-level[t.id], rank[t.id]) for t in tasks}
+    level = executor_levels(tasks)
+    return {t.id: (rank[t.id],) if t.client else (-level.get(t.id, 0.0), t.frames[0],
+                                                   rank[t.id]) for t in tasks}
+
+
+def simulate(tasks: list[Task], workers: int, order: str = "critical") -> Projection:
     """List scheduling of ``tasks`` on ``workers`` workers, and the client's tasks
-    (:data:`CLIENT_KINDS`) on the client, one at a time (highest bottom level first)."""
+    (:data:`CLIENT_KINDS`) on the client, one at a time, in ``order`` (:func:`priorities`)."""
     by_id, children, waiting = {t.id: t for t in tasks}, _children(tasks), _waiting(tasks)
     level = bottom_levels(tasks)
     rank = {t.id: i for i, t in enumerate(tasks)}
+    key = priorities(tasks, order)
     ready: dict[bool, list] = {False: [], True: []}  # by client
     free = {False: workers, True: 1}
     for t in tasks:
         if waiting[t.id] == 0:
-            heapq.heappush(ready[t.client], (-level[t.id], rank[t.id], t.id))
+            heapq.heappush(ready[t.client], (key[t.id], t.id))
     running: list[tuple[float, int, str]] = []
     now = 0.0
     while ready[False] or ready[True] or running:
         for side in (False, True):
             while free[side] and ready[side]:
-                _, _, tid = heapq.heappop(ready[side])
+                _, tid = heapq.heappop(ready[side])
                 heapq.heappush(running, (now + by_id[tid].duration, rank[tid], tid))
                 free[side] -= 1
         now, _, tid = heapq.heappop(running)
@@ -233,7 +275,7 @@ def simulate(tasks: list[Task], workers: int) -> Projection:
         for c in children[tid]:
             waiting[c] -= 1
             if waiting[c] == 0:
-                heapq.heappush(ready[by_id[c].client], (-level[c], rank[c], c))
+                heapq.heappush(ready[by_id[c].client], (key[c], c))
     return Projection(workers, now, sum(t.duration for t in tasks if not t.client),
                       max(level.values(), default=0.0))
 
@@ -280,9 +322,9 @@ def report(records: list[dict], args: argparse.Namespace) -> list[str]:
                  + f", transfer {_clock(moved)}")
     lines.append(f"{'N':>5} {'makespan':>10} {'speed-up':>9} {'utilisation':>12}  bound "
                  "(critical path / work per worker)")
-    one = simulate(tasks, 1).makespan
+    one = simulate(tasks, 1, args.order).makespan
     for n in args.workers:
-        p = simulate(tasks, n)
+        p = simulate(tasks, n, args.order)
         speedup = one / p.makespan if p.makespan else 1.0
         lines.append(f"{n:>5} {_clock(p.makespan):>10} {speedup:8.2f}x {p.utilisation:>11.0%}  "
                      f"{p.bound} ({_clock(p.critical_path)} / {_clock(p.busy / n)})")
@@ -304,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--independent-copies", action="store_true",
                     help="with --scale-to-frames: each copy starts a shot of its own")
     ap.add_argument("--run", help="the run to replay (default: the last one with tasks)")
+    ap.add_argument("--order", choices=ORDERS, default="executor",
+                    help="which ready task a free worker takes: as the render's executor "
+                         "picks them (default), or the longest path of measured "
+                         "durations to the end first (critical)")
     args = ap.parse_args(argv)
     if any(n < 1 for n in args.workers) or (args.scale_to_frames or 1) < 1 \
             or args.bandwidth < 0:

@@ -89,6 +89,35 @@ def test_the_client_joins_beside_the_workers() -> None:
     assert sum(t.kind == "join" for t in scaled) == 6
 
 
+def test_the_executor_order_replays_the_renders() -> None:
+    """``--order executor`` weighs each task as the render's executor does (frames:
+    a shot's plan chain, a segment's paint and the joins from it on)."""
+    from pipeline.planfile import Segment
+    from pipeline.stages.painting import task_levels
+
+    segs = [Segment(0, 0, 10, True), Segment(1, 10, 300, True), Segment(2, 310, 300),
+            Segment(3, 610, 50, True)]
+    records = []
+    for s in segs:
+        n, span = s.number, (s.start, s.start + s.count)
+        records += [rec("plan", n, span, 1.0, [] if s.fresh else [f"plan-{n - 1:05d}"]),
+                    rec("paint", n, span, 1.0, [f"plan-{n:05d}"]),
+                    rec("join", n, span, 0.1, [f"paint-{n:05d}",
+                                               *([f"join-{n - 1:05d}"] if n else [])])]
+    levels = ps.executor_levels(ps.make_tasks(records))
+    plans, paints = task_levels(segs)
+    for n in range(4):
+        assert levels[f"plan-{n:05d}"] == pytest.approx(plans[n])
+        assert levels[f"paint-{n:05d}"] == pytest.approx(paints[n])
+    assert max(plans, key=plans.get) == 1  # it heads 600 frames of plans
+    # a long film: its first shots before a longer one at its end (the join reads the
+    # film in order), where the longest shot first would take the last one first
+    film = [Segment(n, 100 * n, 100, True) for n in range(999)] + [
+        Segment(999, 99900, 120, True)]
+    plans, paints = task_levels(film)
+    assert plans[0] > plans[999] and paints[0] > paints[999]
+
+
 def test_independent_tasks_fill_the_workers() -> None:
     records = [rec("paint", n, (n, n + 1), 1.0, []) for n in range(5)]
     assert ps.simulate(ps.make_tasks(records), 2).makespan == pytest.approx(3.0)

@@ -7,10 +7,12 @@ Plan tasks (:func:`pipeline.stages.planner.plan_task`) and paint tasks
 (:func:`pipeline.paint.paint_task`) run on the same workers: local processes or Dask
 tasks (:mod:`pipeline.execute`). The client keeps at most one task per local worker in
 flight and hands a free worker a segment ready to plan before any to paint (the plan is
-the longer chain), the one heading the most frames left to plan in its shot (the
-longest chain first: the last shot's plan is not left to run alone at the end), until
-two segments a worker are planned and waiting, then paints the longest of those first;
-on Dask every ready task is submitted, plans at a higher priority. It holds the plan
+the longer chain), the one with the most work after it first (:func:`task_levels`: the
+frames left to plan in its shot, so that the last shot's plan is not left to run alone
+at the end, and the frames the join still has to read from its segment on, so that a
+long film's join is not held up by its first segment), until two segments a worker are
+planned and waiting, then paints the one with the most work after it first; on Dask
+every ready task is submitted, at those priorities. It holds the plan
 folder's lock while any segment is being planned, checks each landed chunk against the
 pinned index (a chunk planned while it changed is removed), and writes the plan's
 manifest once every chunk is there.
@@ -51,7 +53,9 @@ from pipeline.tasklog import TaskLog
 log = logging.getLogger(__name__)
 
 _POLL = 0.2  # seconds between looks at the workers
-_PLAN_PRIORITY = 1  # on Dask: a ready plan task goes before ready paint tasks
+# the streamed join's reading of a frame (its segment's bytes, about 0.5 MB a CPU-second
+# of painting) at about 125 MB/s, against a frame's painting: 1/256 of it
+JOIN_WEIGHT = 1 / 256
 _LEAD = 2  # planned segments waiting per local worker before painting goes first
 DONE = "done.json"  # a job's record of its verified output (written last)
 
@@ -95,6 +99,24 @@ def job_record(job: RenderJob, workers: int, threads: int, local: bool) -> dict:
             "start": round(time.time(), 3)}
 
 
+def task_levels(segments: list[Segment]) -> tuple[dict[int, float], dict[int, float]]:
+    """Each segment's plan and paint task's work from its start to the job's end, in
+    frames (a frame planned or painted counting 1; its join :data:`JOIN_WEIGHT`): a
+    plan, its frames and those of the plans that continue it in its shot, or its paint
+    and the joins from it on, whichever is more; a paint, its frames and those joins.
+    The ready task with the most goes first (list scheduling by bottom level, which
+    ``scripts/project_scale.py --order executor`` replays)."""
+    plans: dict[int, float] = {}
+    paints: dict[int, float] = {}
+    left = follow = 0.0  # frames to the job's end; the plans continuing this one
+    for seg in reversed(segments):
+        left += seg.count
+        paints[seg.number] = seg.count + JOIN_WEIGHT * left
+        plans[seg.number] = seg.count + max(follow, paints[seg.number])
+        follow = 0.0 if seg.fresh else plans[seg.number]
+    return plans, paints
+
+
 class _Run:
     """The plan and paint tasks of one :func:`render_segments` call."""
 
@@ -107,12 +129,7 @@ class _Run:
         self.running: dict = {}  # future -> ("plan" | "paint", segment)
         self.stats: dict[int, dict] = {}
         self.manifest = job.plan_reused
-        # frames from each segment to the end of its shot: the plan chain it heads
-        self.chain: dict[int, int] = {}
-        follow = 0  # frames after the segment, to its shot's end (walking backwards)
-        for seg in reversed(job.segments):
-            self.chain[seg.number] = follow = seg.count + follow
-            follow = 0 if seg.fresh else follow
+        self.plan_level, self.paint_level = task_levels(job.segments)
 
     def start(self) -> None:
         """What is planned already (read under the plan's lock: another job may have
@@ -129,13 +146,14 @@ class _Run:
 
     def _next(self) -> tuple[str, Segment] | None:
         """The next task to hand a free worker: a segment ready to plan (fresh, or
-        continuing a planned one), the one heading the longest chain of frames left in
-        its shot (then the first), else the longest planned one left to paint (then the
-        first: the job does not end on a long segment painted alone); but painting first
-        once :data:`_LEAD` segments per worker are planned and waiting (the plan stays
-        ahead without running away: the frames keep coming)."""
+        continuing a planned one), the one with the most work after it
+        (:func:`task_levels`; then the first), else the planned one left to paint with
+        the most (then the first: the job does not end on a long segment painted alone);
+        but painting first once :data:`_LEAD` segments per worker are planned and
+        waiting (the plan stays ahead without running away: the frames keep coming)."""
         waiting = [self.waiting[n] for n in sorted(self.waiting) if n in self.planned]
-        paint = max(waiting, key=lambda seg: seg.count, default=None)  # (ties: the first)
+        paint = max(waiting, key=lambda seg: self.paint_level[seg.number],
+                    default=None)  # (ties: the first)
         ahead = len(waiting)
         if paint is not None and ahead >= _LEAD * self.slots:
             return "paint", paint
@@ -143,7 +161,8 @@ class _Run:
         ready = [seg for seg in self.to_plan if seg.number not in busy
                  and (seg.fresh or seg.number - 1 in self.planned)]
         if ready:
-            return "plan", max(ready, key=lambda seg: (self.chain[seg.number], -seg.number))
+            return "plan", max(ready, key=lambda seg: (self.plan_level[seg.number],
+                                                       -seg.number))
         return None if paint is None else ("paint", paint)
 
     def _submit(self) -> None:
@@ -152,11 +171,12 @@ class _Run:
             if kind == "plan":
                 future = self.pool.submit(plan_task, self.job.plan, seg,
                                           key=f"plan-{seg.number:05d}",
-                                          priority=_PLAN_PRIORITY)
+                                          priority=round(self.plan_level[seg.number]))
             else:
                 del self.waiting[seg.number]
                 future = self.pool.submit(paint_task, self.job.paint, seg,
-                                          key=f"paint-{seg.number:05d}")
+                                          key=f"paint-{seg.number:05d}",
+                                          priority=round(self.paint_level[seg.number]))
             self.running[future] = task
 
     def _landed(self, seg: Segment) -> None:
