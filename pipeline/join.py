@@ -10,7 +10,9 @@ without a decoder), their timestamps moved on by the segments before, as fragmen
 takes the source's audio (cut to the range) as the end join does and writes OUT's
 container to a temporary file beside it, named after the job (a killed run's is
 replaced); :meth:`StreamJoin.finish` closes it, has it checked, and renames it over
-OUT. Other codecs are joined at the end by the concat demuxer
+OUT. The temporary file is locked (``flock``) while its join runs: a killed run's, of
+this job or another writing the same OUT, is unlocked and removed by the next join
+there. Other codecs are joined at the end by the concat demuxer
 (:func:`pipeline.output.concat_and_mux`). Either way the decoded frames, their
 timestamps and the audio are the same, and the file does not depend on the order in
 which the segments were painted.
@@ -23,6 +25,8 @@ meanwhile and the segment's bytes) goes to the job's ``tasks.jsonl``, then the f
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
 import subprocess
 import threading
@@ -44,8 +48,42 @@ from pipeline.planfile import Segment
 from pipeline.tasklog import TaskClock, TaskLog, file_bytes
 from pipeline.video import AudioInfo, Piped, VideoInfo, ffmpeg_command
 
+log = logging.getLogger(__name__)
+
 STREAMED = ("h264", "hevc")  # codecs joined as they are painted
 _TIMESCALE = ("mp4", "mov")  # muxers told to keep the segments' video time base
+
+
+_MUXER_EXIT = 5.0  # seconds a muxer that closed the relay's pipe is given to exit
+
+
+def _locked(path: Path) -> int:
+    """``path`` created (empty) and locked for this join: its open descriptor."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def remove_stale_joins(out: Path) -> list[Path]:
+    """Remove the temporary files of joins into ``out`` that no running join holds (a
+    killed run's, of any job writing ``out``): those removed."""
+    removed = []
+    for path in out.parent.glob(f".{out.name}.*.join.tmp"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its join is running
+            continue
+        else:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            log.info("removed %s, a killed run's unfinished join", path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 class _UnevenError(Exception):
@@ -77,6 +115,8 @@ class StreamJoin:
         # named after the job (whose lock the caller holds): a killed run's is replaced
         self.tmp = out.parent / f".{out.name}.{tag}.join.tmp"
         self.tmp.unlink(missing_ok=True)
+        remove_stale_joins(out)
+        self._held = _locked(self.tmp)  # (the muxer writes the same file: -y keeps it)
         self._position = {seg.number: i for i, seg in enumerate(segments)}
         self._ready: set[int] = set()
         self._cond = threading.Condition()
@@ -108,6 +148,9 @@ class StreamJoin:
         if self._failed is not None:
             return self._failed
         muxer, self._failed = self._muxer, self._error
+        if muxer is not None and isinstance(self._error, BrokenPipeError):
+            with contextlib.suppress(subprocess.TimeoutExpired):  # (it is failing: its words)
+                muxer._proc.wait(timeout=_MUXER_EXIT)
         if muxer is not None and muxer._proc.poll() is not None:
             code, err = muxer._finish()
             if code != 0:
@@ -134,6 +177,7 @@ class StreamJoin:
             if muxer is not None:
                 muxer._kill()
             self.tmp.unlink(missing_ok=True)
+            self._release()
         except BaseException as exc:  # handed to finish()
             self._error = exc
 
@@ -241,6 +285,8 @@ class StreamJoin:
         except BaseException:
             self.abort()
             raise
+        finally:
+            self._release()
         if self.tasks is not None:
             last, first = self.segments[-1], self.segments[0]
             record = clock.record("mux", None, (first.start, last.start + last.count),
@@ -262,6 +308,14 @@ class StreamJoin:
             muxer._kill()
         self._thread.join(timeout=10)
         self.tmp.unlink(missing_ok=True)
+        self._release()
+
+    def _release(self) -> None:
+        """Unlock (close) the temporary file's descriptor, once."""
+        with self._cond:
+            fd, self._held = self._held, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class EndJoin:

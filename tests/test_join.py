@@ -4,7 +4,11 @@ after itself, and fails in one line."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +16,7 @@ import pytest
 from helpers import make_clip
 
 from pipeline.errors import DiskFullError, OutputError
-from pipeline.join import EndJoin, StreamJoin, open_join
+from pipeline.join import EndJoin, StreamJoin, open_join, remove_stale_joins
 from pipeline.output import CONTAINERS
 from pipeline.planfile import Segment
 from pipeline.tasklog import TaskLog, read_tasks
@@ -129,11 +133,48 @@ def test_an_abort_leaves_nothing_behind(parts, tmp_path: Path) -> None:
     (tmp_path / ".o.mp4.job.join.tmp").write_bytes(b"half a film")
     rerun = open_join(segments, paths, tmp_path / "o.mp4", info, None, (0, 60), tmp_path,
                       CONTAINERS[".mp4"], "h264", "job", None)
-    assert list(tmp_path.iterdir()) == []
+    assert [(p.name, p.stat().st_size) for p in tmp_path.iterdir()] == [
+        (".o.mp4.job.join.tmp", 0)]  # its own, empty, locked while it runs
     for n in (0, 1, 2):
         rerun.add(n)
     rerun.finish()
     assert [p.name for p in tmp_path.iterdir()] == ["o.mp4"]
+
+
+def test_a_killed_runs_join_is_removed_a_running_one_kept(parts, tmp_path: Path) -> None:
+    """The temporary file of a join into OUT that was killed (another job's: other
+    options) goes when the next join into OUT starts; one whose join still runs (its
+    file locked) stays, and this join's own is locked until it is renamed over OUT."""
+    source, paths, segments = parts
+    info = probe(source)
+    killed, running = tmp_path / ".o.mp4.other.join.tmp", tmp_path / ".o.mp4.live.join.tmp"
+    for path in (killed, running):
+        path.write_bytes(b"half a film")
+    holder = subprocess.Popen(  # a join's process, killed mid-join: its lock goes with it
+        [sys.executable, "-c", "import fcntl, os, sys, time; "
+         f"fd = os.open({str(killed)!r}, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    fd = os.open(running, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        assert remove_stale_joins(tmp_path / "o.mp4") == []  # both held
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        join = open_join(segments, paths, tmp_path / "o.mp4", info, None, (0, 60), tmp_path,
+                         CONTAINERS[".mp4"], "h264", "job", None)
+        assert not killed.exists() and running.exists()
+        assert remove_stale_joins(tmp_path / "o.mp4") == []  # this join's own is held
+        for n in (0, 1, 2):
+            join.add(n)
+        join.finish()
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".o.mp4.live.join.tmp",
+                                                               "o.mp4"]
+    finally:
+        os.close(fd)
+    assert remove_stale_joins(tmp_path / "o.mp4") == [running]
+    assert frames_of(tmp_path / "o.mp4") == frames_of(joined(parts, tmp_path / "e.mp4",
+                                                              [0, 1, 2]))
 
 
 def failed(join: StreamJoin) -> None:
