@@ -170,8 +170,15 @@ def scale_tasks(tasks: list[Task], frames: int, chained: bool = True) -> list[Ta
             shift = c * span
             out.append(Task(f"{t.id}@{c}", t.kind, t.compute, t.transfer, deps,
                             (t.frames[0] + shift, t.frames[1] + shift)))
+    by_id, last = {t.id: t for t in body}, f"@{math.ceil(factor) - 1}"
     for m in muxes:  # after every copy of what it waited for
         deps = [t.id for t in out if t.id.rsplit("@", 1)[0] in m.deps]
+        cut = [t for t in out if t.id.endswith(last)]  # the last copy, maybe cut short
+        for d in m.deps:  # one it lost: its last kept task of that kind instead
+            if d in by_id and not any(t.id == d + last for t in cut):
+                same = [t for t in cut if t.kind == by_id[d].kind]
+                deps += [max(same, key=lambda t: t.frames[1]).id] if same else []
+        deps = list(dict.fromkeys(deps))
         out.append(Task(m.id, m.kind, m.compute * factor, m.transfer * factor, deps,
                         (first, first + frames), True))
     return out

@@ -87,6 +87,10 @@ def test_the_client_joins_beside_the_workers() -> None:
     head = next(t for t in scaled if t.id == "join-00000@1")
     assert "join-00001@0" in head.deps and "paint-00000@1" in head.deps
     assert sum(t.kind == "join" for t in scaled) == 6
+    # a last copy cut short: the mux still waits for its last join
+    short = ps.scale_tasks(ps.make_tasks(streamed()), 30)
+    mux = next(t for t in short if t.kind == "mux")
+    assert sorted(mux.deps) == ["join-00000@1", "join-00001@0"]
 
 
 def test_the_executor_order_replays_the_renders() -> None:
