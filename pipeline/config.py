@@ -150,9 +150,9 @@ class RenderConfig:
                                        high=442.0, affects="plan")
     active_fraction: float = option(0.5, "a cell is marked when more than this share of "
                                     "it changed", low=0.0, high=1.0, affects="plan")
-    segment_frames: int = option(0, "frames per cached segment (0 = sized to the job: 8 in "
-                                 "whole batches, at most 256; under 8 left over join the "
-                                 "last)", low=0, affects="plan")
+    segment_frames: int = option(0, "frames per cached segment, at least 8 (0 = sized to the "
+                                 "job: 8 in whole batches, at most 256; fewer left over join "
+                                 "the last)", low=0, affects="plan")
     seed: int = option(0, "matching seed; segments derive theirs from it", low=0,
                        high=2**32 - 1, affects="plan")
     workers: int = option(0, "worker processes at once, each planning or painting a "

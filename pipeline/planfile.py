@@ -95,12 +95,14 @@ def segment_size(count: int, unit: int) -> int:
 def job_segments(first: int, count: int, config: RenderConfig,
                  shots: Sequence[int] = ()) -> list[Segment]:
     """The segments of a render job of ``count`` frames from ``first``: of
-    ``render.segment_frames`` frames, or, for 0 (the default), of :func:`segment_size`,
+    ``render.segment_frames`` frames, or, for 0 (the default), of :func:`segment_size`
+    (at least :data:`MIN_TAIL` either way, and a shorter last piece joins the one before),
     each shot (from each of ``shots``, the frames where a shot starts, to the next) cut on
     its own (in equal pieces of at most that size, unless ``render.segment_frames`` is
     set). A shot's first segment is fresh (planned from a blank canvas), and so is every
     segment without ``render.carry_tiles``."""
-    size = config.segment_frames or segment_size(count, config.cluster_batch_frames)
+    size = max(MIN_TAIL, config.segment_frames or segment_size(count,
+                                                              config.cluster_batch_frames))
     stop = first + count
     bounds = [first, *sorted({s for s in shots if first < s < stop}), stop]
     out: list[Segment] = []

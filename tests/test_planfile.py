@@ -63,6 +63,10 @@ def test_no_segment_ends_a_range_with_a_frame_or_two() -> None:
         (0, 10), (10, 12), (22, 10), (32, 13)]
     assert [s.number for s in job_segments(0, 45, fixed, [22])] == [0, 1, 2, 3]
     assert [s.count for s in job_segments(0, 5, fixed)] == [5]
+    tiny = dataclasses.replace(config, segment_frames=2)  # at least 8: 2-frame segments
+    assert [s.count for s in job_segments(0, 20, tiny)] == [8, 12]  # could not be joined
+    batches = dataclasses.replace(config, cluster_batch_frames=1)
+    assert [s.count for s in job_segments(0, 16, batches)] == [8, 8]
 
 
 def test_a_job_is_cut_at_its_shots() -> None:
