@@ -5,8 +5,9 @@ What goes:
 
 * stale decode checkpoints of an index: shard directories of other tile sizes or feature
   settings, and shards none of whose files is still in the corpus unchanged;
-* temporary files (``.NAME.XXXXXXXX.tmp``) left by killed runs, and the raw canvases a
-  killed ``mosaic photo`` left in ``<cache>/tmp/``;
+* temporary files (``.NAME.XXXXXXXX.tmp``) left by killed runs, a killed render's
+  unfinished streamed join beside a default output (``.NAME.<job>.join.tmp``, unlocked),
+  and the raw canvases a killed ``mosaic photo`` left in ``<cache>/tmp/``;
 * render jobs (``<cache>/render/<key>/``), plans (``plans/<key>/``) and downloads
   (``downloads/<digest>/``) whose newest file is older than a cut-off.
 
@@ -63,6 +64,8 @@ DOWNLOAD_FILES = re.compile(r"video(\..+)?|done\.json")
 INDEX_FILES = re.compile(r"tiles\.npy|features_(hist|lab)\.npy|(clusters|groups)\.npz|"
                          r"bad_files\.tsv|(manifest|last_run)\.json")
 OUTPUT_FILES = re.compile(r".+-[0-9a-f]{8}-mosaic\.[A-Za-z0-9]+(\.scores\.json)?")
+# a streamed join's temporary file beside its output (pipeline.join), locked while it runs
+JOIN_TMP = re.compile(r"\.(?P<out>.+)\.[0-9a-f]{16}\.join\.tmp")
 RAW_FILE = re.compile(r"photo-[a-z0-9_]+\.raw")
 _BOOKKEEPING = (LOCK, HOLD, MARKER)
 
@@ -274,14 +277,19 @@ def _locked(path: Path) -> bool:
 
 
 def _clean_outputs(cache: Path, now: float, report: CleanReport, dry_run: bool) -> None:
-    """Temporaries of default outputs, idle for an hour (the join of a live render
-    rewrites its own within seconds)."""
+    """Temporaries of default outputs: idle for an hour (the join of a live render
+    rewrites its own within seconds), or a streamed join's that no join holds (a
+    killed run's: a film's can be as large as the film)."""
     folder = cache / "renders"
     if owned_kind(folder) not in ("renders", None) or not folder.is_dir():
         return
     temps = [p for p in _owned_files(folder, OUTPUT_FILES) if ".tmp" in p.name
              and now - p.stat().st_mtime > UNLOCKED_TMP_AGE]
     _remove_files(report, temps, "orphaned temporary file", dry_run)
+    joins = [Path(e.path) for e in os.scandir(folder)
+             if (m := JOIN_TMP.fullmatch(e.name)) and OUTPUT_FILES.fullmatch(m["out"])
+             and e.is_file(follow_symlinks=False) and not _locked(Path(e.path))]
+    _remove_files(report, joins, "killed run's unfinished join", dry_run)
 
 
 def _indexes(cache: Path, dry_run: bool) -> list[Path]:

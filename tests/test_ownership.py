@@ -160,3 +160,29 @@ def test_clean_waits_for_nothing_and_leaves_held_folders(tmp_path: Path) -> None
     assert report.busy == [plan] and (plan / "chunk-00000.npz").exists()
     report = clean_cache(cache, 0)
     assert report.count("old render plan") == 1 and not plan.exists()
+
+
+def test_clean_removes_a_killed_runs_join_beside_a_default_output(tmp_path: Path) -> None:
+    """A killed render's streamed join beside a default output (as large as what it had
+    joined) goes at once; one whose join still runs (its file locked) stays, and so does
+    a file of that shape for an output that is not one of the tool's names."""
+    import fcntl
+    import os
+
+    cache = open_cache(tmp_path / "cache")
+    renders = cache / "renders"
+    renders.mkdir()
+    out = "clip-0123abcd-mosaic.mp4"
+    killed = renders / f".{out}.{'a' * 16}.join.tmp"
+    running = renders / f".{out}.{'b' * 16}.join.tmp"
+    foreign = renders / f".notes.mp4.{'c' * 16}.join.tmp"
+    for path in (killed, running, foreign):
+        path.write_bytes(b"half a film")
+    fd = os.open(running, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        report = clean_cache(cache, 30 * 86400)
+    finally:
+        os.close(fd)
+    assert report.count("killed run's unfinished join") == 1
+    assert not killed.exists() and running.exists() and foreign.exists()
