@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import subprocess
 import threading
 import time
@@ -67,8 +68,8 @@ def _locked(path: Path) -> int:
 def remove_stale_joins(out: Path) -> list[Path]:
     """Remove the temporary files of joins into ``out`` that no running join holds (a
     killed run's, of any job writing ``out``): those removed."""
-    removed = []
-    for path in out.parent.glob(f".{out.name}.*.join.tmp"):
+    removed, name = [], re.compile(rf"\.{re.escape(out.name)}\.[^./]+\.join\.tmp")
+    for path in (p for p in out.parent.iterdir() if name.fullmatch(p.name)):
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:

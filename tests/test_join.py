@@ -173,6 +173,10 @@ def test_a_killed_runs_join_is_removed_a_running_one_kept(parts, tmp_path: Path)
     finally:
         os.close(fd)
     assert remove_stale_joins(tmp_path / "o.mp4") == [running]
+    # only this output's: another's whose name a pattern of this one would match stays
+    other = tmp_path / ".o1.mp4.x.join.tmp"
+    other.write_bytes(b"")
+    assert remove_stale_joins(tmp_path / "o[1].mp4") == [] and other.exists()
     assert frames_of(tmp_path / "o.mp4") == frames_of(joined(parts, tmp_path / "e.mp4",
                                                               [0, 1, 2]))
 
