@@ -14,7 +14,9 @@ segment instead).
 This replays one run's records in a list-scheduling simulation: N identical workers
 (one core each); whenever a worker is free it takes the ready task (all deps done) that
 the render's executor would hand it (``--order executor``, the default: the most work
-after it counted in frames, :func:`pipeline.stages.painting.task_levels`), or the one
+after it counted in frames, :func:`pipeline.stages.painting.task_levels`, as on Dask;
+``--order local``, the same but plans first until two planned segments a worker wait to
+be painted, as on local workers), or the one
 with the longest path of measured durations to the end of the job (``--order
 critical``: its "bottom level", what the executor's frame counts stand in for; ties in
 record order). A
@@ -55,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.stages.painting import _LEAD as LEAD
 from pipeline.stages.painting import JOIN_WEIGHT
 from pipeline.tasklog import read_tasks
 
@@ -221,7 +224,7 @@ def bottom_levels(tasks: list[Task]) -> dict[str, float]:
     return level
 
 
-ORDERS = ("critical", "executor")
+ORDERS = ("critical", "executor", "local")
 
 
 def executor_levels(tasks: list[Task]) -> dict[str, float]:
@@ -252,6 +255,7 @@ def priorities(tasks: list[Task], order: str) -> dict[str, tuple]:
     if order == "critical":
         level = bottom_levels(tasks)
         return {t.id: (-level[t.id], rank[t.id]) for t in tasks}
+    # ("local" takes the same keys; simulate() adds the local executor's rule)
     level = executor_levels(tasks)
     return {t.id: (rank[t.id],) if t.client else (-level.get(t.id, 0.0), t.frames[0],
                                                    rank[t.id]) for t in tasks}
@@ -264,25 +268,42 @@ def simulate(tasks: list[Task], workers: int, order: str = "critical") -> Projec
     level = bottom_levels(tasks)
     rank = {t.id: i for i, t in enumerate(tasks)}
     key = priorities(tasks, order)
-    ready: dict[bool, list] = {False: [], True: []}  # by client
+    # the queues: the client's, the workers' plans, the workers' other tasks (one queue
+    # for the workers but in the local order, which weighs plans and paints apart)
+    ready: dict[str, list] = {"client": [], "plan": [], "work": []}
     free = {False: workers, True: 1}
+
+    def queue(t: Task) -> str:
+        return "client" if t.client else "plan" if order == "local" and \
+            t.kind == "plan" else "work"
+
+    def pick() -> str | None:
+        """The workers' queue to take from (the local executor: plans first until
+        LEAD x workers planned segments wait to be painted)."""
+        if ready["plan"] and len(ready["work"]) < LEAD * workers:
+            return "plan"
+        return "work" if ready["work"] else "plan" if ready["plan"] else None
+
     for t in tasks:
         if waiting[t.id] == 0:
-            heapq.heappush(ready[t.client], (key[t.id], t.id))
+            heapq.heappush(ready[queue(t)], (key[t.id], t.id))
     running: list[tuple[float, int, str]] = []
     now = 0.0
-    while ready[False] or ready[True] or running:
-        for side in (False, True):
-            while free[side] and ready[side]:
-                _, tid = heapq.heappop(ready[side])
-                heapq.heappush(running, (now + by_id[tid].duration, rank[tid], tid))
-                free[side] -= 1
+    while any(ready.values()) or running:
+        while free[True] and ready["client"]:
+            _, tid = heapq.heappop(ready["client"])
+            heapq.heappush(running, (now + by_id[tid].duration, rank[tid], tid))
+            free[True] -= 1
+        while free[False] and (side := pick()) is not None:
+            _, tid = heapq.heappop(ready[side])
+            heapq.heappush(running, (now + by_id[tid].duration, rank[tid], tid))
+            free[False] -= 1
         now, _, tid = heapq.heappop(running)
         free[by_id[tid].client] += 1
         for c in children[tid]:
             waiting[c] -= 1
             if waiting[c] == 0:
-                heapq.heappush(ready[by_id[c].client], (key[c], c))
+                heapq.heappush(ready[queue(by_id[c])], (key[c], c))
     return Projection(workers, now, sum(t.duration for t in tasks if not t.client),
                       max(level.values(), default=0.0))
 
@@ -355,8 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", help="the run to replay (default: the last one with tasks)")
     ap.add_argument("--order", choices=ORDERS, default="executor",
                     help="which ready task a free worker takes: as the render's executor "
-                         "picks them (default), or the longest path of measured "
-                         "durations to the end first (critical)")
+                         "picks them on Dask (default), as it picks them on local "
+                         "workers (local: plans first until two segments a worker wait "
+                         "to be painted), or the longest path of measured durations to "
+                         "the end first (critical)")
     args = ap.parse_args(argv)
     if any(n < 1 for n in args.workers) or (args.scale_to_frames or 1) < 1 \
             or args.bandwidth < 0:

@@ -122,6 +122,23 @@ def test_the_executor_order_replays_the_renders() -> None:
     assert plans[0] > plans[999] and paints[0] > paints[999]
 
 
+def test_the_local_order_paints_once_two_segments_a_worker_wait() -> None:
+    """``--order local``: plans first until two planned segments a worker wait, so the
+    first paints, and the client's joins after them, start while the plan runs on."""
+    records = []
+    for n in range(4):
+        span = (10 * n, 10 * n + 10)
+        records += [rec("plan", n, span, 1.0, []), rec("paint", n, span, 1.0, [f"plan-{n:05d}"]),
+                    rec("join", n, span, 2.0, [f"paint-{n:05d}",
+                                               *([f"join-{n - 1:05d}"] if n else [])])]
+    tasks = ps.make_tasks(records)
+    # every plan first (0-4), the paints 4-8, the joins 5-7, 7-9, 9-11, 11-13
+    assert ps.simulate(tasks, 1, "executor").makespan == pytest.approx(13.0)
+    # plans 0-2, paint 0 2-3 (join 3-5), plan 3-4, paint 4-5 (join 5-7), plan 5-6,
+    # paints 6-8 (joins 7-9, 9-11)
+    assert ps.simulate(tasks, 1, "local").makespan == pytest.approx(11.0)
+
+
 def test_independent_tasks_fill_the_workers() -> None:
     records = [rec("paint", n, (n, n + 1), 1.0, []) for n in range(5)]
     assert ps.simulate(ps.make_tasks(records), 2).makespan == pytest.approx(3.0)
