@@ -151,7 +151,7 @@ class RenderConfig:
     active_fraction: float = option(0.5, "a cell is marked when more than this share of "
                                     "it changed", low=0.0, high=1.0, affects="plan")
     segment_frames: int = option(0, "frames per cached segment, at least 8 (0 = sized to the "
-                                 "job: 8 in whole batches, at most 256; fewer left over join "
+                                 "job: 8 in whole batches, 64 to 256; fewer left over join "
                                  "the last)", low=0, affects="plan")
     seed: int = option(0, "matching seed; segments derive theirs from it", low=0,
                        high=2**32 - 1, affects="plan")

@@ -35,28 +35,29 @@ def test_segments_cover_the_range() -> None:
 
 
 def test_a_job_is_cut_to_its_length_in_whole_batches() -> None:
-    """By default about 8 segments a job, in whole 32-frame batches, at most 256 frames:
+    """By default about 8 segments a job, in whole 32-frame batches, 64 to 256 frames:
     a short job is cut too (its first segments are painted while the plan runs on), a
     long one in segments of 256; render.segment_frames asks for a size."""
     config = RenderConfig()  # segment_frames 0, cluster_batch_frames 32
-    sizes = {n: [s.count for s in job_segments(5, n, config)] for n in (1, 30, 120, 1000, 5000)}
+    sizes = {n: [s.count for s in job_segments(5, n, config)]
+             for n in (1, 30, 120, 250, 1000, 5000)}
     assert sizes[1] == [1] and sizes[30] == [30]
-    assert sizes[120] == [32, 32, 32, 24]
+    assert sizes[120] == [64, 56] and sizes[250] == [64, 64, 64, 58]
     assert sizes[1000] == [128] * 7 + [104]
     assert set(sizes[5000][:-1]) == {256} and sum(sizes[5000]) == 5000
-    assert job_segments(5, 120, config)[1].start == 37
+    assert job_segments(5, 120, config)[1].start == 69
     fixed = dataclasses.replace(config, segment_frames=50)  # a size asked for is kept
     assert [s.count for s in job_segments(0, 120, fixed)] == [50, 50, 20]
 
 
 def test_no_segment_ends_a_range_with_a_frame_or_two() -> None:
     """A last piece under 8 frames joins the one before (a segment of a frame or two
-    cannot be joined after a longer one with B-frames): 33 frames are one segment, not
-    32 + 1, by default and with a size asked for; shots are cut the same way."""
+    cannot be joined after a longer one with B-frames): 129 frames are 64 + 65, not 64 +
+    64 + 1, by default and with a size asked for; shots are cut the same way."""
     config = RenderConfig()
-    assert [s.count for s in job_segments(0, 33, config)] == [33]
-    assert [s.count for s in job_segments(0, 66, config)] == [32, 34]
-    assert [s.count for s in job_segments(0, 40, config)] == [32, 8]
+    assert [s.count for s in job_segments(0, 129, config)] == [64, 65]
+    assert [s.count for s in job_segments(0, 199, config)] == [64, 64, 71]
+    assert [s.count for s in job_segments(0, 136, config)] == [64, 64, 8]
     fixed = dataclasses.replace(config, segment_frames=10)
     assert [s.count for s in job_segments(0, 21, fixed)] == [10, 11]
     assert [(s.start, s.count) for s in job_segments(0, 45, fixed, [22])] == [
@@ -65,21 +66,20 @@ def test_no_segment_ends_a_range_with_a_frame_or_two() -> None:
     assert [s.count for s in job_segments(0, 5, fixed)] == [5]
     tiny = dataclasses.replace(config, segment_frames=2)  # at least 8: 2-frame segments
     assert [s.count for s in job_segments(0, 20, tiny)] == [8, 12]  # could not be joined
-    batches = dataclasses.replace(config, cluster_batch_frames=1)
-    assert [s.count for s in job_segments(0, 16, batches)] == [8, 8]
+    batches = dataclasses.replace(config, cluster_batch_frames=1)  # 64 at least there too
+    assert [s.count for s in job_segments(0, 130, batches)] == [64, 66]
 
 
 def test_a_job_is_cut_at_its_shots() -> None:
     """Each shot is cut on its own, in equal pieces of at most the job's size, and its
     first segment is fresh (planned from a blank canvas); shots outside the range are
     ignored; a size asked for is kept; without carry_tiles every segment is fresh."""
-    config = RenderConfig()  # 200 frames: segments of up to 32
+    config = RenderConfig()  # 200 frames: segments of up to 64
     segs = job_segments(0, 200, config, [90, 123, 166, 500])
     assert [(s.start, s.count, s.fresh) for s in segs] == [
-        (0, 30, True), (30, 30, False), (60, 30, False), (90, 17, True), (107, 16, False),
-        (123, 22, True), (145, 21, False), (166, 17, True), (183, 17, False)]
-    assert [s.number for s in segs] == list(range(9))
-    assert [s.fresh for s in job_segments(0, 120, config)] == [True, False, False, False]
+        (0, 45, True), (45, 45, False), (90, 33, True), (123, 43, True), (166, 34, True)]
+    assert [s.number for s in segs] == list(range(5))
+    assert [s.fresh for s in job_segments(0, 120, config)] == [True, False]
     fixed = dataclasses.replace(config, segment_frames=50)
     assert [s.count for s in job_segments(0, 120, fixed, [60])] == [50, 10, 50, 10]
     apart = dataclasses.replace(config, carry_tiles=False)

@@ -127,13 +127,14 @@ def test_preview_range_cuts_video_and_audio(clip_with_audio: Path, tile_index: P
     assert streams(out)["frames"] == 7
 
 
-@pytest.mark.parametrize(("frames", "segment_frames"), [(33, 0), (21, 10)])
+@pytest.mark.parametrize(("frames", "segment_frames"), [(33, 32), (21, 10)])
 def test_lengths_that_leave_a_frame_over_at_a_preset_with_b_frames(
         frames: int, segment_frames: int, clip_with_audio: Path, tile_index: Path,
         tmp_path: Path) -> None:
-    """33 frames by default (32-frame batches), 21 in segments of 10: the frame over is
-    painted with the segment before (a 1-frame segment after one with B-frames made a
-    file whose frame count and duration the join refused)."""
+    """33 frames in segments of 32 (as the default cut a 33-frame job before segments
+    were 64 frames at least), 21 in segments of 10: the frame over is painted with the
+    segment before (a 1-frame segment after one with B-frames made a file whose frame
+    count and duration the join refused)."""
     config = RenderConfig(scale=2, preset="slow", segment_frames=segment_frames)
     out, report = render(clip_with_audio, tile_index, tmp_path, config, max_frames=frames)
     s = streams(out)
@@ -308,9 +309,8 @@ def test_failing_encoder_is_a_clear_error(clip_with_audio: Path, tile_index: Pat
     code, _, err = run_cli("render", clip_with_audio, "--index", tile_index, "--out", out,
                            "--scale", "2", "--set", "render.encoder=h264_nvenc", "-q")
     assert code == 1 and "Traceback" not in err
-    # one line naming the segment and the cause (both segments' encoders fail: the first
-    # to fail is named, whichever the two workers painted first)
-    assert re.match(r"error: segment [01] \(frames (0-31|32-49)\): encoding ", err), err
+    # one line naming the segment and the cause (the 50 frames are one segment)
+    assert re.match(r"error: segment 0 \(frames 0-49\): encoding ", err), err
     assert "ffmpeg failed" in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
