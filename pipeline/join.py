@@ -58,7 +58,7 @@ _TIMESCALE = ("mp4", "mov")  # muxers told to keep the segments' video time base
 _MUXER_EXIT = 5.0  # seconds a muxer that closed the relay's pipe is given to exit
 
 
-def _locked(path: Path) -> int:
+def _created_locked(path: Path) -> int:
     """``path`` created (empty) and locked for this join: its open descriptor."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -115,9 +115,8 @@ class StreamJoin:
         out.parent.mkdir(parents=True, exist_ok=True)
         # named after the job (whose lock the caller holds): a killed run's is replaced
         self.tmp = out.parent / f".{out.name}.{tag}.join.tmp"
-        self.tmp.unlink(missing_ok=True)
-        remove_stale_joins(out)
-        self._held = _locked(self.tmp)  # (the muxer writes the same file: -y keeps it)
+        remove_stale_joins(out)  # (this job's too: its lock is the caller's)
+        self._held = _created_locked(self.tmp)  # (the muxer's -y keeps the same file)
         self._position = {seg.number: i for i, seg in enumerate(segments)}
         self._ready: set[int] = set()
         self._cond = threading.Condition()

@@ -57,8 +57,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.planfile import Segment
 from pipeline.stages.painting import _LEAD as LEAD
-from pipeline.stages.painting import JOIN_WEIGHT
+from pipeline.stages.painting import task_levels
 from pipeline.tasklog import read_tasks
 
 NOT_TASKS = ("job",)  # record kinds that describe a run, not a task
@@ -229,21 +230,18 @@ ORDERS = ("critical", "executor", "local")
 
 def executor_levels(tasks: list[Task]) -> dict[str, float]:
     """Each plan and paint task's work to the job's end as the render's executor weighs
-    it (:func:`pipeline.stages.painting.task_levels`, from the tasks' frames)."""
-    by_id, children = {t.id: t for t in tasks}, _children(tasks)
+    it: :func:`pipeline.stages.painting.task_levels` of the segments the tasks cover (a
+    segment is fresh unless its plan task waits for another plan)."""
     work = [t for t in tasks if t.kind in ("plan", "paint")]
-    end = max((t.frames[1] for t in work), default=0)
-    out: dict[str, float] = {}
-    paints = {}
-    for t in work:
-        if t.kind == "paint":
-            out[t.id] = t.frames[1] - t.frames[0] + JOIN_WEIGHT * (end - t.frames[0])
-            paints[t.frames] = out[t.id]
-    for t in sorted((t for t in work if t.kind == "plan"), key=lambda t: -t.frames[0]):
-        follow = [out[c] for c in children[t.id] if by_id[c].kind == "plan" and c in out]
-        out[t.id] = t.frames[1] - t.frames[0] + max(max(follow, default=0.0),
-                                                      paints.get(t.frames, 0.0))
-    return out
+    plans = {t.id for t in work if t.kind == "plan"}
+    spans = sorted({t.frames for t in work})
+    fresh = {t.frames: not any(d in plans for d in t.deps) for t in work if t.kind == "plan"}
+    number = {span: n for n, span in enumerate(spans)}
+    plan_level, paint_level = task_levels([
+        Segment(n, span[0], span[1] - span[0], fresh.get(span, True))
+        for n, span in enumerate(spans)])
+    return {t.id: (plan_level if t.kind == "plan" else paint_level)[number[t.frames]]
+            for t in work}
 
 
 def priorities(tasks: list[Task], order: str) -> dict[str, tuple]:
