@@ -11,25 +11,24 @@ each segment after it is painted and the one before it is joined (:mod:`pipeline
 then the mux closes the file; a render that joins at the end has one mux of every
 segment instead).
 
-This replays one run's records in a list-scheduling simulation: N identical workers
-(one core each); whenever a worker is free it takes the ready task (all deps done) that
-the render's executor would hand it (``--order executor``, the default: the most work
-after it counted in frames, :func:`pipeline.stages.painting.task_levels`, as on Dask;
+This replays one run's records in a list-scheduling simulation: N identical workers (one
+core each); whenever a worker is free it takes the ready task (all deps done) that the
+render's executor would hand it (``--order executor``, the default: the most work after
+it counted in frames, :func:`pipeline.stages.painting.task_levels`, as on Dask;
 ``--order local``, the same but plans first until two planned segments a worker wait to
-be painted, as on local workers), or the one
-with the longest path of measured durations to the end of the job (``--order
-critical``: its "bottom level", what the executor's frame counts stand in for; ties in
-record order). A
-task occupies its worker for its duration, by default its CPU seconds (its process's
-threads plus the ffmpeg processes it waited for: the work, as if on one core; ``--duration
-wall`` takes the measured wall time instead), plus the time to move its bytes of the
-``--transfer`` kinds (default bank, chunk and segment: read and written) over the
-worker's own link at ``--bandwidth`` MB/s (shared storage: nothing is local; the
-storage side is not a bottleneck). A dep that is not among the records (a plan reused
-from an earlier run) counts as done at the start. The join and the mux run on the
-client, one at a time beside the workers, with the same link. Records of any kind but ``job`` are
-tasks, so new kinds (shot detection, per-block features) replay without a change here;
-those without a segment (the mux) are tasks of the whole job.
+be painted, as on local workers), or the one with the longest path of measured durations
+to the end of the job (``--order critical``: its "bottom level", what the executor's
+frame counts stand in for; ties in record order). A task occupies its worker for its
+duration, by default its CPU seconds (its process's threads plus the ffmpeg processes it
+waited for: the work, as if on one core; ``--duration wall`` takes the measured wall
+time instead), plus the time to move its bytes of the ``--transfer`` kinds (default
+bank, chunk and segment: read and written) over the worker's own link at ``--bandwidth``
+MB/s (shared storage: nothing is local; the storage side is not a bottleneck). A dep
+that is not among the records (a plan reused from an earlier run) counts as done at the
+start. The join and the mux run on the client, one at a time beside the workers, with
+the same link. Records of any kind but ``job`` are tasks, so new kinds (shot detection,
+per-block features) replay without a change here; those without a segment (the mux) are
+tasks of the whole job.
 
 ``--scale-to-frames F`` projects a longer video: the recorded tasks are repeated (ids
 kept apart) until they cover F frames (rounded up to whole segments), the last copy cut
