@@ -31,6 +31,7 @@ import numpy as np
 from pipeline.cache import publish
 from pipeline.config import X264_PRESETS, RenderConfig
 from pipeline.errors import FFmpegError, VideoError
+from pipeline.processes import widen_pipe
 from pipeline.video import Piped, ffmpeg_command
 
 # The codec each known ffmpeg video encoder produces.
@@ -210,6 +211,9 @@ class FrameWriter(Piped):
         self._shape = (height * 3 // 2, width)
         super().__init__(encode_command(self.path, width, height, rate, codec,
                                         faststart=faststart), stdin=subprocess.PIPE)
+        # a frame in a few turns of 1 MiB, not a hundred of 64 KiB: at 2560x1920 about
+        # 2 CPU-ms a frame less, the two processes together (scripts/bench_pipe.py)
+        widen_pipe(self._proc.stdin)
 
     def write(self, frame_bgr: np.ndarray) -> None:
         """Send one frame, (H, W, 3) uint8 BGR."""

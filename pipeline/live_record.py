@@ -33,6 +33,7 @@ from pipeline.cache import umask_mode
 from pipeline.encode import bgr_to_i420, encode_command, encoder_args
 from pipeline.errors import FFmpegError
 from pipeline.output import Container, audio_args, container_for, mux_args
+from pipeline.processes import widen_pipe
 from pipeline.video import ffmpeg_exe
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class Recorder:
                              encoder_args(self.encoder, CRF, PRESET))
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, start_new_session=True)
+        widen_pipe(self._proc.stdin)
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._tick, daemon=True, name="live-record")
         self._thread.start()
