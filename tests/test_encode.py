@@ -178,6 +178,9 @@ def test_the_encoders_pipe_holds_a_mebibyte(tmp_path: Path) -> None:
     fcntl = pytest.importorskip("fcntl")
     if not hasattr(fcntl, "F_GETPIPE_SZ"):
         pytest.skip("no F_GETPIPE_SZ here")
+    limit = Path("/proc/sys/fs/pipe-max-size")
+    if limit.exists() and int(limit.read_text()) < PIPE_BYTES:
+        pytest.skip("this system caps pipes under 1 MiB")
     out = tmp_path / "wide.mp4"
     writer = FrameWriter(out, 64, 48, Fraction(25), ["-c:v", "libx264", "-preset", "ultrafast"])
     assert fcntl.fcntl(writer._proc.stdin.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_BYTES
