@@ -134,15 +134,19 @@ def opencv_threads(threads: int) -> Iterator[None]:
 @contextlib.contextmanager
 def task_threads(threads: int) -> Iterator[None]:
     """A painter's share of the cores for the block: OpenCV's threads
-    (:func:`opencv_threads`) and the BLAS's (numpy's matrix products: the colour
-    transform of a scored frame's 80,000 sub-cells took 1.8 CPU-ms on two BLAS threads
-    against 0.5 on one); 0 leaves both alone."""
+    (:func:`opencv_threads`: its frame-sized conversions, resizes and blends split their
+    rows), and one BLAS thread whatever the share. numpy's matrix products in a painter
+    are small (the colour transform of a scored frame's 80,000 sub-cells: 1.8 CPU-ms on
+    two BLAS threads against 0.5 on one), and BLAS threads spin between them: a
+    1,000-frame busy job painted by one worker with two threads took 27.9 CPU-s of the
+    painter's own with two BLAS threads against 15.8 with one, and 34.9 s against 29.4 s
+    of wall (the same file). 0 leaves both alone."""
     if threads <= 0:
         yield
         return
     from threadpoolctl import threadpool_limits
 
-    with opencv_threads(threads), threadpool_limits(threads, user_api="blas"):
+    with opencv_threads(threads), threadpool_limits(1, user_api="blas"):
         yield
 
 

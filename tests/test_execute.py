@@ -165,8 +165,9 @@ def test_opencv_threads_set_for_the_block_and_put_back() -> None:
 
 
 def test_task_threads_hold_opencv_and_blas() -> None:
-    """A painter's share of the cores holds OpenCV's threads and numpy's BLAS threads to
-    it for the block, then puts both back."""
+    """A painter's share of the cores holds OpenCV's threads to it and numpy's BLAS to one
+    thread (its products are small: more threads only spin) for the block, then puts
+    both back."""
     import cv2
     from threadpoolctl import threadpool_info
 
@@ -178,4 +179,7 @@ def test_task_threads_hold_opencv_and_blas() -> None:
     before, cv_before = blas(), cv2.getNumThreads()
     with task_threads(1):
         assert cv2.getNumThreads() == 1 and set(blas()) <= {1}
+    assert blas() == before and cv2.getNumThreads() == cv_before
+    with task_threads(2):
+        assert cv2.getNumThreads() == 2 and set(blas()) <= {1}
     assert blas() == before and cv2.getNumThreads() == cv_before
