@@ -73,7 +73,7 @@ class PaintJob:
     tone: float = 0.0
     index_pin: IndexPin | None = None  # the index planned with; painters refuse another
     score_every: int = 1  # frames scored: those whose number is a multiple of it
-    threads: int = 0  # the painter's OpenCV and BLAS threads (its share of the cores; 0: theirs)
+    threads: int = 0  # the painter's share of the cores (OpenCV, its decoder; 0: theirs)
 
 
 def segment_path(work: str | Path, number: int) -> Path:
@@ -188,7 +188,7 @@ class Painter:
         job, canvas = self.job, self.canvas
         need_source = job.alpha > 0 or job.report
         source = prefetch_frames(job.info, self.seg.start, self.seg.count,
-                                 exact=True) \
+                                 exact=True, threads=job.threads) \
             if need_source else None
         try:
             for i in range(self.seg.count):

@@ -112,6 +112,26 @@ def test_an_exact_range_gives_the_whole_decodes_frames(which: str,
             np.testing.assert_array_equal(a, b)
 
 
+def test_a_decoder_held_to_a_share_of_the_cores_gives_the_same_frames(clip: Path) -> None:
+    """``threads`` (a worker's share of the cores) caps the decoder's threads, an input
+    option before ``-i``; exact ranges still give the whole decode's frames."""
+    info = probe(clip)
+    whole = list(iter_frames(clip))
+    reader = FrameReader(info, 10, 15, exact=True, threads=1)
+    args = list(reader._proc.args)
+    assert args[args.index("-threads") + 1] == "1" and args.index("-threads") < \
+        args.index("-i")
+    got = list(reader)
+    assert len(got) == 15
+    for a, b in zip(got, whole[10:], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(prefetch_frames(info, 0, 25, exact=True, threads=1), whole, strict=True):
+        np.testing.assert_array_equal(a, b)
+    free = FrameReader(info, 0, 1)  # 0: ffmpeg's own choice
+    assert "-threads" not in free._proc.args
+    free.close()
+
+
 def test_a_truncated_request_is_an_error_past_the_slack(clip: Path) -> None:
     info = probe(clip)
     assert len(list(FrameReader(info, 20, 7, slack=2))) == 7  # last frame repeated twice

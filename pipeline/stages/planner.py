@@ -164,7 +164,8 @@ class Planner:
         state = engine.start(start, tracking, segment_seed(self.config.seed, seg.number))
         changes: list[FrameChange] = []
         last = None
-        frames = prefetch_frames(self.info, seg.start, seg.count, exact=True)
+        frames = prefetch_frames(self.info, seg.start, seg.count, exact=True,
+                                 threads=self.config.plan_threads)
         # each frame's activity mask on a thread of its own, a batch ahead of the choice
         inputs = run_ahead(frames, partial(engine.marked, state),
                            ahead_frames(batch, self.info), "mosaic-mask")
