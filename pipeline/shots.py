@@ -56,7 +56,8 @@ def check_range(info: VideoInfo, start: int, stop: int) -> None:
                          f"video ({info.frames} frames)")
 
 
-def cut_shares(video: Video, grid: Grid, start: int, stop: int) -> np.ndarray:
+def cut_shares(video: Video, grid: Grid, start: int, stop: int, threads: int = 0
+               ) -> np.ndarray:
     """For each frame of ``[start, stop)``, the share of the cells whose colour jumped
     since the frame before (:func:`pipeline.activity.cut_share`).
 
@@ -65,6 +66,8 @@ def cut_shares(video: Video, grid: Grid, start: int, stop: int) -> np.ndarray:
     video : the video, probed or as a path.
     grid : the render's cell layout (its ``src_h x src_w`` must be the video's size).
     start, stop : the frame range, ``0 <= start <= stop <= frames``.
+    threads : the decoder's threads (:class:`pipeline.video.FrameReader`; 0: ffmpeg's
+        choice).
 
     Returns
     -------
@@ -80,7 +83,7 @@ def cut_shares(video: Video, grid: Grid, start: int, stop: int) -> np.ndarray:
     if stop == start:
         return shares
     first = max(0, start - 1)  # one frame of overlap: a cut at ``start`` is found
-    frames = prefetch_frames(info, first, stop - first, exact=True)
+    frames = prefetch_frames(info, first, stop - first, exact=True, threads=threads)
     try:
         prev = cell_lab(next(frames), grid) if first < start else None
         for i in range(stop - start):
@@ -93,8 +96,8 @@ def cut_shares(video: Video, grid: Grid, start: int, stop: int) -> np.ndarray:
     return shares
 
 
-def find_cuts(video: Video, grid: Grid, start: int, stop: int, scene_cut: float
-              ) -> list[int]:
+def find_cuts(video: Video, grid: Grid, start: int, stop: int, scene_cut: float,
+              threads: int = 0) -> list[int]:
     """The frames of ``[start, stop)`` where a new shot starts: those whose
     :func:`cut_shares` is over ``scene_cut`` (``render.scene_cut``), in order.
 
@@ -102,7 +105,7 @@ def find_cuts(video: Video, grid: Grid, start: int, stop: int, scene_cut: float
     never listed. An empty range gives ``[]``; a range past the end raises
     :class:`~pipeline.errors.VideoError`.
     """
-    shares = cut_shares(video, grid, start, stop)
+    shares = cut_shares(video, grid, start, stop, threads)
     return [start + int(i) for i in np.flatnonzero(shares > scene_cut)]
 
 
@@ -123,7 +126,7 @@ def split_even(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
 
 
 def find_cuts_parallel(video: Video, grid: Grid, ranges: Sequence[tuple[int, int]],
-                       scene_cut: float, workers: int = 2) -> list[int]:
+                       scene_cut: float, workers: int = 2, threads: int = 0) -> list[int]:
     """:func:`find_cuts` over each of ``ranges`` as joblib tasks on ``workers``
     processes; the cuts of all ranges, sorted and unique.
 
@@ -132,7 +135,9 @@ def find_cuts_parallel(video: Video, grid: Grid, ranges: Sequence[tuple[int, int
     start, so a cut at a range boundary is found once. ``workers`` 1 runs the ranges in
     this process, one after the other. Every range is checked before any work; the
     backend is joblib's current one (``joblib.parallel_config(backend="dask")`` runs
-    the tasks on a Dask cluster).
+    the tasks on a Dask cluster). ``threads``: each range's decoder's (0: ffmpeg's
+    choice; a local worker's share of the cores keeps the pass from running a thread a
+    core in every process).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, not {workers}")
@@ -144,7 +149,8 @@ def find_cuts_parallel(video: Video, grid: Grid, ranges: Sequence[tuple[int, int
         return []
     log.debug("shot boundaries of %s: %d ranges on %d workers", info.path, len(todo),
               workers)
-    tasks = (joblib.delayed(find_cuts)(info, grid, a, b, scene_cut) for a, b in todo)
+    tasks = (joblib.delayed(find_cuts)(info, grid, a, b, scene_cut, threads)
+             for a, b in todo)
     found = joblib.Parallel(n_jobs=min(workers, len(todo)))(tasks)
     return sorted({f for cuts in found for f in cuts})
 
@@ -171,18 +177,18 @@ def shot_starts(cuts: Sequence[int], first: int, count: int, min_frames: int) ->
 
 
 def job_shots(info: VideoInfo, grid: Grid, first: int, count: int, scene_cut: float,
-              min_frames: int, workers: int = 1) -> list[int]:
+              min_frames: int, workers: int = 1, threads: int = 0) -> list[int]:
     """Where the shots of a render job of ``count`` frames from ``first`` start
     (:func:`shot_starts` of its cuts; the first shot's start is not listed). A job of
     :data:`PARALLEL_FRAMES` frames or more is searched in ``4 x workers`` ranges on
-    ``workers`` processes (joblib's current backend); a shorter one here, in one pass.
-    ``min_frames`` 0: no search, ``[]``."""
+    ``workers`` processes (joblib's current backend; ``threads`` each decoder's), a
+    shorter one here, in one pass. ``min_frames`` 0: no search, ``[]``."""
     if min_frames < 1 or count < 2 * min_frames:
         return []
     stop = first + count
     if count >= PARALLEL_FRAMES and workers > 1:
         cuts = find_cuts_parallel(info, grid, split_even(first, stop, 4 * workers),
-                                  scene_cut, workers)
+                                  scene_cut, workers, threads)
     else:
         cuts = find_cuts(info, grid, first, stop, scene_cut)
     return shot_starts(cuts, first, count, min_frames)

@@ -95,6 +95,8 @@ def test_parallel_over_ranges_equals_one_sequential_pass(shots_clip: Path, grid)
     info = probe(shots_clip)
     assert find_cuts_parallel(info, grid, ranges, 0.6, workers=2) == sequential
     assert find_cuts_parallel(shots_clip, grid, ranges, 0.6, workers=1) == sequential
+    # each range's decoder held to one thread (a local worker's share): the same cuts
+    assert find_cuts_parallel(info, grid, ranges, 0.6, workers=2, threads=1) == sequential
     for size in (1, 7, 25, FRAMES):
         assert find_cuts_parallel(info, grid, split_range(0, FRAMES, size), 0.6,
                                   workers=2) == sequential, size

@@ -275,7 +275,8 @@ def plan_shots(plan: PlanJob, first: int, count: int, scheduler: str | None,
     if config.shot_frames and count >= PARALLEL_FRAMES:
         log.info("finding the shots of %d frames", count)
         with decode_backend(scheduler) as n_jobs:
-            starts = job_shots(*args, 8 if n_jobs is not None else workers)
+            starts = job_shots(*args, 8, 0) if n_jobs is not None else \
+                job_shots(*args, workers, max(1, usable_cores() // workers))
     else:
         starts = job_shots(*args)
     write_shots(plan.plan_dir, plan.key, starts)
