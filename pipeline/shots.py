@@ -181,8 +181,8 @@ def job_shots(info: VideoInfo, grid: Grid, first: int, count: int, scene_cut: fl
     """Where the shots of a render job of ``count`` frames from ``first`` start
     (:func:`shot_starts` of its cuts; the first shot's start is not listed). A job of
     :data:`PARALLEL_FRAMES` frames or more is searched in ``4 x workers`` ranges on
-    ``workers`` processes (joblib's current backend; ``threads`` each decoder's), a
-    shorter one here, in one pass. ``min_frames`` 0: no search, ``[]``."""
+    ``workers`` processes (joblib's current backend), a shorter one here, in one pass;
+    ``threads``: each decoder's. ``min_frames`` 0: no search, ``[]``."""
     if min_frames < 1 or count < 2 * min_frames:
         return []
     stop = first + count
@@ -190,5 +190,5 @@ def job_shots(info: VideoInfo, grid: Grid, first: int, count: int, scene_cut: fl
         cuts = find_cuts_parallel(info, grid, split_even(first, stop, 4 * workers),
                                   scene_cut, workers, threads)
     else:
-        cuts = find_cuts(info, grid, first, stop, scene_cut)
+        cuts = find_cuts(info, grid, first, stop, scene_cut, threads)
     return shot_starts(cuts, first, count, min_frames)
