@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import cv2
@@ -244,21 +245,31 @@ def cbrt(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _kernels(which: str) -> Any:
+def compiled(which: str, agrees: Callable[[Any], bool]) -> Any:
     """:mod:`pipeline.features_compiled` where numba is already loaded in this process
-    and its kernel ``which`` ("roots": the cube roots; "sums": the block sums) gives
-    numpy's or OpenCV's bits on a check, else None: every process of a job then takes the
+    and ``agrees(kernels)`` says its kernel ``which`` gives the caller's numpy bits (asked
+    once a process), else None (as :func:`_kernels`, for a kernel another module checks)."""
+    return _kernels(which, agrees)
+
+
+def _kernels(which: str, agrees: Callable[[Any], bool] | None = None) -> Any:
+    """:mod:`pipeline.features_compiled` where numba is already loaded in this process
+    and its kernel ``which`` ("roots": the cube roots; "sums": the block sums; another:
+    checked by ``agrees``) gives numpy's or OpenCV's bits on a check, else None: every
+    process of a job then takes the
     same values. Each is checked on its own: glibc 2.36's ``cbrtf`` written out is not
     numpy's ``cbrt`` where numpy has its own (its AVX-512 roots) or the C library is
     another, and the block sums are exact integers anywhere."""
     if which not in _compiled:
+        if agrees is None and which not in ("roots", "sums"):
+            raise ValueError(f"no check of the compiled {which!r} here: pass one")
         if "numba" not in sys.modules:
             return None
         _compiled[which] = None
         try:
             import pipeline.features_compiled as kernels
 
-            if _agrees(kernels, which):
+            if (agrees or partial(_agrees, which=which))(kernels):
                 _compiled[which] = kernels
             else:
                 log.debug("the compiled %s differ from numpy's here: numpy runs", which)

@@ -477,3 +477,54 @@ def test_canvas_turns_tiles_to_every_orientation_in_any_order() -> None:
         assert np.array_equal(canvas.image[:, (8 - cell) * 4:(9 - cell) * 4], want)
         assert change[cell] == np.float32(bank[tile].mean())  # from a black canvas
     assert canvas.orients[0, ::-1].tolist() == codes.tolist()
+
+
+@pytest.mark.parametrize(("recolour", "weight", "grid"), [(0.9, 0.0, 4), (0.5, 0.3, 4),
+                                                          (0.9, 0.0, 3), (1.0, 0.0, 2)])
+def test_compiled_search_features_are_numpys_to_the_bit(recolour: float, weight: float,
+                                                        grid: int) -> None:
+    """The search features of real-looking cells (Lab sub-grid means of random tiles),
+    in one compiled pass where numba is loaded, have numpy's bits: the recolouring, the
+    chroma weight, the mean colour appended."""
+    import numba  # noqa: F401  (loaded, as in a render worker)
+
+    import pipeline.features as features
+    from pipeline.features import lab_grid_means
+    from pipeline.matching import search_features
+
+    tiles = np.random.default_rng(7).integers(0, 256, (300, 16, 16, 3), np.uint8)
+    lab = lab_grid_means(tiles, grid)
+    got = search_features(lab, weight, recolour)
+    assert features._kernels("recolour") is not None  # (checked on the first call)
+    features._compiled["recolour"] = None
+    try:
+        assert got.tobytes() == search_features(lab, weight, recolour).tobytes()
+    finally:
+        features._compiled.pop("recolour", None)
+
+
+def test_a_search_features_kernel_with_other_bits_is_not_used(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel whose rows are not numpy's (a numpy summing the sub-cells in another
+    order) fails the check: numpy's path runs, with numpy's bits."""
+    import sys
+    import types
+
+    import pipeline.features as features
+    from pipeline.matching import recolour_aware, search_features
+
+    def wrong(lab, keep, chroma, out, mean):
+        mean[:] = lab.reshape(len(lab), -1, 3).mean(1) * np.float32(1.0000001)
+        out[:] = recolour_aware(lab, 1 - float(keep), mean)
+
+    fake = types.ModuleType("pipeline.features_compiled")
+    fake.recoloured_rows = wrong
+    monkeypatch.setitem(sys.modules, "numba", sys.modules.get("numba", types.ModuleType("numba")))
+    monkeypatch.setitem(sys.modules, "pipeline.features_compiled", fake)
+    monkeypatch.setattr(sys.modules["pipeline"], "features_compiled", fake, raising=False)
+    monkeypatch.setattr(features, "_compiled", {})
+    lab = (np.random.default_rng(8).standard_normal((50, 48)) * 30).astype(np.float32)
+    got = search_features(lab, 0.0, 0.9)
+    assert features._kernels("recolour") is None
+    mean = lab.reshape(50, -1, 3).mean(1)
+    assert got.tobytes() == recolour_aware(lab, 0.9, mean).tobytes()
