@@ -22,11 +22,12 @@ two searches' ``k``-th candidate can differ where two tiles are within rounding 
 other there (6-28 rows in 10^5 on real clips).
 
 The lists a query probes, the ``m`` of nearest centroid, are picked from its row of
-centroid distances in one pass too, as the row is finished (:func:`nearest_columns`, the
-columns of the numpy search's ``m`` passes of argmin); each orientation's candidates are
-merged in one pass (:func:`merge_orientations`). Compiled on first use and cached next
-to this file; a process pays numba's load once (0.4-0.65 CPU-s, shared with
-:mod:`pipeline.rules`), and a fresh install the compile (about 8 CPU-s).
+centroid distances as the row is finished (:func:`pipeline.probes.nearest_columns`, the
+columns of the numpy search's ``m`` passes of argmin, best chunk of centroids first);
+each orientation's candidates are merged in one pass (:func:`merge_orientations`).
+Compiled on first use and cached next to this file; a process pays numba's load once
+(0.4-0.65 CPU-s, shared with :mod:`pipeline.rules`), and a fresh install the compile
+(about 8 CPU-s).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numba
 import numpy as np
 
 from pipeline.distances import block_sq
+from pipeline.probes import centroid_order, nearest_columns
 
 # reassociation and contraction let a row's 48 squares vectorise; no "nnan" or "ninf"
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -174,48 +176,6 @@ def scan_lists(queries, probes, offsets, sizes, first_block, block_ids, blocks, 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _smallest_row(row, m, best, out):  # pragma: no cover - compiled
-    """The columns ``out`` (m,) of the ``m`` smallest values of ``row`` (K,), nearest
-    first, ties to the lower column: inserted into the ``m`` best so far, ``best``."""
-    filled = 0
-    for c in range(row.shape[0]):
-        v = row[c]
-        if filled == m and not v < best[m - 1]:
-            continue
-        b = filled if filled < m else m - 1
-        while b > 0 and best[b - 1] > v:  # strict: an equal value keeps its place
-            best[b] = best[b - 1]
-            out[b] = out[b - 1]
-            b -= 1
-        best[b] = v
-        out[b] = c
-        if filled < m:
-            filled += 1
-
-
-@numba.njit(cache=True, nogil=True)
-def nearest_columns(prod, a_norms, b_norms, m):  # pragma: no cover - compiled
-    """Columns of the ``m`` smallest squared distances ``prod + a_norms[:, None] +
-    b_norms`` (at least 0) of each row, nearest first, ties to the lower column (as
-    :func:`pipeline.search.smallest_sorted` gives them, in one pass over each row where
-    that takes ``m`` passes of argmin), each row finished as :func:`pipeline.search._sq_dist` does
-    (the same bits) as it is read: ``prod`` (n, K) float32, ``a @ (-2 b).T``; ``a_norms``
-    (n,), ``b_norms`` (K,) float32, the rows' squared norms. (n, min(m, K)) int64."""
-    n, width = prod.shape
-    m = min(m, width)
-    out = np.empty((n, m), np.int64)
-    best = np.empty(m, np.float32)
-    row = np.empty(width, np.float32)
-    for i in range(n):
-        for c in range(width):
-            v = prod[i, c] + a_norms[i]
-            v = v + b_norms[c]
-            row[c] = v if v > 0 else np.float32(0)
-        _smallest_row(row, m, best, out[i])
-    return out
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _next_entry(ids, dist, head, i):  # pragma: no cover - compiled
     """The orientation whose next candidate for query ``i`` comes first by (distance,
     id, orientation), -1 when none is left (see :func:`merge_orientations`)."""
@@ -294,8 +254,10 @@ class SortedLists:
     blocks : ndarray (B, D, 8), float32, the members' features, eight members a block,
         feature by feature (:func:`pipeline.distances.block_sq`); padding is 0.
     centroids : ndarray (K, D), float32 (:func:`pipeline.search.cluster_centroids`).
+    columns : ndarray (K,), int64, the centroids in chunks that lie close together
+        (:func:`pipeline.probes.centroid_order`), the order of the next two.
     twice_back, norms : ndarray (K, D) and (K,), float32: the centroids times -2, and
-        their squared norms, for each query's distances to them.
+        their squared norms, in that order, for each query's distances to them.
     """
 
     offsets: np.ndarray
@@ -306,6 +268,7 @@ class SortedLists:
     block_ids: np.ndarray
     blocks: np.ndarray
     centroids: np.ndarray
+    columns: np.ndarray
     twice_back: np.ndarray
     norms: np.ndarray
 
@@ -330,15 +293,16 @@ class SortedLists:
         rows[slots] = features[members]
         blocks = np.ascontiguousarray(rows.reshape(-1, 8, features.shape[1]).transpose(0, 2, 1))
         c = np.ascontiguousarray(centroids, dtype=np.float32)
+        columns = centroid_order(c)
         return cls(tiles.offsets.astype(np.int64), sizes, members,
-                   np.ascontiguousarray(radial[order]), first, ids, blocks, c,
-                   c * np.float32(-2), (c * c).sum(1))
+                   np.ascontiguousarray(radial[order]), first, ids, blocks, c, columns,
+                   c[columns] * np.float32(-2), (c * c).sum(1)[columns])
 
     def nearest_lists(self, queries: np.ndarray, m: int) -> np.ndarray:
         """The ``m`` lists of nearest centroid (n, m) int64 of each query (n, D) float32,
         nearest first: :func:`pipeline.search.top_clusters_by_l2`'s, to the bit."""
         return nearest_columns(queries @ self.twice_back.T, (queries * queries).sum(1),
-                               self.norms, m)
+                               self.norms, m, self.columns)
 
     def scan(self, queries: np.ndarray, probes: np.ndarray, k: int,
              bound: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -364,5 +328,5 @@ def warm() -> None:
                np.zeros(1, np.float32), np.zeros((1, 3), np.float32), 1,
                np.full(1, np.inf, np.float32))
     nearest_columns(np.zeros((1, 2), np.float32), np.zeros(1, np.float32),
-                    np.zeros(2, np.float32), 1)
+                    np.zeros(2, np.float32), 1, np.arange(2, dtype=np.int64))
     merge_orientations(np.zeros((2, 1, 1), np.int64), np.zeros((2, 1, 1), np.float32), 1)

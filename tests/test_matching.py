@@ -236,19 +236,23 @@ def test_the_compiled_scan_is_the_exact_nearest_by_distance_then_id() -> None:
 
 
 def test_the_compiled_probe_choice_is_smallest_sorteds() -> None:
-    from pipeline.scan import nearest_columns
+    from pipeline.probes import centroid_order, nearest_columns
     from pipeline.search import smallest_sorted
 
-    def smallest_columns(d: np.ndarray, m: int) -> np.ndarray:  # d >= 0: nothing to add
-        return nearest_columns(d, np.zeros(len(d), np.float32),
-                               np.zeros(d.shape[1], np.float32), m)
+    def smallest_columns(d: np.ndarray, m: int, order: np.ndarray) -> np.ndarray:
+        # d >= 0: nothing to add; its columns read in ``order`` (any gives the same)
+        return nearest_columns(np.ascontiguousarray(d[:, order]), np.zeros(len(d), np.float32),
+                               np.zeros(d.shape[1], np.float32), m, order)
 
     rng = np.random.default_rng(4)
     for shape, m in (((200, 30), 8), ((50, 5), 8), ((300, 500), 8), ((10, 1), 1),
-                     ((100, 64), 3)):
+                     ((100, 64), 3), ((40, 16), 8), ((40, 33), 8)):
         for d in (rng.integers(0, 7, shape).astype(np.float32),  # ties: the lower column
                   rng.random(shape, dtype=np.float32)):
-            np.testing.assert_array_equal(smallest_columns(d, m), smallest_sorted(d, m))
+            for order in (np.arange(shape[1]), rng.permutation(shape[1]),
+                          centroid_order(rng.random((shape[1], 4), dtype=np.float32))):
+                np.testing.assert_array_equal(
+                    smallest_columns(d, m, order.astype(np.int64)), smallest_sorted(d, m))
 
 
 def test_the_compiled_lists_of_nearest_centroid_are_top_clusters_by_l2s() -> None:
