@@ -107,7 +107,7 @@ def block_means(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
 
     Uneven sizes are split with INTER_AREA's fractional pixel weights. Where numba is
     loaded and a cell has a power-of-two number of pixels, the cells' sums are added up
-    compiled (:func:`pipeline.features_compiled.block_sums`): the same bits.
+    compiled (:func:`pipeline.features_compiled.block_means_of`): the same bits.
 
     Parameters
     ----------
@@ -124,9 +124,10 @@ def block_means(tiles_bgr: np.ndarray, grid: int) -> np.ndarray:
                 (kernels := _kernels("sums")) is not None:
             # area_means's values: the mean of 256 x each pixel, exact (256 / pixels an
             # integer), then scaled
-            sums = np.empty((n, grid, grid, 3), np.int32)
-            kernels.block_sums(np.ascontiguousarray(tiles_bgr), grid, sums)
-            return means_of_sums(sums, pixels)
+            means = np.empty((n, grid, grid, 3), np.float32)
+            kernels.block_means_of(np.ascontiguousarray(tiles_bgr), grid,
+                                   np.int32(256 // pixels), AREA_SCALE, means)
+            return means
         return area_means(tiles_bgr.reshape(n * h, w, 3), grid, n * grid).reshape(
             n, grid, grid, 3)
     return np.stack([area_means(t, grid, grid) for t in tiles_bgr])
@@ -197,17 +198,32 @@ def _to_xyz(linear: np.ndarray) -> np.ndarray:
     return (linear.reshape(-1, 3) @ _BGR_TO_XYZN).reshape(linear.shape)
 
 
+_COMPILED_LAB_MIN = 48  # values (16 colours) from which the compiled passes are taken
+
+
 def srgb_to_lab(bgr01: np.ndarray) -> np.ndarray:
     """CIELAB (D65) of sRGB colours given as BGR in 0..1, any leading shape (..., 3).
 
     The textbook formulas (OpenCV's own float conversion is about 1% off in L), with the
-    sRGB decoding through a 65,536-step table: within 0.01 of the exact values.
+    sRGB decoding through a 65,536-step table: within 0.01 of the exact values. Where
+    numba is loaded and its passes give these bits here (checked once a process: the
+    matrix product as this BLAS sums it), in two compiled passes around the cube roots
+    (:func:`pipeline.features_compiled.linear_xyz`, :func:`~pipeline.features_compiled.
+    lab_of`) where numpy makes about a dozen.
 
     Returns
     -------
     ndarray like ``bgr01``, float32: L in 0..100, a and b in their natural units.
     """
     c = np.asarray(bgr01, dtype=np.float32)
+    if c.ndim >= 3 and c.shape[-2] >= 2 and c.size >= _COMPILED_LAB_MIN and \
+            (kernels := _kernels("lab")) is not None:  # (the flat product's bits)
+        flat = np.ascontiguousarray(c).reshape(-1, 3)
+        xyz = np.empty_like(flat)
+        kernels.linear_xyz(flat, _LINEAR, _BGR_TO_XYZN, xyz)
+        lab = np.empty_like(flat)
+        kernels.lab_of(xyz, cbrt(xyz), lab)
+        return lab.reshape(c.shape)
     idx = np.clip((c * _LUT_STEPS + 0.5).astype(np.int32), 0, _LUT_STEPS)
     xyz = _to_xyz(_LINEAR[idx])
     eps, kappa = np.float32(216 / 24389), np.float32(24389 / 27)
@@ -261,7 +277,7 @@ def _kernels(which: str, agrees: Callable[[Any], bool] | None = None) -> Any:
     numpy's ``cbrt`` where numpy has its own (its AVX-512 roots) or the C library is
     another, and the block sums are exact integers anywhere."""
     if which not in _compiled:
-        if agrees is None and which not in ("roots", "sums"):
+        if agrees is None and which not in ("roots", "sums", "lab"):
             raise ValueError(f"no check of the compiled {which!r} here: pass one")
         if "numba" not in sys.modules:
             return None
@@ -280,14 +296,15 @@ def _kernels(which: str, agrees: Callable[[Any], bool] | None = None) -> Any:
 
 
 def _agrees(kernels: Any, which: str) -> bool:
-    """Whether ``kernels``' cube roots ("roots") or block sums ("sums") are numpy's or
-    OpenCV's bits here."""
+    """Whether ``kernels``' cube roots ("roots"), block sums ("sums") or Lab passes
+    ("lab") are numpy's or OpenCV's bits here."""
+    if which == "lab":
+        return _lab_agrees(kernels)
     if which == "sums":
         tiles = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), np.uint8)
-        sums = np.empty((16, 4, 4, 3), np.int32)
-        kernels.block_sums(tiles, 4, sums)
-        return means_of_sums(sums, 16).tobytes() == \
-            area_means(tiles.reshape(256, 16, 3), 4, 64).tobytes()
+        means = np.empty((16, 4, 4, 3), np.float32)
+        kernels.block_means_of(tiles, 4, np.int32(256 // 16), AREA_SCALE, means)
+        return means.tobytes() == area_means(tiles.reshape(256, 16, 3), 4, 64).tobytes()
     values = np.concatenate([_CHECK, -_CHECK]).view(np.float32)
     roots = np.empty_like(values)
     kernels.cbrt_into(values, roots)
@@ -296,3 +313,27 @@ def _agrees(kernels: Any, which: str) -> bool:
     nan = np.isnan(want)
     return np.array_equal(np.isnan(roots), nan) and \
         np.array_equal(roots.view(np.int32)[~nan], want.view(np.int32)[~nan])
+
+
+def _lab_agrees(kernels: Any) -> bool:
+    """Whether the compiled Lab passes give :func:`srgb_to_lab`'s numpy bits here (called
+    while ``_compiled["lab"]`` is None, so that numpy's run): random colours, dark ones
+    (the linear segment), the table's ends, values past 0 and 1, in shapes whose
+    products BLAS cuts differently."""
+    rng = np.random.default_rng(1)
+    edges = np.array([0, 1e-6, 0.0031, 0.0405, 0.04045, 0.5, 1 - 1e-7, 1, 1.5, -0.2, 3e9,
+                      -3e9], np.float32)
+    values = np.concatenate([rng.random(3 * 4099, dtype=np.float32),
+                             rng.random(3 * 257, dtype=np.float32) * np.float32(0.01),
+                             np.repeat(edges, 3)])
+    for width in (16, 2, 48):
+        c = values[:len(values) // (3 * width) * 3 * width].reshape(-1, width, 3)
+        flat = c.reshape(-1, 3)
+        xyz, lab = np.empty_like(flat), np.empty_like(flat)
+        kernels.linear_xyz(flat, _LINEAR, _BGR_TO_XYZN, xyz)
+        kernels.lab_of(xyz, cbrt(xyz), lab)
+        with np.errstate(invalid="ignore"):  # (numpy's cast of the values past int32)
+            want = srgb_to_lab(c)
+        if lab.reshape(c.shape).tobytes() != want.tobytes():
+            return False
+    return True

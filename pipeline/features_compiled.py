@@ -27,7 +27,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 CBRT2 = 1.2599210498948731648  # 2 ** (1 / 3)
@@ -113,6 +113,18 @@ def block_sums(tiles, g, out):  # pragma: no cover - compiled
             add_blocks(columns, bw, out[t, i])
 
 
+@numba.njit(cache=True, nogil=True)
+def block_means_of(tiles, g, times, scale, out):  # pragma: no cover - compiled
+    """:func:`block_sums` turned into means in the same pass over them: ``out`` (N, g, g,
+    3) float32 = ``float32(sum * times) * scale``, as :func:`pipeline.features.
+    means_of_sums` computes them (``times`` int32, ``scale`` float32)."""
+    sums = np.empty(out.shape, np.int32)
+    block_sums(tiles, g, sums)
+    flat, means = sums.reshape(-1), out.reshape(-1)
+    for i in range(flat.shape[0]):
+        means[i] = np.float32(flat[i] * times) * scale
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def add_blocks(columns, bw, out):  # pragma: no cover - compiled
     """``out[j]`` (g, 3) int32 = the sums of the pixel columns ``columns`` (w * 3,) int32
@@ -151,3 +163,62 @@ def recoloured_rows(lab, keep, chroma, out, mean):  # pragma: no cover - compile
                 if c > 0:
                     d = d * chroma
                 out[i, 3 * k + c] = d + kept
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
+    """``a * b + c`` rounded once (float32): the fused multiply-add BLAS's kernels use."""
+    if not all(x == types.float32 for x in (a, b, c)):
+        return None
+    sig = types.float32(a, b, c)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fn = cgutils.get_or_insert_function(builder.module,
+                                            ir.FunctionType(f32, [f32, f32, f32]),
+                                            "llvm.fma.f32")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+_BIG = np.float32(2.0**31)
+
+
+@numba.njit(cache=True, nogil=True)
+def linear_xyz(bgr01, table, matrix, xyz):  # pragma: no cover - compiled
+    """:func:`pipeline.features.srgb_to_lab`'s first half, colour by colour: each value of
+    ``bgr01`` (N, 3) float32 decoded through ``table`` (the 65,536-step sRGB table, at
+    ``int(v * 65535 + 0.5)`` clipped to it, a value past int32 or nan at 0 as numpy's
+    cast gives it), then ``xyz`` (N, 3) float32 = the row times ``matrix`` (3, 3) as
+    BLAS's kernel sums it: the first product, then two fused multiply-adds."""
+    steps = np.float32(table.shape[0] - 1)
+    last = table.shape[0] - 1
+    lin = np.empty(3, np.float32)
+    for i in range(bgr01.shape[0]):
+        for k in range(3):
+            v = bgr01[i, k] * steps + np.float32(0.5)
+            j = 0
+            if -_BIG < v < _BIG:
+                j = min(max(np.int64(np.int32(v)), 0), last)
+            lin[k] = table[j]
+        for c in range(3):
+            s = lin[0] * matrix[0, c]
+            s = _fma(lin[1], matrix[1, c], s)
+            xyz[i, c] = _fma(lin[2], matrix[2, c], s)
+
+
+@numba.njit(cache=True, nogil=True)
+def lab_of(xyz, f, lab):  # pragma: no cover - compiled
+    """:func:`pipeline.features.srgb_to_lab`'s second half: ``lab`` (N, 3) float32 from the
+    white-normalised ``xyz`` (N, 3) and their cube roots ``f`` (N, 3), the linear segment
+    where ``xyz`` is at most (6/29)^3, with numpy's float32 operations."""
+    eps, kappa = np.float32(216 / 24389), np.float32(24389 / 27)
+    r = np.empty(3, np.float32)
+    for i in range(xyz.shape[0]):
+        for c in range(3):
+            x = xyz[i, c]
+            r[c] = (kappa * x + np.float32(16)) / np.float32(116) if x <= eps else f[i, c]
+        lab[i, 0] = r[1] * np.float32(116) - np.float32(16)
+        lab[i, 1] = (r[0] - r[1]) * np.float32(500)
+        lab[i, 2] = (r[1] - r[2]) * np.float32(200)

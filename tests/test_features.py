@@ -159,14 +159,14 @@ def test_a_cube_root_kernel_with_other_bits_is_not_used(monkeypatch: pytest.Monk
     import types
 
     import pipeline.features as features
-    from pipeline.features_compiled import block_sums
+    from pipeline.features_compiled import block_means_of
 
     def wrong(x: np.ndarray, out: np.ndarray) -> None:
         with np.errstate(all="ignore"):
             out[:] = np.cbrt(x) * np.float32(1.0000001)
 
     fake = types.ModuleType("pipeline.features_compiled")
-    fake.cbrt_into, fake.block_sums = wrong, block_sums
+    fake.cbrt_into, fake.block_means_of = wrong, block_means_of
     monkeypatch.setitem(sys.modules, "pipeline.features_compiled", fake)
     monkeypatch.setattr(sys.modules["pipeline"], "features_compiled", fake)
     monkeypatch.setattr(features, "_compiled", {})
@@ -193,3 +193,55 @@ def test_compiled_block_means_are_opencvs_to_the_bit(tile: tuple[int, int], grid
         assert compiled.tobytes() == block_means(tiles, grid).tobytes()
     finally:
         features._compiled.pop("sums", None)
+
+
+def test_compiled_lab_passes_are_numpys_to_the_bit() -> None:
+    """Where numba is loaded, srgb_to_lab's two compiled passes (the table and the matrix
+    product as BLAS sums it, then the Lab from the cube roots) give numpy's bits: tiles'
+    sub-grid means, a frame's cell grid, dark colours in the linear segment, and a
+    shape too small to take them (numpy's own path)."""
+    import numba  # noqa: F401  (loaded, as in a render worker)
+
+    import pipeline.features as features
+
+    rng = np.random.default_rng(9)
+    cases = [block_means(rng.integers(0, 256, (500, 16, 16, 3), np.uint8), 4),
+             rng.random((60, 80, 3), dtype=np.float32),
+             rng.random((300, 16, 3), dtype=np.float32) * np.float32(0.02),
+             rng.random((2, 3), dtype=np.float32)]
+    got = [features.srgb_to_lab(c) for c in cases]
+    if features._kernels("lab") is None:
+        pytest.skip("this BLAS sums the colour matrix otherwise: numpy's passes run here")
+    features._compiled["lab"] = None
+    try:
+        for c, g in zip(cases, got, strict=True):
+            assert g.tobytes() == features.srgb_to_lab(c).tobytes()
+    finally:
+        features._compiled.pop("lab", None)
+
+
+def test_lab_passes_with_other_bits_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiled Lab passes whose product is not this BLAS's (another order of its sums)
+    fail the check: numpy's passes run, with numpy's bits."""
+    import sys
+    import types
+
+    import pipeline.features as features
+    from pipeline.features_compiled import lab_of
+
+    def other_order(bgr01, table, matrix, xyz):
+        with np.errstate(invalid="ignore"):  # (the check's values past int32)
+            at = (bgr01 * np.float32(65535) + np.float32(0.5)).astype(np.int32)
+        lin = table[np.clip(at, 0, len(table) - 1)]
+        xyz[:] = (lin[:, 2:3] * matrix[2] + lin[:, 1:2] * matrix[1]) + lin[:, 0:1] * matrix[0]
+
+    fake = types.ModuleType("pipeline.features_compiled")
+    fake.linear_xyz, fake.lab_of = other_order, lab_of
+    monkeypatch.setitem(sys.modules, "pipeline.features_compiled", fake)
+    monkeypatch.setattr(sys.modules["pipeline"], "features_compiled", fake)
+    monkeypatch.setattr(features, "_compiled", {"roots": None})
+    colours = np.random.default_rng(10).random((400, 16, 3), dtype=np.float32)
+    got = features.srgb_to_lab(colours)
+    assert features._kernels("lab") is None
+    features._compiled["lab"] = None
+    assert got.tobytes() == features.srgb_to_lab(colours).tobytes()
