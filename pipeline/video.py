@@ -155,8 +155,7 @@ class VideoInfo:
     """What the pipeline needs to know about an input video.
 
     ``width``/``height`` are as displayed (after rotation); ``rate`` is the exact frame
-    rate used for decoding and encoding; ``frames`` the number of frames at that rate.
-    """
+    rate used for decoding and encoding; ``frames`` the number of frames at that rate."""
 
     path: str
     width: int
@@ -295,10 +294,7 @@ class FrameReader(Piped):
     :class:`VideoError`. Past frame 0 of an MP4 whose audio starts with its video that gives
     the first frame twice, then each one late (the render's output keeps it); ``exact``
     gives the whole decode's frames from any ``start``. The pipe is widened to a frame.
-    ``threads`` > 0 caps the decoder's and the filters' threads (a worker's share of the
-    cores; 0 lets ffmpeg take one a core and more of each, each decoding thread holding
-    frames). The frames are the same; at 1280x720 on 2 cores, one of each takes about a
-    fifth less CPU and memory than ffmpeg's own choice."""
+    ``threads`` > 0 caps the decoder's and filters' threads (0: ffmpeg's, one a core)."""
 
     def __init__(self, info: VideoInfo, start: int, count: int, slack: int = 0,
                  exact: bool = False, threads: int = 0) -> None:
@@ -308,8 +304,7 @@ class FrameReader(Piped):
         if exact:  # timestamps kept from the file's start; the fps filter trims/pads to start
             fps += f":start_time={float(start / r):.6f}"
             seek = ["-ss", f"{max(0.0, float((start - 2) / r)):.6f}", "-copyts", "-start_at_zero"]
-        if threads > 0:  # the decoder's threads (an input option), and the filters'
-            seek = [*seek, "-threads", str(threads), "-filter_threads", str(threads)]
+        seek += ["-threads", str(threads), "-filter_threads", str(threads)] * (threads > 0)
         cmd = ffmpeg_command(*seek, "-i", info.path, "-map", "0:v:0", "-vf", fps,
                              *["-fps_mode", "passthrough"] * exact, "-frames:v", str(count),
                              "-f", "rawvideo", "-pix_fmt", "bgr24", "-")
@@ -352,14 +347,12 @@ _END = object()
 
 
 def prefetch_frames(info: VideoInfo, start: int, count: int, depth: int = 6,
-                    exact: bool = False, threads: int = 0
-                    ) -> Generator[np.ndarray, None, None]:
+                    exact: bool = False, threads: int = 0) -> Generator[np.ndarray, None, None]:
     """Frames ``[start, start + count)``, (H, W, 3) uint8 BGR, decoded ahead on a thread.
 
     Up to ``depth`` frames wait in a queue while the caller works on the current one.
-    The last frame or two of the video may be repeats, and ``exact`` and ``threads`` are
-    as in :class:`FrameReader`. Closing the generator stops the decoder.
-    """
+    The last frame or two of the video may be repeats; ``exact`` and ``threads`` are as
+    in :class:`FrameReader`. Closing the generator stops the decoder."""
     slack = 2 if start + count - 1 >= info.frames - 2 else 0
     reader = FrameReader(info, start, count, slack=slack, exact=exact, threads=threads)
     frames: queue.Queue = queue.Queue(depth)
