@@ -272,10 +272,11 @@ def _kernels(which: str, agrees: Callable[[Any], bool] | None = None) -> Any:
     """:mod:`pipeline.features_compiled` where numba is already loaded in this process
     and its kernel ``which`` ("roots": the cube roots; "sums": the block sums; another:
     checked by ``agrees``) gives numpy's or OpenCV's bits on a check, else None: every
-    process of a job then takes the
-    same values. Each is checked on its own: glibc 2.36's ``cbrtf`` written out is not
-    numpy's ``cbrt`` where numpy has its own (its AVX-512 roots) or the C library is
-    another, and the block sums are exact integers anywhere."""
+    process of a job then takes the same values. Each is checked on its own: glibc
+    2.36's ``cbrtf`` written out is not numpy's ``cbrt`` where numpy has its own (its
+    AVX-512 roots) or the C library is another, the block sums are exact integers
+    anywhere, and the Lab passes' colour matrix is summed as this machine's BLAS sums it
+    or not at all."""
     if which not in _compiled:
         if agrees is None and which not in ("roots", "sums", "lab"):
             raise ValueError(f"no check of the compiled {which!r} here: pass one")
