@@ -147,8 +147,8 @@ def search_features(lab_grid: np.ndarray, mean_weight: float, recolour: float) -
     """The features nearest mode searches in, for tiles and cells alike: the grid made
     :func:`recolour_aware`, then the weighted mean colour appended (:func:`with_mean`).
     Where numba is loaded (a render worker), in one compiled pass with these bits
-    (:func:`pipeline.features_compiled.recoloured_rows`: 1.5 ms of a busy 640x480 frame's
-    2,600 cells' 2.5 ms; checked once a process)."""
+    (:func:`pipeline.features_compiled.recoloured_rows`, checked once a process: the
+    571,286 cells of 200 busy 640x480 frames in 0.12 CPU-s against numpy's 0.33)."""
     lab_grid = np.ascontiguousarray(lab_grid, dtype=np.float32)
     if recolour > 0 and lab_grid.ndim == 2 and lab_grid.shape[1] % 3 == 0 and \
             (kernels := compiled("recolour", _recolour_agrees)) is not None:

@@ -26,7 +26,7 @@ from numba.extending import intrinsic
 
 CHUNK = 16  # columns read together: one 512-bit vector of float32
 _I32 = ir.IntType(32)
-_NONE = np.int64(0x7FFFFFFFFFFFFFFF)  # an empty slot's key: after every (value, column)
+NO_KEY = np.int64(0x7FFFFFFFFFFFFFFF)  # an empty slot's key: after every real one
 
 
 @intrinsic
@@ -58,6 +58,19 @@ def _chunk_min(typingctx, bits, start):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def insert_key(best, key):  # pragma: no cover - compiled
+    """Put ``key`` (a value's bits, then an id), less than the last, into the best so
+    far, ``best`` (k,) int64, kept sorted: the last drops out. (Inlined into
+    :mod:`pipeline.scan` too, whose cache is keyed by its own file: after a change here,
+    touch that file so that it compiles again.)"""
+    b = best.shape[0] - 1
+    while b > 0 and best[b - 1] > key:
+        best[b] = best[b - 1]
+        b -= 1
+    best[b] = key
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _read_chunk(bits, columns, lo, hi, best):  # pragma: no cover - compiled
     """Put the keys of values ``lo:hi`` (their bits ``bits``, their own ``columns``) that
     come before the last of ``best`` (m,) int64 (kept sorted) into it."""
@@ -65,11 +78,7 @@ def _read_chunk(bits, columns, lo, hi, best):  # pragma: no cover - compiled
     for c in range(lo, hi):
         key = (np.int64(bits[c]) << 32) | columns[c]
         if key < best[m - 1]:
-            b = m - 1
-            while b > 0 and best[b - 1] > key:
-                best[b] = best[b - 1]
-                b -= 1
-            best[b] = key
+            insert_key(best, key)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -100,10 +109,10 @@ def nearest_columns(prod, a_norms, b_norms, m, columns):  # pragma: no cover - c
             least[j] = _chunk_min(bits, j * CHUNK)
             if least[j] < least[first]:
                 first = j
-        best[:] = _NONE
+        best[:] = NO_KEY
         _read_chunk(bits, columns, first * CHUNK, min(first * CHUNK + CHUNK, width), best)
         for j in range(chunks):  # a chunk whose least is past the m-th: none of it enters
-            if j != first and (best[m - 1] == _NONE
+            if j != first and (best[m - 1] == NO_KEY
                                or least[j] <= np.int32(best[m - 1] >> 32)):
                 _read_chunk(bits, columns, j * CHUNK, min(j * CHUNK + CHUNK, width), best)
         for b in range(m):

@@ -38,7 +38,7 @@ import numba
 import numpy as np
 
 from pipeline.distances import block_sq
-from pipeline.probes import centroid_order, nearest_columns
+from pipeline.probes import NO_KEY, centroid_order, insert_key, nearest_columns
 
 # reassociation and contraction let a row's 48 squares vectorise; no "nnan" or "ninf"
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -81,21 +81,6 @@ def _window(radial, lo, hi, to, kth):  # pragma: no cover - compiled
     return first, lo + np.searchsorted(radial[lo:hi], to + r, side="right")
 
 
-_NONE = np.int64(0x7FFFFFFFFFFFFFFF)  # an empty slot's key: after every (distance, id)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _insert(best, key):  # pragma: no cover - compiled
-    """Put ``key`` (a distance's bits, then a tile id: see :func:`scan_lists`), less than
-    the last, into the ``k`` best so far, ``best`` (k,) int64, kept sorted: the last
-    drops out."""
-    b = best.shape[0] - 1
-    while b > 0 and best[b - 1] > key:
-        best[b] = best[b - 1]
-        b -= 1
-    best[b] = key
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _scan_blocks(q, blocks, block_ids, start, stop, limit, best, eight, bits
                  ):  # pragma: no cover - compiled
@@ -110,7 +95,7 @@ def _scan_blocks(q, blocks, block_ids, start, stop, limit, best, eight, bits
             if tid >= 0 and eight[u] <= limit:
                 key = (np.int64(bits[u]) << 32) | tid
                 if key < best[k - 1]:
-                    _insert(best, key)
+                    insert_key(best, key)
     return 8 * (stop - start)
 
 
@@ -149,7 +134,7 @@ def scan_lists(queries, probes, offsets, sizes, first_block, block_ids, blocks, 
     for i in range(n):
         q = queries[i]
         _nearest_first(q, probes[i], centroids, to_list, order)
-        best[:] = _NONE
+        best[:] = NO_KEY
         limit = bound[i] * (1 + _SLACK) + _SLACK  # (inf stays inf)
         for a in range(m):
             j = order[a]
@@ -157,7 +142,7 @@ def scan_lists(queries, probes, offsets, sizes, first_block, block_ids, blocks, 
             lo = offsets[c]
             hi = lo + sizes[c]
             kth = limit
-            if best[k - 1] != _NONE:
+            if best[k - 1] != NO_KEY:
                 high[0] = np.int32(best[k - 1] >> 32)
                 kth = min(value[0], limit)
             if kth < np.inf:
@@ -168,7 +153,7 @@ def scan_lists(queries, probes, offsets, sizes, first_block, block_ids, blocks, 
                                          first_block[c] + (hi - 1 - offsets[c]) // 8 + 1,
                                          limit, best, eight, bits)
         for b in range(k):
-            if best[b] == _NONE:
+            if best[b] == NO_KEY:
                 break
             high[0] = np.int32(best[b] >> 32)
             out_i[i, b], out_d[i, b] = best[b] & 0xFFFFFFFF, value[0]
