@@ -17,9 +17,9 @@ by row in one pass where numpy makes five over the whole block (about a tenth of
 
 :mod:`pipeline.features` uses each where numba is loaded and it gives numpy's or OpenCV's
 bits (numpy's own AVX-512 cube roots are not glibc's: there numpy's run).
-Compiled on first use and cached next to this file. :func:`add_blocks` is inlined into
-:func:`pipeline.placing.measure_cells` too, whose cache is keyed by its own file: after a
-change to it, touch that file so that it compiles again.
+Compiled on first use and cached next to this file. :func:`add_blocks` and :func:`fma` are
+inlined into :func:`pipeline.placing.measure_cells` too, whose cache is keyed by its own
+file: after a change to either, touch that file so that it compiles again.
 """
 
 from __future__ import annotations
@@ -166,8 +166,10 @@ def recoloured_rows(lab, keep, chroma, out, mean):  # pragma: no cover - compile
 
 
 @intrinsic
-def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
-    """``a * b + c`` rounded once (float32): the fused multiply-add BLAS's kernels use."""
+def fma(typingctx, a, b, c):  # pragma: no cover - compiled
+    """``a * b + c`` rounded once (float32): the fused multiply-add that BLAS's kernels
+    and OpenCV's luma transform use (:func:`linear_xyz`, :func:`pipeline.placing.
+    measure_cells`)."""
     if not all(x == types.float32 for x in (a, b, c)):
         return None
     sig = types.float32(a, b, c)
@@ -204,8 +206,8 @@ def linear_xyz(bgr01, table, matrix, xyz):  # pragma: no cover - compiled
             lin[k] = table[j]
         for c in range(3):
             s = lin[0] * matrix[0, c]
-            s = _fma(lin[1], matrix[1, c], s)
-            xyz[i, c] = _fma(lin[2], matrix[2, c], s)
+            s = fma(lin[1], matrix[1, c], s)
+            xyz[i, c] = fma(lin[2], matrix[2, c], s)
 
 
 @numba.njit(cache=True, nogil=True)

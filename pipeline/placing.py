@@ -31,7 +31,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from pipeline.features_compiled import add_blocks
+from pipeline.features_compiled import add_blocks, fma
 
 VECTOR_WIDTHS = (16, 32, 48, 64)  # tile widths (pixels) that sat_tile places: 3w % 16 == 0
 _I1, _I8, _I16, _I32, _I64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
@@ -215,15 +215,6 @@ def _place_loops(flat, d0, stride, bank1, s0, h, w, up, down, mirror, measure
     return total
 
 
-@intrinsic
-def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
-    """``a * b + c`` (float32) rounded once (a fused multiply-add)."""
-    def codegen(context, builder, signature, args):
-        return builder.fma(*args)
-
-    return types.float32(types.float32, types.float32, types.float32), codegen
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def measure_cells(image, cells, cols, h, w, g, weights, sums, luma_sum, luma_squares
                   ):  # pragma: no cover - compiled
@@ -252,7 +243,7 @@ def measure_cells(image, cells, cols, h, w, g, weights, sums, luma_sum, luma_squ
                 for x in range(w3):
                     columns[x] += np.int32(line[x])
                 for x in range(w):
-                    v = _fma(np.float32(line[3 * x + 2]), wr, _fma(
+                    v = fma(np.float32(line[3 * x + 2]), wr, fma(
                         np.float32(line[3 * x]), wb, np.float32(line[3 * x + 1]) * wg))
                     levels[x] = np.int32(min(max(np.rint(v), np.float32(0)), np.float32(255)))
                 line_total = line_squares = np.int32(0)
