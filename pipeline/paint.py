@@ -38,6 +38,7 @@ from pipeline.grid import Grid
 from pipeline.heap import steady_heap, trim_heap
 from pipeline.metrics import SUB, FrameScorer, source_cells, tile_keys
 from pipeline.planfile import PlanChunk, Segment, chunk_path, read_chunk
+from pipeline.stash import take
 from pipeline.tasklog import TaskClock, file_bytes, source_bytes
 from pipeline.tone import gains, shifts
 from pipeline.video import VideoInfo, prefetch_frames
@@ -180,16 +181,14 @@ class Painter:
                                  "prev_key": tile_keys(start.ids, start.orients)})
         self.source: np.ndarray | None = None
         self.scored = False
+        self.stashed = 0  # bytes of source frames taken from the stash, not decoded
         self._since = np.zeros(self.grid.cells, bool)  # placed since the last scored frame
 
     def frames(self) -> Iterator[np.ndarray]:
         """The pure mosaic of each frame of the segment, (out_h, out_w, 3) uint8 BGR (the
         canvas's own image: valid until the next frame)."""
         job, canvas = self.job, self.canvas
-        need_source = job.alpha > 0 or job.report
-        source = prefetch_frames(job.info, self.seg.start, self.seg.count,
-                                 exact=True, threads=job.threads) \
-            if need_source else None
+        source = self._source() if job.alpha > 0 or job.report else None
         try:
             for i in range(self.seg.count):
                 self.source = next(source) if source is not None else None
@@ -210,6 +209,19 @@ class Painter:
         finally:
             if source is not None:
                 source.close()
+
+    def _source(self) -> Iterator[np.ndarray]:
+        """The segment's source frames: those its plan task stashed on this machine
+        (:mod:`pipeline.stash`; :attr:`stashed` their bytes), else decoded (the same
+        bits)."""
+        job, seg = self.job, self.seg
+        shape = (job.info.height, job.info.width, 3)
+        stashed = take(job.plan_dir, job.plan_key, seg.number, seg.start, seg.count, shape)
+        if stashed is not None:
+            self.stashed = seg.count * int(np.prod(shape))
+            return stashed
+        return prefetch_frames(job.info, seg.start, seg.count, exact=True,
+                               threads=job.threads)
 
     def _score(self, cells: np.ndarray, change: np.ndarray) -> None:
         grid, canvas = self.grid, self.canvas
@@ -236,8 +248,6 @@ def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk, read: dict[str, int]) 
     grid = job.grid
     painter = Painter(job, seg, chunk)
     read["bank"] = painter.bank_bytes
-    if job.alpha > 0 or job.report:  # the painter decodes the source frames
-        read["source"] = source_bytes(job.info.path, seg.count, job.info.frames)
     encoder = SegmentEncoder(job.work, segment_path(job.work, seg.number).name, grid.out_w,
                              grid.out_h, job.info.rate, list(job.codec))
     try:
@@ -255,6 +265,10 @@ def _paint(job: PaintJob, seg: Segment, chunk: PlanChunk, read: dict[str, int]) 
             if (i + 1) % _PROGRESS_EVERY == 0:
                 _note_progress(job, seg, i + 1)
         encoder.finish(segment_path(job.work, seg.number))
+        if painter.stashed:
+            read["stash"] = painter.stashed
+        elif job.alpha > 0 or job.report:  # the painter decoded the source frames
+            read["source"] = source_bytes(job.info.path, seg.count, job.info.frames)
     finally:
         encoder.abort()
         frames.close()  # stops the source's decoder

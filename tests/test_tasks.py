@@ -55,14 +55,19 @@ def test_render_records_every_task(clip_with_audio: Path, tile_index: Path,
         assert plan["deps"] == ([f"plan-{n - 1:05d}"] if n else [])  # carried over
         assert paint["deps"] == [f"plan-{n:05d}"] and not paint["cached"]
         chunk = chunk_path(plan_dir, n).stat().st_size
-        assert plan["written"] == {"chunk": chunk} and paint["read"]["chunk"] == chunk
+        assert plan["written"]["chunk"] == chunk and paint["read"]["chunk"] == chunk
+        # the plan's decoded frames handed to the painter on this machine (BGR), not
+        # decoded again (pipeline.stash)
+        frames = paint["frames"][1] - paint["frames"][0]
+        assert plan["written"]["stash"] == paint["read"]["stash"] == frames * 120 * 160 * 3
+        assert "source" not in paint["read"]
         assert paint["written"] == {"segment": segment_path(work, n).stat().st_size}
         # the plan reads a tile's pixels once (its colour statistics are kept): a later
         # segment that places only tiles seen before reads none
         assert plan["read"]["bank"] >= (1 if n == 0 else 0)
         assert plan["read"]["bank"] % tile_bytes == 0
         assert paint["read"]["bank"] > 0 and paint["read"]["bank"] % tile_bytes == 0
-        assert plan["read"]["source"] > 0 and paint["read"]["source"] > 0
+        assert plan["read"]["source"] > 0
         for r in (plan, paint):
             assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["child_cpu_s"] >= 0
         # plans and paints run in worker processes, and a painter's encoder (a child it

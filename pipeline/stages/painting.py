@@ -48,6 +48,7 @@ from pipeline.planfile import (
     write_manifest,
 )
 from pipeline.stages.planner import PlanJob, plan_task
+from pipeline.stash import job_stash
 from pipeline.tasklog import TaskLog
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,10 @@ def render_segments(job: RenderJob, pool, bar: tqdm) -> dict[int, dict]:
     plan_dir = Path(job.plan.plan_dir)
     lock = contextlib.nullcontext() if job.plan_reused else file_lock(
         plan_dir / ".lock", f"the plan {job.plan.key[:12]}")
-    with lock:
+    # plan tasks hand their decoded frames to the painters of this machine (none where
+    # the plan is reused: nothing is decoded twice then)
+    stash = job_stash(job.plan.plan_dir, job.plan.key, enabled=not job.plan_reused)
+    with lock, stash:
         failed = True
         try:
             run.start()

@@ -51,6 +51,7 @@ from pipeline.planfile import (
     write_shots,
 )
 from pipeline.shots import PARALLEL_FRAMES, job_shots
+from pipeline.stash import Tee
 from pipeline.tasklog import TaskClock, file_bytes, source_bytes
 from pipeline.video import VideoInfo, prefetch_frames
 
@@ -164,8 +165,11 @@ class Planner:
         state = engine.start(start, tracking, segment_seed(self.config.seed, seg.number))
         changes: list[FrameChange] = []
         last = None
-        frames = prefetch_frames(self.info, seg.start, seg.count, exact=True,
-                                 threads=self.config.plan_threads)
+        # the frames also stashed for the segment's painter, where the client made room
+        frames = Tee(prefetch_frames(self.info, seg.start, seg.count, exact=True,
+                                     threads=self.config.plan_threads),
+                     str(self.plan_dir), self.key, seg.number, seg.start, seg.count,
+                     (self.info.height, self.info.width, 3))
         # each frame's activity mask on a thread of its own, a batch ahead of the choice
         inputs = run_ahead(frames, partial(engine.marked, state),
                            ahead_frames(batch, self.info), "mosaic-mask")
@@ -189,7 +193,8 @@ class Planner:
                 "plan", seg.number, (seg.start, seg.start + seg.count), deps,
                 {"bank": self._bank_read,
                  "source": source_bytes(self.info.path, seg.count, self.info.frames)},
-                {"chunk": file_bytes(chunk_path(self.plan_dir, seg.number))}))
+                {"chunk": file_bytes(chunk_path(self.plan_dir, seg.number)),
+                 **({"stash": frames.stored} if frames.stored else {})}))
         return state.canvas, end_src_lab, end_tracking
 
 
