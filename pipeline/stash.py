@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
+import stat
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 
@@ -37,6 +39,7 @@ STASH_ENV = "MOSAIC_STASH"
 BUDGET = 512 << 20  # bytes of frames a job's folder may hold (and at most 1/8 of free memory)
 _OWNER = "owner"  # the client's pid, in its job's folder
 _SHARED = Path("/dev/shm")
+_NAME = re.compile(r"[0-9a-f]{24}")  # a job's folder (a digest of its plan's folder and key)
 
 
 def stash_root() -> Path | None:
@@ -74,12 +77,21 @@ def _owner(folder: Path) -> int | None:
         return None
 
 
+def _ours(root: Path) -> bool:
+    """Whether ``root`` is a real folder (not a link) of this user's: in a shared
+    ``/dev/shm`` another user could have made it first."""
+    st = os.lstat(root)
+    return stat.S_ISDIR(st.st_mode) and (not hasattr(os, "getuid") or st.st_uid == os.getuid())
+
+
 def _sweep(root: Path) -> None:
-    """Remove the job folders in ``root`` whose client is gone (killed before it could)."""
+    """Remove the job folders in ``root`` whose client is gone (killed before it could):
+    only folders named as :func:`_job_folder` names them, with an owner that has exited
+    (nothing else in ``root`` is touched: ``$MOSAIC_STASH`` may hold other things)."""
     with contextlib.suppress(OSError):
         for folder in root.iterdir():
-            owner = _owner(folder)
-            if folder.is_dir() and (owner is None or not _alive(owner)):
+            if _NAME.fullmatch(folder.name) and folder.is_dir() and \
+                    (owner := _owner(folder)) is not None and not _alive(owner):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -92,12 +104,18 @@ def job_stash(plan_dir: str, plan_key: str, enabled: bool = True) -> Iterator[Pa
     if folder is None:
         yield None
         return
+    made = False
     try:
         folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _ours(folder.parent):
+            raise OSError("not this user's own folder")
         _sweep(folder.parent)
         folder.mkdir(mode=0o700)
+        made = True
         (folder / _OWNER).write_text(str(os.getpid()))
     except OSError as exc:  # (held by a live job, or no room: decode as before)
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
         log.debug("no source stash in %s: %s", folder, exc)
         yield None
         return

@@ -88,8 +88,10 @@ def test_a_decoders_error_is_not_swallowed(root: Path) -> None:
 
 
 def test_a_killed_clients_folder_goes_and_a_live_ones_stays(root: Path) -> None:
-    gone = root / "left-by-a-killed-job"
+    gone = root / ("0" * 24)
     gone.mkdir(parents=True)
+    (root / "not-ours").mkdir()  # (anything else in the folder is left alone)
+    (root / ("1" * 24)).mkdir()  # (a job's folder being made: no owner yet)
     proc = subprocess.Popen(["sleep", "0"])  # a pid that has exited
     proc.wait()
     (gone / "owner").write_text(str(proc.pid))
@@ -103,7 +105,7 @@ def test_a_killed_clients_folder_goes_and_a_live_ones_stays(root: Path) -> None:
         assert folder.is_dir()
     with job_stash(*PLAN, enabled=False) as off:
         assert off is None
-    assert os.listdir(root) == []
+    assert sorted(os.listdir(root)) == ["1" * 24, "not-ours"]
 
 
 def test_off_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,3 +141,14 @@ def test_stashed_frames_paint_what_decoded_ones_do(tile_index: Path, tmp_path: P
     assert all("stash" in r["read"] and "source" not in r["read"] for r in records["on"])
     assert all("source" in r["read"] and "stash" not in r["read"] for r in records["off"])
     assert os.listdir(tmp_path / "stash") == []  # nothing left in memory
+
+
+def test_a_root_that_is_a_link_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "link").symlink_to(elsewhere)
+    monkeypatch.setenv(STASH_ENV, str(tmp_path / "link"))
+    with job_stash(*PLAN) as folder:
+        assert folder is None
+    assert os.listdir(elsewhere) == []
