@@ -149,22 +149,29 @@ def budget() -> int:
 
 
 class Tee:
-    """The frames of ``frames`` (each (H, W, 3) uint8 BGR, ``shape``), passed on as they
-    come and written, the segment whole, into the job's stash folder (``plan_dir``,
-    ``plan_key``; segment ``number`` of ``count`` frames from ``start``) where there is
-    one and room; renamed into place only when all ``count`` frames are in. Any failure
-    to write stops the writing, never the frames. :attr:`stored`: the bytes stashed
-    (0 until the last frame has passed)."""
+    """A segment's frames passed on as they come and written, the segment whole, into
+    the job's stash folder (``plan_dir``, ``plan_key``; segment ``number`` of ``count``
+    frames from ``start``, each (H, W, 3) uint8 BGR, ``shape``) where there is one and
+    room: :meth:`over` the decoded frames (the decoder's thread runs it:
+    :func:`pipeline.video.prefetch_frames`' ``through``). The file is renamed into place
+    only when all ``count`` frames are in; any failure to write stops the writing, never
+    the frames. :attr:`stored`: the bytes stashed (0 until the last frame has passed)."""
 
-    def __init__(self, frames: Iterable[np.ndarray], plan_dir: str, plan_key: str,
-                 number: int, start: int, count: int, shape: tuple[int, int, int]) -> None:
-        self.frames, self.shape, self.count, self.stored = frames, shape, count, 0
+    def __init__(self, plan_dir: str, plan_key: str, number: int, start: int, count: int,
+                 shape: tuple[int, int, int]) -> None:
+        self.frames: Iterable[np.ndarray] = ()
+        self.shape, self.count, self.stored = shape, count, 0
         folder = _job_folder(plan_dir, plan_key)
         self.path = None if folder is None or not folder.is_dir() else \
             _file(folder, number, start, count)
         self.need = count * int(np.prod(shape))
         self.tmp: Path | None = None
         self._it: Generator[np.ndarray, None, None] | None = None
+
+    def over(self, frames: Iterable[np.ndarray]) -> Tee:
+        """This tee over ``frames`` (iterate it once)."""
+        self.frames = frames
+        return self
 
     def _open(self) -> int | None:
         if self.path is None or self.need <= 0 or \

@@ -3,12 +3,10 @@
 
 Frames cross process boundaries as raw ``bgr24`` over pipes: ffmpeg decodes (applying
 rotation metadata and normalising to a constant frame rate) and ffmpeg encodes. PyAV,
-whose wheel carries FFmpeg's libraries, does the probing.
-
-Inputs are checked before anything reads them: ``file://`` URLs name local files
-(:func:`local_path`), and only regular files are opened (:func:`check_regular`: a FIFO
-with no writer would block forever). An ffmpeg that is missing or does not run is said
-once, before any work (:func:`ffmpeg_exe`).
+whose wheel carries FFmpeg's libraries, does the probing. Inputs are checked before
+anything reads them: ``file://`` URLs name local files (:func:`local_path`), and only
+regular files are opened (:func:`check_regular`: a FIFO with no writer would block
+forever). An ffmpeg that is missing or does not run is said once (:func:`ffmpeg_exe`).
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ import threading
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -347,12 +345,14 @@ _END = object()
 
 
 def prefetch_frames(info: VideoInfo, start: int, count: int, depth: int = 6,
-                    exact: bool = False, threads: int = 0) -> Generator[np.ndarray, None, None]:
+                    exact: bool = False, threads: int = 0, through: Callable | None = None
+                    ) -> Generator[np.ndarray, None, None]:
     """Frames ``[start, start + count)``, (H, W, 3) uint8 BGR, decoded ahead on a thread.
 
     Up to ``depth`` frames wait in a queue while the caller works on the current one.
     The last frame or two of the video may be repeats; ``exact`` and ``threads`` are as
-    in :class:`FrameReader`. Closing the generator stops the decoder."""
+    in :class:`FrameReader`; ``through`` (frames -> frames) runs on that thread (a plan
+    task's :class:`pipeline.stash.Tee`). Closing the generator stops the decoder."""
     slack = 2 if start + count - 1 >= info.frames - 2 else 0
     reader = FrameReader(info, start, count, slack=slack, exact=exact, threads=threads)
     frames: queue.Queue = queue.Queue(depth)
@@ -368,7 +368,7 @@ def prefetch_frames(info: VideoInfo, start: int, count: int, depth: int = 6,
 
     def pump() -> None:
         try:
-            for frame in reader:
+            for frame in (reader if through is None else through(reader)):
                 put(frame)
                 if stop.is_set():
                     return

@@ -40,7 +40,7 @@ def test_a_segment_passes_through_and_is_taken_once(root: Path) -> None:
     src = frames(5)
     with job_stash(*PLAN) as folder:
         assert folder is not None and folder.parent == root
-        tee = Tee(iter(src), *PLAN, 3, 40, 5, SHAPE)
+        tee = Tee(*PLAN, 3, 40, 5, SHAPE).over(iter(src))
         passed = list(tee)
         assert all(a is b for a, b in zip(passed, src, strict=True))  # passed on as they are
         assert tee.stored == 5 * int(np.prod(SHAPE))
@@ -55,20 +55,23 @@ def test_a_segment_passes_through_and_is_taken_once(root: Path) -> None:
 def test_nothing_is_kept_without_a_folder_or_room_or_every_frame(
         root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = frames(4)
-    tee = Tee(iter(src), *PLAN, 0, 0, 4, SHAPE)  # no job folder made: a remote worker
+    # no job folder made (a worker on another machine)
+    tee = Tee(*PLAN, 0, 0, 4, SHAPE).over(iter(src))
     assert len(list(tee)) == 4 and tee.stored == 0
     with job_stash(*PLAN) as folder:
         monkeypatch.setattr(stash, "BUDGET", 3 * int(np.prod(SHAPE)))
-        tee = Tee(iter(src), *PLAN, 0, 0, 4, SHAPE)  # over the budget
+        tee = Tee(*PLAN, 0, 0, 4, SHAPE).over(iter(src))  # over the budget
         assert len(list(tee)) == 4 and tee.stored == 0
         monkeypatch.setattr(stash, "BUDGET", 1 << 20)
-        tee = Tee(iter(src), *PLAN, 1, 0, 4, SHAPE)  # a plan stopped after two frames
+        # a plan stopped after two frames
+        tee = Tee(*PLAN, 1, 0, 4, SHAPE).over(iter(src))
         it = iter(tee)
         next(it), next(it)
         tee.close()
-        tee = Tee(iter(src[:3]), *PLAN, 2, 0, 4, SHAPE)  # fewer frames than the segment
+        # fewer frames than the segment
+        tee = Tee(*PLAN, 2, 0, 4, SHAPE).over(iter(src[:3]))
         assert len(list(tee)) == 3 and tee.stored == 0
-        tee = Tee(iter([src[0], np.zeros((2, 2, 3), np.uint8)]), *PLAN, 3, 0, 2, SHAPE)
+        tee = Tee(*PLAN, 3, 0, 2, SHAPE).over(iter([src[0], np.zeros((2, 2, 3), np.uint8)]))
         assert len(list(tee)) == 2 and tee.stored == 0  # a frame of another size
         assert [p.name for p in folder.iterdir()] == ["owner"]  # no file, no temporary
         (folder / "00004-0-4.bgr").write_bytes(b"x" * 10)  # damaged: not whole
@@ -81,7 +84,7 @@ def test_a_decoders_error_is_not_swallowed(root: Path) -> None:
         raise OSError("decoder died")
 
     with job_stash(*PLAN) as folder:
-        tee = Tee(failing(), *PLAN, 0, 0, 2, SHAPE)
+        tee = Tee(*PLAN, 0, 0, 2, SHAPE).over(failing())
         with pytest.raises(OSError, match="decoder died"):
             list(tee)
         assert [p.name for p in folder.iterdir()] == ["owner"]

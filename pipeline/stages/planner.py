@@ -166,10 +166,11 @@ class Planner:
         changes: list[FrameChange] = []
         last = None
         # the frames also stashed for the segment's painter, where the client made room
-        frames = Tee(prefetch_frames(self.info, seg.start, seg.count, exact=True,
-                                     threads=self.config.plan_threads),
-                     str(self.plan_dir), self.key, seg.number, seg.start, seg.count,
-                     (self.info.height, self.info.width, 3))
+        # (written on the decoder's thread)
+        stash = Tee(str(self.plan_dir), self.key, seg.number, seg.start, seg.count,
+                    (self.info.height, self.info.width, 3))
+        frames = prefetch_frames(self.info, seg.start, seg.count, exact=True,
+                                 threads=self.config.plan_threads, through=stash.over)
         # each frame's activity mask on a thread of its own, a batch ahead of the choice
         inputs = run_ahead(frames, partial(engine.marked, state),
                            ahead_frames(batch, self.info), "mosaic-mask")
@@ -194,7 +195,7 @@ class Planner:
                 {"bank": self._bank_read,
                  "source": source_bytes(self.info.path, seg.count, self.info.frames)},
                 {"chunk": file_bytes(chunk_path(self.plan_dir, seg.number)),
-                 **({"stash": frames.stored} if frames.stored else {})}))
+                 **({"stash": stash.stored} if stash.stored else {})}))
         return state.canvas, end_src_lab, end_tracking
 
 
