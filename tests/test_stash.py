@@ -155,3 +155,16 @@ def test_a_root_that_is_a_link_is_not_used(tmp_path: Path, monkeypatch: pytest.M
     with job_stash(*PLAN) as folder:
         assert folder is None
     assert os.listdir(elsewhere) == []
+
+
+def test_a_full_shared_memory_stashes_nothing(small_disk, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    disk = small_disk(64 << 10)  # 64 KiB: room for the folder, not for a segment
+    monkeypatch.setenv(STASH_ENV, str(disk.path))
+    src = [np.zeros((64, 64, 3), np.uint8)] * 8  # 96 KiB
+    with job_stash(*PLAN) as folder:
+        assert folder is not None
+        tee = Tee(*PLAN, 0, 0, 8, (64, 64, 3)).over(iter(src))
+        assert len(list(tee)) == 8 and tee.stored == 0  # the frames all passed on
+        assert [p.name for p in folder.iterdir()] == ["owner"]
+        assert take(*PLAN, 0, 0, 8, (64, 64, 3)) is None
