@@ -26,18 +26,20 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.cache import digest_text
+from pipeline.errors import LockedError
+from pipeline.locks import file_lock
 
 log = logging.getLogger(__name__)
 
 STASH_ENV = "MOSAIC_STASH"
 BUDGET = 512 << 20  # bytes of frames a job's folder may hold (and at most 1/8 of free memory)
-_OWNER = "owner"  # the client's pid, in its job's folder
+_OWNER = "owner"  # the client's lock on its job's folder (pipeline.locks.file_lock)
 _SHARED = Path("/dev/shm")
 _NAME = re.compile(r"[0-9a-f]{24}")  # a job's folder (a digest of its plan's folder and key)
 
@@ -55,26 +57,11 @@ def stash_root() -> Path | None:
     return _SHARED / f"mosaic-stash-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
 
-def _job_folder(plan_dir: str, plan_key: str) -> Path | None:
+def _job_folder(plan_dir: str | Path, plan_key: str) -> Path | None:
     root = stash_root()
-    return None if root is None else root / digest_text(str(plan_dir), plan_key)[:24]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def _owner(folder: Path) -> int | None:
-    try:
-        return int((folder / _OWNER).read_text())
-    except (OSError, ValueError):
-        return None
+    # (the path as pathlib writes it: the client, planners and painters pass it as str or
+    # Path, with or without a trailing slash)
+    return None if root is None else root / digest_text(str(Path(plan_dir)), plan_key)[:24]
 
 
 def _ours(root: Path) -> bool:
@@ -86,43 +73,43 @@ def _ours(root: Path) -> bool:
 
 def _sweep(root: Path) -> None:
     """Remove the job folders in ``root`` whose client is gone (killed before it could):
-    only folders named as :func:`_job_folder` names them, with an owner that has exited
-    (nothing else in ``root`` is touched: ``$MOSAIC_STASH`` may hold other things)."""
+    only folders named as :func:`_job_folder` names them, whose owner lock no live client
+    holds (nothing else in ``root`` is touched: ``$MOSAIC_STASH`` may hold other things)."""
     with contextlib.suppress(OSError):
         for folder in root.iterdir():
-            if _NAME.fullmatch(folder.name) and folder.is_dir() and \
-                    (owner := _owner(folder)) is not None and not _alive(owner):
-                shutil.rmtree(folder, ignore_errors=True)
+            if _NAME.fullmatch(folder.name) and (folder / _OWNER).is_file():
+                with contextlib.suppress(LockedError, OSError), \
+                        file_lock(folder / _OWNER, f"the source stash {folder}", timeout=0):
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def job_stash(plan_dir: str, plan_key: str, enabled: bool = True) -> Iterator[Path | None]:
+def job_stash(plan_dir: str | Path, plan_key: str, enabled: bool = True) -> Iterator[Path | None]:
     """The client's side: the stash folder of the job planning ``plan_key`` in
-    ``plan_dir`` made for the block (None: no stash: disabled, no shared memory, or
-    another live job holds it), and removed after it with whatever it holds."""
+    ``plan_dir`` made for the block and held (its owner lock, :func:`pipeline.locks.
+    file_lock`, which the kernel drops if the client is killed), and removed after it
+    with whatever it holds. None: no stash (disabled, no shared memory, or another live
+    job holds it)."""
     folder = _job_folder(plan_dir, plan_key) if enabled else None
     if folder is None:
         yield None
         return
-    made = False
+    held = contextlib.ExitStack()
     try:
         folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _ours(folder.parent):
             raise OSError("not this user's own folder")
         _sweep(folder.parent)
         folder.mkdir(mode=0o700)
-        made = True
-        (folder / _OWNER).write_text(str(os.getpid()))
-    except OSError as exc:  # (held by a live job, or no room: decode as before)
-        if made:
-            shutil.rmtree(folder, ignore_errors=True)
+        held.callback(shutil.rmtree, folder, ignore_errors=True)
+        held.enter_context(file_lock(folder / _OWNER, f"the source stash {folder}", timeout=0))
+    except (OSError, LockedError) as exc:  # (held by a live job, or no room: decode)
+        held.close()
         log.debug("no source stash in %s: %s", folder, exc)
         yield None
         return
-    try:
+    with held:
         yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _file(folder: Path, number: int, start: int, count: int) -> Path:
@@ -152,12 +139,13 @@ class Tee:
     """A segment's frames passed on as they come and written, the segment whole, into
     the job's stash folder (``plan_dir``, ``plan_key``; segment ``number`` of ``count``
     frames from ``start``, each (H, W, 3) uint8 BGR, ``shape``) where there is one and
-    room: :meth:`over` the decoded frames (the decoder's thread runs it:
-    :func:`pipeline.video.prefetch_frames`' ``through``). The file is renamed into place
-    only when all ``count`` frames are in; any failure to write stops the writing, never
-    the frames. :attr:`stored`: the bytes stashed (0 until the last frame has passed)."""
+    room: :meth:`over` the decoded frames (the decoder's thread iterates it:
+    :func:`pipeline.video.prefetch_frames`' ``through``; their source stays its caller's
+    to close). The file is renamed into place only when all ``count`` frames are in; any
+    failure to write stops the writing, never the frames. :attr:`stored`: the bytes
+    stashed (0 until the last frame has passed)."""
 
-    def __init__(self, plan_dir: str, plan_key: str, number: int, start: int, count: int,
+    def __init__(self, plan_dir: str | Path, plan_key: str, number: int, start: int, count: int,
                  shape: tuple[int, int, int]) -> None:
         self.frames: Iterable[np.ndarray] = ()
         self.shape, self.count, self.stored = shape, count, 0
@@ -165,85 +153,71 @@ class Tee:
         self.path = None if folder is None or not folder.is_dir() else \
             _file(folder, number, start, count)
         self.need = count * int(np.prod(shape))
-        self.tmp: Path | None = None
-        self._it: Generator[np.ndarray, None, None] | None = None
 
     def over(self, frames: Iterable[np.ndarray]) -> Tee:
         """This tee over ``frames`` (iterate it once)."""
         self.frames = frames
         return self
 
-    def _open(self) -> int | None:
-        if self.path is None or self.need <= 0 or \
-                _used(self.path.parent) + self.need > budget():
+    def _open(self, tmp: Path) -> int | None:
+        """The segment's temporary file ``tmp``, its room taken (so that a full memory
+        shows now, not half way), or None where there is no folder, budget or room."""
+        if self.need <= 0 or _used(tmp.parent) + self.need > budget():
             return None
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError:
             return None
         try:
-            if hasattr(os, "posix_fallocate"):  # the room taken now: no full memory later
+            if hasattr(os, "posix_fallocate"):
                 os.posix_fallocate(fd, 0, self.need)
         except OSError:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             return None
-        self.tmp = tmp
         return fd
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        if self._it is None:
-            self._it = self._pass()
-        return self._it
-
-    def close(self) -> None:
-        """Stop: the frames' source closed, a segment not whole not kept."""
-        if self._it is not None:
-            self._it.close()
-        elif (close := getattr(self.frames, "close", None)) is not None:
-            close()
-
-    def _pass(self) -> Generator[np.ndarray, None, None]:
-        fd, written = self._open(), 0
+        if self.path is None:  # (no stash folder here: the frames only pass)
+            yield from self.frames
+            return
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        fd, written = self._open(tmp), 0
+        made = fd is not None
         try:
             for frame in self.frames:
-                if fd is not None:
-                    fd = self._write(fd, frame)
-                    written += fd is not None
+                if fd is not None and not self._write(fd, frame):
+                    os.close(fd)
+                    fd = None
+                written += fd is not None
                 yield frame
             if fd is not None and written == self.count:
                 os.close(fd)
                 fd = None
-                with contextlib.suppress(OSError):
-                    os.replace(self.tmp, self.path)
+                with contextlib.suppress(OSError):  # (the job's folder gone: it ended)
+                    os.replace(tmp, self.path)
                     self.stored = self.need
         finally:
-            if (close := getattr(self.frames, "close", None)) is not None:
-                close()
             if fd is not None:
                 os.close(fd)
-            if not self.stored and self.tmp is not None:
+            if made and not self.stored:
                 with contextlib.suppress(OSError):
-                    self.tmp.unlink()
+                    tmp.unlink()
 
-    def _write(self, fd: int, frame: np.ndarray) -> int | None:
-        """Write one frame; None (writing stopped, the file removed) on a failure or a
-        frame of another shape."""
+    def _write(self, fd: int, frame: np.ndarray) -> bool:
+        """Write one frame whole; False on a failure or a frame of another shape."""
         if frame.shape != self.shape or frame.dtype != np.uint8:
-            os.close(fd)
-            return None
+            return False
         view = memoryview(np.ascontiguousarray(frame)).cast("B")
         try:
             while view:
                 view = view[os.write(fd, view):]
         except OSError:
-            os.close(fd)
-            return None
-        return fd
+            return False
+        return True
 
 
-def take(plan_dir: str, plan_key: str, number: int, start: int, count: int,
+def take(plan_dir: str | Path, plan_key: str, number: int, start: int, count: int,
          shape: tuple[int, int, int]) -> Iterator[np.ndarray] | None:
     """The stashed frames of a segment (as :class:`Tee` names it), each (H, W, 3) uint8
     BGR of ``shape``, read one by one; the file is removed as it is opened (a second

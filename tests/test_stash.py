@@ -67,7 +67,7 @@ def test_nothing_is_kept_without_a_folder_or_room_or_every_frame(
         tee = Tee(*PLAN, 1, 0, 4, SHAPE).over(iter(src))
         it = iter(tee)
         next(it), next(it)
-        tee.close()
+        it.close()
         # fewer frames than the segment
         tee = Tee(*PLAN, 2, 0, 4, SHAPE).over(iter(src[:3]))
         assert len(list(tee)) == 3 and tee.stored == 0
@@ -95,9 +95,7 @@ def test_a_killed_clients_folder_goes_and_a_live_ones_stays(root: Path) -> None:
     gone.mkdir(parents=True)
     (root / "not-ours").mkdir()  # (anything else in the folder is left alone)
     (root / ("1" * 24)).mkdir()  # (a job's folder being made: no owner yet)
-    proc = subprocess.Popen(["sleep", "0"])  # a pid that has exited
-    proc.wait()
-    (gone / "owner").write_text(str(proc.pid))
+    (gone / "owner").write_text('{"pid": 1}')  # its owner lock, held by nobody now
     (gone / "00000-0-1.bgr").write_bytes(b"x")
     with job_stash(*PLAN) as folder:
         assert folder is not None and not gone.exists()

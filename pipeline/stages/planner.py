@@ -167,7 +167,7 @@ class Planner:
         last = None
         # the frames also stashed for the segment's painter, where the client made room
         # (written on the decoder's thread)
-        stash = Tee(str(self.plan_dir), self.key, seg.number, seg.start, seg.count,
+        stash = Tee(self.plan_dir, self.key, seg.number, seg.start, seg.count,
                     (self.info.height, self.info.width, 3))
         frames = prefetch_frames(self.info, seg.start, seg.count, exact=True,
                                  threads=self.config.plan_threads, through=stash.over)
